@@ -1,0 +1,259 @@
+//! `spec` of ClusterEndpoint: the external hosts, the ports they serve, and how
+//! each port is health-checked.
+//!
+//! Every bound here is enforced twice: by the apiserver (OpenAPI bounds and CEL
+//! rules generated from these attributes) and again by the controller's
+//! `validate` step, because objects can also arrive through a CRD that is not
+//! ours (the predecessor's `sealos.io` CRD has no validation at all).
+
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::ClusterEndpointStatus;
+
+pub const DEFAULT_PERIOD_SECONDS: i32 = 10;
+pub const DEFAULT_TIMEOUT_SECONDS: i32 = 1;
+pub const DEFAULT_FAILURE_THRESHOLD: i32 = 3;
+pub const DEFAULT_SUCCESS_THRESHOLD: i32 = 1;
+pub const MAX_PORTS: usize = 100;
+pub const MAX_HOSTS: usize = 1000;
+pub const MAX_SECONDS: i32 = 3600;
+pub const MAX_THRESHOLD: i32 = 1000;
+
+/// CEL rule text shared by `spec.hosts` and `spec.ports[].hosts`. `isGlobalUnicast`
+/// excludes exactly what EndpointSlice validation refuses (loopback,
+/// link-local, unspecified, multicast) while allowing private ranges.
+const HOST_RULE: &str = "isIP(self) && ip(self).isGlobalUnicast()";
+const HOST_MESSAGE: &str = "must be a unicast IPv4 or IPv6 address literal (e.g. 10.33.40.151 or fd00::1); loopback, link-local, multicast and unspecified addresses cannot be endpoints";
+
+/// External hosts and ports that a selector-less Service should reach, with
+/// kubelet-style health checks per port.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "khulnasoft-lab.github.io",
+    version = "v1beta1",
+    kind = "ClusterEndpoint",
+    plural = "clusterendpoints",
+    shortname = "cep",
+    namespaced,
+    status = "ClusterEndpointStatus",
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.ready",
+        description = "ready host-ports / all host-ports"
+    ),
+    printcolumn(name = "Status", type_ = "string", json_path = ".status.phase"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "self.ports.all(p, (has(p.hosts) && size(p.hosts) > 0)) || (has(self.hosts) && size(self.hosts) > 0)",
+        "message": "every port needs hosts: set spec.ports[].hosts, or the legacy spec.hosts for ports that list none",
+        "fieldPath": ".ports",
+        "reason": "FieldValueRequired"
+    },
+    {
+        "rule": "self.ports.all(p, self.ports.filter(q, q.port == p.port && q.protocol == p.protocol).size() == 1)",
+        "message": "spec.ports[].port must be unique per protocol: the Service cannot expose the same port and protocol twice",
+        "fieldPath": ".ports",
+        "reason": "FieldValueInvalid"
+    },
+    {
+        "rule": "has(self.clusterIP) == has(oldSelf.clusterIP) && (!has(self.clusterIP) || self.clusterIP == oldSelf.clusterIP)",
+        "message": "spec.clusterIP is immutable (a Service cannot switch between ClusterIP and headless); recreate the ClusterEndpoint to change it",
+        "fieldPath": ".clusterIP",
+        "reason": "FieldValueForbidden"
+    }
+]))]
+pub struct ClusterEndpointSpec {
+    /// How often, in seconds, each host-port is probed. Default 10.
+    #[serde(default = "default_period")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub period_seconds: i32,
+
+    /// `None` makes the Service headless; leave unset for a normal ClusterIP Service.
+    #[serde(default, rename = "clusterIP", skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("enum" = ["None", ""]))]
+    pub cluster_ip: Option<String>,
+
+    /// Legacy (endpoints-operator 0.1): hosts used by every port that lists none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "host_list_schema")]
+    pub hosts: Vec<String>,
+
+    /// The ports of the Service, each with its hosts and health check.
+    #[schemars(length(min = 1, max = 100), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    pub ports: Vec<ClusterEndpointPort>,
+}
+
+/// One Service port, the external hosts behind it, and how they are probed.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "((has(self.tcpSocket) && has(self.tcpSocket.enable) && self.tcpSocket.enable) ? 1 : 0) + (has(self.httpGet) ? 1 : 0) + ((has(self.udpSocket) && has(self.udpSocket.enable) && self.udpSocket.enable) ? 1 : 0) + ((has(self.grpc) && has(self.grpc.enable) && self.grpc.enable) ? 1 : 0) <= 1",
+        "message": "at most one of tcpSocket, httpGet, udpSocket and grpc may be set (enable: false counts as unset)",
+        "reason": "FieldValueInvalid"
+    }
+]))]
+pub struct ClusterEndpointPort {
+    /// DNS label, unique within the object; becomes the Service port name.
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
+    pub name: String,
+
+    /// External host IP literals serving this port (IPv4 or IPv6).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "host_list_schema")]
+    pub hosts: Vec<String>,
+
+    /// TCP, UDP or SCTP. Default TCP.
+    #[serde(default = "default_protocol")]
+    #[schemars(extend("enum" = ["TCP", "UDP", "SCTP"]))]
+    pub protocol: String,
+
+    /// The port the Service exposes.
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: i32,
+
+    /// The port on the external hosts.
+    #[schemars(range(min = 1, max = 65535))]
+    pub target_port: i32,
+
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_socket: Option<TcpSocketHandler>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_get: Option<HttpGetHandler>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub udp_socket: Option<UdpSocketHandler>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grpc: Option<GrpcHandler>,
+
+    /// Seconds after which a probe counts as failed. Default 1.
+    #[serde(default = "default_timeout")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub timeout_seconds: i32,
+
+    /// Consecutive failures that take a ready host out of rotation. Default 3.
+    #[serde(default = "default_failure_threshold")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub failure_threshold: i32,
+
+    /// Consecutive successes that put an unready host back. Default 1.
+    #[serde(default = "default_success_threshold")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub success_threshold: i32,
+
+    /// Extension: probe period for this port, overriding spec.periodSeconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub period_seconds: Option<i32>,
+
+    /// Extension: seconds to wait before the first probe of a new host. Default 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 3600))]
+    pub initial_delay_seconds: Option<i32>,
+}
+
+/// Healthy when a TCP connection opens.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema, Default)]
+pub struct TcpSocketHandler {
+    #[serde(default)]
+    pub enable: bool,
+}
+
+/// Healthy when at least one byte comes back after sending `data`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema, Default)]
+pub struct UdpSocketHandler {
+    #[serde(default)]
+    pub enable: bool,
+    /// Payload sent as UTF-8 bytes (may be empty).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 8192))]
+    pub data: Option<String>,
+}
+
+/// Healthy when `grpc.health.v1.Health/Check` answers SERVING.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema, Default)]
+pub struct GrpcHandler {
+    #[serde(default)]
+    pub enable: bool,
+    /// Service name passed to the health check; empty means the whole server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub service: Option<String>,
+}
+
+/// Healthy when `GET scheme://host:targetPort/path` answers 200–399.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpGetHandler {
+    /// Request path; default `/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048), regex(pattern = r"^[^\s]*$"))]
+    pub path: Option<String>,
+    /// `http` or `https` (any case); default http. TLS certificates are not verified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([hH][tT][tT][pP][sS]?)?$"))]
+    pub scheme: Option<String>,
+    /// Virtual host: sent as the Host header (and TLS server name). The
+    /// connection always goes to the endpoint's own address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253), regex(pattern = r"^[^\s/]*$"))]
+    pub host: Option<String>,
+    /// Extra request headers; a `Host` header sets the request host.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub http_headers: Vec<HttpHeader>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+pub struct HttpHeader {
+    #[schemars(
+        length(min = 1, max = 256),
+        regex(pattern = r"^[-!#$%&'*+.^_`|~0-9A-Za-z]+$")
+    )]
+    pub name: String,
+    #[schemars(length(max = 4096), regex(pattern = r"^[^\r\n]*$"))]
+    pub value: String,
+}
+
+/// A set of IP literals, each checked by CEL; written by hand because schemars
+/// cannot attach extensions to list items.
+fn host_list_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "array",
+        "maxItems": MAX_HOSTS,
+        "x-kubernetes-list-type": "set",
+        "items": {
+            "type": "string",
+            "maxLength": 45,
+            "x-kubernetes-validations": [{"rule": HOST_RULE, "message": HOST_MESSAGE}]
+        }
+    })
+}
+
+fn default_period() -> i32 {
+    DEFAULT_PERIOD_SECONDS
+}
+fn default_timeout() -> i32 {
+    DEFAULT_TIMEOUT_SECONDS
+}
+fn default_failure_threshold() -> i32 {
+    DEFAULT_FAILURE_THRESHOLD
+}
+fn default_success_threshold() -> i32 {
+    DEFAULT_SUCCESS_THRESHOLD
+}
+fn default_protocol() -> String {
+    "TCP".to_string()
+}

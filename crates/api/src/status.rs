@@ -1,0 +1,93 @@
+//! `status` of ClusterEndpoint: overall phase, seed-compatible conditions, and
+//! per-port health with the unhealthy hosts and why.
+//!
+//! Nothing here carries a heartbeat or a latency, so equal health gives an
+//! equal status and the controller can skip the write.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Condition types, as the predecessor reported them.
+pub const CONDITION_INITIALIZED: &str = "Initialized";
+pub const CONDITION_SYNC_SERVICE: &str = "SyncServiceReady";
+pub const CONDITION_SYNC_ENDPOINT: &str = "SyncEndpointReady";
+pub const CONDITION_READY: &str = "Ready";
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterEndpointStatus {
+    /// The spec generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Healthy when every probed host-port is ready; Pending until every host
+    /// has a first verdict; UnHealthy otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("enum" = ["Healthy", "UnHealthy", "Pending"]))]
+    pub phase: Option<Phase>,
+    /// Ready host-ports over all host-ports, e.g. `3/4` (the READY column).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    pub ports: Vec<PortStatus>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum Phase {
+    Healthy,
+    UnHealthy,
+    Pending,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Healthy => "Healthy",
+            Phase::UnHealthy => "UnHealthy",
+            Phase::Pending => "Pending",
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// "True", "False" or "Unknown".
+    pub status: String,
+    pub reason: String,
+    pub message: String,
+    /// RFC 3339 time of the last change of `status`.
+    pub last_transition_time: String,
+    /// Kept for compatibility with endpoints-operator; written only when the
+    /// condition itself is written, never as a periodic heartbeat.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_heartbeat_time: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PortStatus {
+    pub name: String,
+    /// `tcp`, `http`, `udp`, `grpc`, or `none` for a static (not probed) port.
+    pub probe: String,
+    pub ready: i32,
+    pub total: i32,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["host"]))]
+    pub unhealthy: Vec<UnhealthyHost>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UnhealthyHost {
+    pub host: String,
+    /// RFC 3339 time the host left rotation.
+    pub since: String,
+    /// Why the last probe failed; never a response body.
+    pub message: String,
+}

@@ -1,0 +1,140 @@
+use super::*;
+use serde_json::Value;
+
+fn schema_of(group: &str) -> Value {
+    let crd = crd_for_group(group);
+    let version = crd.spec.versions.first().expect("one version").clone();
+    serde_json::to_value(
+        version
+            .schema
+            .expect("schema")
+            .open_api_v3_schema
+            .expect("openAPIV3Schema"),
+    )
+    .expect("schema serialises")
+}
+
+fn rules(v: &Value) -> Vec<String> {
+    v.get("x-kubernetes-validations")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|r| r["rule"].as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn crd_is_named_for_each_group() {
+    for group in [GROUP, SEALOS_GROUP, SEALYUN_GROUP] {
+        let crd = crd_for_group(group);
+        assert_eq!(
+            crd.metadata.name.as_deref(),
+            Some(format!("clusterendpoints.{group}").as_str())
+        );
+        assert_eq!(crd.spec.group, group);
+        assert_eq!(
+            crd.spec.names.short_names.as_deref(),
+            Some(&["cep".to_string()][..])
+        );
+        assert_eq!(crd.spec.scope, "Namespaced");
+        let v = &crd.spec.versions[0];
+        assert_eq!(
+            (v.name.as_str(), v.served, v.storage),
+            (VERSION, true, true)
+        );
+        assert!(
+            v.subresources
+                .as_ref()
+                .and_then(|s| s.status.as_ref())
+                .is_some()
+        );
+    }
+}
+
+#[test]
+fn crd_yaml_round_trips() {
+    let yaml = crd_yaml(SEALOS_GROUP).expect("renders");
+    let back: k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition =
+        serde_yaml::from_str(&yaml).expect("parses back");
+    assert_eq!(back, crd_for_group(SEALOS_GROUP));
+}
+
+#[test]
+fn printer_columns_are_name_ready_status_age() {
+    let crd = crd_for_group(GROUP);
+    let cols: Vec<(String, String)> = crd.spec.versions[0]
+        .additional_printer_columns
+        .iter()
+        .flatten()
+        .map(|c| (c.name.clone(), c.json_path.clone()))
+        .collect();
+    assert_eq!(
+        cols,
+        [
+            ("Ready".to_string(), ".status.ready".to_string()),
+            ("Status".to_string(), ".status.phase".to_string()),
+            ("Age".to_string(), ".metadata.creationTimestamp".to_string()),
+        ]
+    );
+}
+
+#[test]
+fn schema_carries_defaults_bounds_and_cel_rules() {
+    let root = schema_of(GROUP);
+    assert!(
+        rules(&root)
+            .iter()
+            .any(|r| r.contains("self.metadata.name"))
+    );
+    let spec = &root["properties"]["spec"];
+    assert_eq!(spec["properties"]["periodSeconds"]["default"], 10);
+    assert_eq!(spec["properties"]["periodSeconds"]["minimum"], 1.0);
+    let spec_rules = rules(spec);
+    assert_eq!(spec_rules.len(), 3, "{spec_rules:?}");
+    assert!(spec_rules.iter().any(|r| r.contains("oldSelf.clusterIP")));
+    let ports = &spec["properties"]["ports"];
+    assert_eq!(ports["x-kubernetes-list-type"], "map");
+    assert_eq!(
+        ports["x-kubernetes-list-map-keys"],
+        serde_json::json!(["name"])
+    );
+    assert_eq!(
+        (ports["minItems"].as_u64(), ports["maxItems"].as_u64()),
+        (Some(1), Some(100))
+    );
+    let port = &ports["items"];
+    assert!(rules(port)[0].contains("tcpSocket"));
+    for (field, default) in [
+        ("timeoutSeconds", 1),
+        ("failureThreshold", 3),
+        ("successThreshold", 1),
+    ] {
+        assert_eq!(port["properties"][field]["default"], default, "{field}");
+        assert_eq!(port["properties"][field]["minimum"], 1.0, "{field}");
+    }
+    assert_eq!(port["properties"]["protocol"]["default"], "TCP");
+    assert_eq!(port["properties"]["targetPort"]["maximum"], 65535.0);
+    let hosts = &port["properties"]["hosts"];
+    assert_eq!(hosts["x-kubernetes-list-type"], "set");
+    assert_eq!(hosts["maxItems"], 1000);
+    assert!(rules(&hosts["items"])[0].contains("isIP(self)"));
+    assert!(rules(&spec["properties"]["hosts"]["items"])[0].contains("isIP(self)"));
+}
+
+#[test]
+fn seed_manifests_deserialise_with_defaults() {
+    let cep: ClusterEndpoint = serde_yaml::from_str(
+        "apiVersion: khulnasoft-lab.github.io/v1beta1\nkind: ClusterEndpoint\nmetadata: {name: wp}\nspec:\n  ports:\n  - name: http\n    port: 80\n    targetPort: 80\n    hosts: [198.18.0.2]\n    tcpSocket: {enable: true}\n",
+    )
+    .expect("parses");
+    assert_eq!(cep.spec.period_seconds, DEFAULT_PERIOD_SECONDS);
+    let p = &cep.spec.ports[0];
+    assert_eq!(
+        (p.timeout_seconds, p.failure_threshold, p.success_threshold),
+        (1, 3, 1)
+    );
+    assert_eq!(p.protocol, "TCP");
+    assert_eq!(p.tcp_socket, Some(TcpSocketHandler { enable: true }));
+}

@@ -1,0 +1,247 @@
+//! `kube-endpoints check -f FILE`: validate ClusterEndpoint manifests and
+//! probe their hosts once, locally, with no cluster. Prints a verdict per
+//! host and, with `-o yaml`, the objects the controller would write.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::time::SystemTime;
+
+use futures::future::join_all;
+use kube_endpoints_api::{ClusterEndpointSpec, GROUP, VERSION};
+use kube_endpoints_probe::{Health, HealthState, Prober, TargetId, Verdict};
+use serde::Deserialize;
+
+use crate::builder::{self, Owner};
+use crate::plan::{Plan, plan};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("document {index} of {path} is not valid YAML: {source}")]
+    Yaml {
+        path: String,
+        index: usize,
+        source: serde_yaml::Error,
+    },
+}
+
+#[derive(Deserialize)]
+struct Manifest {
+    #[serde(rename = "apiVersion", default)]
+    api_version: String,
+    #[serde(default)]
+    kind: String,
+    #[serde(default)]
+    metadata: Meta,
+    spec: Option<serde_yaml::Value>,
+}
+
+#[derive(Deserialize, Default)]
+struct Meta {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    namespace: Option<String>,
+}
+
+/// One validated object, ready to probe.
+struct Checked {
+    owner: Owner,
+    plan: Plan,
+}
+
+pub struct Report {
+    pub text: String,
+    /// Some manifest was invalid: the command should fail.
+    pub invalid: bool,
+}
+
+/// Read, validate and probe. `yaml` adds the objects that would be written.
+pub async fn check(path: &str, content: &str, prober: &Prober, yaml: bool) -> Result<Report, CheckError> {
+    let mut out = String::new();
+    let mut invalid = false;
+    let mut checked = Vec::new();
+    for (index, doc) in serde_yaml::Deserializer::from_str(content).enumerate() {
+        let value = serde_yaml::Value::deserialize(doc).map_err(|source| CheckError::Yaml {
+            path: path.to_string(),
+            index,
+            source,
+        })?;
+        if value.is_null() {
+            continue;
+        }
+        let manifest: Manifest = match serde_yaml::from_value(value) {
+            Ok(m) => m,
+            Err(e) => {
+                invalid = true;
+                let _ = writeln!(out, "document {index}: not a Kubernetes object: {e}");
+                continue;
+            }
+        };
+        if manifest.kind != "ClusterEndpoint" {
+            let _ = writeln!(out, "document {index}: skipping {} (not a ClusterEndpoint)", manifest.kind);
+            continue;
+        }
+        let name = manifest.metadata.name.clone();
+        let label = format!("ClusterEndpoint {name:?} (document {index})");
+        let spec: ClusterEndpointSpec = match manifest.spec.map(serde_yaml::from_value).transpose() {
+            Ok(Some(spec)) => spec,
+            Ok(None) => {
+                invalid = true;
+                let _ = writeln!(out, "{label}: invalid:\n  spec: required");
+                continue;
+            }
+            Err(e) => {
+                invalid = true;
+                let _ = writeln!(out, "{label}: invalid:\n  spec: {e}");
+                continue;
+            }
+        };
+        match plan(&name, &spec) {
+            Ok(plan) => {
+                let _ = writeln!(out, "{label}: valid");
+                let api_version = if manifest.api_version.is_empty() {
+                    format!("{GROUP}/{VERSION}")
+                } else {
+                    manifest.api_version.clone()
+                };
+                checked.push(Checked {
+                    owner: Owner {
+                        api_version,
+                        kind: "ClusterEndpoint".into(),
+                        namespace: manifest.metadata.namespace.unwrap_or_else(|| "default".into()),
+                        name,
+                        uid: String::new(),
+                    },
+                    plan,
+                });
+            }
+            Err(errors) => {
+                invalid = true;
+                let _ = writeln!(out, "{label}: invalid:");
+                for e in errors.0 {
+                    let _ = writeln!(out, "  {e}");
+                }
+            }
+        }
+    }
+
+    let mut rows = vec![["OBJECT", "PORT", "HOST", "PROBE", "RESULT", "LATENCY", "MESSAGE"].map(String::from)];
+    let mut objects = Vec::new();
+    for c in &checked {
+        let health = probe_all(c, prober, &mut rows).await;
+        if yaml {
+            objects.push(render(c, &health));
+        }
+    }
+    if !checked.is_empty() {
+        out.push('\n');
+        out.push_str(&table(&rows));
+    }
+    for o in objects {
+        out.push_str(&o);
+    }
+    Ok(Report { text: out, invalid })
+}
+
+async fn probe_all(c: &Checked, prober: &Prober, rows: &mut Vec<[String; 7]>) -> BTreeMap<TargetId, Health> {
+    let mut health = BTreeMap::new();
+    let targets = c.plan.targets();
+    let outcomes = join_all(targets.iter().map(|(id, spec)| async move {
+        let addr = SocketAddr::new(id.host, spec.target_port);
+        (id, spec, prober.probe(&spec.probe, addr, spec.timeout).await)
+    }))
+    .await;
+    let mut by_id = BTreeMap::new();
+    for (id, spec, outcome) in outcomes {
+        by_id.insert(id.clone(), (spec.probe.kind().as_str(), outcome));
+    }
+    for port in &c.plan.ports {
+        for host in &port.hosts {
+            let id = TargetId {
+                port: port.name.clone(),
+                host: *host,
+            };
+            let row = match by_id.get(&id) {
+                Some((kind, outcome)) => {
+                    let ok = outcome.verdict == Verdict::Success;
+                    health.insert(
+                        id.clone(),
+                        Health {
+                            state: if ok { HealthState::Ready } else { HealthState::NotReady },
+                            since: SystemTime::now(),
+                            message: outcome.message.clone(),
+                        },
+                    );
+                    [
+                        kind.to_string(),
+                        match outcome.verdict {
+                            Verdict::Success => "healthy",
+                            Verdict::Failure => "unhealthy",
+                            Verdict::ConfigError => "config-error",
+                        }
+                        .to_string(),
+                        format!("{:.1}ms", outcome.latency.as_secs_f64() * 1000.0),
+                        outcome.message.clone(),
+                    ]
+                }
+                None => ["none".into(), "static".into(), "-".into(), "not probed".into()],
+            };
+            let [probe, result, latency, message] = row;
+            rows.push([
+                format!("{}/{}", c.owner.namespace, c.owner.name),
+                format!("{}:{}", port.name, port.target_port),
+                host.to_string(),
+                probe,
+                result,
+                latency,
+                message,
+            ]);
+        }
+    }
+    health
+}
+
+fn render(c: &Checked, health: &BTreeMap<TargetId, Health>) -> String {
+    let mut out = String::new();
+    let mut push = |v: Result<String, serde_yaml::Error>| match v {
+        Ok(s) => {
+            out.push_str("---\n");
+            out.push_str(&s);
+        }
+        Err(e) => {
+            let _ = writeln!(out, "# could not render: {e}");
+        }
+    };
+    push(serde_yaml::to_string(&builder::service(&c.owner, &c.plan)));
+    for slice in builder::endpoint_slices(&c.owner, &c.plan, health, crate::DEFAULT_CONTROLLER_ID) {
+        push(serde_yaml::to_string(&slice));
+    }
+    push(serde_yaml::to_string(&builder::endpoints(&c.owner, &c.plan, health)));
+    out
+}
+
+fn table(rows: &[[String; 7]]) -> String {
+    let mut widths = [0usize; 7];
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in rows {
+        let mut line = String::new();
+        for (i, (cell, w)) in row.iter().zip(widths).enumerate() {
+            if i == 6 {
+                line.push_str(cell);
+            } else {
+                let _ = write!(line, "{cell:<w$}  ");
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}

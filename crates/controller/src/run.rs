@@ -1,0 +1,280 @@
+//! Wiring: caches, the probe engine, transition handling and the
+//! kube-runtime Controller for one API group and namespace scope.
+
+use std::sync::Arc;
+
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::{Endpoints, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{Api, ListParams};
+use kube::core::ApiResource;
+use kube::runtime::controller::Controller;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource, ResourceExt};
+use kube_endpoints_api::{DynClusterEndpoint, api_resource};
+use kube_endpoints_probe::{HealthState, Prober, Scheduler, Transition};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::builder::LABEL_MANAGED_BY;
+use crate::metrics::{Metrics, ProbeObserver, TransitionLabels};
+use crate::reconcile::{self, Caches, CepKey, Context, Settings};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(
+        "the ClusterEndpoint CRD of group {group} is not served ({source}); install it with `kube-endpoints crd --group {group} | kubectl apply -f -`"
+    )]
+    CrdMissing { group: String, source: kube::Error },
+    #[error("a watch cache stopped before it was ready")]
+    CacheNotReady,
+}
+
+impl RunError {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            RunError::CrdMissing { .. } => "CrdMissing",
+            RunError::CacheNotReady => "CacheNotReady",
+        }
+    }
+}
+
+/// One controller: one API group, all namespaces or one.
+pub struct Scope {
+    pub group: String,
+    pub namespace: Option<String>,
+}
+
+fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Runs until `shutdown` is cancelled. Returns an error only when it cannot
+/// start (for example when the CRD is not installed).
+pub async fn run_scope(
+    client: Client,
+    scope: Scope,
+    settings: Settings,
+    metrics: Arc<Metrics>,
+    prober: Prober,
+    shutdown: CancellationToken,
+) -> Result<(), RunError> {
+    let resource = api_resource(&scope.group);
+    let ns = scope.namespace.as_deref();
+    let ceps: Api<DynClusterEndpoint> = match ns {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
+        None => Api::all_with(client.clone(), &resource),
+    };
+    ceps.list_metadata(&ListParams::default().limit(1))
+        .await
+        .map_err(|source| RunError::CrdMissing {
+            group: scope.group.clone(),
+            source,
+        })?;
+
+    // Child watches fill the caches and trigger the owning object's reconcile.
+    let (trigger_tx, trigger_rx) = mpsc::unbounded_channel::<ObjectRef<DynClusterEndpoint>>();
+    let slice_selector = format!("{LABEL_MANAGED_BY}={}", settings.controller_id);
+    let caches = Caches {
+        services: spawn_cache(api::<Service>(&client, ns), watcher::Config::default(), &resource, &trigger_tx, &shutdown),
+        endpoints: spawn_cache(api::<Endpoints>(&client, ns), watcher::Config::default(), &resource, &trigger_tx, &shutdown),
+        slices: spawn_cache(
+            api::<EndpointSlice>(&client, ns),
+            watcher::Config::default().labels(&slice_selector),
+            &resource,
+            &trigger_tx,
+            &shutdown,
+        ),
+    };
+    // Seeding health from the slices needs a complete cache, or a restart
+    // would briefly take every host out of rotation.
+    for ready in [
+        caches.services.wait_until_ready().await,
+        caches.endpoints.wait_until_ready().await,
+        caches.slices.wait_until_ready().await,
+    ] {
+        ready.map_err(|_| RunError::CacheNotReady)?;
+    }
+
+    let (scheduler, transitions) =
+        Scheduler::<CepKey>::new(prober, Arc::new(ProbeObserver(metrics.clone())));
+    let reporter = Reporter {
+        controller: settings.field_manager.clone(),
+        instance: std::env::var("POD_NAME").ok(),
+    };
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        resource: resource.clone(),
+        scheduler: scheduler.clone(),
+        settings,
+        caches,
+        metrics: metrics.clone(),
+        recorder: Recorder::new(client.clone(), reporter),
+    });
+
+    let writer = reflector::store::Writer::new(resource.clone());
+    let writer_store = writer.as_reader();
+    let sweep_scheduler = scheduler.clone();
+    let sweep_store = writer_store.clone();
+    let cep_stream = watcher(ceps.clone(), watcher::Config::default())
+        .default_backoff()
+        .reflect(writer)
+        .inspect(move |event| forget_deleted(event, &sweep_scheduler, &sweep_store))
+        .touched_objects();
+
+    let transition_task = tokio::spawn(handle_transitions(
+        transitions,
+        ctx.clone(),
+        writer_store.clone(),
+        trigger_tx.clone(),
+    ));
+    info!(group = %scope.group, namespace = ns.unwrap_or("*"), "controller started");
+    metrics.set_ready(true);
+
+    let stop = shutdown.clone();
+    Controller::for_stream_with(cep_stream, writer_store, resource.clone())
+        .reconcile_on(receiver_stream(trigger_rx))
+        .graceful_shutdown_on(async move { stop.cancelled().await })
+        .run(reconcile::reconcile, reconcile::error_policy, ctx)
+        .for_each(|_| futures::future::ready(()))
+        .await;
+    scheduler.shutdown();
+    transition_task.abort();
+    Ok(())
+}
+
+fn receiver_stream<T: Send + 'static>(rx: mpsc::UnboundedReceiver<T>) -> impl Stream<Item = T> + Send {
+    futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) })
+}
+
+/// Stop probing objects that are gone: on a delete event, and after every
+/// re-list (deletes missed while the watch was down show up only there).
+fn forget_deleted(
+    event: &Result<watcher::Event<DynClusterEndpoint>, watcher::Error>,
+    scheduler: &Scheduler<CepKey>,
+    store: &Store<DynClusterEndpoint>,
+) {
+    match event {
+        Ok(watcher::Event::Delete(obj)) => {
+            if let Ok(key) = CepKey::of(obj) {
+                scheduler.remove(&key);
+            }
+        }
+        Ok(watcher::Event::InitDone) => {
+            let live: std::collections::BTreeSet<CepKey> = store
+                .state()
+                .iter()
+                .filter_map(|o| CepKey::of(o).ok())
+                .collect();
+            scheduler.retain(|key| live.contains(key));
+        }
+        _ => {}
+    }
+}
+
+/// A cache of `K` whose changes trigger a reconcile of the owning
+/// ClusterEndpoint (found through the controller owner reference).
+fn spawn_cache<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    owner: &ApiResource,
+    trigger: &mpsc::UnboundedSender<ObjectRef<DynClusterEndpoint>>,
+    shutdown: &CancellationToken,
+) -> Store<K>
+where
+    K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + Send + Sync + serde::de::DeserializeOwned + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let owner = owner.clone();
+    let trigger = trigger.clone();
+    let stream = watcher(api, config)
+        .default_backoff()
+        .reflect(writer)
+        .touched_objects()
+        .for_each(move |obj| {
+            match obj {
+                Ok(obj) => {
+                    for r in obj.owner_references() {
+                        if r.controller == Some(true) && r.kind == owner.kind && r.api_version == owner.api_version {
+                            if let Some(ns) = obj.namespace() {
+                                let _ = trigger.send(ObjectRef::new_with(&r.name, owner.clone()).within(&ns));
+                            }
+                        }
+                    }
+                }
+                Err(e) => warn!(error = %e, "watch error; retrying with backoff"),
+            }
+            futures::future::ready(())
+        });
+    let shutdown = shutdown.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            () = stream => {},
+            () = shutdown.cancelled() => {},
+        }
+    });
+    reader
+}
+
+/// Every transition: count it, tell the user (Event) and reconcile the object.
+async fn handle_transitions(
+    mut transitions: mpsc::UnboundedReceiver<Transition<CepKey>>,
+    ctx: Arc<Context>,
+    store: Store<DynClusterEndpoint>,
+    trigger: mpsc::UnboundedSender<ObjectRef<DynClusterEndpoint>>,
+) {
+    while let Some(t) = transitions.recv().await {
+        let to = match t.to.state {
+            HealthState::Ready => "ready",
+            HealthState::NotReady => "not_ready",
+            HealthState::Pending => continue,
+        };
+        ctx.metrics.transitions.get_or_create(&TransitionLabels { to }).inc();
+        let object_ref = t.owner.object_ref(&ctx.resource);
+        let Some(cep) = store.get(&object_ref) else {
+            ctx.scheduler.remove(&t.owner);
+            continue;
+        };
+        let _ = trigger.send(object_ref);
+        // A new host becoming ready is the normal start, not news.
+        if t.from == HealthState::Pending && t.to.state == HealthState::Ready {
+            continue;
+        }
+        let (type_, reason, note) = match t.to.state {
+            HealthState::Ready => (
+                EventType::Normal,
+                "HostHealthy",
+                format!("host {} port {} is healthy again and back in rotation", t.target.host, t.target.port),
+            ),
+            _ => (
+                EventType::Warning,
+                "HostUnhealthy",
+                format!(
+                    "host {} port {} is unhealthy and out of rotation: {}",
+                    t.target.host, t.target.port, t.to.message
+                ),
+            ),
+        };
+        info!(namespace = %t.owner.namespace, name = %t.owner.name, host = %t.target.host, port = %t.target.port, reason, "host transition");
+        let event = Event {
+            type_,
+            reason: reason.to_string(),
+            note: Some(reconcile::truncate(&note, 1000)),
+            // The host is part of the action so that Events about different
+            // hosts are not folded into one series.
+            action: format!("Probe/{}/{}", t.target.port, t.target.host),
+            secondary: None,
+        };
+        let ctx = ctx.clone();
+        tokio::spawn(async move { reconcile::publish(&ctx, &cep, event).await });
+    }
+}

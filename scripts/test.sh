@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The project's test command: formatting, lints, unit tests and the
+# end-to-end suite against a real kube-apiserver + etcd (built from their Go
+# modules into ~/.cache on first use). Needs root for the network-namespace
+# test hosts. Usage: scripts/test.sh
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+cd "$repo"
+
+scripts/install-deps.sh
+
+echo "== control plane binaries"
+start=$(date +%s)
+KE_CONTROL_PLANE_BIN=$(scripts/build-control-plane.sh)
+export KE_CONTROL_PLANE_BIN
+echo "control plane ready in $(( $(date +%s) - start ))s: $KE_CONTROL_PLANE_BIN"
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+echo "== cargo test (unit + end-to-end)"
+start=$(date +%s)
+cargo test --workspace --locked --no-fail-fast
+echo "tests took $(( $(date +%s) - start ))s"
