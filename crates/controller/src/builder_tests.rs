@@ -407,7 +407,7 @@ fn adoption_decisions() {
     assert_eq!(reason(node_port, &plan), "ServiceTypeConflict");
     let mut headless_spec = parse(SEED_000).spec;
     headless_spec.cluster_ip = Some("None".into());
-    let headless_plan = super::plan("wordpress", &headless_spec).expect("valid");
+    let headless_plan = crate::plan::plan("wordpress", &headless_spec).expect("valid");
     assert_eq!(reason(existing_service(|_| {}), &headless_plan), "ClusterIPConflict");
 
     // Endpoints: unowned is adopted, foreign controller refused.

@@ -1,0 +1,249 @@
+//! The kubelet's readiness threshold logic as a pure state machine: counts of
+//! consecutive results across periods decide when a target changes state.
+
+use std::time::SystemTime;
+
+use crate::probe::{Outcome, Verdict};
+
+/// Message of a target whose state was restored rather than probed.
+pub const SEEDED_MESSAGE: &str = "restored from existing EndpointSlice";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum HealthState {
+    /// New target, no verdict yet. Not in rotation.
+    Pending,
+    Ready,
+    NotReady,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Health {
+    pub state: HealthState,
+    /// When the target entered `state`.
+    pub since: SystemTime,
+    /// Why it is not ready (the failing probe's message); empty when ready.
+    /// Never contains timings, so it is stable across repeated failures.
+    pub message: String,
+}
+
+/// Consecutive results needed to change state (both at least 1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Thresholds {
+    pub failure: u32,
+    pub success: u32,
+}
+
+#[derive(Clone, Debug)]
+pub struct ThresholdTracker {
+    thresholds: Thresholds,
+    health: Health,
+    successes: u32,
+    failures: u32,
+}
+
+impl ThresholdTracker {
+    /// A new target: not ready until `success` consecutive successes; its
+    /// first failure already makes it NotReady (with the reason).
+    pub fn new_pending(thresholds: Thresholds, now: SystemTime) -> Self {
+        Self::with_health(
+            thresholds,
+            Health {
+                state: HealthState::Pending,
+                since: now,
+                message: String::new(),
+            },
+        )
+    }
+
+    /// A target whose state was restored (from existing EndpointSlices).
+    pub fn new_seeded(thresholds: Thresholds, ready: bool, now: SystemTime) -> Self {
+        let (state, message) = if ready {
+            (HealthState::Ready, String::new())
+        } else {
+            (HealthState::NotReady, SEEDED_MESSAGE.to_string())
+        };
+        Self::with_health(
+            thresholds,
+            Health {
+                state,
+                since: now,
+                message,
+            },
+        )
+    }
+
+    /// Continue from a known health (a target whose probe settings changed):
+    /// the state is kept, the counters start over.
+    pub fn with_health(thresholds: Thresholds, health: Health) -> Self {
+        ThresholdTracker {
+            thresholds: Thresholds {
+                failure: thresholds.failure.max(1),
+                success: thresholds.success.max(1),
+            },
+            health,
+            successes: 0,
+            failures: 0,
+        }
+    }
+
+    pub fn health(&self) -> &Health {
+        &self.health
+    }
+
+    /// Feed one probe result; returns the new health only when the state
+    /// changed.
+    pub fn observe(&mut self, outcome: &Outcome, now: SystemTime) -> Option<Health> {
+        let next = if outcome.verdict == Verdict::Success {
+            self.failures = 0;
+            self.successes = self.successes.saturating_add(1);
+            let enough = self.successes >= self.thresholds.success;
+            (self.health.state != HealthState::Ready && enough).then(|| Health {
+                state: HealthState::Ready,
+                since: now,
+                message: String::new(),
+            })
+        } else {
+            self.successes = 0;
+            self.failures = self.failures.saturating_add(1);
+            let flip = match self.health.state {
+                HealthState::Pending => true,
+                HealthState::Ready => self.failures >= self.thresholds.failure,
+                HealthState::NotReady => false,
+            };
+            flip.then(|| Health {
+                state: HealthState::NotReady,
+                since: now,
+                message: outcome.message.clone(),
+            })
+        };
+        if let Some(h) = &next {
+            self.health = h.clone();
+        }
+        next
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    fn t(s: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(s)
+    }
+
+    fn ok() -> Outcome {
+        Outcome {
+            verdict: Verdict::Success,
+            message: String::new(),
+            latency: Duration::from_millis(1),
+        }
+    }
+
+    fn fail(msg: &str) -> Outcome {
+        Outcome {
+            verdict: Verdict::Failure,
+            message: msg.into(),
+            latency: Duration::from_millis(1),
+        }
+    }
+
+    fn states(tracker: &mut ThresholdTracker, results: &[bool]) -> Vec<Option<HealthState>> {
+        results
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let o = if *r { ok() } else { fail("refused") };
+                tracker.observe(&o, t(i as u64)).map(|h| h.state)
+            })
+            .collect()
+    }
+
+    const ONE: Thresholds = Thresholds { failure: 1, success: 1 };
+
+    #[test]
+    fn pending_becomes_ready_after_success_threshold() {
+        let mut tr = ThresholdTracker::new_pending(Thresholds { failure: 3, success: 2 }, t(0));
+        assert_eq!(states(&mut tr, &[true, true, true]), [None, Some(HealthState::Ready), None]);
+    }
+
+    #[test]
+    fn pending_reports_the_first_failure_with_its_reason() {
+        let mut tr = ThresholdTracker::new_pending(Thresholds { failure: 3, success: 1 }, t(0));
+        let h = tr.observe(&fail("tcp connect: connection refused"), t(5)).expect("change");
+        assert_eq!(h.state, HealthState::NotReady);
+        assert_eq!(h.message, "tcp connect: connection refused");
+        assert_eq!(h.since, t(5));
+        assert_eq!(tr.observe(&fail("again"), t(6)), None, "no change, no news");
+        assert_eq!(tr.health().message, "tcp connect: connection refused");
+    }
+
+    #[test]
+    fn failure_threshold_counts_consecutive_failures() {
+        let mut tr = ThresholdTracker::new_seeded(Thresholds { failure: 3, success: 1 }, true, t(0));
+        // Two failures keep it ready; a success resets the count.
+        assert_eq!(
+            states(&mut tr, &[false, false, true, false, false, false]),
+            [None, None, None, None, None, Some(HealthState::NotReady)]
+        );
+    }
+
+    #[test]
+    fn success_threshold_counts_consecutive_successes() {
+        let mut tr = ThresholdTracker::new_seeded(Thresholds { failure: 1, success: 3 }, false, t(0));
+        assert_eq!(
+            states(&mut tr, &[true, true, false, true, true, true]),
+            [None, None, None, None, None, Some(HealthState::Ready)]
+        );
+    }
+
+    #[test]
+    fn flapping_with_thresholds_of_one_follows_every_result() {
+        let mut tr = ThresholdTracker::new_pending(ONE, t(0));
+        assert_eq!(
+            states(&mut tr, &[true, false, true, false]),
+            [
+                Some(HealthState::Ready),
+                Some(HealthState::NotReady),
+                Some(HealthState::Ready),
+                Some(HealthState::NotReady)
+            ]
+        );
+    }
+
+    #[test]
+    fn flapping_below_the_threshold_changes_nothing() {
+        let mut tr = ThresholdTracker::new_seeded(Thresholds { failure: 2, success: 2 }, true, t(0));
+        assert_eq!(states(&mut tr, &[false, true, false, true, false, true]), [None; 6]);
+        assert_eq!(tr.health().state, HealthState::Ready);
+    }
+
+    #[test]
+    fn seeded_targets_start_in_their_restored_state() {
+        let tr = ThresholdTracker::new_seeded(ONE, false, t(9));
+        assert_eq!(tr.health().state, HealthState::NotReady);
+        assert_eq!(tr.health().message, SEEDED_MESSAGE);
+        let mut tr = ThresholdTracker::new_seeded(ONE, true, t(9));
+        assert_eq!(tr.observe(&ok(), t(10)), None, "a probe that agrees is not a transition");
+    }
+
+    #[test]
+    fn config_errors_count_as_failures() {
+        let mut tr = ThresholdTracker::new_seeded(ONE, true, t(0));
+        let o = Outcome {
+            verdict: Verdict::ConfigError,
+            message: "configuration error: bad header".into(),
+            latency: Duration::ZERO,
+        };
+        assert_eq!(tr.observe(&o, t(1)).map(|h| h.state), Some(HealthState::NotReady));
+    }
+
+    #[test]
+    fn with_health_keeps_state_and_resets_counters() {
+        let mut tr = ThresholdTracker::new_seeded(Thresholds { failure: 2, success: 1 }, true, t(0));
+        assert_eq!(tr.observe(&fail("x"), t(1)), None);
+        let mut next = ThresholdTracker::with_health(Thresholds { failure: 2, success: 1 }, tr.health().clone());
+        assert_eq!(next.observe(&fail("x"), t(2)), None, "the earlier failure was forgotten");
+        assert_eq!(next.health().state, HealthState::Ready);
+    }
+}
