@@ -189,10 +189,8 @@ pub fn endpoints(owner: &Owner, plan: &Plan, health: &BTreeMap<TargetId, Health>
         .ports
         .iter()
         .map(|port| {
-            let (ready, not_ready): (Vec<IpAddr>, Vec<IpAddr>) = port
-                .hosts
-                .iter()
-                .partition(|h| is_ready(port, **h, health));
+            let (ready, not_ready): (Vec<IpAddr>, Vec<IpAddr>) =
+                port.hosts.iter().partition(|h| is_ready(port, **h, health));
             let addresses = |hosts: Vec<IpAddr>| {
                 (!hosts.is_empty()).then(|| {
                     hosts
@@ -427,7 +425,12 @@ pub fn status(input: &StatusInput<'_>) -> ClusterEndpointStatus {
             "Initialized",
             "cluster endpoints has been initialized",
         ),
-        Err(invalid) => cond(CONDITION_INITIALIZED, false, "InvalidSpec", &invalid.to_string()),
+        Err(invalid) => cond(
+            CONDITION_INITIALIZED,
+            false,
+            "InvalidSpec",
+            &invalid.to_string(),
+        ),
     };
     conditions.push(initialized);
     let sync_cond = |type_, ok_reason, ok_message, sync: &Sync| match sync {
@@ -482,7 +485,10 @@ pub fn status(input: &StatusInput<'_>) -> ClusterEndpointStatus {
                 CONDITION_READY,
                 false,
                 "HostsUnhealthy",
-                &format!("some hosts are out of rotation (ready: {})", not_ready.join(", ")),
+                &format!(
+                    "some hosts are out of rotation (ready: {})",
+                    not_ready.join(", ")
+                ),
             )
         }
     };
@@ -493,7 +499,11 @@ pub fn status(input: &StatusInput<'_>) -> ClusterEndpointStatus {
         .map(|s| s.conditions.iter().map(|c| (c.type_.as_str(), c)).collect())
         .unwrap_or_default();
     for c in &mut conditions {
-        stamp(c, previous_conditions.get(c.type_.as_str()).copied(), input.now);
+        stamp(
+            c,
+            previous_conditions.get(c.type_.as_str()).copied(),
+            input.now,
+        );
     }
 
     ClusterEndpointStatus {
@@ -505,7 +515,11 @@ pub fn status(input: &StatusInput<'_>) -> ClusterEndpointStatus {
     }
 }
 
-fn port_status(port: &PortPlan, input: &StatusInput<'_>, previous: Option<&PortStatus>) -> PortStatus {
+fn port_status(
+    port: &PortPlan,
+    input: &StatusInput<'_>,
+    previous: Option<&PortStatus>,
+) -> PortStatus {
     let previous_unhealthy: BTreeMap<&str, &UnhealthyHost> = previous
         .map(|p| p.unhealthy.iter().map(|u| (u.host.as_str(), u)).collect())
         .unwrap_or_default();
@@ -520,7 +534,10 @@ fn port_status(port: &PortPlan, input: &StatusInput<'_>, previous: Option<&PortS
             port: port.name.clone(),
             host: *host,
         };
-        let Some(health) = input.health.get(&id).filter(|h| h.state == HealthState::NotReady)
+        let Some(health) = input
+            .health
+            .get(&id)
+            .filter(|h| h.state == HealthState::NotReady)
         else {
             continue; // pending: no verdict yet, so nothing to report
         };
@@ -578,12 +595,13 @@ fn stamp(c: &mut Condition, previous: Option<&Condition>, now: &str) {
 
 /// RFC 3339 at seconds precision, the form Kubernetes uses for times.
 pub fn rfc3339(t: std::time::SystemTime) -> String {
-    chrono::DateTime::<chrono::Utc>::from(t)
-        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
 /// Names of the slices in `desired`, to find stale ones to delete.
-pub fn names<'a, T: kube::Resource + 'a>(objects: impl IntoIterator<Item = &'a T>) -> BTreeSet<String> {
+pub fn names<'a, T: kube::Resource + 'a>(
+    objects: impl IntoIterator<Item = &'a T>,
+) -> BTreeSet<String> {
     objects
         .into_iter()
         .filter_map(|o| o.meta().name.clone())

@@ -26,8 +26,19 @@ fn health_all(plan: &Plan, state: HealthState) -> BTreeMap<TargetId, Health> {
     plan.targets()
         .into_keys()
         .map(|id| {
-            let message = if state == HealthState::NotReady { "tcp connect: connection refused" } else { "" };
-            (id, Health { state, since: at(0), message: message.into() })
+            let message = if state == HealthState::NotReady {
+                "tcp connect: connection refused"
+            } else {
+                ""
+            };
+            (
+                id,
+                Health {
+                    state,
+                    since: at(0),
+                    message: message.into(),
+                },
+            )
         })
         .collect()
 }
@@ -55,7 +66,11 @@ fn ready_map(slice: &EndpointSlice) -> Vec<(String, bool, bool)> {
         .iter()
         .map(|e| {
             let c = e.conditions.clone().unwrap_or_default();
-            (e.addresses[0].clone(), c.ready == Some(true), c.serving == Some(true))
+            (
+                e.addresses[0].clone(),
+                c.ready == Some(true),
+                c.serving == Some(true),
+            )
         })
         .collect()
 }
@@ -67,19 +82,39 @@ fn seed_000_service_has_four_ports_and_no_selector() {
     let spec = svc.spec.clone().expect("spec");
     assert_eq!(spec.selector, None);
     assert_eq!(spec.type_.as_deref(), Some("ClusterIP"));
-    assert_eq!(spec.cluster_ip, None, "clusterIP left to the apiserver (or kept on adoption)");
+    assert_eq!(
+        spec.cluster_ip, None,
+        "clusterIP left to the apiserver (or kept on adoption)"
+    );
     let ports: Vec<(String, i32, String, IntOrString)> = spec
         .ports
         .expect("ports")
         .into_iter()
-        .map(|p| (p.name.unwrap_or_default(), p.port, p.protocol.unwrap_or_default(), p.target_port.expect("target")))
+        .map(|p| {
+            (
+                p.name.unwrap_or_default(),
+                p.port,
+                p.protocol.unwrap_or_default(),
+                p.target_port.expect("target"),
+            )
+        })
         .collect();
     assert_eq!(
         ports,
         vec![
-            ("wp-grpc".into(), 38083, "TCP".into(), IntOrString::Int(8080)),
+            (
+                "wp-grpc".into(),
+                38083,
+                "TCP".into(),
+                IntOrString::Int(8080)
+            ),
             ("wp-http".into(), 38082, "TCP".into(), IntOrString::Int(80)),
-            ("wp-https".into(), 38081, "TCP".into(), IntOrString::Int(443)),
+            (
+                "wp-https".into(),
+                38081,
+                "TCP".into(),
+                IntOrString::Int(443)
+            ),
             ("wp-udp".into(), 38003, "UDP".into(), IntOrString::Int(1234)),
         ]
     );
@@ -102,17 +137,38 @@ fn headless_when_cluster_ip_is_none() {
 fn seed_000_slices_per_port_with_labels_and_readiness() {
     let plan = seed_plan();
     let mut health = health_all(&plan, HealthState::Ready);
-    let bad = TargetId { port: "wp-http".into(), host: "10.33.40.152".parse().expect("ip") };
-    health.insert(bad, Health { state: HealthState::NotReady, since: at(5), message: "http GET /healthz: status 503".into() });
+    let bad = TargetId {
+        port: "wp-http".into(),
+        host: "10.33.40.152".parse().expect("ip"),
+    };
+    health.insert(
+        bad,
+        Health {
+            state: HealthState::NotReady,
+            since: at(5),
+            message: "http GET /healthz: status 503".into(),
+        },
+    );
     let slices = endpoint_slices(&owner(), &plan, &health, ID);
-    let names: Vec<String> = slices.iter().map(|s| s.metadata.name.clone().unwrap_or_default()).collect();
+    let names: Vec<String> = slices
+        .iter()
+        .map(|s| s.metadata.name.clone().unwrap_or_default())
+        .collect();
     assert_eq!(
         names,
-        ["wordpress-wp-grpc-ipv4-0", "wordpress-wp-http-ipv4-0", "wordpress-wp-https-ipv4-0", "wordpress-wp-udp-ipv4-0"]
+        [
+            "wordpress-wp-grpc-ipv4-0",
+            "wordpress-wp-http-ipv4-0",
+            "wordpress-wp-https-ipv4-0",
+            "wordpress-wp-udp-ipv4-0"
+        ]
     );
     for s in &slices {
         let labels = s.metadata.labels.clone().expect("labels");
-        assert_eq!(labels.get(LABEL_SERVICE_NAME).map(String::as_str), Some("wordpress"));
+        assert_eq!(
+            labels.get(LABEL_SERVICE_NAME).map(String::as_str),
+            Some("wordpress")
+        );
         assert_eq!(labels.get(LABEL_MANAGED_BY).map(String::as_str), Some(ID));
         assert_eq!(s.address_type, "IPv4");
         assert_eq!(s.metadata.owner_references.as_ref().map(Vec::len), Some(1));
@@ -120,13 +176,22 @@ fn seed_000_slices_per_port_with_labels_and_readiness() {
     let http = &slices[1];
     assert_eq!(
         ready_map(http),
-        vec![("10.33.40.151".into(), true, true), ("10.33.40.152".into(), false, false)],
+        vec![
+            ("10.33.40.151".into(), true, true),
+            ("10.33.40.152".into(), false, false)
+        ],
         "unhealthy hosts stay listed, not ready and not serving"
     );
     let port = &http.ports.as_ref().expect("ports")[0];
-    assert_eq!((port.name.as_deref(), port.port, port.protocol.as_deref()), (Some("wp-http"), Some(80), Some("TCP")));
+    assert_eq!(
+        (port.name.as_deref(), port.port, port.protocol.as_deref()),
+        (Some("wp-http"), Some(80), Some("TCP"))
+    );
     let udp = &slices[3];
-    assert_eq!(udp.ports.as_ref().expect("ports")[0].protocol.as_deref(), Some("UDP"));
+    assert_eq!(
+        udp.ports.as_ref().expect("ports")[0].protocol.as_deref(),
+        Some("UDP")
+    );
 }
 
 #[test]
@@ -160,11 +225,20 @@ fn ipv6_hosts_go_to_ipv6_slices() {
     let slices = endpoint_slices(&owner(), &plan, &BTreeMap::new(), ID);
     let summary: Vec<(String, String, usize)> = slices
         .iter()
-        .map(|s| (s.metadata.name.clone().unwrap_or_default(), s.address_type.clone(), s.endpoints.len()))
+        .map(|s| {
+            (
+                s.metadata.name.clone().unwrap_or_default(),
+                s.address_type.clone(),
+                s.endpoints.len(),
+            )
+        })
         .collect();
     assert_eq!(
         summary,
-        vec![("wordpress-db-ipv4-0".into(), "IPv4".into(), 2), ("wordpress-db-ipv6-0".into(), "IPv6".into(), 2)]
+        vec![
+            ("wordpress-db-ipv4-0".into(), "IPv4".into(), 2),
+            ("wordpress-db-ipv6-0".into(), "IPv6".into(), 2)
+        ]
     );
     assert_eq!(slices[1].endpoints[0].addresses, ["fd00:6b65::2"]);
     // Static port: everything ready without a probe.
@@ -173,7 +247,9 @@ fn ipv6_hosts_go_to_ipv6_slices() {
 
 #[test]
 fn more_than_100_hosts_split_into_slices_deterministically() {
-    let hosts: Vec<String> = (0..250).map(|i| format!("198.18.{}.{}", i / 200, i % 200 + 1)).collect();
+    let hosts: Vec<String> = (0..250)
+        .map(|i| format!("198.18.{}.{}", i / 200, i % 200 + 1))
+        .collect();
     let spec: ClusterEndpointSpec = serde_json::from_value(serde_json::json!({
         "ports": [{"name": "web", "port": 80, "targetPort": 80, "hosts": hosts, "tcpSocket": {"enable": true}}]
     }))
@@ -183,13 +259,19 @@ fn more_than_100_hosts_split_into_slices_deterministically() {
     let slices = endpoint_slices(&owner(), &plan, &health, ID);
     let sizes: Vec<usize> = slices.iter().map(|s| s.endpoints.len()).collect();
     assert_eq!(sizes, [100, 100, 50]);
-    let mut all: Vec<String> = slices.iter().flat_map(|s| s.endpoints.iter().map(|e| e.addresses[0].clone())).collect();
+    let mut all: Vec<String> = slices
+        .iter()
+        .flat_map(|s| s.endpoints.iter().map(|e| e.addresses[0].clone()))
+        .collect();
     assert_eq!(all.len(), 250);
     all.dedup();
     assert_eq!(all.len(), 250, "no host appears twice");
     // Same input, byte-equal output.
     let again = endpoint_slices(&owner(), &plan, &health, ID);
-    assert_eq!(serde_json::to_string(&slices).ok(), serde_json::to_string(&again).ok());
+    assert_eq!(
+        serde_json::to_string(&slices).ok(),
+        serde_json::to_string(&again).ok()
+    );
 }
 
 #[test]
@@ -198,7 +280,10 @@ fn all_unhealthy_lists_every_host_as_not_ready() {
     let health = health_all(&plan, HealthState::NotReady);
     let ep = endpoints(&owner(), &plan, &health);
     let labels = ep.metadata.labels.clone().expect("labels");
-    assert_eq!(labels.get(LABEL_SKIP_MIRROR).map(String::as_str), Some("true"));
+    assert_eq!(
+        labels.get(LABEL_SKIP_MIRROR).map(String::as_str),
+        Some("true")
+    );
     for subset in ep.subsets.expect("subsets") {
         assert_eq!(subset.addresses, None);
         assert_eq!(subset.not_ready_addresses.map(|a| a.len()), Some(2));
@@ -215,11 +300,22 @@ fn all_unhealthy_lists_every_host_as_not_ready() {
     assert_eq!(status.phase, Some(Phase::UnHealthy));
     assert_eq!(status.ready.as_deref(), Some("0/8"));
     assert_eq!(status.observed_generation, Some(3));
-    let ready = status.conditions.iter().find(|c| c.type_ == CONDITION_READY).expect("ready");
-    assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "HostsUnhealthy"));
+    let ready = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == CONDITION_READY)
+        .expect("ready");
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "HostsUnhealthy")
+    );
     for p in &status.ports {
         assert_eq!(p.unhealthy.len(), 2);
-        assert!(p.unhealthy.iter().all(|u| u.message.contains("connection refused")));
+        assert!(
+            p.unhealthy
+                .iter()
+                .all(|u| u.message.contains("connection refused"))
+        );
     }
 }
 
@@ -254,20 +350,38 @@ fn status_phases_and_seed_conditions() {
             ("Ready", "True", "Ready"),
         ]
     );
-    assert!(healthy.conditions.iter().all(|c| c.last_transition_time == "2026-11-24T10:00:00Z"));
+    assert!(
+        healthy
+            .conditions
+            .iter()
+            .all(|c| c.last_transition_time == "2026-11-24T10:00:00Z")
+    );
 
     let pending = input(&BTreeMap::new());
     assert_eq!(pending.phase, Some(Phase::Pending));
     assert_eq!(pending.ready.as_deref(), Some("0/8"));
-    assert!(pending.ports.iter().all(|p| p.unhealthy.is_empty()), "no verdict, nothing to report");
+    assert!(
+        pending.ports.iter().all(|p| p.unhealthy.is_empty()),
+        "no verdict, nothing to report"
+    );
 }
 
 #[test]
 fn status_is_stable_when_nothing_changed() {
     let plan = seed_plan();
     let mut health = health_all(&plan, HealthState::Ready);
-    let bad = TargetId { port: "wp-udp".into(), host: "10.33.40.151".parse().expect("ip") };
-    health.insert(bad.clone(), Health { state: HealthState::NotReady, since: at(10), message: "udp: no reply within 1s".into() });
+    let bad = TargetId {
+        port: "wp-udp".into(),
+        host: "10.33.40.151".parse().expect("ip"),
+    };
+    health.insert(
+        bad.clone(),
+        Health {
+            state: HealthState::NotReady,
+            since: at(10),
+            message: "udp: no reply within 1s".into(),
+        },
+    );
     let first = status(&StatusInput {
         generation: Some(1),
         plan: Ok(&plan),
@@ -279,7 +393,14 @@ fn status_is_stable_when_nothing_changed() {
     });
     // Later, after a restart: the host is seeded NotReady with another
     // message and time; the status must come out identical.
-    health.insert(bad, Health { state: HealthState::NotReady, since: at(999), message: "restored from existing EndpointSlice".into() });
+    health.insert(
+        bad,
+        Health {
+            state: HealthState::NotReady,
+            since: at(999),
+            message: "restored from existing EndpointSlice".into(),
+        },
+    );
     let second = status(&StatusInput {
         generation: Some(1),
         plan: Ok(&plan),
@@ -290,7 +411,11 @@ fn status_is_stable_when_nothing_changed() {
         now: "2026-11-24T11:00:00Z",
     });
     assert_eq!(first, second);
-    let udp = first.ports.iter().find(|p| p.name == "wp-udp").expect("udp");
+    let udp = first
+        .ports
+        .iter()
+        .find(|p| p.name == "wp-udp")
+        .expect("udp");
     assert_eq!(udp.unhealthy[0].since, rfc3339(at(10)));
     assert_eq!(udp.probe, "udp");
     assert_eq!((udp.ready, udp.total), (1, 2));
@@ -301,7 +426,9 @@ fn condition_times_move_only_on_change() {
     let plan = seed_plan();
     let healthy = health_all(&plan, HealthState::Ready);
     let unhealthy = health_all(&plan, HealthState::NotReady);
-    let mk = |health: &BTreeMap<TargetId, Health>, previous: Option<&ClusterEndpointStatus>, now: &str| {
+    let mk = |health: &BTreeMap<TargetId, Health>,
+              previous: Option<&ClusterEndpointStatus>,
+              now: &str| {
         status(&StatusInput {
             generation: Some(1),
             plan: Ok(&plan),
@@ -314,11 +441,30 @@ fn condition_times_move_only_on_change() {
     };
     let t0 = mk(&healthy, None, "2026-11-24T10:00:00Z");
     let t1 = mk(&unhealthy, Some(&t0), "2026-11-24T10:05:00Z");
-    let ready = |s: &ClusterEndpointStatus| s.conditions.iter().find(|c| c.type_ == CONDITION_READY).cloned().expect("ready");
-    let init = |s: &ClusterEndpointStatus| s.conditions.iter().find(|c| c.type_ == CONDITION_INITIALIZED).cloned().expect("init");
+    let ready = |s: &ClusterEndpointStatus| {
+        s.conditions
+            .iter()
+            .find(|c| c.type_ == CONDITION_READY)
+            .cloned()
+            .expect("ready")
+    };
+    let init = |s: &ClusterEndpointStatus| {
+        s.conditions
+            .iter()
+            .find(|c| c.type_ == CONDITION_INITIALIZED)
+            .cloned()
+            .expect("init")
+    };
     assert_eq!(ready(&t1).last_transition_time, "2026-11-24T10:05:00Z");
-    assert_eq!(ready(&t1).last_heartbeat_time.as_deref(), Some("2026-11-24T10:05:00Z"));
-    assert_eq!(init(&t1), init(&t0), "unchanged conditions keep their times");
+    assert_eq!(
+        ready(&t1).last_heartbeat_time.as_deref(),
+        Some("2026-11-24T10:05:00Z")
+    );
+    assert_eq!(
+        init(&t1),
+        init(&t0),
+        "unchanged conditions keep their times"
+    );
 }
 
 #[test]
@@ -336,8 +482,15 @@ fn invalid_spec_and_refusals_show_in_conditions() {
         previous: None,
         now: "2026-11-24T10:00:00Z",
     });
-    let init = s.conditions.iter().find(|c| c.type_ == CONDITION_INITIALIZED).expect("init");
-    assert_eq!((init.status.as_str(), init.reason.as_str()), ("False", "InvalidSpec"));
+    let init = s
+        .conditions
+        .iter()
+        .find(|c| c.type_ == CONDITION_INITIALIZED)
+        .expect("init");
+    assert_eq!(
+        (init.status.as_str(), init.reason.as_str()),
+        ("False", "InvalidSpec")
+    );
     assert!(init.message.contains("spec.ports[0].port"));
     assert_eq!(s.phase, Some(Phase::UnHealthy));
 
@@ -346,13 +499,26 @@ fn invalid_spec_and_refusals_show_in_conditions() {
         generation: Some(2),
         plan: Ok(&plan),
         health: &health_all(&plan, HealthState::Ready),
-        service: Sync::Failed { reason: "ServiceHasSelector".into(), message: "Service default/wordpress has a selector".into() },
-        endpoints: Sync::Failed { reason: "ServiceNotSynced".into(), message: "x".into() },
+        service: Sync::Failed {
+            reason: "ServiceHasSelector".into(),
+            message: "Service default/wordpress has a selector".into(),
+        },
+        endpoints: Sync::Failed {
+            reason: "ServiceNotSynced".into(),
+            message: "x".into(),
+        },
         previous: None,
         now: "2026-11-24T10:00:00Z",
     });
-    let ready = s.conditions.iter().find(|c| c.type_ == CONDITION_READY).expect("ready");
-    assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "ServiceHasSelector"));
+    let ready = s
+        .conditions
+        .iter()
+        .find(|c| c.type_ == CONDITION_READY)
+        .expect("ready");
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "ServiceHasSelector")
+    );
 }
 
 fn existing_service(f: impl FnOnce(&mut Service)) -> Service {
@@ -366,7 +532,10 @@ fn existing_service(f: impl FnOnce(&mut Service)) -> Service {
         spec: Some(ServiceSpec {
             type_: Some("ClusterIP".into()),
             cluster_ip: Some("10.0.0.42".into()),
-            ports: Some(vec![ServicePort { port: 80, ..ServicePort::default() }]),
+            ports: Some(vec![ServicePort {
+                port: 80,
+                ..ServicePort::default()
+            }]),
             ..ServiceSpec::default()
         }),
         ..Service::default()
@@ -380,7 +549,10 @@ fn adoption_decisions() {
     let plan = seed_plan();
     let o = owner();
     assert_eq!(service_ownership(None, &o, &plan), Ownership::Create);
-    assert_eq!(service_ownership(Some(&existing_service(|_| {})), &o, &plan), Ownership::Adopt);
+    assert_eq!(
+        service_ownership(Some(&existing_service(|_| {})), &o, &plan),
+        Ownership::Adopt
+    );
     let ours = existing_service(|s| s.metadata.owner_references = Some(vec![o.owner_reference()]));
     assert_eq!(service_ownership(Some(&ours), &o, &plan), Ownership::Owned);
 
@@ -389,7 +561,8 @@ fn adoption_decisions() {
         other => panic!("expected a refusal, got {other:?}"),
     };
     let with_selector = existing_service(|s| {
-        s.spec.as_mut().expect("spec").selector = Some(BTreeMap::from([("app".into(), "wp".into())]))
+        s.spec.as_mut().expect("spec").selector =
+            Some(BTreeMap::from([("app".into(), "wp".into())]))
     });
     assert_eq!(reason(with_selector, &plan), "ServiceHasSelector");
     let foreign = existing_service(|s| {
@@ -403,12 +576,16 @@ fn adoption_decisions() {
         }])
     });
     assert_eq!(reason(foreign, &plan), "OwnedByAnotherController");
-    let node_port = existing_service(|s| s.spec.as_mut().expect("spec").type_ = Some("NodePort".into()));
+    let node_port =
+        existing_service(|s| s.spec.as_mut().expect("spec").type_ = Some("NodePort".into()));
     assert_eq!(reason(node_port, &plan), "ServiceTypeConflict");
     let mut headless_spec = parse(SEED_000).spec;
     headless_spec.cluster_ip = Some("None".into());
     let headless_plan = crate::plan::plan("wordpress", &headless_spec).expect("valid");
-    assert_eq!(reason(existing_service(|_| {}), &headless_plan), "ClusterIPConflict");
+    assert_eq!(
+        reason(existing_service(|_| {}), &headless_plan),
+        "ClusterIPConflict"
+    );
 
     // Endpoints: unowned is adopted, foreign controller refused.
     let ep = endpoints(&o, &plan, &BTreeMap::new());
@@ -423,8 +600,18 @@ fn adoption_decisions() {
 fn slices_round_trip_into_a_seed() {
     let plan = seed_plan();
     let mut health = health_all(&plan, HealthState::Ready);
-    let bad = TargetId { port: "wp-grpc".into(), host: "10.33.40.152".parse().expect("ip") };
-    health.insert(bad.clone(), Health { state: HealthState::NotReady, since: at(1), message: "x".into() });
+    let bad = TargetId {
+        port: "wp-grpc".into(),
+        host: "10.33.40.152".parse().expect("ip"),
+    };
+    health.insert(
+        bad.clone(),
+        Health {
+            state: HealthState::NotReady,
+            since: at(1),
+            message: "x".into(),
+        },
+    );
     let slices = endpoint_slices(&owner(), &plan, &health, ID);
     let seed = seed_from_slices(&slices);
     assert_eq!(seed.len(), 8);
@@ -434,8 +621,19 @@ fn slices_round_trip_into_a_seed() {
     let reseeded: BTreeMap<TargetId, Health> = seed
         .into_iter()
         .map(|(id, ready)| {
-            let state = if ready { HealthState::Ready } else { HealthState::NotReady };
-            (id, Health { state, since: at(50), message: String::new() })
+            let state = if ready {
+                HealthState::Ready
+            } else {
+                HealthState::NotReady
+            };
+            (
+                id,
+                Health {
+                    state,
+                    since: at(50),
+                    message: String::new(),
+                },
+            )
         })
         .collect();
     assert_eq!(endpoint_slices(&owner(), &plan, &reseeded, ID), slices);

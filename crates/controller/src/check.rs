@@ -18,7 +18,10 @@ use crate::plan::{Plan, plan};
 #[derive(Debug, thiserror::Error)]
 pub enum CheckError {
     #[error("cannot read {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("document {index} of {path} is not valid YAML: {source}")]
     Yaml {
         path: String,
@@ -59,7 +62,12 @@ pub struct Report {
 }
 
 /// Read, validate and probe. `yaml` adds the objects that would be written.
-pub async fn check(path: &str, content: &str, prober: &Prober, yaml: bool) -> Result<Report, CheckError> {
+pub async fn check(
+    path: &str,
+    content: &str,
+    prober: &Prober,
+    yaml: bool,
+) -> Result<Report, CheckError> {
     let mut out = String::new();
     let mut invalid = false;
     let mut checked = Vec::new();
@@ -81,12 +89,17 @@ pub async fn check(path: &str, content: &str, prober: &Prober, yaml: bool) -> Re
             }
         };
         if manifest.kind != "ClusterEndpoint" {
-            let _ = writeln!(out, "document {index}: skipping {} (not a ClusterEndpoint)", manifest.kind);
+            let _ = writeln!(
+                out,
+                "document {index}: skipping {} (not a ClusterEndpoint)",
+                manifest.kind
+            );
             continue;
         }
         let name = manifest.metadata.name.clone();
         let label = format!("ClusterEndpoint {name:?} (document {index})");
-        let spec: ClusterEndpointSpec = match manifest.spec.map(serde_yaml::from_value).transpose() {
+        let spec: ClusterEndpointSpec = match manifest.spec.map(serde_yaml::from_value).transpose()
+        {
             Ok(Some(spec)) => spec,
             Ok(None) => {
                 invalid = true;
@@ -111,7 +124,10 @@ pub async fn check(path: &str, content: &str, prober: &Prober, yaml: bool) -> Re
                     owner: Owner {
                         api_version,
                         kind: "ClusterEndpoint".into(),
-                        namespace: manifest.metadata.namespace.unwrap_or_else(|| "default".into()),
+                        namespace: manifest
+                            .metadata
+                            .namespace
+                            .unwrap_or_else(|| "default".into()),
                         name,
                         uid: String::new(),
                     },
@@ -128,7 +144,12 @@ pub async fn check(path: &str, content: &str, prober: &Prober, yaml: bool) -> Re
         }
     }
 
-    let mut rows = vec![["OBJECT", "PORT", "HOST", "PROBE", "RESULT", "LATENCY", "MESSAGE"].map(String::from)];
+    let mut rows = vec![
+        [
+            "OBJECT", "PORT", "HOST", "PROBE", "RESULT", "LATENCY", "MESSAGE",
+        ]
+        .map(String::from),
+    ];
     let mut objects = Vec::new();
     for c in &checked {
         let health = probe_all(c, prober, &mut rows).await;
@@ -146,12 +167,20 @@ pub async fn check(path: &str, content: &str, prober: &Prober, yaml: bool) -> Re
     Ok(Report { text: out, invalid })
 }
 
-async fn probe_all(c: &Checked, prober: &Prober, rows: &mut Vec<[String; 7]>) -> BTreeMap<TargetId, Health> {
+async fn probe_all(
+    c: &Checked,
+    prober: &Prober,
+    rows: &mut Vec<[String; 7]>,
+) -> BTreeMap<TargetId, Health> {
     let mut health = BTreeMap::new();
     let targets = c.plan.targets();
     let outcomes = join_all(targets.iter().map(|(id, spec)| async move {
         let addr = SocketAddr::new(id.host, spec.target_port);
-        (id, spec, prober.probe(&spec.probe, addr, spec.timeout).await)
+        (
+            id,
+            spec,
+            prober.probe(&spec.probe, addr, spec.timeout).await,
+        )
     }))
     .await;
     let mut by_id = BTreeMap::new();
@@ -170,7 +199,11 @@ async fn probe_all(c: &Checked, prober: &Prober, rows: &mut Vec<[String; 7]>) ->
                     health.insert(
                         id.clone(),
                         Health {
-                            state: if ok { HealthState::Ready } else { HealthState::NotReady },
+                            state: if ok {
+                                HealthState::Ready
+                            } else {
+                                HealthState::NotReady
+                            },
                             since: SystemTime::now(),
                             message: outcome.message.clone(),
                         },
@@ -187,7 +220,12 @@ async fn probe_all(c: &Checked, prober: &Prober, rows: &mut Vec<[String; 7]>) ->
                         outcome.message.clone(),
                     ]
                 }
-                None => ["none".into(), "static".into(), "-".into(), "not probed".into()],
+                None => [
+                    "none".into(),
+                    "static".into(),
+                    "-".into(),
+                    "not probed".into(),
+                ],
             };
             let [probe, result, latency, message] = row;
             rows.push([
@@ -219,7 +257,9 @@ fn render(c: &Checked, health: &BTreeMap<TargetId, Health>) -> String {
     for slice in builder::endpoint_slices(&c.owner, &c.plan, health, crate::DEFAULT_CONTROLLER_ID) {
         push(serde_yaml::to_string(&slice));
     }
-    push(serde_yaml::to_string(&builder::endpoints(&c.owner, &c.plan, health)));
+    push(serde_yaml::to_string(&builder::endpoints(
+        &c.owner, &c.plan, health,
+    )));
     out
 }
 

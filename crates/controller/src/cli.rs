@@ -17,7 +17,11 @@ use crate::reconcile::Settings;
 use crate::run::{Scope, run_scope};
 
 #[derive(Parser, Debug)]
-#[command(name = "kube-endpoints", version, about = "Health-checked Services and EndpointSlices for hosts outside Kubernetes")]
+#[command(
+    name = "kube-endpoints",
+    version,
+    about = "Health-checked Services and EndpointSlices for hosts outside Kubernetes"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -92,7 +96,9 @@ pub fn main(cli: Cli) -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Check { file, output } => runtime().map_or(ExitCode::FAILURE, |rt| rt.block_on(check(file, output))),
+        Command::Check { file, output } => {
+            runtime().map_or(ExitCode::FAILURE, |rt| rt.block_on(check(file, output)))
+        }
         Command::Run(args) => {
             init_logging(args.log_format);
             runtime().map_or(ExitCode::FAILURE, |rt| rt.block_on(run(args)))
@@ -101,7 +107,10 @@ pub fn main(cli: Cli) -> ExitCode {
 }
 
 fn runtime() -> Option<tokio::runtime::Runtime> {
-    match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => Some(rt),
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -139,7 +148,11 @@ async fn check(file: PathBuf, output: Output) -> ExitCode {
     match crate::check::check(&path, &content, &prober, output == Output::Yaml).await {
         Ok(report) => {
             print!("{}", report.text);
-            if report.invalid { ExitCode::FAILURE } else { ExitCode::SUCCESS }
+            if report.invalid {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            }
         }
         Err(e) => {
             eprintln!("error: {e}");
@@ -151,7 +164,8 @@ async fn check(file: PathBuf, output: Output) -> ExitCode {
 async fn client(kubeconfig: Option<&PathBuf>) -> Result<Client, String> {
     let config = match kubeconfig {
         Some(path) => {
-            let kc = Kubeconfig::read_from(path).map_err(|e| format!("cannot read kubeconfig {}: {e}", path.display()))?;
+            let kc = Kubeconfig::read_from(path)
+                .map_err(|e| format!("cannot read kubeconfig {}: {e}", path.display()))?;
             kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
                 .await
                 .map_err(|e| format!("invalid kubeconfig {}: {e}", path.display()))?
@@ -187,7 +201,11 @@ async fn run(args: RunArgs) -> ExitCode {
         }
     };
     let shutdown = CancellationToken::new();
-    tokio::spawn(crate::server::serve(listener, metrics.clone(), shutdown.clone()));
+    tokio::spawn(crate::server::serve(
+        listener,
+        metrics.clone(),
+        shutdown.clone(),
+    ));
     tokio::spawn(stop_on_signal(shutdown.clone()));
 
     let settings = Settings {

@@ -52,8 +52,10 @@ mod tests {
 
     #[test]
     fn a_changed_value_is_a_change() {
-        let live = json!({"endpoints": [{"addresses": ["198.18.0.2"], "conditions": {"ready": true}}]});
-        let desired = json!({"endpoints": [{"addresses": ["198.18.0.2"], "conditions": {"ready": false}}]});
+        let live =
+            json!({"endpoints": [{"addresses": ["198.18.0.2"], "conditions": {"ready": true}}]});
+        let desired =
+            json!({"endpoints": [{"addresses": ["198.18.0.2"], "conditions": {"ready": false}}]});
         assert!(!contains(&live, &desired));
     }
 
@@ -67,12 +69,18 @@ mod tests {
     #[test]
     fn list_order_does_not_matter() {
         let live = json!({"ports": [{"port": 81}, {"port": 80}]});
-        assert!(contains(&live, &json!({"ports": [{"port": 80}, {"port": 81}]})));
+        assert!(contains(
+            &live,
+            &json!({"ports": [{"port": 80}, {"port": 81}]})
+        ));
     }
 
     #[test]
     fn absent_equals_empty() {
-        assert!(contains(&json!({"a": 1}), &json!({"a": 1, "b": null, "c": []})));
+        assert!(contains(
+            &json!({"a": 1}),
+            &json!({"a": 1, "b": null, "c": []})
+        ));
         assert!(!contains(&json!({"a": 1}), &json!({"a": 1, "b": false})));
     }
 }

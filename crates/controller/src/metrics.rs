@@ -74,10 +74,9 @@ impl Metrics {
             "Probes run, by probe type and result (success, failure, config_error)",
             probes.clone(),
         );
-        let probe_duration =
-            Family::<ProbeKindLabels, Histogram>::new_with_constructor(|| {
-                Histogram::new(exponential_buckets(0.0005, 2.0, 16))
-            });
+        let probe_duration = Family::<ProbeKindLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+        });
         registry.register(
             "probe_duration_seconds",
             "How long probes took, by probe type",
@@ -169,7 +168,13 @@ impl Metrics {
 pub struct ProbeObserver(pub Arc<Metrics>);
 
 impl kube_endpoints_probe::Observer for ProbeObserver {
-    fn probe_finished(&self, kind: ProbeKind, verdict: Verdict, latency: Duration, lateness: Duration) {
+    fn probe_finished(
+        &self,
+        kind: ProbeKind,
+        verdict: Verdict,
+        latency: Duration,
+        lateness: Duration,
+    ) {
         let m = &self.0;
         m.probes
             .get_or_create(&ProbeLabels {

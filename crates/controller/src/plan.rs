@@ -123,7 +123,10 @@ impl Errors {
 
     fn range(&mut self, field: &str, value: i64, min: i64, max: i64) {
         if value < min || value > max {
-            self.push(field, format!("must be between {min} and {max}, got {value}"));
+            self.push(
+                field,
+                format!("must be between {min} and {max}, got {value}"),
+            );
         }
     }
 }
@@ -138,7 +141,12 @@ pub fn plan(name: &str, spec: &ClusterEndpointSpec) -> Result<Plan, InvalidSpec>
             "must be a DNS-1035 label (lowercase letters, digits and '-', starting with a letter, at most 63 characters) because it names the Service",
         );
     }
-    errors.range("spec.periodSeconds", spec.period_seconds.into(), 1, MAX_SECONDS.into());
+    errors.range(
+        "spec.periodSeconds",
+        spec.period_seconds.into(),
+        1,
+        MAX_SECONDS.into(),
+    );
     let headless = match spec.cluster_ip.as_deref() {
         None | Some("") => false,
         Some("None") => true,
@@ -158,7 +166,10 @@ pub fn plan(name: &str, spec: &ClusterEndpointSpec) -> Result<Plan, InvalidSpec>
     if spec.ports.len() > MAX_PORTS {
         errors.push(
             "spec.ports",
-            format!("must have at most {MAX_PORTS} entries, got {}", spec.ports.len()),
+            format!(
+                "must have at most {MAX_PORTS} entries, got {}",
+                spec.ports.len()
+            ),
         );
     }
     let mut names = BTreeSet::new();
@@ -181,7 +192,13 @@ pub fn plan(name: &str, spec: &ClusterEndpointSpec) -> Result<Plan, InvalidSpec>
                 ),
             );
         }
-        if let Some(p) = plan_port(&field, port, spec.period_seconds, &legacy_hosts, &mut errors) {
+        if let Some(p) = plan_port(
+            &field,
+            port,
+            spec.period_seconds,
+            &legacy_hosts,
+            &mut errors,
+        ) {
             ports.push(p);
         }
     }
@@ -216,15 +233,45 @@ fn plan_port(
         );
     }
     errors.range(&format!("{field}.port"), port.port.into(), 1, 65535);
-    errors.range(&format!("{field}.targetPort"), port.target_port.into(), 1, 65535);
-    errors.range(&format!("{field}.timeoutSeconds"), port.timeout_seconds.into(), 1, MAX_SECONDS.into());
-    errors.range(&format!("{field}.failureThreshold"), port.failure_threshold.into(), 1, MAX_THRESHOLD.into());
-    errors.range(&format!("{field}.successThreshold"), port.success_threshold.into(), 1, MAX_THRESHOLD.into());
+    errors.range(
+        &format!("{field}.targetPort"),
+        port.target_port.into(),
+        1,
+        65535,
+    );
+    errors.range(
+        &format!("{field}.timeoutSeconds"),
+        port.timeout_seconds.into(),
+        1,
+        MAX_SECONDS.into(),
+    );
+    errors.range(
+        &format!("{field}.failureThreshold"),
+        port.failure_threshold.into(),
+        1,
+        MAX_THRESHOLD.into(),
+    );
+    errors.range(
+        &format!("{field}.successThreshold"),
+        port.success_threshold.into(),
+        1,
+        MAX_THRESHOLD.into(),
+    );
     if let Some(period) = port.period_seconds {
-        errors.range(&format!("{field}.periodSeconds"), period.into(), 1, MAX_SECONDS.into());
+        errors.range(
+            &format!("{field}.periodSeconds"),
+            period.into(),
+            1,
+            MAX_SECONDS.into(),
+        );
     }
     if let Some(delay) = port.initial_delay_seconds {
-        errors.range(&format!("{field}.initialDelaySeconds"), delay.into(), 0, MAX_SECONDS.into());
+        errors.range(
+            &format!("{field}.initialDelaySeconds"),
+            delay.into(),
+            0,
+            MAX_SECONDS.into(),
+        );
     }
     let own_hosts = parse_hosts(&format!("{field}.hosts"), &port.hosts, errors);
     let hosts = if port.hosts.is_empty() {
@@ -292,7 +339,12 @@ fn plan_probe(field: &str, port: &ClusterEndpointPort, errors: &mut Errors) -> O
 }
 
 fn plan_http(field: &str, http: &HttpGetHandler, errors: &mut Errors) -> Option<Probe> {
-    let scheme = match http.scheme.as_deref().map(str::to_ascii_lowercase).as_deref() {
+    let scheme = match http
+        .scheme
+        .as_deref()
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
         None | Some("") | Some("http") => Scheme::Http,
         Some("https") => Scheme::Https,
         Some(other) => {
@@ -398,7 +450,8 @@ fn seconds(s: i32) -> Duration {
 fn is_dns1123_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
 }

@@ -96,7 +96,9 @@ fn errors_of(name: &str, spec: &ClusterEndpointSpec) -> Vec<FieldError> {
 fn assert_rejected(spec: &ClusterEndpointSpec, field: &str, needle: &str) {
     let errors = errors_of("wordpress", spec);
     assert!(
-        errors.iter().any(|e| e.field == field && e.message.contains(needle)),
+        errors
+            .iter()
+            .any(|e| e.field == field && e.message.contains(needle)),
         "expected an error on {field} containing {needle:?}, got {errors:?}"
     );
 }
@@ -110,7 +112,12 @@ fn seed_000_plans_four_ports_with_their_probes() {
     let plan = plan("wordpress", &seed000()).expect("seed 000 is valid");
     let names: Vec<&str> = plan.ports.iter().map(|p| p.name.as_str()).collect();
     assert_eq!(names, ["wp-grpc", "wp-http", "wp-https", "wp-udp"]);
-    let by_name = |n: &str| plan.ports.iter().find(|p| p.name == n).expect("port exists");
+    let by_name = |n: &str| {
+        plan.ports
+            .iter()
+            .find(|p| p.name == n)
+            .expect("port exists")
+    };
     assert_eq!(by_name("wp-https").probe, Some(Probe::Tcp));
     assert_eq!(
         by_name("wp-http").probe,
@@ -129,7 +136,9 @@ fn seed_000_plans_four_ports_with_their_probes() {
     );
     assert_eq!(
         by_name("wp-grpc").probe,
-        Some(Probe::Grpc { service: String::new() })
+        Some(Probe::Grpc {
+            service: String::new()
+        })
     );
     assert_eq!(by_name("wp-udp").protocol, "UDP");
     assert_eq!(by_name("wp-http").period, Duration::from_secs(10));
@@ -141,20 +150,37 @@ fn seed_000_plans_four_ports_with_their_probes() {
 fn defaults_fill_in_what_the_manifest_leaves_out() {
     let spec = parse(SEED_001).spec;
     let plan = plan("wordpress", &spec).expect("seed 001 is valid");
-    let http = plan.ports.iter().find(|p| p.name == "http").expect("http port");
+    let http = plan
+        .ports
+        .iter()
+        .find(|p| p.name == "http")
+        .expect("http port");
     assert_eq!(http.timeout, Duration::from_secs(1));
-    assert_eq!(http.thresholds, Thresholds { failure: 3, success: 1 });
+    assert_eq!(
+        http.thresholds,
+        Thresholds {
+            failure: 3,
+            success: 1
+        }
+    );
     assert_eq!(http.initial_delay, Duration::ZERO);
     assert_eq!(http.protocol, "TCP");
     // Legacy top-level hosts apply to every port that lists none.
-    assert!(plan.ports.iter().all(|p| p.hosts == ["172.18.191.215".parse::<IpAddr>().unwrap()]));
+    assert!(
+        plan.ports
+            .iter()
+            .all(|p| p.hosts == ["172.18.191.215".parse::<IpAddr>().unwrap()])
+    );
 
     let minimal: ClusterEndpoint = parse(
         "apiVersion: khulnasoft-lab.github.io/v1beta1\nkind: ClusterEndpoint\nmetadata: {name: db}\nspec:\n  ports:\n  - {name: pg, port: 5432, targetPort: 5432, hosts: [198.18.0.2]}\n",
     );
     assert_eq!(minimal.spec.period_seconds, 10);
     let plan = super::plan("db", &minimal.spec).expect("minimal is valid");
-    assert_eq!(plan.ports[0].probe, None, "no handler means a static endpoint");
+    assert_eq!(
+        plan.ports[0].probe, None,
+        "no handler means a static endpoint"
+    );
     assert_eq!(plan.ports[0].probe_label(), "none");
     assert!(plan.targets().is_empty());
 }
@@ -165,7 +191,11 @@ fn per_port_period_and_initial_delay_extend_the_seed_schema() {
     spec.ports[0].period_seconds = Some(2);
     spec.ports[0].initial_delay_seconds = Some(5);
     let plan = plan("wordpress", &spec).expect("valid");
-    let https = plan.ports.iter().find(|p| p.name == "wp-https").expect("port");
+    let https = plan
+        .ports
+        .iter()
+        .find(|p| p.name == "wp-https")
+        .expect("port");
     assert_eq!(https.period, Duration::from_secs(2));
     assert_eq!(https.initial_delay, Duration::from_secs(5));
 }
@@ -175,7 +205,11 @@ fn hosts_are_sorted_and_ipv6_accepted() {
     let mut spec = seed000();
     spec.ports[0].hosts = vec!["fd00::2".into(), "198.18.0.9".into(), "198.18.0.10".into()];
     let plan = plan("wordpress", &spec).expect("valid");
-    let https = plan.ports.iter().find(|p| p.name == "wp-https").expect("port");
+    let https = plan
+        .ports
+        .iter()
+        .find(|p| p.name == "wp-https")
+        .expect("port");
     let hosts: Vec<String> = https.hosts.iter().map(ToString::to_string).collect();
     assert_eq!(hosts, ["198.18.0.9", "198.18.0.10", "fd00::2"]);
 }
@@ -200,7 +234,9 @@ fn bad_hosts_are_rejected_naming_the_item() {
     spec.ports[1].hosts = vec!["198.18.0.2".into(), "198.18.0.2".into()];
     assert_rejected(&spec, "spec.ports[1].hosts[1]", "duplicate host");
     let mut spec = seed000();
-    spec.ports[1].hosts = (0..1001).map(|i| format!("198.18.{}.{}", i / 250, i % 250 + 1)).collect();
+    spec.ports[1].hosts = (0..1001)
+        .map(|i| format!("198.18.{}.{}", i / 250, i % 250 + 1))
+        .collect();
     assert_rejected(&spec, "spec.ports[1].hosts", "at most 1000");
 }
 
@@ -213,9 +249,18 @@ fn numeric_bounds_are_enforced() {
         (|p| p.target_port = 0, "spec.ports[0].targetPort"),
         (|p| p.target_port = 70000, "spec.ports[0].targetPort"),
         (|p| p.timeout_seconds = 0, "spec.ports[0].timeoutSeconds"),
-        (|p| p.failure_threshold = 0, "spec.ports[0].failureThreshold"),
-        (|p| p.success_threshold = -1, "spec.ports[0].successThreshold"),
-        (|p| p.period_seconds = Some(0), "spec.ports[0].periodSeconds"),
+        (
+            |p| p.failure_threshold = 0,
+            "spec.ports[0].failureThreshold",
+        ),
+        (
+            |p| p.success_threshold = -1,
+            "spec.ports[0].successThreshold",
+        ),
+        (
+            |p| p.period_seconds = Some(0),
+            "spec.ports[0].periodSeconds",
+        ),
     ];
     for (set, field) in cases {
         let mut spec = seed000();
@@ -258,7 +303,10 @@ fn structural_rules_are_enforced() {
     assert_rejected(&spec, "spec.clusterIP", "only \"None\"");
 
     let errors = errors_of("Word.Press", &seed000());
-    assert!(errors.iter().any(|e| e.field == "metadata.name"), "{errors:?}");
+    assert!(
+        errors.iter().any(|e| e.field == "metadata.name"),
+        "{errors:?}"
+    );
 }
 
 #[test]
@@ -285,7 +333,11 @@ fn http_handler_is_normalised_and_checked() {
         value: "1".into(),
     }];
     let plan = plan("wordpress", &spec).expect("valid");
-    let port = plan.ports.iter().find(|p| p.name == "wp-http").expect("port");
+    let port = plan
+        .ports
+        .iter()
+        .find(|p| p.name == "wp-http")
+        .expect("port");
     assert_eq!(
         port.probe,
         Some(Probe::Http(HttpGet {
@@ -301,18 +353,28 @@ fn http_handler_is_normalised_and_checked() {
     assert_rejected(&spec, "spec.ports[1].httpGet.scheme", "http or https");
 
     let mut spec = seed000();
-    spec.ports[1].http_get.as_mut().expect("http").http_headers = vec![kube_endpoints_api::HttpHeader {
-        name: "Bad Header".into(),
-        value: "x".into(),
-    }];
-    assert_rejected(&spec, "spec.ports[1].httpGet.httpHeaders[0].name", "not a valid HTTP header name");
+    spec.ports[1].http_get.as_mut().expect("http").http_headers =
+        vec![kube_endpoints_api::HttpHeader {
+            name: "Bad Header".into(),
+            value: "x".into(),
+        }];
+    assert_rejected(
+        &spec,
+        "spec.ports[1].httpGet.httpHeaders[0].name",
+        "not a valid HTTP header name",
+    );
 
     let mut spec = seed000();
-    spec.ports[1].http_get.as_mut().expect("http").http_headers = vec![kube_endpoints_api::HttpHeader {
-        name: "X".into(),
-        value: "a\r\nInjected: 1".into(),
-    }];
-    assert_rejected(&spec, "spec.ports[1].httpGet.httpHeaders[0].value", "line breaks");
+    spec.ports[1].http_get.as_mut().expect("http").http_headers =
+        vec![kube_endpoints_api::HttpHeader {
+            name: "X".into(),
+            value: "a\r\nInjected: 1".into(),
+        }];
+    assert_rejected(
+        &spec,
+        "spec.ports[1].httpGet.httpHeaders[0].value",
+        "line breaks",
+    );
 }
 
 #[test]

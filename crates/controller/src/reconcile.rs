@@ -38,7 +38,9 @@ pub struct CepKey {
 impl CepKey {
     pub fn of(cep: &DynClusterEndpoint) -> Result<Self> {
         Ok(CepKey {
-            namespace: cep.namespace().ok_or(Error::MissingField("metadata.namespace"))?,
+            namespace: cep
+                .namespace()
+                .ok_or(Error::MissingField("metadata.namespace"))?,
             name: cep.name_any(),
         })
     }
@@ -224,7 +226,13 @@ fn own_slices(ctx: &Context, owner: &Owner) -> Vec<Arc<EndpointSlice>> {
     })
 }
 
-async fn apply<K>(ctx: &Context, api: &Api<K>, name: &str, desired: &K, resource: &'static str) -> Result<K>
+async fn apply<K>(
+    ctx: &Context,
+    api: &Api<K>,
+    name: &str,
+    desired: &K,
+    resource: &'static str,
+) -> Result<K>
 where
     K: Resource + Clone + Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
 {
@@ -246,7 +254,10 @@ async fn sync_service(ctx: &Context, owner: &Owner, plan: &Plan) -> Result<(), S
         Some(l) => Some(to_value("Service", l.as_ref()).map_err(|e| failed_sync(&e))?),
         None => None,
     };
-    if live_value.as_ref().is_some_and(|l| contains(l, &desired_value)) {
+    if live_value
+        .as_ref()
+        .is_some_and(|l| contains(l, &desired_value))
+    {
         return Ok(());
     }
     if decision == Ownership::Adopt {
@@ -263,7 +274,12 @@ async fn sync_service(ctx: &Context, owner: &Owner, plan: &Plan) -> Result<(), S
 
 /// Ports another manager wrote (an adopted hand-made Service) survive our
 /// apply; drop those that are not in the spec, guarded by resourceVersion.
-async fn prune_service_ports(ctx: &Context, api: &Api<Service>, live: &Service, desired: &Service) -> Result<()> {
+async fn prune_service_ports(
+    ctx: &Context,
+    api: &Api<Service>,
+    live: &Service,
+    desired: &Service,
+) -> Result<()> {
     let key = |p: &k8s_openapi::api::core::v1::ServicePort| {
         (p.port, p.protocol.clone().unwrap_or_else(|| "TCP".into()))
     };
@@ -273,7 +289,11 @@ async fn prune_service_ports(ctx: &Context, api: &Api<Service>, live: &Service, 
         .flat_map(|s| s.ports.iter().flatten())
         .map(key)
         .collect();
-    let live_ports: Vec<_> = live.spec.iter().flat_map(|s| s.ports.iter().flatten()).collect();
+    let live_ports: Vec<_> = live
+        .spec
+        .iter()
+        .flat_map(|s| s.ports.iter().flatten())
+        .collect();
     if live_ports.iter().all(|p| wanted.contains(&key(p))) {
         return Ok(());
     }
@@ -288,8 +308,12 @@ async fn prune_service_ports(ctx: &Context, api: &Api<Service>, live: &Service, 
         "metadata": {"resourceVersion": live.resource_version()},
         "spec": {"ports": kept},
     });
-    api.patch(&live.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
-        .await?;
+    api.patch(
+        &live.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await?;
     ctx.metrics.write("services", "patch");
     Ok(())
 }
@@ -306,7 +330,10 @@ async fn sync_slices(
         let name = slice.name_any();
         let live = cached(&ctx.caches.slices, owner, &name);
         let unchanged = match &live {
-            Some(l) => contains(&to_value("EndpointSlice", l.as_ref())?, &to_value("EndpointSlice", slice)?),
+            Some(l) => contains(
+                &to_value("EndpointSlice", l.as_ref())?,
+                &to_value("EndpointSlice", slice)?,
+            ),
             None => false,
         };
         if !unchanged {

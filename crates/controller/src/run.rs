@@ -85,8 +85,20 @@ pub async fn run_scope(
     let (trigger_tx, trigger_rx) = mpsc::unbounded_channel::<ObjectRef<DynClusterEndpoint>>();
     let slice_selector = format!("{LABEL_MANAGED_BY}={}", settings.controller_id);
     let caches = Caches {
-        services: spawn_cache(api::<Service>(&client, ns), watcher::Config::default(), &resource, &trigger_tx, &shutdown),
-        endpoints: spawn_cache(api::<Endpoints>(&client, ns), watcher::Config::default(), &resource, &trigger_tx, &shutdown),
+        services: spawn_cache(
+            api::<Service>(&client, ns),
+            watcher::Config::default(),
+            &resource,
+            &trigger_tx,
+            &shutdown,
+        ),
+        endpoints: spawn_cache(
+            api::<Endpoints>(&client, ns),
+            watcher::Config::default(),
+            &resource,
+            &trigger_tx,
+            &shutdown,
+        ),
         slices: spawn_cache(
             api::<EndpointSlice>(&client, ns),
             watcher::Config::default().labels(&slice_selector),
@@ -152,8 +164,12 @@ pub async fn run_scope(
     Ok(())
 }
 
-fn receiver_stream<T: Send + 'static>(rx: mpsc::UnboundedReceiver<T>) -> impl Stream<Item = T> + Send {
-    futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) })
+fn receiver_stream<T: Send + 'static>(
+    rx: mpsc::UnboundedReceiver<T>,
+) -> impl Stream<Item = T> + Send {
+    futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    })
 }
 
 /// Stop probing objects that are gone: on a delete event, and after every
@@ -191,7 +207,13 @@ fn spawn_cache<K>(
     shutdown: &CancellationToken,
 ) -> Store<K>
 where
-    K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + Send + Sync + serde::de::DeserializeOwned + 'static,
+    K: Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + serde::de::DeserializeOwned
+        + 'static,
 {
     let (reader, writer) = reflector::store();
     let owner = owner.clone();
@@ -204,9 +226,13 @@ where
             match obj {
                 Ok(obj) => {
                     for r in obj.owner_references() {
-                        if r.controller == Some(true) && r.kind == owner.kind && r.api_version == owner.api_version {
+                        if r.controller == Some(true)
+                            && r.kind == owner.kind
+                            && r.api_version == owner.api_version
+                        {
                             if let Some(ns) = obj.namespace() {
-                                let _ = trigger.send(ObjectRef::new_with(&r.name, owner.clone()).within(&ns));
+                                let _ = trigger
+                                    .send(ObjectRef::new_with(&r.name, owner.clone()).within(&ns));
                             }
                         }
                     }
@@ -238,7 +264,10 @@ async fn handle_transitions(
             HealthState::NotReady => "not_ready",
             HealthState::Pending => continue,
         };
-        ctx.metrics.transitions.get_or_create(&TransitionLabels { to }).inc();
+        ctx.metrics
+            .transitions
+            .get_or_create(&TransitionLabels { to })
+            .inc();
         let object_ref = t.owner.object_ref(&ctx.resource);
         let Some(cep) = store.get(&object_ref) else {
             ctx.scheduler.remove(&t.owner);
@@ -253,7 +282,10 @@ async fn handle_transitions(
             HealthState::Ready => (
                 EventType::Normal,
                 "HostHealthy",
-                format!("host {} port {} is healthy again and back in rotation", t.target.host, t.target.port),
+                format!(
+                    "host {} port {} is healthy again and back in rotation",
+                    t.target.host, t.target.port
+                ),
             ),
             _ => (
                 EventType::Warning,

@@ -21,7 +21,9 @@ fn respond(status: StatusCode, content_type: &str, body: String) -> Response<Ful
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
     if let Ok(v) = content_type.parse() {
-        response.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
+        response
+            .headers_mut()
+            .insert(hyper::header::CONTENT_TYPE, v);
     }
     response
 }
@@ -34,11 +36,19 @@ fn route(path: &str, metrics: &Metrics) -> Response<Full<Bytes>> {
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",
                 text,
             ),
-            Err(_) => respond(StatusCode::INTERNAL_SERVER_ERROR, "text/plain", "encoding failed\n".into()),
+            Err(_) => respond(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "text/plain",
+                "encoding failed\n".into(),
+            ),
         },
         "/healthz" | "/livez" => respond(StatusCode::OK, "text/plain", "ok\n".into()),
         "/readyz" if metrics.is_ready() => respond(StatusCode::OK, "text/plain", "ok\n".into()),
-        "/readyz" => respond(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "not ready\n".into()),
+        "/readyz" => respond(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            "not ready\n".into(),
+        ),
         _ => respond(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
     }
 }
@@ -64,7 +74,10 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, shutdown: Cance
                 let response = route(req.uri().path(), &metrics);
                 async move { Ok::<_, std::convert::Infallible>(response) }
             });
-            if let Err(e) = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await {
+            if let Err(e) = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
                 debug!(error = %e, "metrics connection ended with an error");
             }
         });

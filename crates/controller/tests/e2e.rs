@@ -26,7 +26,10 @@ fn seed_ports() -> BackendPorts {
 
 async fn host_with_backend() -> (TestHost, Backend) {
     let host = TestHost::create().await.expect("test host is created");
-    let backend = host.start_backend(seed_ports()).await.expect("backend starts");
+    let backend = host
+        .start_backend(seed_ports())
+        .await
+        .expect("backend starts");
     (host, backend)
 }
 
@@ -103,7 +106,9 @@ async fn seed_000_example_yields_service_slices_endpoints_and_healthy_status() {
     let (h1, _b1) = host_with_backend().await;
     let (h2, _b2) = host_with_backend().await;
     let hosts = vec![h1.ipv4().to_string(), h2.ipv4().to_string()];
-    apply_yaml(&client, &ns, GROUP, &wordpress(GROUP, &hosts, 1)).await.expect("seed 000 applies");
+    apply_yaml(&client, &ns, GROUP, &wordpress(GROUP, &hosts, 1))
+        .await
+        .expect("seed 000 applies");
 
     let cep = wait_phase(&client, &ns, GROUP, "wordpress", Phase::Healthy).await;
     let status = cep.status.clone().expect("status");
@@ -115,25 +120,47 @@ async fn seed_000_example_yields_service_slices_endpoints_and_healthy_status() {
         .collect();
     assert_eq!(
         conditions,
-        [("Initialized", "True"), ("SyncServiceReady", "True"), ("SyncEndpointReady", "True"), ("Ready", "True")]
-            .map(|(a, b)| (a.to_string(), b.to_string()))
+        [
+            ("Initialized", "True"),
+            ("SyncServiceReady", "True"),
+            ("SyncEndpointReady", "True"),
+            ("Ready", "True")
+        ]
+        .map(|(a, b)| (a.to_string(), b.to_string()))
     );
 
-    let svc = service(&client, &ns, "wordpress").await.expect("Service exists");
+    let svc = service(&client, &ns, "wordpress")
+        .await
+        .expect("Service exists");
     let spec = svc.spec.clone().expect("spec");
     assert_eq!(spec.selector, None, "selector-less");
-    assert!(spec.cluster_ip.as_deref().is_some_and(|ip| ip != "None" && !ip.is_empty()));
+    assert!(
+        spec.cluster_ip
+            .as_deref()
+            .is_some_and(|ip| ip != "None" && !ip.is_empty())
+    );
     let mut ports: Vec<(String, i32, String)> = spec
         .ports
         .unwrap_or_default()
         .into_iter()
-        .map(|p| (p.name.unwrap_or_default(), p.port, p.protocol.unwrap_or_default()))
+        .map(|p| {
+            (
+                p.name.unwrap_or_default(),
+                p.port,
+                p.protocol.unwrap_or_default(),
+            )
+        })
         .collect();
     ports.sort();
     assert_eq!(
         ports,
-        [("wp-grpc", 38083, "TCP"), ("wp-http", 38082, "TCP"), ("wp-https", 38081, "TCP"), ("wp-udp", 38003, "UDP")]
-            .map(|(n, p, proto)| (n.to_string(), p, proto.to_string()))
+        [
+            ("wp-grpc", 38083, "TCP"),
+            ("wp-http", 38082, "TCP"),
+            ("wp-https", 38081, "TCP"),
+            ("wp-udp", 38003, "UDP")
+        ]
+        .map(|(n, p, proto)| (n.to_string(), p, proto.to_string()))
     );
     assert_eq!(svc.owner_references()[0].uid, cep.uid().expect("uid"));
 
@@ -141,7 +168,9 @@ async fn seed_000_example_yields_service_slices_endpoints_and_healthy_status() {
     assert_eq!(all.len(), 4, "one IPv4 slice per port");
     for s in &all {
         assert_eq!(
-            s.labels().get("endpointslice.kubernetes.io/managed-by").map(String::as_str),
+            s.labels()
+                .get("endpointslice.kubernetes.io/managed-by")
+                .map(String::as_str),
             Some(kube_endpoints::DEFAULT_CONTROLLER_ID)
         );
         assert_eq!(s.endpoints.len(), 2);
@@ -150,13 +179,24 @@ async fn seed_000_example_yields_service_slices_endpoints_and_healthy_status() {
     assert_eq!(readiness.len(), 8);
     assert!(readiness.values().all(|r| *r), "{readiness:?}");
 
-    let ep = endpoints(&client, &ns, "wordpress").await.expect("Endpoints exists");
-    assert_eq!(ep.labels().get("endpointslice.kubernetes.io/skip-mirror").map(String::as_str), Some("true"));
+    let ep = endpoints(&client, &ns, "wordpress")
+        .await
+        .expect("Endpoints exists");
+    assert_eq!(
+        ep.labels()
+            .get("endpointslice.kubernetes.io/skip-mirror")
+            .map(String::as_str),
+        Some("true")
+    );
     let addresses = endpoints_addresses(&client, &ns, "wordpress").await;
     let mut sorted_hosts = hosts.clone();
     sorted_hosts.sort();
     for port in ["wp-grpc", "wp-http", "wp-https", "wp-udp"] {
-        assert_eq!(addresses.get(port), Some(&(sorted_hosts.clone(), vec![])), "{port}");
+        assert_eq!(
+            addresses.get(port),
+            Some(&(sorted_hosts.clone(), vec![])),
+            "{port}"
+        );
     }
 }
 
@@ -167,21 +207,29 @@ async fn a_stopped_backend_leaves_rotation_and_returns() {
     let (h1, _b1) = host_with_backend().await;
     let (h2, mut b2) = host_with_backend().await;
     let hosts = vec![h1.ipv4().to_string(), h2.ipv4().to_string()];
-    apply_yaml(&client, &ns, GROUP, &wordpress(GROUP, &hosts, 1)).await.expect("applies");
+    apply_yaml(&client, &ns, GROUP, &wordpress(GROUP, &hosts, 1))
+        .await
+        .expect("applies");
     wait_phase(&client, &ns, GROUP, "wordpress", Phase::Healthy).await;
 
     let stopped = std::time::Instant::now();
     b2.stop().await.expect("backend stops");
     let down = h2.ipv4().to_string();
     let cep = wait_phase(&client, &ns, GROUP, "wordpress", Phase::UnHealthy).await;
-    eventually("every port of the stopped host to be not ready in the slices", || async {
-        let r = slice_readiness(&client, &ns, "wordpress").await;
-        let ok = r.len() == 8 && r.iter().all(|((_, _, ip), ready)| *ready == (ip != &down));
-        ok.then_some(())
-    })
+    eventually(
+        "every port of the stopped host to be not ready in the slices",
+        || async {
+            let r = slice_readiness(&client, &ns, "wordpress").await;
+            let ok = r.len() == 8 && r.iter().all(|((_, _, ip), ready)| *ready == (ip != &down));
+            ok.then_some(())
+        },
+    )
     .await;
     // failureThreshold 3 × period 1 s is the floor; the deadline is the ceiling.
-    eprintln!("host out of rotation {:?} after its backend stopped", stopped.elapsed());
+    eprintln!(
+        "host out of rotation {:?} after its backend stopped",
+        stopped.elapsed()
+    );
     let status = cep.status.expect("status");
     for port in &status.ports {
         assert_eq!(port.unhealthy.len(), 1, "{port:?}");
@@ -191,7 +239,9 @@ async fn a_stopped_backend_leaves_rotation_and_returns() {
     let addresses = endpoints_addresses(&client, &ns, "wordpress").await;
     eventually("the Endpoints to list the host as not ready", || async {
         let a = endpoints_addresses(&client, &ns, "wordpress").await;
-        a.values().all(|(_, not_ready)| not_ready == &vec![down.clone()]).then_some(())
+        a.values()
+            .all(|(_, not_ready)| not_ready == &vec![down.clone()])
+            .then_some(())
     })
     .await;
     drop(addresses);
@@ -228,7 +278,9 @@ async fn an_unhealthy_answer_and_a_silent_host_both_leave_rotation() {
     let (h1, b1) = host_with_backend().await;
     let (h2, _b2) = host_with_backend().await;
     let hosts = vec![h1.ipv4().to_string(), h2.ipv4().to_string()];
-    apply_yaml(&client, &ns, GROUP, &wordpress(GROUP, &hosts, 1)).await.expect("applies");
+    apply_yaml(&client, &ns, GROUP, &wordpress(GROUP, &hosts, 1))
+        .await
+        .expect("applies");
     wait_phase(&client, &ns, GROUP, "wordpress", Phase::Healthy).await;
 
     // h1 answers, but unhealthy: HTTP 503 and gRPC NOT_SERVING, UDP silent.
@@ -242,7 +294,12 @@ async fn an_unhealthy_answer_and_a_silent_host_both_leave_rotation() {
         let unhealthy: BTreeMap<String, Vec<String>> = status
             .ports
             .iter()
-            .map(|p| (p.name.clone(), p.unhealthy.iter().map(|u| u.host.clone()).collect()))
+            .map(|p| {
+                (
+                    p.name.clone(),
+                    p.unhealthy.iter().map(|u| u.host.clone()).collect(),
+                )
+            })
             .collect();
         let mut both = vec![sick.clone(), silent.clone()];
         both.sort();
@@ -254,12 +311,32 @@ async fn an_unhealthy_answer_and_a_silent_host_both_leave_rotation() {
     })
     .await;
     let status = cep.status.expect("status");
-    let http = status.ports.iter().find(|p| p.name == "wp-http").expect("wp-http");
-    let sick_entry = http.unhealthy.iter().find(|u| u.host == sick).expect("sick host");
+    let http = status
+        .ports
+        .iter()
+        .find(|p| p.name == "wp-http")
+        .expect("wp-http");
+    let sick_entry = http
+        .unhealthy
+        .iter()
+        .find(|u| u.host == sick)
+        .expect("sick host");
     assert!(sick_entry.message.contains("503"), "{}", sick_entry.message);
-    let grpc = status.ports.iter().find(|p| p.name == "wp-grpc").expect("wp-grpc");
-    let grpc_entry = grpc.unhealthy.iter().find(|u| u.host == sick).expect("sick host");
-    assert!(grpc_entry.message.contains("NOT_SERVING"), "{}", grpc_entry.message);
+    let grpc = status
+        .ports
+        .iter()
+        .find(|p| p.name == "wp-grpc")
+        .expect("wp-grpc");
+    let grpc_entry = grpc
+        .unhealthy
+        .iter()
+        .find(|u| u.host == sick)
+        .expect("sick host");
+    assert!(
+        grpc_entry.message.contains("NOT_SERVING"),
+        "{}",
+        grpc_entry.message
+    );
     assert_eq!(status.ready.as_deref(), Some("1/8"));
     h2.blackhole(false).await.expect("blackhole lifted");
 }
@@ -271,36 +348,74 @@ async fn spec_edits_converge_and_unchanged_hosts_keep_their_state() {
     let (h1, _b1) = host_with_backend().await;
     let (h2, mut b2) = host_with_backend().await;
     let (h3, _b3) = host_with_backend().await;
-    let (ip1, ip2, ip3) = (h1.ipv4().to_string(), h2.ipv4().to_string(), h3.ipv4().to_string());
+    let (ip1, ip2, ip3) = (
+        h1.ipv4().to_string(),
+        h2.ipv4().to_string(),
+        h3.ipv4().to_string(),
+    );
     let manifest = |hosts: &[&String], port: u16, probe: &str| {
-        let hosts = hosts.iter().map(|h| h.as_str()).collect::<Vec<_>>().join(", ");
+        let hosts = hosts
+            .iter()
+            .map(|h| h.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
         format!(
             "apiVersion: {GROUP}/v1beta1\nkind: ClusterEndpoint\nmetadata: {{name: db}}\nspec:\n  periodSeconds: 1\n  ports:\n  - name: main\n    hosts: [{hosts}]\n    port: {port}\n    targetPort: 80\n    {probe}\n    failureThreshold: 1\n"
         )
     };
-    apply_yaml(&client, &ns, GROUP, &manifest(&[&ip1, &ip2], 5432, "tcpSocket: {enable: true}")).await.expect("applies");
+    apply_yaml(
+        &client,
+        &ns,
+        GROUP,
+        &manifest(&[&ip1, &ip2], 5432, "tcpSocket: {enable: true}"),
+    )
+    .await
+    .expect("applies");
     wait_phase(&client, &ns, GROUP, "db", Phase::Healthy).await;
     // Take h2 down so that it has a state worth keeping.
     b2.stop().await.expect("stop");
     let before = wait_phase(&client, &ns, GROUP, "db", Phase::UnHealthy).await;
-    let since = before.status.as_ref().expect("status").ports[0].unhealthy[0].since.clone();
+    let since = before.status.as_ref().expect("status").ports[0].unhealthy[0]
+        .since
+        .clone();
 
     // Add a host: it converges, and h2 keeps its unhealthy entry untouched.
-    apply_yaml(&client, &ns, GROUP, &manifest(&[&ip1, &ip2, &ip3], 5432, "tcpSocket: {enable: true}")).await.expect("applies");
+    apply_yaml(
+        &client,
+        &ns,
+        GROUP,
+        &manifest(&[&ip1, &ip2, &ip3], 5432, "tcpSocket: {enable: true}"),
+    )
+    .await
+    .expect("applies");
     let cep = eventually("the new host to be ready", || async {
         let cep = get_cep(&client, &ns, GROUP, "db").await?;
         let s = cep.status.clone()?;
-        (s.observed_generation == cep.metadata.generation && s.ready.as_deref() == Some("2/3")).then_some(cep)
+        (s.observed_generation == cep.metadata.generation && s.ready.as_deref() == Some("2/3"))
+            .then_some(cep)
     })
     .await;
     let port = &cep.status.expect("status").ports[0];
     assert_eq!(port.unhealthy.len(), 1);
-    assert_eq!((port.unhealthy[0].host.as_str(), port.unhealthy[0].since.as_str()), (ip2.as_str(), since.as_str()));
+    assert_eq!(
+        (
+            port.unhealthy[0].host.as_str(),
+            port.unhealthy[0].since.as_str()
+        ),
+        (ip2.as_str(), since.as_str())
+    );
     let readiness = slice_readiness(&client, &ns, "db").await;
     assert_eq!(readiness.len(), 3);
 
     // Remove a host.
-    apply_yaml(&client, &ns, GROUP, &manifest(&[&ip2, &ip3], 5432, "tcpSocket: {enable: true}")).await.expect("applies");
+    apply_yaml(
+        &client,
+        &ns,
+        GROUP,
+        &manifest(&[&ip2, &ip3], 5432, "tcpSocket: {enable: true}"),
+    )
+    .await
+    .expect("applies");
     eventually("the removed host to leave the slices", || async {
         let r = slice_readiness(&client, &ns, "db").await;
         (r.len() == 2 && !r.keys().any(|(_, _, ip)| ip == &ip1)).then_some(())
@@ -308,7 +423,14 @@ async fn spec_edits_converge_and_unchanged_hosts_keep_their_state() {
     .await;
 
     // Change the Service port.
-    apply_yaml(&client, &ns, GROUP, &manifest(&[&ip2, &ip3], 6543, "tcpSocket: {enable: true}")).await.expect("applies");
+    apply_yaml(
+        &client,
+        &ns,
+        GROUP,
+        &manifest(&[&ip2, &ip3], 6543, "tcpSocket: {enable: true}"),
+    )
+    .await
+    .expect("applies");
     eventually("the Service port to change", || async {
         let svc = service(&client, &ns, "db").await?;
         let ports: Vec<i32> = svc.spec?.ports?.iter().map(|p| p.port).collect();
@@ -317,11 +439,19 @@ async fn spec_edits_converge_and_unchanged_hosts_keep_their_state() {
     .await;
 
     // Change the probe: HTTP on the same port; h3 stays ready, h2 stays down.
-    apply_yaml(&client, &ns, GROUP, &manifest(&[&ip2, &ip3], 6543, "httpGet: {path: /healthz}")).await.expect("applies");
+    apply_yaml(
+        &client,
+        &ns,
+        GROUP,
+        &manifest(&[&ip2, &ip3], 6543, "httpGet: {path: /healthz}"),
+    )
+    .await
+    .expect("applies");
     let cep = eventually("the probe change to be observed", || async {
         let cep = get_cep(&client, &ns, GROUP, "db").await?;
         let s = cep.status.clone()?;
-        (s.observed_generation == cep.metadata.generation && s.ports.first()?.probe == "http").then_some(cep)
+        (s.observed_generation == cep.metadata.generation && s.ports.first()?.probe == "http")
+            .then_some(cep)
     })
     .await;
     let s = cep.status.expect("status");
@@ -349,7 +479,10 @@ async fn hand_made_service_and_endpoints_are_adopted_keeping_cluster_ip() {
     let (h1, _b1) = host_with_backend().await;
     let services: Api<Service> = Api::namespaced(client.clone(), &ns);
     let handmade: Service = serde_yaml::from_str(HANDMADE).expect("service yaml");
-    let created = services.create(&PostParams::default(), &handmade).await.expect("hand-made Service");
+    let created = services
+        .create(&PostParams::default(), &handmade)
+        .await
+        .expect("hand-made Service");
     let cluster_ip = created.spec.and_then(|s| s.cluster_ip).expect("clusterIP");
     let endpoints_api: Api<Endpoints> = Api::namespaced(client.clone(), &ns);
     let handmade_ep: Endpoints = serde_json::from_value(serde_json::json!({
@@ -357,14 +490,19 @@ async fn hand_made_service_and_endpoints_are_adopted_keeping_cluster_ip() {
         "subsets": [{"addresses": [{"ip": h1.ipv4().to_string()}], "ports": [{"port": 8080}]}]
     }))
     .expect("endpoints");
-    endpoints_api.create(&PostParams::default(), &handmade_ep).await.expect("hand-made Endpoints");
+    endpoints_api
+        .create(&PostParams::default(), &handmade_ep)
+        .await
+        .expect("hand-made Endpoints");
 
     let _controller = Controller::start(&ns, &[]).await;
     let cep_yaml = format!(
         "apiVersion: {GROUP}/v1beta1\nkind: ClusterEndpoint\nmetadata: {{name: ocs-external-rgw-lb}}\nspec:\n  periodSeconds: 1\n  ports:\n  - name: http\n    port: 80\n    targetPort: 80\n    hosts: [{}]\n    httpGet: {{path: /healthz}}\n",
         h1.ipv4()
     );
-    apply_yaml(&client, &ns, GROUP, &cep_yaml).await.expect("applies");
+    apply_yaml(&client, &ns, GROUP, &cep_yaml)
+        .await
+        .expect("applies");
     let cep = wait_phase(&client, &ns, GROUP, "ocs-external-rgw-lb", Phase::Healthy).await;
     let svc = eventually("the Service to be adopted", || async {
         let svc = service(&client, &ns, "ocs-external-rgw-lb").await?;
@@ -372,14 +510,29 @@ async fn hand_made_service_and_endpoints_are_adopted_keeping_cluster_ip() {
         (ports.len() == 1 && ports[0].name.as_deref() == Some("http")).then_some(svc)
     })
     .await;
-    assert_eq!(svc.spec.as_ref().and_then(|s| s.cluster_ip.clone()), Some(cluster_ip), "clusterIP kept");
-    assert_eq!(svc.labels().get("team").map(String::as_str), Some("storage"));
-    assert_eq!(svc.annotations().get("note").map(String::as_str), Some("hand-made"));
+    assert_eq!(
+        svc.spec.as_ref().and_then(|s| s.cluster_ip.clone()),
+        Some(cluster_ip),
+        "clusterIP kept"
+    );
+    assert_eq!(
+        svc.labels().get("team").map(String::as_str),
+        Some("storage")
+    );
+    assert_eq!(
+        svc.annotations().get("note").map(String::as_str),
+        Some("hand-made")
+    );
     assert_eq!(svc.owner_references()[0].uid, cep.uid().expect("uid"));
-    let ep = endpoints(&client, &ns, "ocs-external-rgw-lb").await.expect("endpoints");
+    let ep = endpoints(&client, &ns, "ocs-external-rgw-lb")
+        .await
+        .expect("endpoints");
     assert_eq!(ep.owner_references()[0].uid, cep.uid().expect("uid"));
     let addresses = endpoints_addresses(&client, &ns, "ocs-external-rgw-lb").await;
-    assert_eq!(addresses.get("http"), Some(&(vec![h1.ipv4().to_string()], vec![])));
+    assert_eq!(
+        addresses.get("http"),
+        Some(&(vec![h1.ipv4().to_string()], vec![]))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -391,7 +544,10 @@ async fn a_service_with_a_selector_is_refused_with_a_condition() {
         "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]}
     }))
     .expect("service");
-    let created = services.create(&PostParams::default(), &with_selector).await.expect("created");
+    let created = services
+        .create(&PostParams::default(), &with_selector)
+        .await
+        .expect("created");
     let _controller = Controller::start(&ns, &[]).await;
     apply_yaml(
         &client,
@@ -403,17 +559,38 @@ async fn a_service_with_a_selector_is_refused_with_a_condition() {
     .expect("applies");
     let condition = eventually("the refusal condition", || async {
         let cep = get_cep(&client, &ns, GROUP, "app").await?;
-        let c = cep.status?.conditions.into_iter().find(|c| c.type_ == "SyncServiceReady")?;
+        let c = cep
+            .status?
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == "SyncServiceReady")?;
         (c.status == "False").then_some(c)
     })
     .await;
     assert_eq!(condition.reason, "ServiceHasSelector");
-    assert!(condition.message.contains("selector"), "{}", condition.message);
-    let after = service(&client, &ns, "app").await.expect("service still there");
-    assert_eq!(after.resource_version(), created.resource_version(), "nothing overwritten");
-    assert!(slices(&client, &ns, "app").await.is_empty(), "no slices attached to a foreign Service");
+    assert!(
+        condition.message.contains("selector"),
+        "{}",
+        condition.message
+    );
+    let after = service(&client, &ns, "app")
+        .await
+        .expect("service still there");
+    assert_eq!(
+        after.resource_version(),
+        created.resource_version(),
+        "nothing overwritten"
+    );
+    assert!(
+        slices(&client, &ns, "app").await.is_empty(),
+        "no slices attached to a foreign Service"
+    );
     eventually("a Warning Event about the refusal", || async {
-        events(&client, &ns, "app").await.iter().any(|(r, _)| r == "ServiceHasSelector").then_some(())
+        events(&client, &ns, "app")
+            .await
+            .iter()
+            .any(|(r, _)| r == "ServiceHasSelector")
+            .then_some(())
     })
     .await;
 }
@@ -423,20 +600,30 @@ async fn deleting_the_object_removes_what_it_owns() {
     let (client, ns) = setup("e2e-delete").await;
     let (h1, _b1) = host_with_backend().await;
     let _controller = Controller::start(&ns, &[]).await;
-    apply_yaml(&client, &ns, GROUP, &wordpress(GROUP, &[h1.ipv4().to_string()], 1)).await.expect("applies");
+    apply_yaml(
+        &client,
+        &ns,
+        GROUP,
+        &wordpress(GROUP, &[h1.ipv4().to_string()], 1),
+    )
+    .await
+    .expect("applies");
     wait_phase(&client, &ns, GROUP, "wordpress", Phase::Healthy).await;
     assert_eq!(slices(&client, &ns, "wordpress").await.len(), 4);
     ceps(&client, &ns, GROUP)
         .delete("wordpress", &DeleteParams::foreground())
         .await
         .expect("deleted");
-    eventually("the Service, Endpoints and EndpointSlices to be garbage-collected", || async {
-        let gone = service(&client, &ns, "wordpress").await.is_none()
-            && endpoints(&client, &ns, "wordpress").await.is_none()
-            && slices(&client, &ns, "wordpress").await.is_empty()
-            && get_cep(&client, &ns, GROUP, "wordpress").await.is_none();
-        gone.then_some(())
-    })
+    eventually(
+        "the Service, Endpoints and EndpointSlices to be garbage-collected",
+        || async {
+            let gone = service(&client, &ns, "wordpress").await.is_none()
+                && endpoints(&client, &ns, "wordpress").await.is_none()
+                && slices(&client, &ns, "wordpress").await.is_empty()
+                && get_cep(&client, &ns, GROUP, "wordpress").await.is_none();
+            gone.then_some(())
+        },
+    )
     .await;
 }
 
@@ -446,16 +633,25 @@ async fn a_controller_restart_writes_nothing() {
     let (h1, _b1) = host_with_backend().await;
     let (h2, mut b2) = host_with_backend().await;
     let controller = Controller::start(&ns, &[]).await;
-    apply_yaml(&client, &ns, GROUP, &wordpress(GROUP, &[h1.ipv4().to_string(), h2.ipv4().to_string()], 1))
-        .await
-        .expect("applies");
+    apply_yaml(
+        &client,
+        &ns,
+        GROUP,
+        &wordpress(GROUP, &[h1.ipv4().to_string(), h2.ipv4().to_string()], 1),
+    )
+    .await
+    .expect("applies");
     wait_phase(&client, &ns, GROUP, "wordpress", Phase::Healthy).await;
     // One host down, so the restart must also preserve an unhealthy state.
     b2.stop().await.expect("stop");
     wait_phase(&client, &ns, GROUP, "wordpress", Phase::UnHealthy).await;
     eventually("the status to list the host on every port", || async {
         let cep = get_cep(&client, &ns, GROUP, "wordpress").await?;
-        cep.status?.ports.iter().all(|p| p.unhealthy.len() == 1).then_some(())
+        cep.status?
+            .ports
+            .iter()
+            .all(|p| p.unhealthy.len() == 1)
+            .then_some(())
     })
     .await;
 
@@ -463,14 +659,29 @@ async fn a_controller_restart_writes_nothing() {
         let mut v: BTreeMap<String, String> = slices(&client, &ns, "wordpress")
             .await
             .iter()
-            .map(|s| (format!("slice/{}", s.name_any()), s.resource_version().unwrap_or_default()))
+            .map(|s| {
+                (
+                    format!("slice/{}", s.name_any()),
+                    s.resource_version().unwrap_or_default(),
+                )
+            })
             .collect();
-        let ep = endpoints(&client, &ns, "wordpress").await.expect("endpoints");
-        v.insert("endpoints".into(), ep.resource_version().unwrap_or_default());
+        let ep = endpoints(&client, &ns, "wordpress")
+            .await
+            .expect("endpoints");
+        v.insert(
+            "endpoints".into(),
+            ep.resource_version().unwrap_or_default(),
+        );
         let svc = service(&client, &ns, "wordpress").await.expect("service");
         v.insert("service".into(), svc.resource_version().unwrap_or_default());
-        let cep = get_cep(&client, &ns, GROUP, "wordpress").await.expect("cep");
-        v.insert("clusterendpoint".into(), cep.resource_version().unwrap_or_default());
+        let cep = get_cep(&client, &ns, GROUP, "wordpress")
+            .await
+            .expect("cep");
+        v.insert(
+            "clusterendpoint".into(),
+            cep.resource_version().unwrap_or_default(),
+        );
         v
     };
     let before = versions().await;
@@ -478,15 +689,27 @@ async fn a_controller_restart_writes_nothing() {
     let restarted = Controller::start(&ns, &[]).await;
     // Wait until the new process has reconciled the object and probed every
     // target at least twice, so any write it was going to make is made.
-    eventually("the restarted controller to reconcile and probe", || async {
-        let reconciled = restarted.counter("kube_endpoints_reconciles_total").await >= 1.0;
-        let probed = restarted.counter("kube_endpoints_probes_total").await >= 16.0;
-        (reconciled && probed).then_some(())
-    })
+    eventually(
+        "the restarted controller to reconcile and probe",
+        || async {
+            let reconciled = restarted.counter("kube_endpoints_reconciles_total").await >= 1.0;
+            let probed = restarted.counter("kube_endpoints_probes_total").await >= 16.0;
+            (reconciled && probed).then_some(())
+        },
+    )
     .await;
     let writes = restarted.counter("kube_endpoints_api_writes_total").await;
-    assert_eq!(writes, 0.0, "the restarted controller wrote to the API:\n{}", restarted.metrics().await);
-    assert_eq!(versions().await, before, "resourceVersions changed across the restart");
+    assert_eq!(
+        writes,
+        0.0,
+        "the restarted controller wrote to the API:\n{}",
+        restarted.metrics().await
+    );
+    assert_eq!(
+        versions().await,
+        before,
+        "resourceVersions changed across the restart"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -499,18 +722,37 @@ async fn ipv6_hosts_land_in_ipv6_slices() {
         h1.ipv4(),
         h1.ipv6()
     );
-    apply_yaml(&client, &ns, GROUP, &yaml).await.expect("applies");
+    apply_yaml(&client, &ns, GROUP, &yaml)
+        .await
+        .expect("applies");
     wait_phase(&client, &ns, GROUP, "dual", Phase::Healthy).await;
     let all: Vec<EndpointSlice> = slices(&client, &ns, "dual").await;
     let summary: Vec<(String, String, Vec<String>)> = all
         .iter()
-        .map(|s| (s.name_any(), s.address_type.clone(), s.endpoints.iter().flat_map(|e| e.addresses.clone()).collect()))
+        .map(|s| {
+            (
+                s.name_any(),
+                s.address_type.clone(),
+                s.endpoints
+                    .iter()
+                    .flat_map(|e| e.addresses.clone())
+                    .collect(),
+            )
+        })
         .collect();
     assert_eq!(
         summary,
         vec![
-            ("dual-web-ipv4-0".to_string(), "IPv4".to_string(), vec![h1.ipv4().to_string()]),
-            ("dual-web-ipv6-0".to_string(), "IPv6".to_string(), vec![h1.ipv6().to_string()]),
+            (
+                "dual-web-ipv4-0".to_string(),
+                "IPv4".to_string(),
+                vec![h1.ipv4().to_string()]
+            ),
+            (
+                "dual-web-ipv6-0".to_string(),
+                "IPv6".to_string(),
+                vec![h1.ipv6().to_string()]
+            ),
         ]
     );
 }
@@ -553,11 +795,16 @@ spec:
 "#,
         h1.ipv4()
     );
-    apply_yaml(&client, &ns, SEALOS_GROUP, &yaml).await.expect("applies");
+    apply_yaml(&client, &ns, SEALOS_GROUP, &yaml)
+        .await
+        .expect("applies");
     let cep = wait_phase(&client, &ns, SEALOS_GROUP, "wordpress", Phase::Healthy).await;
     assert_eq!(cep.status.expect("status").ready.as_deref(), Some("2/2"));
     let svc = service(&client, &ns, "wordpress").await.expect("service");
-    assert_eq!(svc.owner_references()[0].api_version, format!("{SEALOS_GROUP}/v1beta1"));
+    assert_eq!(
+        svc.owner_references()[0].api_version,
+        format!("{SEALOS_GROUP}/v1beta1")
+    );
     let readiness = slice_readiness(&client, &ns, "wordpress").await;
     assert_eq!(readiness.len(), 2);
     assert!(readiness.values().all(|r| *r));
@@ -568,30 +815,120 @@ spec:
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_manifests_are_rejected_naming_the_field() {
     let (client, ns) = setup("e2e-validation").await;
-    let head = |name: &str| format!("apiVersion: {GROUP}/v1beta1\nkind: ClusterEndpoint\nmetadata: {{name: {name}}}\nspec:\n");
+    let head = |name: &str| {
+        format!(
+            "apiVersion: {GROUP}/v1beta1\nkind: ClusterEndpoint\nmetadata: {{name: {name}}}\nspec:\n"
+        )
+    };
     let port = "name: a, port: 80, targetPort: 80, hosts: [198.18.0.2]";
     let cases: Vec<(&str, String, &str)> = vec![
-        ("loopback host", format!("  ports: [{{name: a, port: 80, targetPort: 80, hosts: [127.0.0.1]}}]"), "spec.ports[0].hosts[0]"),
-        ("hostname", format!("  ports: [{{name: a, port: 80, targetPort: 80, hosts: [db.example.com]}}]"), "spec.ports[0].hosts[0]"),
-        ("link-local", format!("  ports: [{{name: a, port: 80, targetPort: 80, hosts: ['fe80::1']}}]"), "spec.ports[0].hosts[0]"),
-        ("duplicate host", format!("  ports: [{{name: a, port: 80, targetPort: 80, hosts: [198.18.0.2, 198.18.0.2]}}]"), "spec.ports[0].hosts[1]"),
-        ("legacy host", format!("  hosts: [0.0.0.0]\n  ports: [{{name: a, port: 80, targetPort: 80}}]"), "spec.hosts[0]"),
-        ("no hosts", format!("  ports: [{{name: a, port: 80, targetPort: 80}}]"), "every port needs hosts"),
+        (
+            "loopback host",
+            format!("  ports: [{{name: a, port: 80, targetPort: 80, hosts: [127.0.0.1]}}]"),
+            "spec.ports[0].hosts[0]",
+        ),
+        (
+            "hostname",
+            format!("  ports: [{{name: a, port: 80, targetPort: 80, hosts: [db.example.com]}}]"),
+            "spec.ports[0].hosts[0]",
+        ),
+        (
+            "link-local",
+            format!("  ports: [{{name: a, port: 80, targetPort: 80, hosts: ['fe80::1']}}]"),
+            "spec.ports[0].hosts[0]",
+        ),
+        (
+            "duplicate host",
+            format!(
+                "  ports: [{{name: a, port: 80, targetPort: 80, hosts: [198.18.0.2, 198.18.0.2]}}]"
+            ),
+            "spec.ports[0].hosts[1]",
+        ),
+        (
+            "legacy host",
+            format!("  hosts: [0.0.0.0]\n  ports: [{{name: a, port: 80, targetPort: 80}}]"),
+            "spec.hosts[0]",
+        ),
+        (
+            "no hosts",
+            format!("  ports: [{{name: a, port: 80, targetPort: 80}}]"),
+            "every port needs hosts",
+        ),
         ("no ports", "  ports: []".to_string(), "spec.ports"),
-        ("port 0", format!("  ports: [{{name: a, port: 0, targetPort: 80, hosts: [198.18.0.2]}}]"), "spec.ports[0].port"),
-        ("targetPort too big", format!("  ports: [{{name: a, port: 80, targetPort: 65536, hosts: [198.18.0.2]}}]"), "spec.ports[0].targetPort"),
-        ("timeout 0", format!("  ports: [{{{port}, timeoutSeconds: 0}}]"), "spec.ports[0].timeoutSeconds"),
-        ("failureThreshold 0", format!("  ports: [{{{port}, failureThreshold: 0}}]"), "spec.ports[0].failureThreshold"),
-        ("successThreshold 0", format!("  ports: [{{{port}, successThreshold: 0}}]"), "spec.ports[0].successThreshold"),
-        ("period 0", format!("  periodSeconds: 0\n  ports: [{{{port}}}]"), "spec.periodSeconds"),
-        ("bad protocol", format!("  ports: [{{{port}, protocol: HTTP}}]"), "spec.ports[0].protocol"),
-        ("bad port name", format!("  ports: [{{name: Web_1, port: 80, targetPort: 80, hosts: [198.18.0.2]}}]"), "spec.ports[0].name"),
-        ("duplicate port name", format!("  ports: [{{{port}}}, {{name: a, port: 81, targetPort: 80, hosts: [198.18.0.2]}}]"), "spec.ports[1]"),
-        ("duplicate service port", format!("  ports: [{{{port}}}, {{name: b, port: 80, targetPort: 81, hosts: [198.18.0.2]}}]"), "must be unique per protocol"),
-        ("two probes", format!("  ports: [{{{port}, tcpSocket: {{enable: true}}, grpc: {{enable: true}}}}]"), "at most one of tcpSocket"),
-        ("bad scheme", format!("  ports: [{{{port}, httpGet: {{scheme: ftp}}}}]"), "spec.ports[0].httpGet.scheme"),
-        ("bad header", format!("  ports: [{{{port}, httpGet: {{httpHeaders: [{{name: 'a b', value: x}}]}}}}]"), "spec.ports[0].httpGet.httpHeaders[0].name"),
-        ("bad clusterIP", format!("  clusterIP: 10.0.0.9\n  ports: [{{{port}}}]"), "spec.clusterIP"),
+        (
+            "port 0",
+            format!("  ports: [{{name: a, port: 0, targetPort: 80, hosts: [198.18.0.2]}}]"),
+            "spec.ports[0].port",
+        ),
+        (
+            "targetPort too big",
+            format!("  ports: [{{name: a, port: 80, targetPort: 65536, hosts: [198.18.0.2]}}]"),
+            "spec.ports[0].targetPort",
+        ),
+        (
+            "timeout 0",
+            format!("  ports: [{{{port}, timeoutSeconds: 0}}]"),
+            "spec.ports[0].timeoutSeconds",
+        ),
+        (
+            "failureThreshold 0",
+            format!("  ports: [{{{port}, failureThreshold: 0}}]"),
+            "spec.ports[0].failureThreshold",
+        ),
+        (
+            "successThreshold 0",
+            format!("  ports: [{{{port}, successThreshold: 0}}]"),
+            "spec.ports[0].successThreshold",
+        ),
+        (
+            "period 0",
+            format!("  periodSeconds: 0\n  ports: [{{{port}}}]"),
+            "spec.periodSeconds",
+        ),
+        (
+            "bad protocol",
+            format!("  ports: [{{{port}, protocol: HTTP}}]"),
+            "spec.ports[0].protocol",
+        ),
+        (
+            "bad port name",
+            format!("  ports: [{{name: Web_1, port: 80, targetPort: 80, hosts: [198.18.0.2]}}]"),
+            "spec.ports[0].name",
+        ),
+        (
+            "duplicate port name",
+            format!(
+                "  ports: [{{{port}}}, {{name: a, port: 81, targetPort: 80, hosts: [198.18.0.2]}}]"
+            ),
+            "spec.ports[1]",
+        ),
+        (
+            "duplicate service port",
+            format!(
+                "  ports: [{{{port}}}, {{name: b, port: 80, targetPort: 81, hosts: [198.18.0.2]}}]"
+            ),
+            "must be unique per protocol",
+        ),
+        (
+            "two probes",
+            format!("  ports: [{{{port}, tcpSocket: {{enable: true}}, grpc: {{enable: true}}}}]"),
+            "at most one of tcpSocket",
+        ),
+        (
+            "bad scheme",
+            format!("  ports: [{{{port}, httpGet: {{scheme: ftp}}}}]"),
+            "spec.ports[0].httpGet.scheme",
+        ),
+        (
+            "bad header",
+            format!("  ports: [{{{port}, httpGet: {{httpHeaders: [{{name: 'a b', value: x}}]}}}}]"),
+            "spec.ports[0].httpGet.httpHeaders[0].name",
+        ),
+        (
+            "bad clusterIP",
+            format!("  clusterIP: 10.0.0.9\n  ports: [{{{port}}}]"),
+            "spec.clusterIP",
+        ),
     ];
     let mut failures = Vec::new();
     for (i, (what, body, field)) in cases.iter().enumerate() {
@@ -600,21 +937,50 @@ async fn bad_manifests_are_rejected_naming_the_field() {
             Ok(_) => failures.push(format!("{what}: accepted")),
             Err(kube::Error::Api(status)) if status.code == 422 => {
                 if !status.message.contains(field) {
-                    failures.push(format!("{what}: message does not name {field}: {}", status.message));
+                    failures.push(format!(
+                        "{what}: message does not name {field}: {}",
+                        status.message
+                    ));
                 }
             }
             Err(e) => failures.push(format!("{what}: unexpected error {e}")),
         }
     }
     // The object's name becomes the Service's name.
-    match apply_yaml(&client, &ns, GROUP, &format!("{}  ports: [{{{port}}}]\n", head("9-bad"))).await {
+    match apply_yaml(
+        &client,
+        &ns,
+        GROUP,
+        &format!("{}  ports: [{{{port}}}]\n", head("9-bad")),
+    )
+    .await
+    {
         Err(kube::Error::Api(status)) if status.message.contains("metadata.name") => {}
         other => failures.push(format!("bad name: {other:?}")),
     }
     // clusterIP is immutable.
-    apply_yaml(&client, &ns, GROUP, &format!("{}  ports: [{{{port}}}]\n", head("fixed"))).await.expect("valid object");
-    match apply_yaml(&client, &ns, GROUP, &format!("{}  clusterIP: None\n  ports: [{{{port}}}]\n", head("fixed"))).await {
-        Err(kube::Error::Api(status)) if status.message.contains("spec.clusterIP") && status.message.contains("immutable") => {}
+    apply_yaml(
+        &client,
+        &ns,
+        GROUP,
+        &format!("{}  ports: [{{{port}}}]\n", head("fixed")),
+    )
+    .await
+    .expect("valid object");
+    match apply_yaml(
+        &client,
+        &ns,
+        GROUP,
+        &format!(
+            "{}  clusterIP: None\n  ports: [{{{port}}}]\n",
+            head("fixed")
+        ),
+    )
+    .await
+    {
+        Err(kube::Error::Api(status))
+            if status.message.contains("spec.clusterIP")
+                && status.message.contains("immutable") => {}
         other => failures.push(format!("clusterIP change: {other:?}")),
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));

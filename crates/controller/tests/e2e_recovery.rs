@@ -15,17 +15,27 @@ async fn the_controller_survives_an_apiserver_and_etcd_restart() {
     install_crd(&client, GROUP).await;
     let ns = namespace(&client, "e2e-recovery").await;
     let host = TestHost::create().await.expect("host");
-    let ports = BackendPorts { tcp: vec![443], http: vec![80], udp: vec![], grpc: vec![] };
+    let ports = BackendPorts {
+        tcp: vec![443],
+        http: vec![80],
+        udp: vec![],
+        grpc: vec![],
+    };
     let mut backend = host.start_backend(ports).await.expect("backend");
-    let _controller = Controller::start_with_kubeconfig(&ns, &[], cp.kubeconfig_path().to_path_buf()).await;
+    let _controller =
+        Controller::start_with_kubeconfig(&ns, &[], cp.kubeconfig_path().to_path_buf()).await;
     let yaml = format!(
         "apiVersion: {GROUP}/v1beta1\nkind: ClusterEndpoint\nmetadata: {{name: db}}\nspec:\n  periodSeconds: 1\n  ports:\n  - {{name: tcp, port: 443, targetPort: 443, hosts: [{ip}], tcpSocket: {{enable: true}}}}\n  - {{name: http, port: 80, targetPort: 80, hosts: [{ip}], httpGet: {{path: /healthz}}}}\n",
         ip = host.ipv4()
     );
-    apply_yaml(&client, &ns, GROUP, &yaml).await.expect("applies");
+    apply_yaml(&client, &ns, GROUP, &yaml)
+        .await
+        .expect("applies");
     wait_phase(&client, &ns, GROUP, "db", Phase::Healthy).await;
 
-    cp.restart_etcd_and_apiserver().await.expect("control plane restarts");
+    cp.restart_etcd_and_apiserver()
+        .await
+        .expect("control plane restarts");
     let client = cp.client().await.expect("client after restart");
     // Nothing was lost, and the controller still acts on health changes.
     let cep = wait_phase(&client, &ns, GROUP, "db", Phase::Healthy).await;

@@ -2,8 +2,20 @@
 //!
 //! Workers keep the threshold state across periods and publish only
 //! transitions, so the rest of the system does work only when a host changes.
-//! A slow or silent host delays nobody but itself, and probes of one target
-//! never overlap: a worker waits for its probe before scheduling the next.
+//! A slow or silent host delays nobody but itself (each target is its own
+//! tokio task), and probes of one target never overlap: a worker waits for
+//! its probe before scheduling the next, skipping ticks the probe overran.
+//!
+//! Shared state is one map behind a std mutex, touched only by `sync`,
+//! `remove`, `health` and friends; a worker owns its tracker and shares just
+//! its current [`Health`] (behind its own small mutex), so 100,000 workers do
+//! not contend on one lock. No lock is ever held across an `.await`.
+//!
+//! Stopping a target (removal, a changed spec, shutdown) takes that target's
+//! health lock while cancelling, and a worker publishes under the same lock
+//! after checking for cancellation. So once `sync`, `remove`, `retain` or
+//! `shutdown` returns, a stopped worker can neither overwrite the health its
+//! successor inherited nor send another transition.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Debug;
@@ -27,7 +39,8 @@ pub struct TargetId {
     pub host: IpAddr,
 }
 
-/// How to probe a target.
+/// How to probe a target. Two equal specs mean "nothing changed": `sync`
+/// leaves such a target's worker and state alone.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TargetSpec {
     pub probe: Probe,
@@ -39,7 +52,7 @@ pub struct TargetSpec {
     pub initial_delay: Duration,
 }
 
-/// A target changed state.
+/// A target changed state (never sent for a probe that changes nothing).
 #[derive(Clone, Debug)]
 pub struct Transition<K> {
     pub owner: K,
@@ -48,15 +61,34 @@ pub struct Transition<K> {
     pub to: Health,
 }
 
-/// Told about every probe; used for metrics.
+/// Told about every finished probe; used for metrics. Called from the
+/// workers, so it must be quick and must not block.
 pub trait Observer: Send + Sync + 'static {
-    fn probe_finished(&self, kind: ProbeKind, verdict: Verdict, latency: Duration, lateness: Duration);
+    /// `lateness` is how long after its scheduled time the probe started: a
+    /// growing value means the runtime is overloaded.
+    fn probe_finished(
+        &self,
+        kind: ProbeKind,
+        verdict: Verdict,
+        latency: Duration,
+        lateness: Duration,
+    );
 }
 
 struct Target {
     spec: TargetSpec,
     health: Arc<Mutex<Health>>,
     cancel: CancellationToken,
+}
+
+impl Target {
+    /// Cancel the worker, waiting for a publish in progress (see the module
+    /// docs). Returns the health as the worker left it.
+    fn stop(&self) -> Health {
+        let health = lock(&self.health);
+        self.cancel.cancel();
+        health.clone()
+    }
 }
 
 struct Inner<K> {
@@ -90,7 +122,13 @@ impl<K> Scheduler<K>
 where
     K: Clone + Eq + Hash + Ord + Debug + Send + Sync + 'static,
 {
-    pub fn new(prober: Prober, observer: Arc<dyn Observer>) -> (Self, mpsc::UnboundedReceiver<Transition<K>>) {
+    /// A scheduler probing with `prober`, telling `observer` about every
+    /// probe. Transitions arrive on the returned receiver; the controller
+    /// reacts to them instead of polling, so a quiet fleet costs nothing.
+    pub fn new(
+        prober: Prober,
+        observer: Arc<dyn Observer>,
+    ) -> (Self, mpsc::UnboundedReceiver<Transition<K>>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let inner = Inner {
             owners: Mutex::new(HashMap::new()),
@@ -107,16 +145,35 @@ where
         )
     }
 
-    /// Make `owner`'s targets exactly `targets` (see the crate docs for what
-    /// is kept). Must be called within a Tokio runtime.
-    pub fn sync(&self, owner: &K, targets: BTreeMap<TargetId, TargetSpec>, seed: impl Fn(&TargetId) -> Option<bool>) {
+    /// Make `owner`'s targets exactly `targets`:
+    ///
+    /// - unchanged targets (equal [`TargetSpec`]) keep worker and state;
+    /// - changed targets keep their [`Health`] but restart their worker with
+    ///   the new spec (counters reset), probing at once;
+    /// - new targets for which `seed` says ready/unready start in that state
+    ///   and are first probed after a random delay within one period, so
+    ///   thousands restored at start do not fire at once; other new targets
+    ///   start Pending and are probed after their `initial_delay`;
+    /// - targets not in `targets` are stopped and forgotten.
+    ///
+    /// Must be called within a Tokio runtime. Does nothing after
+    /// [`Scheduler::shutdown`].
+    pub fn sync(
+        &self,
+        owner: &K,
+        targets: BTreeMap<TargetId, TargetSpec>,
+        seed: impl Fn(&TargetId) -> Option<bool>,
+    ) {
         let now = SystemTime::now();
         let mut owners = lock(&self.inner.owners);
+        if self.inner.root.is_cancelled() {
+            return;
+        }
         let current = owners.entry(owner.clone()).or_default();
         current.retain(|id, target| {
             let keep = targets.contains_key(id);
             if !keep {
-                target.cancel.cancel();
+                target.stop();
             }
             keep
         });
@@ -124,10 +181,7 @@ where
             match current.get_mut(&id) {
                 Some(existing) if existing.spec == spec => {}
                 Some(existing) => {
-                    // Settings changed: keep the verdict, restart the worker
-                    // with fresh counters and probe at once.
-                    existing.cancel.cancel();
-                    let health = lock(&existing.health).clone();
+                    let health = existing.stop();
                     let tracker = ThresholdTracker::with_health(spec.thresholds, health);
                     *existing = self.spawn(owner, &id, spec, tracker, Duration::ZERO);
                 }
@@ -135,9 +189,15 @@ where
                     let (tracker, delay) = match seed(&id) {
                         Some(ready) => {
                             let jitter = jitter(spec.period);
-                            (ThresholdTracker::new_seeded(spec.thresholds, ready, now), jitter)
+                            (
+                                ThresholdTracker::new_seeded(spec.thresholds, ready, now),
+                                jitter,
+                            )
                         }
-                        None => (ThresholdTracker::new_pending(spec.thresholds, now), spec.initial_delay),
+                        None => (
+                            ThresholdTracker::new_pending(spec.thresholds, now),
+                            spec.initial_delay,
+                        ),
                     };
                     let target = self.spawn(owner, &id, spec, tracker, delay);
                     current.insert(id, target);
@@ -149,7 +209,14 @@ where
         }
     }
 
-    fn spawn(&self, owner: &K, id: &TargetId, spec: TargetSpec, tracker: ThresholdTracker, delay: Duration) -> Target {
+    fn spawn(
+        &self,
+        owner: &K,
+        id: &TargetId,
+        spec: TargetSpec,
+        tracker: ThresholdTracker,
+        delay: Duration,
+    ) -> Target {
         let cancel = self.inner.root.child_token();
         let health = Arc::new(Mutex::new(tracker.health().clone()));
         let worker = Worker {
@@ -164,29 +231,35 @@ where
             transitions: self.inner.transitions.clone(),
         };
         tokio::spawn(worker.run(delay));
-        Target { spec, health, cancel }
+        Target {
+            spec,
+            health,
+            cancel,
+        }
     }
 
     /// Stop all of `owner`'s workers and forget their state.
     pub fn remove(&self, owner: &K) {
-        if let Some(targets) = lock(&self.inner.owners).remove(owner) {
-            for t in targets.values() {
-                t.cancel.cancel();
-            }
+        let removed = lock(&self.inner.owners).remove(owner);
+        for t in removed.iter().flat_map(HashMap::values) {
+            t.stop();
         }
     }
 
-    /// Keep only the owners for which `keep` is true.
+    /// Keep only the owners for which `keep` is true (the controller drops
+    /// owners deleted while its watch was down).
     pub fn retain(&self, keep: impl Fn(&K) -> bool) {
+        let mut dropped = Vec::new();
         lock(&self.inner.owners).retain(|owner, targets| {
             let k = keep(owner);
             if !k {
-                for t in targets.values() {
-                    t.cancel.cancel();
-                }
+                dropped.push(std::mem::take(targets));
             }
             k
         });
+        for t in dropped.iter().flat_map(HashMap::values) {
+            t.stop();
+        }
     }
 
     /// Snapshot of `owner`'s target health.
@@ -202,17 +275,51 @@ where
             .unwrap_or_default()
     }
 
+    /// Targets being probed, over all owners.
     pub fn target_count(&self) -> usize {
         lock(&self.inner.owners).values().map(HashMap::len).sum()
     }
 
-    /// Stop every worker (lost leadership, or exit).
+    /// Stop every worker (lost leadership, or exit). Final: later `sync`
+    /// calls do nothing, so a straggling reconcile cannot restart probing.
     pub fn shutdown(&self) {
-        self.inner.root.cancel();
-        lock(&self.inner.owners).clear();
+        let owners = {
+            let mut owners = lock(&self.inner.owners);
+            // Under the lock, so that no `sync` can slip a worker in after.
+            self.inner.root.cancel();
+            std::mem::take(&mut *owners)
+        };
+        // Cancelled already; this only waits out publishes in progress.
+        for t in owners.values().flat_map(HashMap::values) {
+            t.stop();
+        }
     }
 }
 
+/// `from + d`, saturating far in the future instead of panicking on an
+/// absurd duration.
+fn after(from: Instant, d: Duration) -> Instant {
+    from.checked_add(d)
+        .unwrap_or_else(|| from + Duration::from_secs(30 * 365 * 86_400))
+}
+
+/// The next start on the fixed schedule (previous scheduled start plus one
+/// period). Ticks a slow probe overran are skipped, never run back to back
+/// to catch up: the schedule keeps its phase and the host its pace.
+fn next_tick(scheduled: Instant, period: Duration, now: Instant) -> Instant {
+    let next = after(scheduled, period);
+    if next > now {
+        return next;
+    }
+    let missed = now.duration_since(next).as_nanos() / period.as_nanos().max(1);
+    let skip = u32::try_from(missed + 1).unwrap_or(u32::MAX);
+    period
+        .checked_mul(skip)
+        .map_or_else(|| after(now, period), |d| after(next, d))
+}
+
+/// A random delay in `[0, period)`, to spread the first probes of restored
+/// targets over one period.
 fn jitter(period: Duration) -> Duration {
     let millis = u64::try_from(period.as_millis()).unwrap_or(u64::MAX).max(1);
     Duration::from_millis(rand::rng().random_range(0..millis))
@@ -234,7 +341,7 @@ impl<K: Clone + Send + 'static> Worker<K> {
     async fn run(mut self, delay: Duration) {
         let addr = SocketAddr::new(self.id.host, self.spec.target_port);
         let period = self.spec.period.max(Duration::from_millis(1));
-        let mut scheduled = Instant::now() + delay;
+        let mut scheduled = after(Instant::now(), delay);
         loop {
             tokio::select! {
                 () = self.cancel.cancelled() => return,
@@ -246,14 +353,22 @@ impl<K: Clone + Send + 'static> Worker<K> {
                 () = self.cancel.cancelled() => return,
                 outcome = self.prober.probe(&self.spec.probe, addr, self.spec.timeout) => outcome,
             };
-            self.observer
-                .probe_finished(self.spec.probe.kind(), outcome.verdict, outcome.latency, lateness);
+            self.observer.probe_finished(
+                self.spec.probe.kind(),
+                outcome.verdict,
+                outcome.latency,
+                lateness,
+            );
             let from = self.tracker.health().state;
             if let Some(health) = self.tracker.observe(&outcome, SystemTime::now()) {
+                let mut shared = lock(&self.health);
                 if self.cancel.is_cancelled() {
                     return;
                 }
-                *lock(&self.health) = health.clone();
+                *shared = health.clone();
+                // Sent under the lock so that stopping waits for it; an
+                // unbounded send never blocks. A closed channel only means
+                // nobody listens any more.
                 let _ = self.transitions.send(Transition {
                     owner: self.owner.clone(),
                     target: self.id.clone(),
@@ -261,15 +376,7 @@ impl<K: Clone + Send + 'static> Worker<K> {
                     to: health,
                 });
             }
-            // Fixed schedule; ticks missed by a slow probe are skipped, never
-            // run back to back.
-            scheduled += period;
-            let now = Instant::now();
-            if scheduled <= now {
-                let behind = now.duration_since(scheduled).as_nanos() / period.as_nanos();
-                let skip = u32::try_from(behind + 1).unwrap_or(u32::MAX);
-                scheduled += period * skip;
-            }
+            scheduled = next_tick(scheduled, period, Instant::now());
         }
     }
 }

@@ -1,19 +1,72 @@
+//! Scheduler behaviour against real listeners on 127.0.0.1. Waiting is done
+//! by polling a condition with a deadline or by receiving on a channel; the
+//! only fixed waits are the short windows in which something must NOT
+//! happen.
+
+use std::convert::Infallible;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use http_body_util::Empty;
+use hyper::body::{Bytes, Incoming};
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
 use super::*;
+use crate::probe::{HttpGet, Scheme};
+use crate::threshold::SEEDED_MESSAGE;
+
+/// What one finished probe looked like to the observer.
+#[derive(Clone, Debug)]
+struct Probed {
+    kind: ProbeKind,
+    verdict: Verdict,
+    lateness: Duration,
+    at: std::time::Instant,
+}
 
 #[derive(Default)]
-struct Counting {
-    probes: AtomicUsize,
+struct Recording {
+    probes: Mutex<Vec<Probed>>,
 }
 
-impl Observer for Counting {
-    fn probe_finished(&self, _: ProbeKind, _: Verdict, _: Duration, _: Duration) {
-        self.probes.fetch_add(1, Ordering::SeqCst);
+impl Recording {
+    fn count(&self) -> usize {
+        self.probes.lock().expect("lock").len()
+    }
+
+    fn count_of(&self, kind: ProbeKind) -> usize {
+        self.probes
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|p| p.kind == kind)
+            .count()
+    }
+
+    fn all(&self) -> Vec<Probed> {
+        self.probes.lock().expect("lock").clone()
     }
 }
+
+impl Observer for Recording {
+    fn probe_finished(
+        &self,
+        kind: ProbeKind,
+        verdict: Verdict,
+        _latency: Duration,
+        lateness: Duration,
+    ) {
+        self.probes.lock().expect("lock").push(Probed {
+            kind,
+            verdict,
+            lateness,
+            at: std::time::Instant::now(),
+        });
+    }
+}
+
+type Rx = mpsc::UnboundedReceiver<Transition<String>>;
 
 fn spec(port: u16, failure: u32) -> TargetSpec {
     TargetSpec {
@@ -21,8 +74,25 @@ fn spec(port: u16, failure: u32) -> TargetSpec {
         target_port: port,
         period: Duration::from_millis(100),
         timeout: Duration::from_millis(200),
-        thresholds: Thresholds { failure, success: 1 },
+        thresholds: Thresholds {
+            failure,
+            success: 1,
+        },
         initial_delay: Duration::ZERO,
+    }
+}
+
+fn http_spec(port: u16, period: Duration, timeout: Duration) -> TargetSpec {
+    TargetSpec {
+        probe: Probe::Http(HttpGet {
+            scheme: Scheme::Http,
+            path: "/".into(),
+            host: None,
+            headers: vec![],
+        }),
+        period,
+        timeout,
+        ..spec(port, 1)
     }
 }
 
@@ -33,13 +103,19 @@ fn id(port: &str) -> TargetId {
     }
 }
 
-fn scheduler() -> (Scheduler<String>, mpsc::UnboundedReceiver<Transition<String>>, Arc<Counting>) {
-    let observer = Arc::new(Counting::default());
+fn scheduler() -> (Scheduler<String>, Rx, Arc<Recording>) {
+    let observer = Arc::new(Recording::default());
     let (s, rx) = Scheduler::new(Prober::new("test").expect("prober"), observer.clone());
     (s, rx, observer)
 }
 
-async fn next(rx: &mut mpsc::UnboundedReceiver<Transition<String>>) -> Transition<String> {
+/// Workers each hold a reference to the observer; with only the test's and
+/// the scheduler's left, every worker task has ended.
+fn workers_alive(observer: &Arc<Recording>) -> usize {
+    Arc::strong_count(observer) - 2
+}
+
+async fn next(rx: &mut Rx) -> Transition<String> {
     tokio::time::timeout(Duration::from_secs(5), rx.recv())
         .await
         .expect("a transition within 5s")
@@ -50,163 +126,456 @@ async fn next(rx: &mut mpsc::UnboundedReceiver<Transition<String>>) -> Transitio
 async fn until(what: &str, f: impl Fn() -> bool) {
     let start = std::time::Instant::now();
     while !f() {
-        assert!(start.elapsed() < Duration::from_secs(5), "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// Nothing arrives on `rx` within `window`.
+async fn quiet(rx: &mut Rx, window: Duration) {
+    if let Ok(t) = tokio::time::timeout(window, rx.recv()).await {
+        panic!("unexpected transition {t:?}");
+    }
+}
+
+async fn listener() -> (TcpListener, u16) {
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    (l, port)
 }
 
 #[tokio::test]
 async fn new_target_becomes_ready_then_not_ready_after_failures() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let port = listener.local_addr().expect("addr").port();
+    let (listener, port) = listener().await;
     let (s, mut rx, observer) = scheduler();
     let owner = "default/db".to_string();
-    s.sync(&owner, BTreeMap::from([(id("pg"), spec(port, 3))]), |_| None);
+    s.sync(&owner, BTreeMap::from([(id("pg"), spec(port, 3))]), |_| {
+        None
+    });
     assert_eq!(s.health(&owner)[&id("pg")].state, HealthState::Pending);
+    assert_eq!(s.target_count(), 1);
 
     let t = next(&mut rx).await;
-    assert_eq!((t.from, t.to.state), (HealthState::Pending, HealthState::Ready));
-    assert_eq!(t.owner, owner);
-    assert_eq!(s.health(&owner)[&id("pg")].state, HealthState::Ready);
+    assert_eq!(
+        (t.from, t.to.state),
+        (HealthState::Pending, HealthState::Ready)
+    );
+    assert_eq!((t.owner.as_str(), &t.target), (owner.as_str(), &id("pg")));
+    assert_eq!(
+        s.health(&owner)[&id("pg")],
+        t.to,
+        "the snapshot matches what was sent"
+    );
 
     drop(listener);
-    let before = observer.probes.load(Ordering::SeqCst);
+    let before = observer.count();
+    // The next transition is the fall: nothing was sent in between.
     let t = next(&mut rx).await;
-    assert_eq!((t.from, t.to.state), (HealthState::Ready, HealthState::NotReady));
-    assert!(t.to.message.contains("connection refused"), "{}", t.to.message);
-    let failures = observer.probes.load(Ordering::SeqCst) - before;
-    assert!(failures >= 3, "failureThreshold 3 needs three failed probes, saw {failures}");
+    assert_eq!(
+        (t.from, t.to.state),
+        (HealthState::Ready, HealthState::NotReady)
+    );
+    assert_eq!(
+        t.to.message,
+        format!("tcp connect 127.0.0.1:{port}: connection refused")
+    );
+    let failures = observer.all()[before..]
+        .iter()
+        .filter(|p| p.verdict == Verdict::Failure)
+        .count();
+    assert!(
+        failures >= 3,
+        "failureThreshold 3 needs three failed probes, saw {failures}"
+    );
+    assert_eq!(s.health(&owner)[&id("pg")], t.to);
+    s.shutdown();
+}
+
+#[tokio::test]
+async fn an_unreachable_new_target_is_reported_after_one_probe() {
+    let (listener, port) = listener().await;
+    drop(listener);
+    let (s, mut rx, _) = scheduler();
+    let owner = "ns/gone".to_string();
+    let start = std::time::Instant::now();
+    s.sync(&owner, BTreeMap::from([(id("x"), spec(port, 3))]), |_| None);
+    let t = next(&mut rx).await;
+    assert_eq!(
+        (t.from, t.to.state),
+        (HealthState::Pending, HealthState::NotReady)
+    );
+    assert!(
+        t.to.message.ends_with("connection refused"),
+        "{}",
+        t.to.message
+    );
+    // One period plus the timeout at most, though failureThreshold is 3.
+    assert!(
+        start.elapsed() < Duration::from_millis(300 + 500),
+        "took {:?}",
+        start.elapsed()
+    );
     s.shutdown();
 }
 
 #[tokio::test]
 async fn sync_with_the_same_spec_keeps_state_and_removal_drops_it() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    let (s, mut rx, _) = scheduler();
+    let (_listener, port) = listener().await;
+    let (s, mut rx, observer) = scheduler();
     let owner = "ns/a".to_string();
-    let targets = BTreeMap::from([(id("x"), spec(port, 1)), (id("y"), spec(port, 1))]);
+    // A long period: after the first probes, any probe means a restart.
+    let slow = TargetSpec {
+        period: Duration::from_secs(600),
+        ..spec(port, 1)
+    };
+    let targets = BTreeMap::from([(id("x"), slow.clone()), (id("y"), slow.clone())]);
     s.sync(&owner, targets.clone(), |_| None);
     next(&mut rx).await;
     next(&mut rx).await;
     let before = s.health(&owner);
-    s.sync(&owner, targets, |_| None);
-    assert_eq!(s.health(&owner), before, "unchanged targets keep their state");
-    assert!(
-        tokio::time::timeout(Duration::from_millis(400), rx.recv()).await.is_err(),
-        "no transition from a no-op sync"
+    assert!(before.values().all(|h| h.state == HealthState::Ready));
+    assert_eq!(observer.count(), 2);
+    s.sync(&owner, targets, |_| Some(false));
+    assert_eq!(
+        s.health(&owner),
+        before,
+        "unchanged targets keep their state"
     );
+    quiet(&mut rx, Duration::from_millis(300)).await;
+    assert_eq!(observer.count(), 2, "unchanged targets were not restarted");
+    assert_eq!(workers_alive(&observer), 2);
 
-    s.sync(&owner, BTreeMap::from([(id("y"), spec(port, 1))]), |_| None);
-    assert_eq!(s.health(&owner).keys().cloned().collect::<Vec<_>>(), [id("y")]);
+    s.sync(&owner, BTreeMap::from([(id("y"), slow)]), |_| None);
+    assert_eq!(
+        s.health(&owner).keys().cloned().collect::<Vec<_>>(),
+        [id("y")]
+    );
+    assert_eq!(s.health(&owner)[&id("y")], before[&id("y")]);
     assert_eq!(s.target_count(), 1);
+    until("the removed worker to end", || {
+        workers_alive(&observer) == 1
+    })
+    .await;
+
     s.remove(&owner);
     assert!(s.health(&owner).is_empty());
     assert_eq!(s.target_count(), 0);
+    until("every worker to end", || workers_alive(&observer) == 0).await;
 }
 
 #[tokio::test]
-async fn a_changed_spec_keeps_the_verdict() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    let (s, mut rx, _) = scheduler();
+async fn a_changed_spec_keeps_the_verdict_and_probes_at_once() {
+    let (_listener, port) = listener().await;
+    let (s, mut rx, observer) = scheduler();
     let owner = "ns/a".to_string();
-    s.sync(&owner, BTreeMap::from([(id("x"), spec(port, 1))]), |_| None);
-    let ready_since = next(&mut rx).await.to.since;
-    // Same host and port, other thresholds: still ready, same since.
-    s.sync(&owner, BTreeMap::from([(id("x"), spec(port, 5))]), |_| None);
-    let h = &s.health(&owner)[&id("x")];
-    assert_eq!((h.state, h.since), (HealthState::Ready, ready_since));
-    assert!(tokio::time::timeout(Duration::from_millis(400), rx.recv()).await.is_err());
+    // A long period: any probe after the first is due to a restart.
+    let slow = TargetSpec {
+        period: Duration::from_secs(600),
+        ..spec(port, 1)
+    };
+    s.sync(&owner, BTreeMap::from([(id("x"), slow.clone())]), |_| None);
+    let ready = next(&mut rx).await.to;
+    assert_eq!(ready.state, HealthState::Ready);
+    assert_eq!(observer.count(), 1);
+
+    let changed = TargetSpec {
+        thresholds: Thresholds {
+            failure: 5,
+            success: 2,
+        },
+        ..slow
+    };
+    s.sync(&owner, BTreeMap::from([(id("x"), changed)]), |_| None);
+    assert_eq!(
+        s.health(&owner)[&id("x")],
+        ready,
+        "state and since are kept"
+    );
+    until("the restarted worker's probe", || observer.count() == 2).await;
+    assert_eq!(s.health(&owner)[&id("x")], ready);
+    assert_eq!(
+        workers_alive(&observer),
+        1,
+        "the old worker was replaced, not kept"
+    );
+    // success=2 and only one success since the restart: still the same
+    // Ready, and nothing to report.
+    assert!(rx.try_recv().is_err());
+    s.shutdown();
 }
 
 #[tokio::test]
 async fn seeded_targets_start_in_their_state_and_stay_quiet_when_probes_agree() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let port = listener.local_addr().expect("addr").port();
+    let (_listener, port) = listener().await;
     let (s, mut rx, observer) = scheduler();
     let owner = "ns/a".to_string();
-    s.sync(&owner, BTreeMap::from([(id("x"), spec(port, 1))]), |_| Some(true));
+    let period = Duration::from_millis(300);
+    let seeded = TargetSpec {
+        period,
+        ..spec(port, 1)
+    };
+    let start = std::time::Instant::now();
+    s.sync(&owner, BTreeMap::from([(id("x"), seeded.clone())]), |_| {
+        Some(true)
+    });
+    let h = &s.health(&owner)[&id("x")];
+    assert_eq!(
+        (h.state, h.message.as_str()),
+        (HealthState::Ready, SEEDED_MESSAGE)
+    );
+    until("the first probe", || observer.count() >= 1).await;
+    // The first probe waits a random part of one period, never more.
+    assert!(observer.all()[0].at - start < period + Duration::from_millis(300));
+    until("a few probes", || observer.count() >= 3).await;
+    assert!(
+        rx.try_recv().is_err(),
+        "probes that agree with the seed publish nothing"
+    );
     assert_eq!(s.health(&owner)[&id("x")].state, HealthState::Ready);
-    until("a few probes", || observer.probes.load(Ordering::SeqCst) >= 3).await;
-    assert!(rx.try_recv().is_err(), "probes that agree with the seed publish nothing");
 
     // A seeded-unready target that answers becomes ready.
-    s.sync(&owner, BTreeMap::from([(id("z"), spec(port, 1))]), |_| Some(false));
+    let both = BTreeMap::from([(id("x"), seeded.clone()), (id("z"), seeded)]);
+    s.sync(&owner, both, |id| Some(id.port != "z"));
     assert_eq!(s.health(&owner)[&id("z")].state, HealthState::NotReady);
+    assert_eq!(s.health(&owner)[&id("z")].message, SEEDED_MESSAGE);
     let t = next(&mut rx).await;
-    assert_eq!((t.target, t.from, t.to.state), (id("z"), HealthState::NotReady, HealthState::Ready));
+    assert_eq!(
+        (t.target, t.from, t.to.state),
+        (id("z"), HealthState::NotReady, HealthState::Ready)
+    );
+    s.shutdown();
 }
 
 #[tokio::test]
-async fn probes_of_one_target_never_overlap() {
-    // A server that never answers: each probe takes the full timeout, which
-    // is longer than the period.
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    let in_flight = Arc::new(AtomicUsize::new(0));
+async fn initial_delay_postpones_the_first_probe_of_a_new_target() {
+    let (_listener, port) = listener().await;
+    let (s, mut rx, observer) = scheduler();
+    let delay = Duration::from_millis(400);
+    let start = std::time::Instant::now();
+    let delayed = TargetSpec {
+        initial_delay: delay,
+        ..spec(port, 1)
+    };
+    s.sync(
+        &"a".to_string(),
+        BTreeMap::from([(id("x"), delayed)]),
+        |_| None,
+    );
+    next(&mut rx).await;
+    let first = observer.all()[0].at - start;
+    assert!(first >= delay, "probed after {first:?}");
+    s.shutdown();
+}
+
+/// An HTTP server whose handler takes `hold` and counts concurrent requests.
+/// The count drops before the response is written, so a probe that starts
+/// after the previous one finished can never see it raised.
+async fn slow_http_server(hold: Duration) -> (u16, Arc<AtomicUsize>, Arc<AtomicUsize>) {
+    let (listener, port) = listener().await;
+    let requests = Arc::new(AtomicUsize::new(0));
     let max_in_flight = Arc::new(AtomicUsize::new(0));
-    let connections = Arc::new(AtomicUsize::new(0));
-    {
-        let (in_flight, max_in_flight, connections) = (in_flight.clone(), max_in_flight.clone(), connections.clone());
-        tokio::spawn(async move {
-            while let Ok((mut stream, _)) = listener.accept().await {
-                let (in_flight, max_in_flight) = (in_flight.clone(), max_in_flight.clone());
-                connections.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(async move {
-                    let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
-                    max_in_flight.fetch_max(now, Ordering::SeqCst);
-                    let mut buf = [0u8; 1024];
-                    // Hold the connection until the prober gives up.
-                    let _ = tokio::io::AsyncReadExt::read(&mut stream, &mut buf).await;
-                    while tokio::io::AsyncReadExt::read(&mut stream, &mut buf).await.is_ok_and(|n| n > 0) {}
-                    in_flight.fetch_sub(1, Ordering::SeqCst);
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    let (r, m) = (requests.clone(), max_in_flight.clone());
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let (r, m, in_flight) = (r.clone(), m.clone(), in_flight.clone());
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |_: Request<Incoming>| {
+                    let (r, m, in_flight) = (r.clone(), m.clone(), in_flight.clone());
+                    async move {
+                        let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                        m.fetch_max(now, Ordering::SeqCst);
+                        tokio::time::sleep(hold).await;
+                        in_flight.fetch_sub(1, Ordering::SeqCst);
+                        r.fetch_add(1, Ordering::SeqCst);
+                        Ok::<_, Infallible>(Response::new(Empty::<Bytes>::new()))
+                    }
                 });
-            }
-        });
-    }
-    let (s, _rx, _) = scheduler();
-    let owner = "ns/slow".to_string();
-    let mut slow = spec(port, 1);
-    slow.probe = Probe::Http(crate::probe::HttpGet {
-        scheme: crate::probe::Scheme::Http,
-        path: "/".into(),
-        host: None,
-        headers: vec![],
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
     });
-    slow.period = Duration::from_millis(50);
-    slow.timeout = Duration::from_millis(300);
-    s.sync(&owner, BTreeMap::from([(id("x"), slow)]), |_| None);
-    until("four probes", || connections.load(Ordering::SeqCst) >= 4).await;
-    assert_eq!(max_in_flight.load(Ordering::SeqCst), 1, "probes of one target overlapped");
+    (port, requests, max_in_flight)
+}
+
+#[tokio::test]
+async fn probes_of_one_target_never_overlap_and_missed_ticks_are_skipped() {
+    // Each probe takes 200 ms, four times the period.
+    let (port, requests, max_in_flight) = slow_http_server(Duration::from_millis(200)).await;
+    let (s, _rx, observer) = scheduler();
+    let period = Duration::from_millis(50);
+    let target = http_spec(port, period, Duration::from_secs(2));
+    s.sync(
+        &"ns/slow".to_string(),
+        BTreeMap::from([(id("x"), target)]),
+        |_| None,
+    );
+    until("five probes", || observer.count() >= 5).await;
+    s.shutdown();
+    assert_eq!(
+        max_in_flight.load(Ordering::SeqCst),
+        1,
+        "probes of one target overlapped"
+    );
+    let probes = observer.all();
+    assert!(
+        probes.iter().all(|p| p.verdict == Verdict::Success),
+        "{probes:?}"
+    );
+    assert!(requests.load(Ordering::SeqCst) >= 5);
+    // Run late, back to back, missed ticks would make the lateness grow by
+    // 150 ms a probe (600 ms by the fifth); skipped, it stays small.
+    let worst = probes.iter().map(|p| p.lateness).max().unwrap_or_default();
+    assert!(
+        worst < Duration::from_millis(300),
+        "lateness grew to {worst:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_slow_target_does_not_delay_others() {
+    // A listener that accepts and never answers: the HTTP probe of it runs
+    // for its whole 10 s timeout.
+    let (mute, mute_port) = listener().await;
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = mute.accept().await {
+            held.push(s);
+        }
+    });
+    let (_fast, fast_port) = listener().await;
+    let (s, mut rx, observer) = scheduler();
+    let owner = "ns/mixed".to_string();
+    let targets = BTreeMap::from([
+        (
+            id("slow"),
+            http_spec(
+                mute_port,
+                Duration::from_millis(100),
+                Duration::from_secs(10),
+            ),
+        ),
+        (id("fast"), spec(fast_port, 1)),
+    ]);
+    s.sync(&owner, targets, |_| None);
+    let t = next(&mut rx).await;
+    assert_eq!((t.target, t.to.state), (id("fast"), HealthState::Ready));
+    until("the fast target to keep its period", || {
+        observer.count_of(ProbeKind::Tcp) >= 5
+    })
+    .await;
+    assert_eq!(
+        observer.count_of(ProbeKind::Http),
+        0,
+        "the slow probe is still running"
+    );
+    assert_eq!(s.health(&owner)[&id("slow")].state, HealthState::Pending);
     s.shutdown();
 }
 
 #[tokio::test]
 async fn shutdown_stops_probing() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    let (s, _rx, observer) = scheduler();
-    s.sync(&"a".to_string(), BTreeMap::from([(id("x"), spec(port, 1))]), |_| None);
-    until("probing to start", || observer.probes.load(Ordering::SeqCst) >= 2).await;
+    let (_listener, port) = listener().await;
+    let (s, mut rx, observer) = scheduler();
+    let targets = BTreeMap::from([(id("x"), spec(port, 1)), (id("y"), spec(port, 1))]);
+    s.sync(&"a".to_string(), targets.clone(), |_| None);
+    s.sync(&"b".to_string(), targets.clone(), |_| None);
+    until("probing to start", || observer.count() >= 4).await;
     s.shutdown();
-    // Let any probe in flight finish, then the count must stay put.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let after = observer.probes.load(Ordering::SeqCst);
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    assert_eq!(observer.probes.load(Ordering::SeqCst), after);
     assert_eq!(s.target_count(), 0);
+    until("every worker to end", || workers_alive(&observer) == 0).await;
+    let after = observer.count();
+    // Final: a later sync starts nothing.
+    s.sync(&"a".to_string(), targets, |_| None);
+    assert_eq!((s.target_count(), workers_alive(&observer)), (0, 0));
+    assert!(s.health(&"a".to_string()).is_empty());
+    // Drain what was sent before shutdown; then the channel stays empty.
+    while rx.try_recv().is_ok() {}
+    quiet(&mut rx, Duration::from_millis(300)).await;
+    assert_eq!(observer.count(), after, "no probe after every worker ended");
 }
 
 #[tokio::test]
 async fn retain_drops_owners_that_are_gone() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    let (s, _rx, _) = scheduler();
+    let (_listener, port) = listener().await;
+    let (s, _rx, observer) = scheduler();
     for owner in ["a", "b", "c"] {
-        s.sync(&owner.to_string(), BTreeMap::from([(id("x"), spec(port, 1))]), |_| None);
+        s.sync(
+            &owner.to_string(),
+            BTreeMap::from([(id("x"), spec(port, 1))]),
+            |_| None,
+        );
     }
     s.retain(|o| o != "b");
     assert_eq!(s.target_count(), 2);
     assert!(s.health(&"b".to_string()).is_empty());
+    assert_eq!(s.health(&"a".to_string()).len(), 1);
+    until("b's worker to end", || workers_alive(&observer) == 2).await;
+    s.shutdown();
+}
+
+#[tokio::test]
+async fn a_clone_is_the_same_scheduler() {
+    let (_listener, port) = listener().await;
+    let (s, _rx, _) = scheduler();
+    let other = s.clone();
+    other.sync(
+        &"a".to_string(),
+        BTreeMap::from([(id("x"), spec(port, 1))]),
+        |_| None,
+    );
+    assert_eq!(s.target_count(), 1);
+    s.shutdown();
+    assert_eq!(other.target_count(), 0);
+}
+
+#[test]
+fn jitter_stays_within_one_period_and_varies() {
+    let period = Duration::from_secs(10);
+    let samples: Vec<Duration> = (0..200).map(|_| jitter(period)).collect();
+    assert!(samples.iter().all(|d| *d < period));
+    let distinct: std::collections::BTreeSet<_> = samples.iter().collect();
+    assert!(
+        distinct.len() > 100,
+        "jitter is not random: {} distinct values",
+        distinct.len()
+    );
+    assert_eq!(jitter(Duration::ZERO), Duration::ZERO);
+}
+
+#[test]
+fn next_tick_keeps_the_phase_and_skips_missed_ticks() {
+    let t0 = Instant::now();
+    let p = Duration::from_millis(100);
+    let ms = Duration::from_millis;
+    // On time: one period after the previous scheduled start.
+    assert_eq!(next_tick(t0, p, t0 + ms(30)), t0 + ms(100));
+    // A probe that overran two ticks: the next tick still on the grid.
+    assert_eq!(next_tick(t0, p, t0 + ms(250)), t0 + ms(300));
+    // Exactly on a tick that is now: that one is gone too.
+    assert_eq!(next_tick(t0, p, t0 + ms(300)), t0 + ms(400));
+    // Absurd periods do not panic.
+    assert!(next_tick(t0, Duration::MAX, t0) > t0);
+}
+
+#[tokio::test]
+async fn absurd_durations_do_not_panic() {
+    let (_listener, port) = listener().await;
+    let (s, mut rx, _) = scheduler();
+    let huge = TargetSpec {
+        period: Duration::MAX,
+        timeout: Duration::MAX,
+        ..spec(port, 1)
+    };
+    s.sync(&"a".to_string(), BTreeMap::from([(id("x"), huge)]), |_| {
+        None
+    });
+    let t = next(&mut rx).await;
+    assert_eq!(t.to.state, HealthState::Ready);
+    s.shutdown();
 }

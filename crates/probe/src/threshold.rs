@@ -1,5 +1,18 @@
 //! The kubelet's readiness threshold logic as a pure state machine: counts of
 //! consecutive results across periods decide when a target changes state.
+//!
+//! It is pure (no clock, no I/O, no tokio) so that every rule can be tested
+//! directly; the scheduler feeds it one [`Outcome`] per period.
+//!
+//! Rules:
+//! - A new target is [`HealthState::Pending`]. Its first failure makes it
+//!   NotReady at once (we now know why it is not ready, so an unreachable
+//!   host is reported within one period plus the timeout); `success`
+//!   consecutive successes make it Ready.
+//! - Ready becomes NotReady after `failure` consecutive failures; NotReady
+//!   becomes Ready after `success` consecutive successes. A result of the
+//!   other kind resets the count.
+//! - A configuration error counts as a failure.
 
 use std::time::SystemTime;
 
@@ -21,12 +34,15 @@ pub struct Health {
     pub state: HealthState,
     /// When the target entered `state`.
     pub since: SystemTime,
-    /// Why it is not ready (the failing probe's message); empty when ready.
-    /// Never contains timings, so it is stable across repeated failures.
+    /// Why it is not ready (the failing probe's message); empty once a
+    /// probe made it ready; [`SEEDED_MESSAGE`] while the state is the one
+    /// restored at start. Never contains timings or bodies, so it is stable
+    /// across repeated failures and does not churn `status`.
     pub message: String,
 }
 
-/// Consecutive results needed to change state (both at least 1).
+/// Consecutive results needed to change state. Zero is read as 1 (a
+/// threshold of zero results has no meaning and must not wedge a target).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Thresholds {
     pub failure: u32,
@@ -55,19 +71,21 @@ impl ThresholdTracker {
         )
     }
 
-    /// A target whose state was restored (from existing EndpointSlices).
+    /// A target whose state was restored (from existing EndpointSlices), so
+    /// that a restart or a leader change moves no endpoint. Counters start
+    /// at zero: the thresholds apply from here on.
     pub fn new_seeded(thresholds: Thresholds, ready: bool, now: SystemTime) -> Self {
-        let (state, message) = if ready {
-            (HealthState::Ready, String::new())
+        let state = if ready {
+            HealthState::Ready
         } else {
-            (HealthState::NotReady, SEEDED_MESSAGE.to_string())
+            HealthState::NotReady
         };
         Self::with_health(
             thresholds,
             Health {
                 state,
                 since: now,
-                message,
+                message: SEEDED_MESSAGE.to_string(),
             },
         )
     }
@@ -91,7 +109,9 @@ impl ThresholdTracker {
     }
 
     /// Feed one probe result; returns the new health only when the state
-    /// changed.
+    /// changed (Pending to anything, Ready to NotReady or back). Staying in
+    /// a state returns `None` and keeps the first message, so a host failing
+    /// for a new reason does not rewrite status every period.
     pub fn observe(&mut self, outcome: &Outcome, now: SystemTime) -> Option<Health> {
         let next = if outcome.verdict == Verdict::Success {
             self.failures = 0;
@@ -159,18 +179,38 @@ mod tests {
             .collect()
     }
 
-    const ONE: Thresholds = Thresholds { failure: 1, success: 1 };
+    const ONE: Thresholds = Thresholds {
+        failure: 1,
+        success: 1,
+    };
 
     #[test]
     fn pending_becomes_ready_after_success_threshold() {
-        let mut tr = ThresholdTracker::new_pending(Thresholds { failure: 3, success: 2 }, t(0));
-        assert_eq!(states(&mut tr, &[true, true, true]), [None, Some(HealthState::Ready), None]);
+        let mut tr = ThresholdTracker::new_pending(
+            Thresholds {
+                failure: 3,
+                success: 2,
+            },
+            t(0),
+        );
+        assert_eq!(
+            states(&mut tr, &[true, true, true]),
+            [None, Some(HealthState::Ready), None]
+        );
     }
 
     #[test]
     fn pending_reports_the_first_failure_with_its_reason() {
-        let mut tr = ThresholdTracker::new_pending(Thresholds { failure: 3, success: 1 }, t(0));
-        let h = tr.observe(&fail("tcp connect: connection refused"), t(5)).expect("change");
+        let mut tr = ThresholdTracker::new_pending(
+            Thresholds {
+                failure: 3,
+                success: 1,
+            },
+            t(0),
+        );
+        let h = tr
+            .observe(&fail("tcp connect: connection refused"), t(5))
+            .expect("change");
         assert_eq!(h.state, HealthState::NotReady);
         assert_eq!(h.message, "tcp connect: connection refused");
         assert_eq!(h.since, t(5));
@@ -180,7 +220,14 @@ mod tests {
 
     #[test]
     fn failure_threshold_counts_consecutive_failures() {
-        let mut tr = ThresholdTracker::new_seeded(Thresholds { failure: 3, success: 1 }, true, t(0));
+        let mut tr = ThresholdTracker::new_seeded(
+            Thresholds {
+                failure: 3,
+                success: 1,
+            },
+            true,
+            t(0),
+        );
         // Two failures keep it ready; a success resets the count.
         assert_eq!(
             states(&mut tr, &[false, false, true, false, false, false]),
@@ -190,7 +237,14 @@ mod tests {
 
     #[test]
     fn success_threshold_counts_consecutive_successes() {
-        let mut tr = ThresholdTracker::new_seeded(Thresholds { failure: 1, success: 3 }, false, t(0));
+        let mut tr = ThresholdTracker::new_seeded(
+            Thresholds {
+                failure: 1,
+                success: 3,
+            },
+            false,
+            t(0),
+        );
         assert_eq!(
             states(&mut tr, &[true, true, false, true, true, true]),
             [None, None, None, None, None, Some(HealthState::Ready)]
@@ -213,8 +267,18 @@ mod tests {
 
     #[test]
     fn flapping_below_the_threshold_changes_nothing() {
-        let mut tr = ThresholdTracker::new_seeded(Thresholds { failure: 2, success: 2 }, true, t(0));
-        assert_eq!(states(&mut tr, &[false, true, false, true, false, true]), [None; 6]);
+        let mut tr = ThresholdTracker::new_seeded(
+            Thresholds {
+                failure: 2,
+                success: 2,
+            },
+            true,
+            t(0),
+        );
+        assert_eq!(
+            states(&mut tr, &[false, true, false, true, false, true]),
+            [None; 6]
+        );
         assert_eq!(tr.health().state, HealthState::Ready);
     }
 
@@ -223,8 +287,16 @@ mod tests {
         let tr = ThresholdTracker::new_seeded(ONE, false, t(9));
         assert_eq!(tr.health().state, HealthState::NotReady);
         assert_eq!(tr.health().message, SEEDED_MESSAGE);
+        assert_eq!(tr.health().since, t(9));
         let mut tr = ThresholdTracker::new_seeded(ONE, true, t(9));
-        assert_eq!(tr.observe(&ok(), t(10)), None, "a probe that agrees is not a transition");
+        assert_eq!(tr.health().state, HealthState::Ready);
+        assert_eq!(tr.health().message, SEEDED_MESSAGE);
+        assert_eq!(
+            tr.observe(&ok(), t(10)),
+            None,
+            "a probe that agrees is not a transition"
+        );
+        assert_eq!(tr.health().since, t(9));
     }
 
     #[test]
@@ -235,15 +307,132 @@ mod tests {
             message: "configuration error: bad header".into(),
             latency: Duration::ZERO,
         };
-        assert_eq!(tr.observe(&o, t(1)).map(|h| h.state), Some(HealthState::NotReady));
+        assert_eq!(
+            tr.observe(&o, t(1)).map(|h| h.state),
+            Some(HealthState::NotReady)
+        );
+    }
+
+    #[test]
+    fn transitions_carry_the_reason_and_the_time() {
+        let mut tr = ThresholdTracker::new_seeded(
+            Thresholds {
+                failure: 3,
+                success: 2,
+            },
+            true,
+            t(0),
+        );
+        assert_eq!(tr.observe(&fail("first"), t(1)), None);
+        assert_eq!(tr.observe(&fail("second"), t(2)), None);
+        let down = tr
+            .observe(&fail("third"), t(3))
+            .expect("third failure flips");
+        assert_eq!(
+            down,
+            Health {
+                state: HealthState::NotReady,
+                since: t(3),
+                message: "third".into()
+            }
+        );
+        assert_eq!(tr.observe(&ok(), t(4)), None, "one success of two");
+        let up = tr.observe(&ok(), t(5)).expect("second success flips");
+        assert_eq!(
+            up,
+            Health {
+                state: HealthState::Ready,
+                since: t(5),
+                message: String::new()
+            }
+        );
+        assert_eq!(tr.health(), &up);
+    }
+
+    #[test]
+    fn pending_needs_consecutive_successes_and_fails_fast() {
+        let mut tr = ThresholdTracker::new_pending(
+            Thresholds {
+                failure: 3,
+                success: 3,
+            },
+            t(0),
+        );
+        assert_eq!(tr.health().state, HealthState::Pending);
+        // Two successes, then a failure: NotReady at once, counts reset.
+        assert_eq!(
+            states(&mut tr, &[true, true, false, true, true, true]),
+            [
+                None,
+                None,
+                Some(HealthState::NotReady),
+                None,
+                None,
+                Some(HealthState::Ready)
+            ]
+        );
+    }
+
+    #[test]
+    fn seeded_not_ready_recovers_after_the_success_threshold() {
+        let mut tr = ThresholdTracker::new_seeded(
+            Thresholds {
+                failure: 1,
+                success: 2,
+            },
+            false,
+            t(0),
+        );
+        assert_eq!(tr.observe(&fail("still down"), t(1)), None);
+        assert_eq!(
+            tr.health().message,
+            SEEDED_MESSAGE,
+            "staying down keeps the message"
+        );
+        assert_eq!(tr.observe(&ok(), t(2)), None);
+        let h = tr.observe(&ok(), t(3)).expect("ready");
+        assert_eq!((h.state, h.message.as_str()), (HealthState::Ready, ""));
+    }
+
+    #[test]
+    fn zero_thresholds_behave_as_one() {
+        let mut tr = ThresholdTracker::new_seeded(
+            Thresholds {
+                failure: 0,
+                success: 0,
+            },
+            true,
+            t(0),
+        );
+        assert_eq!(
+            states(&mut tr, &[false, true]),
+            [Some(HealthState::NotReady), Some(HealthState::Ready)]
+        );
     }
 
     #[test]
     fn with_health_keeps_state_and_resets_counters() {
-        let mut tr = ThresholdTracker::new_seeded(Thresholds { failure: 2, success: 1 }, true, t(0));
+        let mut tr = ThresholdTracker::new_seeded(
+            Thresholds {
+                failure: 2,
+                success: 1,
+            },
+            true,
+            t(0),
+        );
         assert_eq!(tr.observe(&fail("x"), t(1)), None);
-        let mut next = ThresholdTracker::with_health(Thresholds { failure: 2, success: 1 }, tr.health().clone());
-        assert_eq!(next.observe(&fail("x"), t(2)), None, "the earlier failure was forgotten");
+        let mut next = ThresholdTracker::with_health(
+            Thresholds {
+                failure: 2,
+                success: 1,
+            },
+            tr.health().clone(),
+        );
+        assert_eq!(
+            next.observe(&fail("x"), t(2)),
+            None,
+            "the earlier failure was forgotten"
+        );
         assert_eq!(next.health().state, HealthState::Ready);
     }
 }

@@ -32,24 +32,31 @@ pub const DEADLINE: Duration = Duration::from_secs(60);
 pub fn control_plane() -> &'static ControlPlane {
     static CP: OnceLock<ControlPlane> = OnceLock::new();
     CP.get_or_init(|| {
-        std::thread::spawn(|| {
-            let rt = tokio::runtime::Builder::new_multi_thread()
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .expect("runtime for the control plane");
-            let cp = rt.block_on(ControlPlane::start()).expect("control plane starts");
-            // Keep the runtime alive: the control plane's child processes
-            // are reaped by it.
-            std::mem::forget(rt);
-            cp
-        })
-        .join()
-        .expect("control plane thread")
+            let _ = tx.send(rt.block_on(ControlPlane::start()));
+            // The control plane's processes die with the thread that started
+            // them (PR_SET_PDEATHSIG), so this thread lives as long as the
+            // test binary does.
+            loop {
+                std::thread::park();
+            }
+        });
+        rx.recv()
+            .expect("control plane thread")
+            .expect("control plane starts")
     })
 }
 
 pub async fn client() -> Client {
-    control_plane().client().await.expect("client for the control plane")
+    control_plane()
+        .client()
+        .await
+        .expect("client for the control plane")
 }
 
 /// Poll `check` until it returns Some, or fail with `what` after `DEADLINE`.
@@ -63,7 +70,10 @@ where
         if let Some(v) = check().await {
             return v;
         }
-        assert!(start.elapsed() < DEADLINE, "timed out after {DEADLINE:?} waiting for {what}");
+        assert!(
+            start.elapsed() < DEADLINE,
+            "timed out after {DEADLINE:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -73,9 +83,13 @@ pub async fn install_crd(client: &Client, group: &str) {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     let crd = crd_for_group(group);
     let name = crd.name_any();
-    crds.patch(&name, &PatchParams::apply("e2e").force(), &Patch::Apply(&crd))
-        .await
-        .expect("CRD applies");
+    crds.patch(
+        &name,
+        &PatchParams::apply("e2e").force(),
+        &Patch::Apply(&crd),
+    )
+    .await
+    .expect("CRD applies");
     eventually("the CRD to be established", || {
         let crds = crds.clone();
         let name = name.clone();
@@ -108,10 +122,19 @@ pub struct Controller {
 
 impl Controller {
     pub async fn start(namespace: &str, extra: &[&str]) -> Controller {
-        Self::start_with_kubeconfig(namespace, extra, control_plane().kubeconfig_path().to_path_buf()).await
+        Self::start_with_kubeconfig(
+            namespace,
+            extra,
+            control_plane().kubeconfig_path().to_path_buf(),
+        )
+        .await
     }
 
-    pub async fn start_with_kubeconfig(namespace: &str, extra: &[&str], kubeconfig: PathBuf) -> Controller {
+    pub async fn start_with_kubeconfig(
+        namespace: &str,
+        extra: &[&str],
+        kubeconfig: PathBuf,
+    ) -> Controller {
         let metrics_port = free_port();
         let log = std::env::temp_dir().join(format!("ke-e2e-{namespace}-{metrics_port}.log"));
         let log_file = std::fs::File::create(&log).expect("controller log file");
@@ -128,7 +151,11 @@ impl Controller {
             .kill_on_drop(true)
             .spawn()
             .expect("kube-endpoints starts");
-        let c = Controller { child, metrics_port, log };
+        let c = Controller {
+            child,
+            metrics_port,
+            log,
+        };
         eventually("the controller to be ready", || c.readyz()).await;
         c
     }
@@ -139,7 +166,9 @@ impl Controller {
     }
 
     pub async fn metrics(&self) -> String {
-        http_get(self.metrics_port, "/metrics").await.unwrap_or_default()
+        http_get(self.metrics_port, "/metrics")
+            .await
+            .unwrap_or_default()
     }
 
     /// Sum of a counter over all its label sets.
@@ -148,7 +177,10 @@ impl Controller {
     }
 
     pub fn pid(&self) -> i32 {
-        self.child.id().and_then(|p| i32::try_from(p).ok()).unwrap_or(0)
+        self.child
+            .id()
+            .and_then(|p| i32::try_from(p).ok())
+            .unwrap_or(0)
     }
 
     pub async fn kill(mut self) {
@@ -172,7 +204,9 @@ pub fn sum_metric(text: &str, name: &str) -> f64 {
 
 async fn http_get(port: u16, path: &str) -> Option<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
     s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
         .await
         .ok()?;
@@ -185,7 +219,8 @@ async fn http_get(port: u16, path: &str) -> Option<String> {
 /// A fresh namespace for one test.
 pub async fn namespace(client: &Client, name: &str) -> String {
     let namespaces: Api<Namespace> = Api::all(client.clone());
-    let ns: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).expect("namespace");
+    let ns: Namespace =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).expect("namespace");
     namespaces
         .create(&PostParams::default(), &ns)
         .await
@@ -199,22 +234,43 @@ pub fn ceps(client: &Client, ns: &str, group: &str) -> Api<DynClusterEndpoint> {
 
 /// Create a ClusterEndpoint from YAML through the dynamic API (so the
 /// apiserver applies defaults and validation exactly as for kubectl).
-pub async fn apply_yaml(client: &Client, ns: &str, group: &str, yaml: &str) -> Result<DynamicObject, kube::Error> {
+pub async fn apply_yaml(
+    client: &Client,
+    ns: &str,
+    group: &str,
+    yaml: &str,
+) -> Result<DynamicObject, kube::Error> {
     let obj: DynamicObject = serde_yaml::from_str(yaml).expect("test manifest is YAML");
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &api_resource(group));
-    api.patch(&obj.name_any(), &PatchParams::apply("e2e-user").force(), &Patch::Apply(&obj))
-        .await
+    api.patch(
+        &obj.name_any(),
+        &PatchParams::apply("e2e-user").force(),
+        &Patch::Apply(&obj),
+    )
+    .await
 }
 
-pub async fn get_cep(client: &Client, ns: &str, group: &str, name: &str) -> Option<DynClusterEndpoint> {
+pub async fn get_cep(
+    client: &Client,
+    ns: &str,
+    group: &str,
+    name: &str,
+) -> Option<DynClusterEndpoint> {
     ceps(client, ns, group).get_opt(name).await.ok().flatten()
 }
 
-pub async fn wait_phase(client: &Client, ns: &str, group: &str, name: &str, phase: Phase) -> DynClusterEndpoint {
+pub async fn wait_phase(
+    client: &Client,
+    ns: &str,
+    group: &str,
+    name: &str,
+    phase: Phase,
+) -> DynClusterEndpoint {
     eventually(&format!("{ns}/{name} to be {}", phase.as_str()), || async {
         let cep = get_cep(client, ns, group, name).await?;
         let status = cep.status.as_ref()?;
-        (status.phase == Some(phase) && status.observed_generation == cep.metadata.generation).then_some(cep)
+        (status.phase == Some(phase) && status.observed_generation == cep.metadata.generation)
+            .then_some(cep)
     })
     .await
 }
@@ -228,7 +284,11 @@ pub async fn slices(client: &Client, ns: &str, service: &str) -> Vec<EndpointSli
 }
 
 /// (slice address type, address, ready) for every endpoint of the service's slices.
-pub async fn slice_readiness(client: &Client, ns: &str, service: &str) -> BTreeMap<(String, String, String), bool> {
+pub async fn slice_readiness(
+    client: &Client,
+    ns: &str,
+    service: &str,
+) -> BTreeMap<(String, String, String), bool> {
     let mut out = BTreeMap::new();
     for s in slices(client, ns, service).await {
         let port = s
@@ -248,17 +308,33 @@ pub async fn slice_readiness(client: &Client, ns: &str, service: &str) -> BTreeM
 }
 
 pub async fn service(client: &Client, ns: &str, name: &str) -> Option<Service> {
-    Api::<Service>::namespaced(client.clone(), ns).get_opt(name).await.ok().flatten()
+    Api::<Service>::namespaced(client.clone(), ns)
+        .get_opt(name)
+        .await
+        .ok()
+        .flatten()
 }
 
 pub async fn endpoints(client: &Client, ns: &str, name: &str) -> Option<Endpoints> {
-    Api::<Endpoints>::namespaced(client.clone(), ns).get_opt(name).await.ok().flatten()
+    Api::<Endpoints>::namespaced(client.clone(), ns)
+        .get_opt(name)
+        .await
+        .ok()
+        .flatten()
 }
 
 /// Ready and not-ready addresses of the compatibility Endpoints, per port name.
-pub async fn endpoints_addresses(client: &Client, ns: &str, name: &str) -> BTreeMap<String, (Vec<String>, Vec<String>)> {
+pub async fn endpoints_addresses(
+    client: &Client,
+    ns: &str,
+    name: &str,
+) -> BTreeMap<String, (Vec<String>, Vec<String>)> {
     let mut out = BTreeMap::new();
-    for subset in endpoints(client, ns, name).await.and_then(|e| e.subsets).unwrap_or_default() {
+    for subset in endpoints(client, ns, name)
+        .await
+        .and_then(|e| e.subsets)
+        .unwrap_or_default()
+    {
         let port = subset
             .ports
             .as_ref()
@@ -270,7 +346,10 @@ pub async fn endpoints_addresses(client: &Client, ns: &str, name: &str) -> BTree
             v.sort();
             v
         };
-        out.insert(port, (ips(subset.addresses), ips(subset.not_ready_addresses)));
+        out.insert(
+            port,
+            (ips(subset.addresses), ips(subset.not_ready_addresses)),
+        );
     }
     out
 }

@@ -1,1 +1,277 @@
-fn main() {}
+//! The service of a test host: TCP, HTTP, UDP echo and gRPC health
+//! listeners on every address of the network namespace it runs in (one
+//! dual-stack `[::]` socket per port, so IPv4 and IPv6 both reach it). A
+//! control file switches it between healthy and unhealthy without closing a
+//! port. Prints `ready` on stdout once every listener is bound.
+//!
+//! Control file (`--control-file PATH`): while it contains `unhealthy`, the
+//! backend is unhealthy (HTTP `/healthz` 503, gRPC NOT_SERVING, UDP silent).
+//! It is read every 100 ms and on SIGUSR1; after applying a new content the
+//! backend writes the same content to `PATH.ack`.
+
+use std::convert::Infallible;
+use std::net::{Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use clap::Parser;
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::signal::unix::{SignalKind, signal};
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+
+/// gRPC services reported by the health service.
+const GRPC_SERVICES: [&str; 2] = ["", "backend"];
+
+#[derive(Parser, Debug)]
+#[command(about = "TCP/HTTP/UDP/gRPC-health test backend for kube-endpoints' test hosts")]
+struct Args {
+    /// Accept and close TCP connections on this port (repeatable).
+    #[arg(long, value_name = "PORT")]
+    tcp: Vec<u16>,
+    /// Serve HTTP/1.1 on this port (repeatable): /healthz (200 "ok", 503 while
+    /// unhealthy; / likewise), /status/{code}, /redirect-same (301 to
+    /// /healthz), /redirect-off (302 to host off-host.invalid), /slow/{ms}
+    /// (answers like /healthz after that delay).
+    #[arg(long, value_name = "PORT")]
+    http: Vec<u16>,
+    /// Echo UDP datagrams on this port (repeatable); an empty datagram gets
+    /// "ok". Silent while unhealthy.
+    #[arg(long, value_name = "PORT")]
+    udp: Vec<u16>,
+    /// Serve grpc.health.v1 for services "" and "backend" on this port
+    /// (repeatable): SERVING, NOT_SERVING while unhealthy.
+    #[arg(long, value_name = "PORT")]
+    grpc: Vec<u16>,
+    /// Unhealthy while this file contains "unhealthy".
+    #[arg(long, value_name = "PATH")]
+    control_file: Option<PathBuf>,
+}
+
+/// A dual-stack socket bound to `[::]:port` (IPV6_V6ONLY off).
+fn dual_stack(ty: Type, protocol: Protocol, port: u16) -> std::io::Result<Socket> {
+    let socket = Socket::new(Domain::IPV6, ty, Some(protocol))?;
+    socket.set_only_v6(false)?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&SocketAddr::from((Ipv6Addr::UNSPECIFIED, port)).into())?;
+    Ok(socket)
+}
+
+fn tcp_listener(what: &str, port: u16) -> Result<TcpListener, String> {
+    let bind = || {
+        let socket = dual_stack(Type::STREAM, Protocol::TCP, port)?;
+        socket.listen(1024)?;
+        TcpListener::from_std(socket.into())
+    };
+    bind().map_err(|e| format!("cannot listen for {what} on [::]:{port}: {e}"))
+}
+
+fn udp_socket(port: u16) -> Result<UdpSocket, String> {
+    let bind = || UdpSocket::from_std(dual_stack(Type::DGRAM, Protocol::UDP, port)?.into());
+    bind().map_err(|e| format!("cannot bind udp [::]:{port}: {e}"))
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    if let Err(e) = run(args).await {
+        eprintln!("ke-testbackend: {e}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(args: Args) -> Result<(), String> {
+    let healthy = Arc::new(AtomicBool::new(true));
+    let (reporter, grpc_service) = tonic_health::server::health_reporter();
+    let mut control = Control {
+        path: args.control_file.clone(),
+        applied: None,
+        healthy: healthy.clone(),
+        reporter,
+    };
+    control.apply().await;
+    // Before `ready`: SIGUSR1's default action would kill us.
+    let mut nudge =
+        signal(SignalKind::user_defined1()).map_err(|e| format!("cannot handle SIGUSR1: {e}"))?;
+
+    for &port in &args.tcp {
+        let listener = tcp_listener("tcp", port)?;
+        tokio::spawn(async move {
+            loop {
+                // Accept and close; keep going on transient errors (EMFILE…).
+                if let Ok((stream, _)) = listener.accept().await {
+                    drop(stream);
+                }
+            }
+        });
+    }
+    for &port in &args.http {
+        tokio::spawn(serve_http(tcp_listener("http", port)?, healthy.clone()));
+    }
+    for &port in &args.udp {
+        tokio::spawn(serve_udp(udp_socket(port)?, healthy.clone()));
+    }
+    for &port in &args.grpc {
+        let incoming = tonic::transport::server::TcpIncoming::from(tcp_listener("grpc", port)?);
+        let service = grpc_service.clone();
+        tokio::spawn(async move {
+            if let Err(e) = tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(incoming)
+                .await
+            {
+                eprintln!("ke-testbackend: grpc on port {port}: {e}");
+            }
+        });
+    }
+    {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "ready")
+            .and_then(|()| out.flush())
+            .map_err(|e| format!("cannot print ready: {e}"))?;
+    }
+
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = nudge.recv() => {}
+        }
+        control.apply().await;
+    }
+}
+
+/// The health switch, driven by the control file.
+struct Control {
+    path: Option<PathBuf>,
+    /// The content applied last (None: nothing yet).
+    applied: Option<String>,
+    healthy: Arc<AtomicBool>,
+    reporter: HealthReporter,
+}
+
+impl Control {
+    async fn apply(&mut self) {
+        let content = match &self.path {
+            Some(p) => std::fs::read_to_string(p).unwrap_or_default(),
+            None => String::new(),
+        };
+        if self.applied.as_ref() == Some(&content) {
+            return;
+        }
+        let healthy = !content.contains("unhealthy");
+        self.healthy.store(healthy, Ordering::SeqCst);
+        let status = if healthy {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
+        for service in GRPC_SERVICES {
+            self.reporter.set_service_status(service, status).await;
+        }
+        if let Some(path) = &self.path
+            && !content.is_empty()
+            && let Err(e) = acknowledge(path, &content)
+        {
+            eprintln!("ke-testbackend: cannot acknowledge {}: {e}", path.display());
+        }
+        self.applied = Some(content);
+    }
+}
+
+/// Write `content` to `<path>.ack` atomically.
+fn acknowledge(path: &Path, content: &str) -> std::io::Result<()> {
+    let mut ack = path.as_os_str().to_owned();
+    ack.push(".ack");
+    let mut tmp = ack.clone();
+    tmp.push(".tmp");
+    std::fs::write(&tmp, content)?;
+    std::fs::rename(&tmp, &ack)
+}
+
+async fn serve_udp(socket: UdpSocket, healthy: Arc<AtomicBool>) {
+    let mut buf = vec![0u8; 65536];
+    loop {
+        let Ok((n, from)) = socket.recv_from(&mut buf).await else {
+            continue;
+        };
+        if healthy.load(Ordering::SeqCst) {
+            // An empty datagram is no answer to a prober: say "ok" instead.
+            let reply = if n == 0 { &b"ok"[..] } else { &buf[..n] };
+            let _ = socket.send_to(reply, from).await;
+        }
+    }
+}
+
+async fn serve_http(listener: TcpListener, healthy: Arc<AtomicBool>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let healthy = healthy.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let healthy = healthy.clone();
+                async move { Ok::<_, Infallible>(route(req.uri().path(), &healthy).await) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+async fn route(path: &str, healthy: &AtomicBool) -> Response<Full<Bytes>> {
+    let health = |healthy: &AtomicBool| {
+        if healthy.load(Ordering::SeqCst) {
+            (StatusCode::OK, None)
+        } else {
+            (StatusCode::SERVICE_UNAVAILABLE, None)
+        }
+    };
+    let (status, location) = match path {
+        "/healthz" | "/" => health(healthy),
+        "/redirect-same" => (StatusCode::MOVED_PERMANENTLY, Some("/healthz")),
+        "/redirect-off" => (StatusCode::FOUND, Some("http://off-host.invalid/")),
+        p => {
+            if let Some(code) = p.strip_prefix("/status/") {
+                let status = code
+                    .parse::<u16>()
+                    .ok()
+                    .and_then(|c| StatusCode::from_u16(c).ok());
+                (status.unwrap_or(StatusCode::BAD_REQUEST), None)
+            } else if let Some(ms) = p
+                .strip_prefix("/slow/")
+                .and_then(|ms| ms.parse::<u64>().ok())
+            {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                health(healthy)
+            } else {
+                (StatusCode::NOT_FOUND, None)
+            }
+        }
+    };
+    let body = match status {
+        StatusCode::OK => "ok\n".to_string(),
+        StatusCode::SERVICE_UNAVAILABLE => "unhealthy\n".to_string(),
+        s => format!("{}\n", s.as_u16()),
+    };
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    if let Some(location) = location {
+        response.headers_mut().insert(
+            hyper::header::LOCATION,
+            hyper::header::HeaderValue::from_static(location),
+        );
+    }
+    response
+}
