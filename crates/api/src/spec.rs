@@ -29,6 +29,9 @@ const HOST_MESSAGE: &str = "must be a unicast IPv4 or IPv6 address literal (e.g.
 
 /// External hosts and ports that a selector-less Service should reach, with
 /// kubelet-style health checks per port.
+// Each `printcolumn(...)` repeats `type_`; clippy mistakes that for a
+// duplicated attribute.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[kube(
     group = "khulnasoft-lab.github.io",
@@ -98,6 +101,12 @@ pub struct ClusterEndpointSpec {
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
     {
+        "rule": "!has(self.additionalTargetPorts) || !(self.targetPort in self.additionalTargetPorts)",
+        "message": "additionalTargetPorts must not repeat targetPort",
+        "fieldPath": ".additionalTargetPorts",
+        "reason": "FieldValueDuplicate"
+    },
+    {
         "rule": "((has(self.tcpSocket) && has(self.tcpSocket.enable) && self.tcpSocket.enable) ? 1 : 0) + (has(self.httpGet) ? 1 : 0) + ((has(self.udpSocket) && has(self.udpSocket.enable) && self.udpSocket.enable) ? 1 : 0) + ((has(self.grpc) && has(self.grpc.enable) && self.grpc.enable) ? 1 : 0) <= 1",
         "message": "at most one of tcpSocket, httpGet, udpSocket and grpc may be set (enable: false counts as unset)",
         "reason": "FieldValueInvalid"
@@ -128,6 +137,16 @@ pub struct ClusterEndpointPort {
     /// The port on the external hosts.
     #[schemars(range(min = 1, max = 65535))]
     pub target_port: i32,
+
+    /// Extension: more ports on the same hosts that also serve this Service
+    /// port (e.g. two instances per host on 8080 and 8081, as in a
+    /// hand-made Endpoints object); each host-port is probed on its own.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 10),
+        extend("x-kubernetes-list-type" = "set", "items" = {"type": "integer", "format": "int32", "minimum": 1, "maximum": 65535})
+    )]
+    pub additional_target_ports: Vec<i32>,
 
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tcp_socket: Option<TcpSocketHandler>,

@@ -105,7 +105,23 @@ fn schema_carries_defaults_bounds_and_cel_rules() {
         (Some(1), Some(100))
     );
     let port = &ports["items"];
-    assert!(rules(port)[0].contains("tcpSocket"));
+    let port_rules = rules(port);
+    assert_eq!(port_rules.len(), 2, "{port_rules:?}");
+    assert!(port_rules.iter().any(|r| r.contains("tcpSocket")));
+    assert!(
+        port_rules
+            .iter()
+            .any(|r| r.contains("additionalTargetPorts"))
+    );
+    let extra = &port["properties"]["additionalTargetPorts"];
+    assert_eq!(extra["x-kubernetes-list-type"], "set");
+    assert_eq!(
+        (
+            extra["items"]["minimum"].as_f64(),
+            extra["items"]["maximum"].as_f64()
+        ),
+        (Some(1.0), Some(65535.0))
+    );
     for (field, default) in [
         ("timeoutSeconds", 1),
         ("failureThreshold", 3),

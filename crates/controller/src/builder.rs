@@ -87,6 +87,7 @@ pub fn service(owner: &Owner, plan: &Plan) -> Service {
     let ports = plan
         .ports
         .iter()
+        .filter(|p| p.primary)
         .map(|p| ServicePort {
             name: Some(p.name.clone()),
             port: p.port,
@@ -169,7 +170,7 @@ pub fn endpoint_slices(
                     address_type: address_type.to_string(),
                     endpoints,
                     ports: Some(vec![SlicePort {
-                        name: Some(port.name.clone()),
+                        name: Some(port.service_port.clone()),
                         port: Some(port.target_port.into()),
                         protocol: Some(port.protocol.clone()),
                         app_protocol: None,
@@ -206,7 +207,7 @@ pub fn endpoints(owner: &Owner, plan: &Plan, health: &BTreeMap<TargetId, Health>
                 addresses: addresses(ready),
                 not_ready_addresses: addresses(not_ready),
                 ports: Some(vec![EndpointPort {
-                    name: Some(port.name.clone()),
+                    name: Some(port.service_port.clone()),
                     port: port.target_port.into(),
                     protocol: Some(port.protocol.clone()),
                     app_protocol: None,
@@ -223,16 +224,30 @@ pub fn endpoints(owner: &Owner, plan: &Plan, health: &BTreeMap<TargetId, Health>
 
 /// Health recorded in our own EndpointSlices, used to seed the probe engine
 /// after a restart or failover so that nothing changes until a probe says so.
+/// A slice's (port name, port number) says which plan port it belongs to;
+/// slices of ports no longer in the plan are ignored.
 pub fn seed_from_slices<'a>(
+    plan: &Plan,
     slices: impl IntoIterator<Item = &'a EndpointSlice>,
 ) -> BTreeMap<TargetId, bool> {
+    let ports: BTreeMap<(&str, i32), &str> = plan
+        .ports
+        .iter()
+        .map(|p| {
+            (
+                (p.service_port.as_str(), i32::from(p.target_port)),
+                p.name.as_str(),
+            )
+        })
+        .collect();
     let mut seed = BTreeMap::new();
     for slice in slices {
         let Some(port) = slice
             .ports
             .as_ref()
             .and_then(|p| p.first())
-            .and_then(|p| p.name.clone())
+            .and_then(|p| Some((p.name.as_deref()?, p.port?)))
+            .and_then(|key| ports.get(&key))
         else {
             continue;
         };
@@ -244,13 +259,11 @@ pub fn seed_from_slices<'a>(
                 .unwrap_or(false);
             for address in &endpoint.addresses {
                 if let Ok(host) = address.parse() {
-                    seed.insert(
-                        TargetId {
-                            port: port.clone(),
-                            host,
-                        },
-                        ready,
-                    );
+                    let id = TargetId {
+                        port: (*port).to_string(),
+                        host,
+                    };
+                    seed.insert(id, ready);
                 }
             }
         }

@@ -1,3 +1,4 @@
+use kube::ResourceExt;
 use std::time::{Duration, UNIX_EPOCH};
 
 use super::*;
@@ -613,7 +614,7 @@ fn slices_round_trip_into_a_seed() {
         },
     );
     let slices = endpoint_slices(&owner(), &plan, &health, ID);
-    let seed = seed_from_slices(&slices);
+    let seed = seed_from_slices(&plan, &slices);
     assert_eq!(seed.len(), 8);
     assert_eq!(seed.get(&bad), Some(&false));
     assert_eq!(seed.values().filter(|r| **r).count(), 7);
@@ -637,4 +638,151 @@ fn slices_round_trip_into_a_seed() {
         })
         .collect();
     assert_eq!(endpoint_slices(&owner(), &plan, &reseeded, ID), slices);
+}
+
+/// Seed 003 as written: one Service port whose hosts listen on 8080 and 8081
+/// (what `kube-endpoints import` makes of it).
+#[test]
+fn additional_target_ports_share_one_service_port() {
+    let hosts: Vec<String> = (50..56).map(|i| format!("198.18.7.{i}")).collect();
+    let spec: ClusterEndpointSpec = serde_json::from_value(serde_json::json!({
+        "ports": [{"name": "rgw", "port": 80, "targetPort": 8080, "additionalTargetPorts": [8081],
+                   "hosts": hosts, "tcpSocket": {"enable": true}}]
+    }))
+    .expect("spec deserialises");
+    let plan = plan("ocs-external-rgw-lb", &spec).expect("valid");
+    let keys: Vec<(&str, &str, u16, bool)> = plan
+        .ports
+        .iter()
+        .map(|p| {
+            (
+                p.name.as_str(),
+                p.service_port.as_str(),
+                p.target_port,
+                p.primary,
+            )
+        })
+        .collect();
+    assert_eq!(
+        keys,
+        [("rgw", "rgw", 8080, true), ("rgw-8081", "rgw", 8081, false)]
+    );
+    assert_eq!(plan.targets().len(), 12);
+
+    let svc = service(&owner(), &plan);
+    let ports = svc.spec.and_then(|s| s.ports).expect("ports");
+    assert_eq!(ports.len(), 1, "one Service port");
+    assert_eq!((ports[0].name.as_deref(), ports[0].port), (Some("rgw"), 80));
+
+    let mut health = health_all(&plan, HealthState::Ready);
+    let down = TargetId {
+        port: "rgw-8081".into(),
+        host: "198.18.7.52".parse().expect("ip"),
+    };
+    health.insert(
+        down.clone(),
+        Health {
+            state: HealthState::NotReady,
+            since: at(3),
+            message: "tcp connect: connection refused".into(),
+        },
+    );
+    let slices = endpoint_slices(&owner(), &plan, &health, ID);
+    let summary: Vec<(String, Option<String>, Option<i32>, usize)> = slices
+        .iter()
+        .map(|s| {
+            let p = &s.ports.as_ref().expect("ports")[0];
+            (s.name_any(), p.name.clone(), p.port, s.endpoints.len())
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            (
+                "wordpress-rgw-8081-ipv4-0".to_string(),
+                Some("rgw".to_string()),
+                Some(8081),
+                6
+            ),
+            (
+                "wordpress-rgw-ipv4-0".to_string(),
+                Some("rgw".to_string()),
+                Some(8080),
+                6
+            ),
+        ]
+    );
+    // Only the 8081 instance of .52 is out of rotation.
+    let not_ready: Vec<(String, String)> = slices
+        .iter()
+        .flat_map(|s| {
+            let name = s.name_any();
+            ready_map(s)
+                .into_iter()
+                .filter(|(_, ready, _)| !ready)
+                .map(move |(ip, _, _)| (name.clone(), ip))
+        })
+        .collect();
+    assert_eq!(
+        not_ready,
+        [(
+            "wordpress-rgw-8081-ipv4-0".to_string(),
+            "198.18.7.52".to_string()
+        )]
+    );
+    // The Endpoints carry both instances under the one Service port name.
+    let subsets = endpoints(&owner(), &plan, &health)
+        .subsets
+        .expect("subsets");
+    let ports: Vec<(Option<String>, i32, usize, usize)> = subsets
+        .iter()
+        .map(|s| {
+            let p = &s.ports.as_ref().expect("ports")[0];
+            let n = |a: &Option<Vec<_>>| a.as_ref().map_or(0, Vec::len);
+            (
+                p.name.clone(),
+                p.port,
+                n(&s.addresses),
+                n(&s.not_ready_addresses),
+            )
+        })
+        .collect();
+    assert_eq!(
+        ports,
+        [
+            (Some("rgw".to_string()), 8080, 6, 0),
+            (Some("rgw".to_string()), 8081, 5, 1)
+        ]
+    );
+    // A restart seeds each instance from its own slice.
+    let seed = seed_from_slices(&plan, &slices);
+    assert_eq!(seed.len(), 12);
+    assert_eq!(seed.get(&down), Some(&false));
+    assert_eq!(seed.values().filter(|r| **r).count(), 11);
+}
+
+#[test]
+fn additional_target_ports_are_validated() {
+    let spec = |extra: serde_json::Value, other: &str| -> ClusterEndpointSpec {
+        serde_json::from_value(serde_json::json!({
+            "ports": [
+                {"name": "rgw", "port": 80, "targetPort": 8080, "additionalTargetPorts": extra, "hosts": ["198.18.7.50"]},
+                {"name": other, "port": 81, "targetPort": 81, "hosts": ["198.18.7.50"]}
+            ]
+        }))
+        .expect("spec deserialises")
+    };
+    let errors = |s: &ClusterEndpointSpec| plan("x", s).expect_err("invalid").to_string();
+    let e = errors(&spec(serde_json::json!([8080]), "b"));
+    assert!(
+        e.contains("spec.ports[0].additionalTargetPorts[0]: duplicate target port 8080"),
+        "{e}"
+    );
+    let e = errors(&spec(serde_json::json!([0]), "b"));
+    assert!(
+        e.contains("spec.ports[0].additionalTargetPorts[0]: must be between 1 and 65535"),
+        "{e}"
+    );
+    let e = errors(&spec(serde_json::json!([8081]), "rgw-8081"));
+    assert!(e.contains("rename that port"), "{e}");
 }

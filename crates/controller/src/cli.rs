@@ -6,12 +6,16 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use k8s_openapi::api::core::v1::{Endpoints, Service};
 use kube::Client;
+use kube::api::Api;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube_endpoints_probe::Prober;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
+use crate::import::{ImportOptions, ProbeChoice};
+use crate::leader::{LeaseConfig, run_while_leading};
 use crate::metrics::Metrics;
 use crate::reconcile::Settings;
 use crate::run::{Scope, run_scope};
@@ -46,6 +50,35 @@ pub enum Command {
         #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Table)]
         output: Output,
     },
+    /// Print a ClusterEndpoint built from an existing selector-less Service and its Endpoints.
+    Import(ImportArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ImportArgs {
+    /// Name of the Service (and of its Endpoints).
+    pub service: String,
+    /// Namespace of the Service; default: the kubeconfig's.
+    #[arg(short = 'n', long)]
+    pub namespace: Option<String>,
+    /// Read the Service and Endpoints from this manifest instead of the cluster.
+    #[arg(short = 'f', long = "filename")]
+    pub file: Option<PathBuf>,
+    /// Kubeconfig file (when reading from the cluster).
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Health check for the imported ports.
+    #[arg(long, value_enum, default_value_t = ProbeChoice::Tcp)]
+    pub probe: ProbeChoice,
+    /// Path of HTTP(S) probes.
+    #[arg(long, default_value = "/")]
+    pub http_path: String,
+    /// Probe period in seconds.
+    #[arg(long, default_value_t = kube_endpoints_api::DEFAULT_PERIOD_SECONDS, value_parser = clap::value_parser!(i32).range(1..=3600))]
+    pub period_seconds: i32,
+    /// API group of the ClusterEndpoint to print.
+    #[arg(long, default_value = kube_endpoints_api::GROUP)]
+    pub group: String,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
@@ -82,6 +115,22 @@ pub struct RunArgs {
     /// Value of the endpointslice.kubernetes.io/managed-by label.
     #[arg(long, default_value = crate::DEFAULT_CONTROLLER_ID)]
     pub controller_id: String,
+    /// Run the controller only while holding a coordination.k8s.io Lease, so
+    /// that several replicas can run with one active (turn on with replicas > 1).
+    #[arg(long, env = "LEADER_ELECTION", default_value_t = false, action = clap::ArgAction::Set)]
+    pub leader_election: bool,
+    /// Name of the Lease used for leader election.
+    #[arg(long, env = "LEASE_NAME", default_value = "kube-endpoints")]
+    pub lease_name: String,
+    /// Namespace of the Lease; default: the pod's own namespace ($POD_NAMESPACE or the service-account mount), else `default`.
+    #[arg(long, env = "LEASE_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+    /// Seconds the Lease stays valid without renewal: how long a standby waits after the leader dies without releasing it.
+    #[arg(long, env = "LEASE_DURATION_SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(3..=300))]
+    pub lease_duration_seconds: u64,
+    /// Also export kube_endpoints_host_ready{namespace,name,port,host}: one series per probed host-port (cardinality grows with the fleet).
+    #[arg(long, env = "PER_HOST_METRICS", default_value_t = false, action = clap::ArgAction::Set)]
+    pub per_host_metrics: bool,
 }
 
 pub fn main(cli: Cli) -> ExitCode {
@@ -98,6 +147,9 @@ pub fn main(cli: Cli) -> ExitCode {
         },
         Command::Check { file, output } => {
             runtime().map_or(ExitCode::FAILURE, |rt| rt.block_on(check(file, output)))
+        }
+        Command::Import(args) => {
+            runtime().map_or(ExitCode::FAILURE, |rt| rt.block_on(import(args)))
         }
         Command::Run(args) => {
             init_logging(args.log_format);
@@ -161,6 +213,106 @@ async fn check(file: PathBuf, output: Output) -> ExitCode {
     }
 }
 
+async fn import(args: ImportArgs) -> ExitCode {
+    let objects = match &args.file {
+        Some(file) => read_service_manifest(file, &args.service),
+        None => read_service_from_cluster(&args).await,
+    };
+    let (service, endpoints) = match objects {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let options = ImportOptions {
+        group: args.group.clone(),
+        probe: args.probe,
+        http_path: args.http_path.clone(),
+        period_seconds: args.period_seconds,
+    };
+    let imported = match crate::import::import(&service, endpoints.as_ref(), &options) {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match crate::import::to_yaml(&imported) {
+        Ok(yaml) => {
+            print!("{yaml}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: cannot render YAML: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The Service named `name` and the Endpoints of that name from a manifest.
+fn read_service_manifest(
+    file: &PathBuf,
+    name: &str,
+) -> Result<(Service, Option<Endpoints>), String> {
+    use serde::Deserialize;
+    let path = file.display();
+    let text = std::fs::read_to_string(file).map_err(|e| format!("cannot read {path}: {e}"))?;
+    let (mut service, mut endpoints) = (None, None);
+    for (i, doc) in serde_yaml::Deserializer::from_str(&text).enumerate() {
+        let value = serde_yaml::Value::deserialize(doc)
+            .map_err(|e| format!("document {i} of {path} is not valid YAML: {e}"))?;
+        let kind = value
+            .get("kind")
+            .and_then(|k| k.as_str())
+            .unwrap_or_default();
+        let named = value
+            .get("metadata")
+            .and_then(|m| m.get("name"))
+            .and_then(|n| n.as_str())
+            == Some(name);
+        match kind {
+            "Service" if named => {
+                service = Some(
+                    serde_yaml::from_value(value)
+                        .map_err(|e| format!("document {i} of {path}: invalid Service: {e}"))?,
+                );
+            }
+            "Endpoints" if named => {
+                endpoints = Some(
+                    serde_yaml::from_value(value)
+                        .map_err(|e| format!("document {i} of {path}: invalid Endpoints: {e}"))?,
+                );
+            }
+            _ => {}
+        }
+    }
+    let service = service.ok_or_else(|| format!("{path} has no Service named {name:?}"))?;
+    Ok((service, endpoints))
+}
+
+async fn read_service_from_cluster(
+    args: &ImportArgs,
+) -> Result<(Service, Option<Endpoints>), String> {
+    let client = client(args.kubeconfig.as_ref()).await?;
+    let namespace = args
+        .namespace
+        .clone()
+        .unwrap_or_else(|| client.default_namespace().to_string());
+    let services: Api<Service> = Api::namespaced(client.clone(), &namespace);
+    let service = services
+        .get_opt(&args.service)
+        .await
+        .map_err(|e| format!("cannot read Service {namespace}/{}: {e}", args.service))?
+        .ok_or_else(|| format!("Service {namespace}/{} not found", args.service))?;
+    let endpoints: Api<Endpoints> = Api::namespaced(client, &namespace);
+    let endpoints = endpoints
+        .get_opt(&args.service)
+        .await
+        .map_err(|e| format!("cannot read Endpoints {namespace}/{}: {e}", args.service))?;
+    Ok((service, endpoints))
+}
+
 async fn client(kubeconfig: Option<&PathBuf>) -> Result<Client, String> {
     let config = match kubeconfig {
         Some(path) => {
@@ -192,7 +344,7 @@ async fn run(args: RunArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Arc::new(Metrics::new(args.per_host_metrics));
     let listener = match crate::server::bind(args.metrics_addr).await {
         Ok(l) => l,
         Err(e) => {
@@ -218,36 +370,78 @@ async fn run(args: RunArgs) -> ExitCode {
     } else {
         args.namespaces.iter().cloned().map(Some).collect()
     };
-    let mut scopes = Vec::new();
-    for group in &args.groups {
-        for namespace in &namespaces {
-            let scope = Scope {
+    let scopes: Vec<Scope> = args
+        .groups
+        .iter()
+        .flat_map(|group| {
+            namespaces.iter().map(|namespace| Scope {
                 group: group.clone(),
                 namespace: namespace.clone(),
-            };
-            scopes.push(tokio::spawn(run_scope(
+            })
+        })
+        .collect();
+    let controllers = {
+        let (client, metrics) = (client.clone(), metrics.clone());
+        move |stop: CancellationToken| run_scopes(client, scopes, settings, metrics, prober, stop)
+    };
+    if !args.leader_election {
+        metrics.leader.set(1);
+        return controllers(shutdown).await;
+    }
+    let lease = LeaseConfig {
+        name: args.lease_name.clone(),
+        namespace: args
+            .lease_namespace
+            .clone()
+            .unwrap_or_else(crate::leader::default_namespace),
+        identity: crate::leader::identity(),
+        duration_seconds: args.lease_duration_seconds,
+    };
+    match run_while_leading(client, lease, &metrics, shutdown, controllers).await {
+        Ok(code) => code.unwrap_or(ExitCode::SUCCESS),
+        Err(e) => {
+            // Exit so that the pod restarts as a clean standby.
+            error!(reason = e.reason(), "{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Every (group, namespace) controller, until `stop` is cancelled or one of
+/// them cannot start.
+async fn run_scopes(
+    client: Client,
+    scopes: Vec<Scope>,
+    settings: Settings,
+    metrics: Arc<Metrics>,
+    prober: Prober,
+    stop: CancellationToken,
+) -> ExitCode {
+    let tasks: Vec<_> = scopes
+        .into_iter()
+        .map(|scope| {
+            tokio::spawn(run_scope(
                 client.clone(),
                 scope,
                 settings.clone(),
                 metrics.clone(),
                 prober.clone(),
-                shutdown.clone(),
-            )));
-        }
-    }
-    metrics.leader.set(1);
+                stop.clone(),
+            ))
+        })
+        .collect();
     let mut code = ExitCode::SUCCESS;
-    for result in futures::future::join_all(scopes).await {
+    for result in futures::future::join_all(tasks).await {
         match result {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
                 error!(reason = e.reason(), "{e}");
-                shutdown.cancel();
+                stop.cancel();
                 code = ExitCode::FAILURE;
             }
             Err(e) => {
                 error!(error = %e, "controller task failed");
-                shutdown.cancel();
+                stop.cancel();
                 code = ExitCode::FAILURE;
             }
         }

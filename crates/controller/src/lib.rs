@@ -13,6 +13,8 @@ pub mod check;
 pub mod cli;
 pub mod diff;
 pub mod error;
+pub mod import;
+pub mod leader;
 pub mod metrics;
 pub mod plan;
 pub mod reconcile;

@@ -1,12 +1,15 @@
 //! Prometheus metrics (OpenMetrics text on `/metrics`).
 //!
 //! Label cardinality is bounded by design: probe type (4), result (3),
-//! resource (5), verb (3), reason (a fixed set of error reasons) and
-//! transition direction (2). No label carries an object or host name, so the
-//! series count does not grow with the number of ClusterEndpoints.
+//! resource (5), verb (3), reason (a fixed set of error reasons), target
+//! state (3) and transition direction (2). No label carries an object or host
+//! name, so the series count does not grow with the number of
+//! ClusterEndpoints — except `kube_endpoints_host_ready`, one series per
+//! probed host-port, which exists only with `--per-host-metrics`.
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use kube_endpoints_probe::{ProbeKind, Verdict};
@@ -44,6 +47,46 @@ pub struct TransitionLabels {
     pub to: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabels {
+    pub state: &'static str,
+}
+
+/// One probed host-port of one object (only with `--per-host-metrics`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HostLabels {
+    pub namespace: String,
+    pub name: String,
+    pub port: String,
+    pub host: String,
+}
+
+/// Probed host-ports by state, as one probe engine sees them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StateCounts {
+    pub pending: i64,
+    pub ready: i64,
+    pub not_ready: i64,
+}
+
+/// Something that can count its targets by state when `/metrics` is read
+/// (each running controller's probe engine).
+pub trait TargetCounter: Send + Sync {
+    fn count(&self) -> StateCounts;
+}
+
+impl TargetCounter for kube_endpoints_probe::Scheduler<crate::reconcile::CepKey> {
+    fn count(&self) -> StateCounts {
+        let c = self.state_counts();
+        let n = |v: usize| i64::try_from(v).unwrap_or(i64::MAX);
+        StateCounts {
+            pending: n(c.pending),
+            ready: n(c.ready),
+            not_ready: n(c.not_ready),
+        }
+    }
+}
+
 pub struct Metrics {
     registry: Registry,
     pub probes: Family<ProbeLabels, Counter>,
@@ -56,17 +99,26 @@ pub struct Metrics {
     pub reconcile_errors: Family<ReasonLabels, Counter>,
     pub api_writes: Family<WriteLabels, Counter>,
     pub leader: Gauge,
+    host_ports: Family<StateLabels, Gauge>,
+    /// Per-host readiness; `None` unless `--per-host-metrics`.
+    host_ready: Option<Family<HostLabels, Gauge>>,
+    /// The series of `host_ready` each object has, to drop stale ones.
+    host_series: Mutex<HashMap<(String, String), Vec<HostLabels>>>,
+    /// Counted at scrape time; a stopped controller's engine drops out.
+    counters: Mutex<Vec<Weak<dyn TargetCounter>>>,
     ready: AtomicBool,
 }
 
 impl Default for Metrics {
     fn default() -> Self {
-        Self::new()
+        Self::new(false)
     }
 }
 
 impl Metrics {
-    pub fn new() -> Self {
+    /// `per_host` adds `kube_endpoints_host_ready` (one series per probed
+    /// host-port).
+    pub fn new(per_host: bool) -> Self {
         let mut registry = Registry::with_prefix("kube_endpoints");
         let probes = Family::<ProbeLabels, Counter>::default();
         registry.register(
@@ -126,8 +178,27 @@ impl Metrics {
             "1 while this replica leads and runs the controller",
             leader.clone(),
         );
+        let host_ports = Family::<StateLabels, Gauge>::default();
+        registry.register(
+            "host_ports",
+            "Probed host-ports by state (pending: no verdict yet; ready; not_ready)",
+            host_ports.clone(),
+        );
+        let host_ready = per_host.then(|| {
+            let family = Family::<HostLabels, Gauge>::default();
+            registry.register(
+                "host_ready",
+                "1 when the probed host-port is in rotation, else 0 (only with --per-host-metrics)",
+                family.clone(),
+            );
+            family
+        });
         Metrics {
             registry,
+            host_ports,
+            host_ready,
+            host_series: Mutex::new(HashMap::new()),
+            counters: Mutex::new(Vec::new()),
             probes,
             probe_duration,
             probe_lateness,
@@ -142,7 +213,77 @@ impl Metrics {
         }
     }
 
+    /// Count `counter`'s targets on every scrape, for as long as it lives.
+    pub fn register_targets(&self, counter: Weak<dyn TargetCounter>) {
+        lock(&self.counters).push(counter);
+    }
+
+    fn refresh_host_ports(&self) {
+        let mut total = StateCounts::default();
+        lock(&self.counters).retain(|weak| match weak.upgrade() {
+            Some(counter) => {
+                let c = counter.count();
+                total.pending += c.pending;
+                total.ready += c.ready;
+                total.not_ready += c.not_ready;
+                true
+            }
+            None => false,
+        });
+        self.targets
+            .set(total.pending + total.ready + total.not_ready);
+        for (state, value) in [
+            ("pending", total.pending),
+            ("ready", total.ready),
+            ("not_ready", total.not_ready),
+        ] {
+            self.host_ports
+                .get_or_create(&StateLabels { state })
+                .set(value);
+        }
+    }
+
+    /// Replace the per-host series of one object (no-op without
+    /// `--per-host-metrics`). `hosts` is (port, host, ready).
+    pub fn set_host_readiness(
+        &self,
+        namespace: &str,
+        name: &str,
+        hosts: impl IntoIterator<Item = (String, String, bool)>,
+    ) {
+        let Some(family) = &self.host_ready else {
+            return;
+        };
+        let mut series = lock(&self.host_series);
+        let key = (namespace.to_string(), name.to_string());
+        let mut now = Vec::new();
+        for (port, host, ready) in hosts {
+            let labels = HostLabels {
+                namespace: namespace.to_string(),
+                name: name.to_string(),
+                port,
+                host,
+            };
+            family.get_or_create(&labels).set(i64::from(ready));
+            now.push(labels);
+        }
+        for stale in series.remove(&key).unwrap_or_default() {
+            if !now.contains(&stale) {
+                family.remove(&stale);
+            }
+        }
+        if !now.is_empty() {
+            series.insert(key, now);
+        }
+    }
+
+    /// Drop the per-host series of an object that is gone.
+    pub fn forget_object(&self, namespace: &str, name: &str) {
+        self.set_host_readiness(namespace, name, std::iter::empty());
+    }
+
     pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        self.refresh_host_ports();
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
         Ok(out)
@@ -162,6 +303,11 @@ impl Metrics {
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Relaxed)
     }
+}
+
+/// A poisoned lock only means a panic elsewhere mid-update of plain data.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Feeds the probe engine's per-probe callbacks into the metrics.

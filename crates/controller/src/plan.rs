@@ -27,9 +27,19 @@ pub struct Plan {
     pub ports: Vec<PortPlan>,
 }
 
+/// One (Service port, target port) pair. A spec port with
+/// `additionalTargetPorts` becomes several: the first keeps the spec port's
+/// name, the others are named `<name>-<targetPort>`; all share the Service
+/// port named `service_port`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PortPlan {
+    /// Unique key: names the EndpointSlices and the status entry.
     pub name: String,
+    /// The Service port these hosts serve (the spec port's name).
+    pub service_port: String,
+    /// Whether this entry defines the Service port (false for the extra
+    /// target ports of a spec port).
+    pub primary: bool,
     pub protocol: String,
     pub port: i32,
     pub target_port: u16,
@@ -199,7 +209,37 @@ pub fn plan(name: &str, spec: &ClusterEndpointSpec) -> Result<Plan, InvalidSpec>
             &legacy_hosts,
             &mut errors,
         ) {
+            for (j, extra) in port.additional_target_ports.iter().enumerate() {
+                let field = format!("{field}.additionalTargetPorts[{j}]");
+                errors.range(&field, (*extra).into(), 1, 65535);
+                let Ok(target_port) = u16::try_from(*extra) else {
+                    continue;
+                };
+                if target_port == p.target_port || port.additional_target_ports[..j].contains(extra)
+                {
+                    errors.push(field, format!("duplicate target port {extra}"));
+                    continue;
+                }
+                ports.push(PortPlan {
+                    name: format!("{}-{extra}", p.name),
+                    primary: false,
+                    target_port,
+                    ..p.clone()
+                });
+            }
             ports.push(p);
+        }
+    }
+    // An extra target port's key must not collide with a spec port's name.
+    for p in ports.iter().filter(|p| !p.primary) {
+        if names.contains(p.name.as_str()) {
+            errors.push(
+                format!("spec.ports[name={}].additionalTargetPorts", p.service_port),
+                format!(
+                    "target port {} would be reported as {:?}, which is the name of another port; rename that port",
+                    p.target_port, p.name
+                ),
+            );
         }
     }
     if !errors.0.is_empty() {
@@ -291,6 +331,8 @@ fn plan_port(
     }
     Some(PortPlan {
         name: port.name.clone(),
+        service_port: port.name.clone(),
+        primary: true,
         protocol: port.protocol.clone(),
         port: port.port,
         target_port: u16::try_from(port.target_port).ok()?,
@@ -311,10 +353,10 @@ fn plan_probe(field: &str, port: &ClusterEndpointPort, errors: &mut Errors) -> O
     if port.tcp_socket.as_ref().is_some_and(|h| h.enable) {
         handlers.push(("tcpSocket", Probe::Tcp));
     }
-    if let Some(http) = &port.http_get {
-        if let Some(probe) = plan_http(&format!("{field}.httpGet"), http, errors) {
-            handlers.push(("httpGet", probe));
-        }
+    if let Some(http) = &port.http_get
+        && let Some(probe) = plan_http(&format!("{field}.httpGet"), http, errors)
+    {
+        handlers.push(("httpGet", probe));
     }
     if let Some(udp) = port.udp_socket.as_ref().filter(|h| h.enable) {
         let data = udp.data.clone().unwrap_or_default().into_bytes();

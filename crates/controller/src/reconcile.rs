@@ -80,6 +80,14 @@ pub struct Context {
     pub recorder: Recorder,
 }
 
+impl Context {
+    /// Stop probing an object and drop its per-host series.
+    pub fn forget(&self, key: &CepKey) {
+        self.scheduler.remove(key);
+        self.metrics.forget_object(&key.namespace, &key.name);
+    }
+}
+
 /// How long to wait before retrying a sync that failed (the API may recover,
 /// or the user may fix a conflicting object, which also triggers us).
 const RETRY_AFTER: Duration = Duration::from_secs(30);
@@ -109,7 +117,7 @@ async fn reconcile_inner(cep: &DynClusterEndpoint, ctx: &Context) -> Result<Acti
     let key = CepKey::of(cep)?;
     if cep.metadata.deletion_timestamp.is_some() {
         // Owner references let the garbage collector remove what we wrote.
-        ctx.scheduler.remove(&key);
+        ctx.forget(&key);
         return Ok(Action::await_change());
     }
     let owner = Owner {
@@ -122,20 +130,26 @@ async fn reconcile_inner(cep: &DynClusterEndpoint, ctx: &Context) -> Result<Acti
     let planned = plan(&key.name, &cep.spec);
     let (service_sync, endpoints_sync, health) = match &planned {
         Ok(plan) => {
-            let seed = builder::seed_from_slices(own_slices(ctx, &owner).iter().map(Arc::as_ref));
+            let seed =
+                builder::seed_from_slices(plan, own_slices(ctx, &owner).iter().map(Arc::as_ref));
             ctx.scheduler
                 .sync(&key, plan.targets(), |id: &TargetId| seed.get(id).copied());
-            ctx.metrics
-                .targets
-                .set(i64::try_from(ctx.scheduler.target_count()).unwrap_or(i64::MAX));
             let health = ctx.scheduler.health(&key);
+            ctx.metrics.set_host_readiness(
+                &key.namespace,
+                &key.name,
+                health.iter().map(|(id, h)| {
+                    let ready = h.state == kube_endpoints_probe::HealthState::Ready;
+                    (id.port.clone(), id.host.to_string(), ready)
+                }),
+            );
             let (service, endpoints) = sync_objects(ctx, &owner, plan, &health).await;
             (service, endpoints, health)
         }
         Err(_) => {
             // Stop probing a spec we cannot trust; keep what was written so
             // far in place rather than tearing down working endpoints.
-            ctx.scheduler.remove(&key);
+            ctx.forget(&key);
             (Sync::Done, Sync::Done, BTreeMap::new())
         }
     };
@@ -184,10 +198,10 @@ async fn sync_objects(
         Ok(()) => Sync::Done,
         Err(e) => failed_sync(&e),
     };
-    if endpoints == Sync::Done {
-        if let Err(failed) = sync_endpoints(ctx, owner, plan, health).await {
-            endpoints = failed;
-        }
+    if endpoints == Sync::Done
+        && let Err(failed) = sync_endpoints(ctx, owner, plan, health).await
+    {
+        endpoints = failed;
     }
     (service, endpoints)
 }

@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::builder::LABEL_MANAGED_BY;
-use crate::metrics::{Metrics, ProbeObserver, TransitionLabels};
+use crate::metrics::{Metrics, ProbeObserver, TargetCounter, TransitionLabels};
 use crate::reconcile::{self, Caches, CepKey, Context, Settings};
 
 #[derive(Debug, thiserror::Error)]
@@ -114,11 +114,21 @@ pub async fn run_scope(
         caches.endpoints.wait_until_ready().await,
         caches.slices.wait_until_ready().await,
     ] {
-        ready.map_err(|_| RunError::CacheNotReady)?;
+        if ready.is_err() {
+            // A cache stops early only when told to stop, or when its watch
+            // task died; only the latter is an error.
+            if shutdown.is_cancelled() {
+                return Ok(());
+            }
+            return Err(RunError::CacheNotReady);
+        }
     }
 
     let (scheduler, transitions) =
         Scheduler::<CepKey>::new(prober, Arc::new(ProbeObserver(metrics.clone())));
+    // Counted on every scrape for as long as this controller runs.
+    let counter: Arc<dyn TargetCounter> = Arc::new(scheduler.clone());
+    metrics.register_targets(Arc::downgrade(&counter));
     let reporter = Reporter {
         controller: settings.field_manager.clone(),
         instance: std::env::var("POD_NAME").ok(),
@@ -137,10 +147,11 @@ pub async fn run_scope(
     let writer_store = writer.as_reader();
     let sweep_scheduler = scheduler.clone();
     let sweep_store = writer_store.clone();
+    let sweep_metrics = metrics.clone();
     let cep_stream = watcher(ceps.clone(), watcher::Config::default())
         .default_backoff()
         .reflect(writer)
-        .inspect(move |event| forget_deleted(event, &sweep_scheduler, &sweep_store))
+        .inspect(move |event| forget_deleted(event, &sweep_scheduler, &sweep_metrics, &sweep_store))
         .touched_objects();
 
     let transition_task = tokio::spawn(handle_transitions(
@@ -160,6 +171,7 @@ pub async fn run_scope(
         .for_each(|_| futures::future::ready(()))
         .await;
     scheduler.shutdown();
+    drop(counter);
     transition_task.abort();
     Ok(())
 }
@@ -177,13 +189,14 @@ fn receiver_stream<T: Send + 'static>(
 fn forget_deleted(
     event: &Result<watcher::Event<DynClusterEndpoint>, watcher::Error>,
     scheduler: &Scheduler<CepKey>,
+    metrics: &Metrics,
     store: &Store<DynClusterEndpoint>,
 ) {
-    match event {
+    let gone = match event {
         Ok(watcher::Event::Delete(obj)) => {
-            if let Ok(key) = CepKey::of(obj) {
-                scheduler.remove(&key);
-            }
+            let Ok(key) = CepKey::of(obj) else { return };
+            scheduler.remove(&key);
+            vec![key]
         }
         Ok(watcher::Event::InitDone) => {
             let live: std::collections::BTreeSet<CepKey> = store
@@ -191,9 +204,12 @@ fn forget_deleted(
                 .iter()
                 .filter_map(|o| CepKey::of(o).ok())
                 .collect();
-            scheduler.retain(|key| live.contains(key));
+            scheduler.retain(|key| live.contains(key))
         }
-        _ => {}
+        _ => return,
+    };
+    for key in gone {
+        metrics.forget_object(&key.namespace, &key.name);
     }
 }
 
@@ -229,11 +245,10 @@ where
                         if r.controller == Some(true)
                             && r.kind == owner.kind
                             && r.api_version == owner.api_version
+                            && let Some(ns) = obj.namespace()
                         {
-                            if let Some(ns) = obj.namespace() {
-                                let _ = trigger
-                                    .send(ObjectRef::new_with(&r.name, owner.clone()).within(&ns));
-                            }
+                            let _ = trigger
+                                .send(ObjectRef::new_with(&r.name, owner.clone()).within(&ns));
                         }
                     }
                 }
@@ -270,7 +285,7 @@ async fn handle_transitions(
             .inc();
         let object_ref = t.owner.object_ref(&ctx.resource);
         let Some(cep) = store.get(&object_ref) else {
-            ctx.scheduler.remove(&t.owner);
+            ctx.forget(&t.owner);
             continue;
         };
         let _ = trigger.send(object_ref);

@@ -824,45 +824,44 @@ async fn bad_manifests_are_rejected_naming_the_field() {
     let cases: Vec<(&str, String, &str)> = vec![
         (
             "loopback host",
-            format!("  ports: [{{name: a, port: 80, targetPort: 80, hosts: [127.0.0.1]}}]"),
+            "  ports: [{name: a, port: 80, targetPort: 80, hosts: [127.0.0.1]}]".to_string(),
             "spec.ports[0].hosts[0]",
         ),
         (
             "hostname",
-            format!("  ports: [{{name: a, port: 80, targetPort: 80, hosts: [db.example.com]}}]"),
+            "  ports: [{name: a, port: 80, targetPort: 80, hosts: [db.example.com]}]".to_string(),
             "spec.ports[0].hosts[0]",
         ),
         (
             "link-local",
-            format!("  ports: [{{name: a, port: 80, targetPort: 80, hosts: ['fe80::1']}}]"),
+            "  ports: [{name: a, port: 80, targetPort: 80, hosts: ['fe80::1']}]".to_string(),
             "spec.ports[0].hosts[0]",
         ),
         (
             "duplicate host",
-            format!(
-                "  ports: [{{name: a, port: 80, targetPort: 80, hosts: [198.18.0.2, 198.18.0.2]}}]"
-            ),
+            "  ports: [{name: a, port: 80, targetPort: 80, hosts: [198.18.0.2, 198.18.0.2]}]"
+                .to_string(),
             "spec.ports[0].hosts[1]",
         ),
         (
             "legacy host",
-            format!("  hosts: [0.0.0.0]\n  ports: [{{name: a, port: 80, targetPort: 80}}]"),
+            "  hosts: [0.0.0.0]\n  ports: [{name: a, port: 80, targetPort: 80}]".to_string(),
             "spec.hosts[0]",
         ),
         (
             "no hosts",
-            format!("  ports: [{{name: a, port: 80, targetPort: 80}}]"),
+            "  ports: [{name: a, port: 80, targetPort: 80}]".to_string(),
             "every port needs hosts",
         ),
         ("no ports", "  ports: []".to_string(), "spec.ports"),
         (
             "port 0",
-            format!("  ports: [{{name: a, port: 0, targetPort: 80, hosts: [198.18.0.2]}}]"),
+            "  ports: [{name: a, port: 0, targetPort: 80, hosts: [198.18.0.2]}]".to_string(),
             "spec.ports[0].port",
         ),
         (
             "targetPort too big",
-            format!("  ports: [{{name: a, port: 80, targetPort: 65536, hosts: [198.18.0.2]}}]"),
+            "  ports: [{name: a, port: 80, targetPort: 65536, hosts: [198.18.0.2]}]".to_string(),
             "spec.ports[0].targetPort",
         ),
         (
@@ -892,7 +891,7 @@ async fn bad_manifests_are_rejected_naming_the_field() {
         ),
         (
             "bad port name",
-            format!("  ports: [{{name: Web_1, port: 80, targetPort: 80, hosts: [198.18.0.2]}}]"),
+            "  ports: [{name: Web_1, port: 80, targetPort: 80, hosts: [198.18.0.2]}]".to_string(),
             "spec.ports[0].name",
         ),
         (

@@ -14,5 +14,5 @@ pub mod scheduler;
 pub mod threshold;
 
 pub use probe::{HttpGet, Outcome, Probe, ProbeError, ProbeKind, Prober, Scheme, Verdict};
-pub use scheduler::{Observer, Scheduler, TargetId, TargetSpec, Transition};
+pub use scheduler::{Observer, Scheduler, StateCounts, TargetId, TargetSpec, Transition};
 pub use threshold::{Health, HealthState, SEEDED_MESSAGE, ThresholdTracker, Thresholds};

@@ -52,6 +52,14 @@ pub struct TargetSpec {
     pub initial_delay: Duration,
 }
 
+/// How many targets are in each state.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StateCounts {
+    pub pending: usize,
+    pub ready: usize,
+    pub not_ready: usize,
+}
+
 /// A target changed state (never sent for a probe that changes nothing).
 #[derive(Clone, Debug)]
 pub struct Transition<K> {
@@ -247,19 +255,20 @@ where
     }
 
     /// Keep only the owners for which `keep` is true (the controller drops
-    /// owners deleted while its watch was down).
-    pub fn retain(&self, keep: impl Fn(&K) -> bool) {
+    /// owners deleted while its watch was down). Returns the owners dropped.
+    pub fn retain(&self, keep: impl Fn(&K) -> bool) -> Vec<K> {
         let mut dropped = Vec::new();
         lock(&self.inner.owners).retain(|owner, targets| {
             let k = keep(owner);
             if !k {
-                dropped.push(std::mem::take(targets));
+                dropped.push((owner.clone(), std::mem::take(targets)));
             }
             k
         });
-        for t in dropped.iter().flat_map(HashMap::values) {
+        for t in dropped.iter().flat_map(|(_, targets)| targets.values()) {
             t.stop();
         }
+        dropped.into_iter().map(|(owner, _)| owner).collect()
     }
 
     /// Snapshot of `owner`'s target health.
@@ -278,6 +287,20 @@ where
     /// Targets being probed, over all owners.
     pub fn target_count(&self) -> usize {
         lock(&self.inner.owners).values().map(HashMap::len).sum()
+    }
+
+    /// Targets by current state, over all owners (for gauges read at
+    /// scrape time; O(targets), each target's lock held only to read it).
+    pub fn state_counts(&self) -> StateCounts {
+        let mut counts = StateCounts::default();
+        for target in lock(&self.inner.owners).values().flat_map(HashMap::values) {
+            match lock(&target.health).state {
+                HealthState::Pending => counts.pending += 1,
+                HealthState::Ready => counts.ready += 1,
+                HealthState::NotReady => counts.not_ready += 1,
+            }
+        }
+        counts
     }
 
     /// Stop every worker (lost leadership, or exit). Final: later `sync`
