@@ -15,6 +15,12 @@ KE_CONTROL_PLANE_BIN=$(scripts/build-control-plane.sh)
 export KE_CONTROL_PLANE_BIN
 echo "control plane ready in $(( $(date +%s) - start ))s: $KE_CONTROL_PLANE_BIN"
 
+echo "== helm (for the chart tests)"
+start=$(date +%s)
+KE_HELM_BIN=$(scripts/build-helm.sh)
+export KE_HELM_BIN
+echo "helm ready in $(( $(date +%s) - start ))s: $KE_HELM_BIN"
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 
