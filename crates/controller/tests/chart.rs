@@ -910,3 +910,222 @@ async fn rbac_grants_the_controller_what_it_calls_and_no_more() {
         .await
     );
 }
+
+/// The real controller, started with the chart's arguments and acting as the
+/// chart's service account (the admin kubeconfig impersonating it, so every
+/// request is authorised by the chart's RBAC alone), leads, reconciles a
+/// ClusterEndpoint to Healthy and writes all its objects without one error.
+#[tokio::test]
+async fn controller_runs_with_the_chart_rbac_and_args() {
+    use k8s_openapi::api::coordination::v1::Lease;
+    use kube_endpoints_api::Phase;
+
+    let client = support::client().await;
+    support::install_crd(&client, GROUP).await;
+    let release_ns = support::namespace(&client, "ke-chart-run-system").await;
+    let watched = support::namespace(&client, "ke-chart-run").await;
+    let values = [
+        "--set",
+        &format!("watchNamespaces[0]={watched}"),
+        "--set",
+        "logFormat=text",
+    ];
+    let rendered = render("kube-endpoints", &release_ns, &values);
+    let rbac: Vec<Value> = objects(&rendered)
+        .into_iter()
+        .filter(|o| {
+            [
+                "ServiceAccount",
+                "Role",
+                "RoleBinding",
+                "ClusterRole",
+                "ClusterRoleBinding",
+            ]
+            .contains(&o["kind"].as_str().unwrap_or_default())
+        })
+        .collect();
+    let manifest = rbac
+        .iter()
+        .map(|o| serde_json::to_string(o).expect("JSON"))
+        .collect::<Vec<_>>()
+        .join("\n---\n");
+    let path = std::env::temp_dir().join(format!("ke-chart-run-{}.yaml", std::process::id()));
+    std::fs::write(&path, manifest).expect("write manifest");
+    let cp = support::control_plane();
+    let out = cp
+        .kubectl(["apply", "--server-side", "-f"])
+        .arg(&path)
+        .output()
+        .await
+        .expect("kubectl runs");
+    let _ = std::fs::remove_file(&path);
+    assert!(
+        out.status.success(),
+        "RBAC applies: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The admin kubeconfig, impersonating the service account.
+    let mut kubeconfig: serde_yaml::Value = serde_yaml::from_str(
+        &std::fs::read_to_string(cp.kubeconfig_path()).expect("admin kubeconfig"),
+    )
+    .expect("kubeconfig is YAML");
+    let sa = format!("system:serviceaccount:{release_ns}:kube-endpoints");
+    for user in kubeconfig["users"]
+        .as_sequence_mut()
+        .expect("kubeconfig users")
+    {
+        let user = user["user"].as_mapping_mut().expect("user entry");
+        user.insert("as".into(), sa.clone().into());
+        user.insert(
+            "as-groups".into(),
+            serde_yaml::to_value([
+                "system:serviceaccounts",
+                &format!("system:serviceaccounts:{release_ns}"),
+                "system:authenticated",
+            ])
+            .expect("groups"),
+        );
+    }
+    let kubeconfig_path =
+        std::env::temp_dir().join(format!("ke-chart-run-kubeconfig-{}", std::process::id()));
+    std::fs::write(
+        &kubeconfig_path,
+        serde_yaml::to_string(&kubeconfig).expect("kubeconfig YAML"),
+    )
+    .expect("write kubeconfig");
+
+    // The chart's arguments, with the metrics address moved to loopback.
+    let deployment = one(&objects(&rendered), "Deployment").clone();
+    let mut args = strings(&deployment["spec"]["template"]["spec"]["containers"][0]["args"]);
+    assert_eq!(args[0], "run");
+    assert!(args.contains(&format!("--namespace={watched}")));
+    let metrics_port = support::free_port();
+    for a in &mut args {
+        if a.starts_with("--metrics-addr=") {
+            *a = format!("--metrics-addr=127.0.0.1:{metrics_port}");
+        }
+    }
+    let controller =
+        ChartController::start(&args, &kubeconfig_path, &release_ns, metrics_port).await;
+
+    // It takes the release's Lease.
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &release_ns);
+    let holder = support::eventually("the controller to take the Lease", || async {
+        let lease = leases.get_opt("kube-endpoints").await.ok().flatten()?;
+        lease.spec?.holder_identity.filter(|h| !h.is_empty())
+    })
+    .await;
+    assert!(!holder.is_empty());
+
+    // A ClusterEndpoint with a static port (no probes: the hosts are never
+    // contacted) is reconciled to Healthy, with every object written.
+    let name = "chart-static";
+    support::apply_yaml(
+        &client,
+        &watched,
+        GROUP,
+        &format!(
+            "apiVersion: {GROUP}/v1beta1\nkind: ClusterEndpoint\nmetadata: {{name: {name}, namespace: {watched}}}\n\
+             spec:\n  ports:\n  - {{name: db, port: 5432, targetPort: 5432, hosts: [198.18.200.1, 198.18.200.2]}}\n"
+        ),
+    )
+    .await
+    .expect("ClusterEndpoint applies");
+    support::wait_phase(&client, &watched, GROUP, name, Phase::Healthy).await;
+    assert!(support::service(&client, &watched, name).await.is_some());
+    assert!(support::endpoints(&client, &watched, name).await.is_some());
+    let readiness = support::slice_readiness(&client, &watched, name).await;
+    assert_eq!(readiness.len(), 2, "{readiness:?}");
+    assert!(readiness.values().all(|ready| *ready), "{readiness:?}");
+    let errors = support::sum_metric(
+        &controller.metrics().await,
+        "kube_endpoints_reconcile_errors_total",
+    );
+    assert!(
+        errors == 0.0,
+        "reconcile errors under the chart's RBAC:\n{}",
+        controller.log()
+    );
+    assert_eq!(
+        support::sum_metric(&controller.metrics().await, "kube_endpoints_leader"),
+        1.0,
+        "{}",
+        controller.log()
+    );
+    assert!(
+        !controller.log().to_lowercase().contains("forbidden"),
+        "the controller was denied something:\n{}",
+        controller.log()
+    );
+}
+
+/// `kube-endpoints` run as the Deployment would run it (same arguments, the
+/// downward-API environment), with its stdout and stderr in a log file.
+struct ChartController {
+    _child: tokio::process::Child,
+    metrics_port: u16,
+    log: PathBuf,
+}
+
+impl ChartController {
+    async fn start(
+        args: &[String],
+        kubeconfig: &Path,
+        pod_namespace: &str,
+        metrics_port: u16,
+    ) -> Self {
+        let log = std::env::temp_dir().join(format!("ke-chart-controller-{metrics_port}.log"));
+        let file = std::fs::File::create(&log).expect("log file");
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_kube-endpoints"))
+            .args(args)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("KUBECONFIG", kubeconfig)
+            .env("POD_NAME", "kube-endpoints-chart-test")
+            .env("POD_NAMESPACE", pod_namespace)
+            .env("RUST_LOG", "info,kube_endpoints=debug")
+            .stdout(file.try_clone().expect("log file"))
+            .stderr(file)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("kube-endpoints starts");
+        let c = ChartController {
+            _child: child,
+            metrics_port,
+            log,
+        };
+        let start = std::time::Instant::now();
+        while !c.get("/readyz").await.is_some_and(|b| b.trim() == "ok") {
+            assert!(
+                start.elapsed() < support::DEADLINE,
+                "the controller did not become ready:\n{}",
+                c.log()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+        c
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    async fn metrics(&self) -> String {
+        self.get("/metrics").await.unwrap_or_default()
+    }
+
+    async fn get(&self, path: &str) -> Option<String> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", self.metrics_port))
+            .await
+            .ok()?;
+        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
+            .await
+            .ok()?;
+        let mut buf = String::new();
+        s.read_to_string(&mut buf).await.ok()?;
+        let (head, body) = buf.split_once("\r\n\r\n")?;
+        head.contains(" 200 ").then(|| body.to_string())
+    }
+}
