@@ -1096,7 +1096,7 @@ impl ChartController {
             log,
         };
         let start = std::time::Instant::now();
-        while !c.get("/readyz").await.is_some_and(|b| b.trim() == "ok") {
+        while c.get("/readyz").await.is_none_or(|b| b.trim() != "ok") {
             assert!(
                 start.elapsed() < support::DEADLINE,
                 "the controller did not become ready:\n{}",
