@@ -6,6 +6,10 @@ set -euo pipefail
 need_apt=()
 command -v ip >/dev/null || need_apt+=(iproute2)
 command -v openssl >/dev/null || need_apt+=(openssl)
+# The bench harness (make bench): per-address fault rules in test namespaces
+# and a font for the plots' text.
+command -v nft >/dev/null || need_apt+=(nftables)
+[ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need_apt+=(fonts-dejavu-core)
 command -v protoc >/dev/null || true   # not needed: tonic-health ships generated code
 if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get update -qq && apt-get install -y -qq "${need_apt[@]}"

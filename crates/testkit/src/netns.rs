@@ -158,6 +158,83 @@ pub struct TestHost {
     next_backend: AtomicU32,
     next_v6_alias: AtomicU32,
     blackholed: AtomicBool,
+    /// Addresses with an nft fault rule on, per [`Fault`] (see
+    /// [`TestHost::set_fault`]); `None` until the table exists.
+    faults: std::sync::Mutex<Option<FaultSets>>,
+}
+
+/// What a per-address fault rule does to traffic for an address of a host
+/// (see [`TestHost::set_fault`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Fault {
+    /// As if nothing listened there: TCP gets a reset (connection refused),
+    /// UDP and everything else an ICMP port-unreachable.
+    Refuse,
+    /// A firewall that silently drops every packet to the address: TCP
+    /// connects time out, UDP gets no answer and no ICMP.
+    Drop,
+}
+
+impl Fault {
+    fn set(self, v6: bool) -> &'static str {
+        match (self, v6) {
+            (Fault::Refuse, false) => "refuse4",
+            (Fault::Refuse, true) => "refuse6",
+            (Fault::Drop, false) => "drop4",
+            (Fault::Drop, true) => "drop6",
+        }
+    }
+}
+
+#[derive(Default)]
+struct FaultSets {
+    refuse: std::collections::HashSet<IpAddr>,
+    drop: std::collections::HashSet<IpAddr>,
+}
+
+/// The nft table a host's fault rules live in (inside its namespace).
+const FAULT_TABLE: &str = "ke_fault";
+
+fn fault_table_script() -> String {
+    format!(
+        "table inet {FAULT_TABLE} {{\n\
+         \tset refuse4 {{ type ipv4_addr; }}\n\
+         \tset refuse6 {{ type ipv6_addr; }}\n\
+         \tset drop4 {{ type ipv4_addr; }}\n\
+         \tset drop6 {{ type ipv6_addr; }}\n\
+         \tchain input {{\n\
+         \t\ttype filter hook input priority -10; policy accept;\n\
+         \t\tip daddr @drop4 drop\n\
+         \t\tip6 daddr @drop6 drop\n\
+         \t\tip daddr @refuse4 meta l4proto tcp reject with tcp reset\n\
+         \t\tip6 daddr @refuse6 meta l4proto tcp reject with tcp reset\n\
+         \t\tip daddr @refuse4 reject\n\
+         \t\tip6 daddr @refuse6 reject\n\
+         \t}}\n\
+         }}\n"
+    )
+}
+
+/// nft commands that add (`on`) or delete the given addresses of one fault.
+fn fault_element_script(fault: Fault, addrs: &[IpAddr], on: bool) -> String {
+    let verb = if on { "add" } else { "delete" };
+    let mut script = String::new();
+    for v6 in [false, true] {
+        let list: Vec<String> = addrs
+            .iter()
+            .filter(|a| a.is_ipv6() == v6)
+            .map(ToString::to_string)
+            .collect();
+        // nft handles long element lists, but keep each command moderate.
+        for chunk in list.chunks(1000) {
+            script.push_str(&format!(
+                "{verb} element inet {FAULT_TABLE} {} {{ {} }}\n",
+                fault.set(v6),
+                chunk.join(", ")
+            ));
+        }
+    }
+    script
 }
 
 impl TestHost {
@@ -190,6 +267,7 @@ impl TestHost {
             next_backend: AtomicU32::new(0),
             next_v6_alias: AtomicU32::new(0),
             blackholed: AtomicBool::new(false),
+            faults: std::sync::Mutex::new(None),
         };
         // From here on, Drop removes whatever was made; a failure keeps the
         // scratch directory.
@@ -388,6 +466,81 @@ impl TestHost {
             self.blackholed.store(was, Ordering::SeqCst);
         }
         result.map(drop)
+    }
+
+    /// Turn a per-address fault rule on or off for some of this host's
+    /// addresses (its own or its aliases), with nftables inside the
+    /// namespace: [`Fault::Refuse`] makes those addresses refuse connections
+    /// (TCP reset, ICMP port-unreachable), [`Fault::Drop`] makes them
+    /// silently drop every packet. Other addresses of the host are not
+    /// affected. Needs `nft` (Debian package `nftables`). Addresses already
+    /// in the wanted state are skipped; `Drop` wins over `Refuse` while
+    /// both are on.
+    pub async fn set_fault(&self, fault: Fault, addrs: &[IpAddr], on: bool) -> Result<()> {
+        let (script, changed) = {
+            let mut guard = self
+                .faults
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut script = String::new();
+            if guard.is_none() {
+                script.push_str(&fault_table_script());
+            }
+            let sets = guard.get_or_insert_with(FaultSets::default);
+            let set = match fault {
+                Fault::Refuse => &mut sets.refuse,
+                Fault::Drop => &mut sets.drop,
+            };
+            let changed: Vec<IpAddr> = addrs
+                .iter()
+                .copied()
+                .filter(|a| set.contains(a) != on)
+                .collect();
+            for a in &changed {
+                if on {
+                    set.insert(*a);
+                } else {
+                    set.remove(a);
+                }
+            }
+            script.push_str(&fault_element_script(fault, &changed, on));
+            (script, changed)
+        };
+        if script.is_empty() {
+            return Ok(());
+        }
+        let name = self.name.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            run_with_stdin(
+                "ip",
+                &["netns", "exec", &name, "nft", "-f", "-"],
+                Some(&script),
+            )
+        })
+        .await;
+        let failed = !matches!(result, Ok(Ok(_)));
+        if failed {
+            // Forget what we believed, so a retry re-creates the table and
+            // re-sends the elements.
+            let mut guard = self
+                .faults
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some(sets) = guard.as_mut() {
+                let set = match fault {
+                    Fault::Refuse => &mut sets.refuse,
+                    Fault::Drop => &mut sets.drop,
+                };
+                for a in &changed {
+                    if on {
+                        set.remove(a);
+                    } else {
+                        set.insert(*a);
+                    }
+                }
+            }
+        }
+        result?.map(drop)
     }
 
     /// Whether [`blackhole`](Self::blackhole) is on.

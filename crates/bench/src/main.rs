@@ -1,0 +1,273 @@
+//! `kube-endpoints-bench`: speed, scale and API cost of a ClusterEndpoint
+//! controller, measured against a real kube-apiserver + etcd with
+//! network-namespace test hosts. See BENCHMARKS.md (which it writes).
+
+mod error;
+mod plots;
+mod prom;
+mod report;
+mod runner;
+mod stats;
+mod sys;
+mod watch;
+mod workload;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+
+use crate::error::{Error, Result, io_err};
+use crate::report::Report;
+use crate::runner::Options;
+
+#[derive(Parser, Debug)]
+#[command(name = "kube-endpoints-bench", version, about)]
+struct Cli {
+    /// Profiles to run, comma-separated, or `all`: smoke, 10k, 100k, unreachable, mixed.
+    #[arg(long, default_value = "all", value_delimiter = ',')]
+    profile: Vec<String>,
+    /// Where the JSON results and the plots go.
+    #[arg(long, default_value = "bench")]
+    out_dir: PathBuf,
+    /// The Markdown report to write.
+    #[arg(long, default_value = "BENCHMARKS.md")]
+    markdown: PathBuf,
+    /// The controller under test, one argument per word; `{kubeconfig}`,
+    /// `{metrics_addr}`, `{metrics_port}`, `{namespace}` and `{group}` are
+    /// filled in. Default: this repository's release build of
+    /// `kube-endpoints run`.
+    #[arg(long, allow_hyphen_values = true, num_args = 1.., value_delimiter = ' ')]
+    controller_cmd: Vec<String>,
+    /// Shortcut: the `kube-endpoints` binary for the default command.
+    #[arg(long)]
+    controller_bin: Option<PathBuf>,
+    /// API group the objects are created under (e.g. sealos.io).
+    #[arg(long, default_value = kube_endpoints_api::GROUP)]
+    group: String,
+    /// Judge readiness by EndpointSlices only (for controllers without the
+    /// compatibility Endpoints).
+    #[arg(long)]
+    slices_only: bool,
+    /// Objects created at once.
+    #[arg(long, default_value_t = 48)]
+    concurrency: usize,
+    /// Overrides every profile's own time limit (seconds).
+    #[arg(long)]
+    profile_timeout: Option<u64>,
+    /// Exit non-zero unless every profile produced its figures (CI).
+    #[arg(long)]
+    check: bool,
+    /// Skip the plots.
+    #[arg(long)]
+    no_plots: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("error: {e}");
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                eprintln!("  caused by: {s}");
+                source = s.source();
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn repo_root() -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest
+        .parent()
+        .and_then(|p| p.parent())
+        .map_or(manifest.clone(), PathBuf::from)
+}
+
+fn default_command(bin: PathBuf) -> Vec<String> {
+    let mut cmd = vec![bin.display().to_string()];
+    cmd.extend(
+        [
+            "run",
+            "--kubeconfig",
+            "{kubeconfig}",
+            "--metrics-addr",
+            "{metrics_addr}",
+            "--namespace",
+            "{namespace}",
+            "--group",
+            "{group}",
+        ]
+        .map(String::from),
+    );
+    cmd
+}
+
+async fn run(cli: Cli) -> Result<bool> {
+    let names: Vec<String> = if cli.profile.iter().any(|p| p == "all") {
+        workload::PROFILE_NAMES
+            .iter()
+            .map(|s| (*s).to_string())
+            .collect()
+    } else {
+        cli.profile.clone()
+    };
+    let mut profiles = Vec::new();
+    for n in &names {
+        profiles.push(workload::profile(n).ok_or_else(|| {
+            Error::Usage(format!(
+                "unknown profile {n:?}; known: {}",
+                workload::PROFILE_NAMES.join(", ")
+            ))
+        })?);
+    }
+    let controller_cmd = if cli.controller_cmd.is_empty() {
+        let bin = cli
+            .controller_bin
+            .clone()
+            .unwrap_or_else(|| repo_root().join("target/release/kube-endpoints"));
+        if !bin.is_file() {
+            return Err(Error::Usage(format!(
+                "{} does not exist: build it (`cargo build --release -p kube-endpoints`) or pass --controller-bin / --controller-cmd",
+                bin.display()
+            )));
+        }
+        default_command(bin)
+    } else {
+        cli.controller_cmd.clone()
+    };
+    std::fs::create_dir_all(&cli.out_dir)
+        .map_err(io_err(format!("creating {}", cli.out_dir.display())))?;
+    let work_dir =
+        std::env::temp_dir().join(format!("kube-endpoints-bench-{}", std::process::id()));
+    let opts = Options {
+        controller_cmd,
+        group: cli.group.clone(),
+        check_endpoints: !cli.slices_only,
+        concurrency: cli.concurrency,
+        work_dir: work_dir.clone(),
+        timeout: cli.profile_timeout.map(Duration::from_secs),
+    };
+
+    let started = Instant::now();
+    let mut results = Vec::new();
+    for p in &profiles {
+        eprintln!("== profile {}: {}", p.name, p.description);
+        let r = runner::run_profile(p, &opts).await;
+        eprintln!("== profile {} took {:.0}s", p.name, r.duration_seconds);
+        let path = cli.out_dir.join(format!("{}.json", p.name));
+        std::fs::write(&path, serde_json::to_string_pretty(&r)?)
+            .map_err(io_err(format!("writing {}", path.display())))?;
+        results.push(r);
+    }
+    let report = Report {
+        generated_at: now_utc(),
+        machine: sys::machine(),
+        total_seconds: started.elapsed().as_secs_f64(),
+        goals: report::goals(&results),
+        results,
+    };
+    let path = cli.out_dir.join("results.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&report)?)
+        .map_err(io_err(format!("writing {}", path.display())))?;
+
+    let mut plots = Vec::new();
+    if !cli.no_plots {
+        match plots::register() {
+            Ok(()) => {
+                let conv = cli.out_dir.join("convergence.png");
+                let det = cli.out_dir.join("detection.png");
+                if plots::convergence(&report.results, &conv)? {
+                    plots.push((
+                        "Convergence over time".to_string(),
+                        rel(&cli.markdown, &conv),
+                    ));
+                }
+                if plots::detection(&report.results, &det)? {
+                    plots.push((
+                        "Detection and recovery time distribution".to_string(),
+                        rel(&cli.markdown, &det),
+                    ));
+                }
+            }
+            Err(e) => eprintln!("warning: no plots: {e}"),
+        }
+    }
+    std::fs::write(&cli.markdown, report::markdown(&report, &plots))
+        .map_err(io_err(format!("writing {}", cli.markdown.display())))?;
+    eprintln!(
+        "wrote {}, {} and {}",
+        cli.markdown.display(),
+        path.display(),
+        cli.out_dir.display()
+    );
+    let _ = std::fs::remove_dir_all(&work_dir)
+        .ok()
+        .filter(|_| report.results.iter().all(|r| r.error.is_none()));
+
+    let ok = report.results.iter().all(|r| r.error.is_none());
+    if cli.check {
+        let missing: Vec<&str> = report
+            .results
+            .iter()
+            .filter(|r| !r.has_figures())
+            .map(|r| r.profile.name)
+            .collect();
+        if !missing.is_empty() {
+            eprintln!("check failed: no figures from {}", missing.join(", "));
+            return Ok(false);
+        }
+        eprintln!("check: every profile produced its figures");
+    }
+    Ok(ok)
+}
+
+/// A path to `target` as seen from the directory of `from`.
+fn rel(from: &std::path::Path, target: &std::path::Path) -> String {
+    let base = from.parent().unwrap_or(std::path::Path::new(""));
+    target
+        .strip_prefix(base)
+        .unwrap_or(target)
+        .display()
+        .to_string()
+}
+
+/// The current UTC time as RFC 3339 (seconds), without a date library.
+fn now_utc() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil from days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}

@@ -1,0 +1,424 @@
+//! What the cluster says about every target, from watches on EndpointSlices
+//! and Endpoints (and ClusterEndpoint status for the unreachable profile).
+//! A target is *ready* when both its slice endpoint and its Endpoints
+//! address say so, *not ready* when both say not ready; each change of that
+//! combined state is stamped with the time the watch event arrived.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Endpoints;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::Api;
+use kube::core::DynamicObject;
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, ResourceExt};
+use serde_json::Value;
+
+use crate::workload::target_key;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Combined {
+    Unknown,
+    Ready,
+    NotReady,
+}
+
+#[derive(Default)]
+struct Target {
+    slice: Option<bool>,
+    endpoints: Option<bool>,
+    ready_at: Option<Instant>,
+    not_ready_at: Option<Instant>,
+}
+
+impl Target {
+    fn combined(&self, check_endpoints: bool) -> Combined {
+        let ep = if check_endpoints {
+            self.endpoints
+        } else {
+            self.slice
+        };
+        match (self.slice, ep) {
+            (Some(true), Some(true)) => Combined::Ready,
+            (Some(false), Some(false)) => Combined::NotReady,
+            _ => Combined::Unknown,
+        }
+    }
+}
+
+#[derive(Default)]
+struct Inner {
+    targets: HashMap<String, Target>,
+    /// Keys each slice / Endpoints object last listed, to forget removed ones.
+    slice_keys: HashMap<String, Vec<String>>,
+    endpoints_keys: HashMap<String, Vec<String>>,
+    ready: usize,
+    not_ready: usize,
+    /// Objects whose status reports a state, with when it was first seen.
+    reported: HashMap<String, Instant>,
+    watch_errors: usize,
+}
+
+/// Shared readiness state of the expected targets.
+#[derive(Clone)]
+pub struct Tracker {
+    inner: Arc<Mutex<Inner>>,
+    check_endpoints: bool,
+}
+
+#[derive(Clone, Copy)]
+enum Source {
+    Slice,
+    Endpoints,
+}
+
+impl Tracker {
+    /// Track exactly these targets (`object/port/host`); others are ignored.
+    pub fn new(keys: impl IntoIterator<Item = String>, check_endpoints: bool) -> Tracker {
+        let targets = keys.into_iter().map(|k| (k, Target::default())).collect();
+        Tracker {
+            inner: Arc::new(Mutex::new(Inner {
+                targets,
+                ..Inner::default()
+            })),
+            check_endpoints,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// (ready, not ready, tracked) targets now.
+    pub fn counts(&self) -> (usize, usize, usize) {
+        let g = self.lock();
+        (g.ready, g.not_ready, g.targets.len())
+    }
+
+    pub fn watch_errors(&self) -> usize {
+        self.lock().watch_errors
+    }
+
+    /// Forget the stamps of these targets (before breaking or healing them).
+    pub fn reset_stamps(&self, keys: &[String]) {
+        let mut g = self.lock();
+        for k in keys {
+            if let Some(t) = g.targets.get_mut(k) {
+                t.ready_at = None;
+                t.not_ready_at = None;
+            }
+        }
+    }
+
+    /// For each key: when it last became `want` (None if it has not, or is
+    /// not in that state now).
+    pub fn stamps(&self, keys: &[String], want: Combined) -> Vec<Option<Instant>> {
+        let g = self.lock();
+        let check = self.check_endpoints;
+        keys.iter()
+            .map(|k| {
+                let t = g.targets.get(k)?;
+                if t.combined(check) != want {
+                    return None;
+                }
+                match want {
+                    Combined::Ready => t.ready_at,
+                    Combined::NotReady => t.not_ready_at,
+                    Combined::Unknown => None,
+                }
+            })
+            .collect()
+    }
+
+    /// How many of the targets *not* in `except` became not ready after `since`.
+    pub fn collateral(&self, except: &[String], since: Instant) -> usize {
+        let g = self.lock();
+        let except: std::collections::HashSet<&String> = except.iter().collect();
+        g.targets
+            .iter()
+            .filter(|(k, t)| !except.contains(k) && t.not_ready_at.is_some_and(|at| at > since))
+            .count()
+    }
+
+    /// Objects that report a state in status, with when each was first seen.
+    pub fn reported(&self) -> HashMap<String, Instant> {
+        self.lock().reported.clone()
+    }
+
+    fn set(&self, source: Source, owner: String, entries: Vec<(String, bool)>) {
+        let now = Instant::now();
+        let mut guard = self.lock();
+        let g = &mut *guard;
+        let new_keys: Vec<String> = entries.iter().map(|(k, _)| k.clone()).collect();
+        let old_keys = match source {
+            Source::Slice => g.slice_keys.insert(owner, new_keys),
+            Source::Endpoints => g.endpoints_keys.insert(owner, new_keys),
+        }
+        .unwrap_or_default();
+        let mut updates: Vec<(String, Option<bool>)> =
+            old_keys.into_iter().map(|k| (k, None)).collect();
+        updates.extend(entries.into_iter().map(|(k, r)| (k, Some(r))));
+        for (key, value) in updates {
+            let check = self.check_endpoints;
+            let Some(t) = g.targets.get_mut(&key) else {
+                continue;
+            };
+            let before = t.combined(check);
+            match source {
+                Source::Slice => t.slice = value,
+                Source::Endpoints => t.endpoints = value,
+            }
+            let after = t.combined(check);
+            if before == after {
+                continue;
+            }
+            match before {
+                Combined::Ready => g.ready -= 1,
+                Combined::NotReady => g.not_ready -= 1,
+                Combined::Unknown => {}
+            }
+            match after {
+                Combined::Ready => {
+                    g.ready += 1;
+                    t.ready_at = Some(now);
+                }
+                Combined::NotReady => {
+                    g.not_ready += 1;
+                    t.not_ready_at = Some(now);
+                }
+                Combined::Unknown => {}
+            }
+        }
+    }
+
+    fn slice_event(&self, slice: &EndpointSlice, deleted: bool) {
+        let owner = format!("{}", slice.name_any());
+        let mut entries = Vec::new();
+        if !deleted {
+            let service = slice
+                .labels()
+                .get("kubernetes.io/service-name")
+                .cloned()
+                .unwrap_or_default();
+            for port in slice.ports.iter().flatten() {
+                let port_name = port.name.clone().unwrap_or_default();
+                for e in &slice.endpoints {
+                    let ready = e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(false);
+                    for a in &e.addresses {
+                        entries.push((target_key(&service, &port_name, a), ready));
+                    }
+                }
+            }
+        }
+        self.set(Source::Slice, owner, entries);
+    }
+
+    fn endpoints_event(&self, ep: &Endpoints, deleted: bool) {
+        let name = ep.name_any();
+        let mut entries = Vec::new();
+        if !deleted {
+            for subset in ep.subsets.iter().flatten() {
+                for port in subset.ports.iter().flatten() {
+                    let port_name = port.name.clone().unwrap_or_default();
+                    for (list, ready) in [
+                        (&subset.addresses, true),
+                        (&subset.not_ready_addresses, false),
+                    ] {
+                        for a in list.iter().flatten() {
+                            entries.push((target_key(&name, &port_name, &a.ip), ready));
+                        }
+                    }
+                }
+            }
+        }
+        self.set(Source::Endpoints, name, entries);
+    }
+
+    fn cep_event(&self, obj: &DynamicObject) {
+        if reports_state(&obj.data, obj.metadata.generation) {
+            let mut g = self.lock();
+            g.reported
+                .entry(obj.name_any())
+                .or_insert_with(Instant::now);
+        }
+    }
+
+    fn watch_error(&self) {
+        self.lock().watch_errors += 1;
+    }
+}
+
+/// Whether a ClusterEndpoint's status reports the state of its hosts: the
+/// status is of the current generation (when the controller sets
+/// `observedGeneration`) and has a phase other than `Pending`.
+pub fn reports_state(data: &Value, generation: Option<i64>) -> bool {
+    let status = &data["status"];
+    let phase = status["phase"].as_str().unwrap_or("");
+    let observed = status["observedGeneration"].as_i64();
+    let current = observed.is_none() || observed == generation;
+    current && !phase.is_empty() && phase != "Pending"
+}
+
+/// Start the watches of `namespace`; they run until the returned handles
+/// are aborted (or dropped with the runtime).
+pub fn spawn_watches(
+    client: &Client,
+    namespace: &str,
+    tracker: &Tracker,
+    ceps: Option<kube::core::ApiResource>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut handles = Vec::new();
+    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), namespace);
+    let t = tracker.clone();
+    handles.push(tokio::spawn(async move {
+        let mut stream = watcher(slices, watcher::Config::default())
+            .default_backoff()
+            .boxed();
+        while let Some(event) = stream.next().await {
+            match event {
+                Ok(watcher::Event::Apply(s) | watcher::Event::InitApply(s)) => {
+                    t.slice_event(&s, false)
+                }
+                Ok(watcher::Event::Delete(s)) => t.slice_event(&s, true),
+                Ok(_) => {}
+                Err(_) => t.watch_error(),
+            }
+        }
+    }));
+    if tracker.check_endpoints {
+        let eps: Api<Endpoints> = Api::namespaced(client.clone(), namespace);
+        let t = tracker.clone();
+        handles.push(tokio::spawn(async move {
+            let mut stream = watcher(eps, watcher::Config::default())
+                .default_backoff()
+                .boxed();
+            while let Some(event) = stream.next().await {
+                match event {
+                    Ok(watcher::Event::Apply(e) | watcher::Event::InitApply(e)) => {
+                        t.endpoints_event(&e, false)
+                    }
+                    Ok(watcher::Event::Delete(e)) => t.endpoints_event(&e, true),
+                    Ok(_) => {}
+                    Err(_) => t.watch_error(),
+                }
+            }
+        }));
+    }
+    if let Some(resource) = ceps {
+        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &resource);
+        let t = tracker.clone();
+        handles.push(tokio::spawn(async move {
+            let mut stream = watcher(api, watcher::Config::default())
+                .default_backoff()
+                .applied_objects()
+                .boxed();
+            while let Some(event) = stream.next().await {
+                match event {
+                    Ok(obj) => t.cep_event(&obj),
+                    Err(_) => t.watch_error(),
+                }
+            }
+        }));
+    }
+    handles
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn slice(name: &str, svc: &str, port: &str, eps: &[(&str, bool)]) -> EndpointSlice {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "labels": {"kubernetes.io/service-name": svc}},
+            "addressType": "IPv4",
+            "ports": [{"name": port, "port": 9001}],
+            "endpoints": eps.iter().map(|(a, r)| json!({"addresses": [a], "conditions": {"ready": r}})).collect::<Vec<_>>(),
+        }))
+        .unwrap_or_default()
+    }
+
+    fn endpoints(name: &str, port: &str, ready: &[&str], not_ready: &[&str]) -> Endpoints {
+        let addrs = |l: &[&str]| l.iter().map(|a| json!({"ip": a})).collect::<Vec<_>>();
+        serde_json::from_value(json!({
+            "metadata": {"name": name},
+            "subsets": [{"ports": [{"name": port, "port": 9001}], "addresses": addrs(ready), "notReadyAddresses": addrs(not_ready)}],
+        }))
+        .unwrap_or_default()
+    }
+
+    #[test]
+    fn combined_state_needs_slices_and_endpoints_to_agree() {
+        let keys = vec!["a/p/198.19.0.1".to_string(), "a/p/198.19.0.2".to_string()];
+        let t = Tracker::new(keys.clone(), true);
+        t.slice_event(
+            &slice(
+                "a-p-1",
+                "a",
+                "p",
+                &[("198.19.0.1", true), ("198.19.0.2", false)],
+            ),
+            false,
+        );
+        assert_eq!(t.counts(), (0, 0, 2));
+        t.endpoints_event(
+            &endpoints("a", "p", &["198.19.0.1"], &["198.19.0.2"]),
+            false,
+        );
+        assert_eq!(t.counts(), (1, 1, 2));
+        assert!(t.stamps(&keys[..1], Combined::Ready)[0].is_some());
+        assert!(t.stamps(&keys[1..], Combined::NotReady)[0].is_some());
+        // Host 2 recovers in the slice only: unknown until Endpoints agrees.
+        t.reset_stamps(&keys[1..]);
+        t.slice_event(
+            &slice(
+                "a-p-1",
+                "a",
+                "p",
+                &[("198.19.0.1", true), ("198.19.0.2", true)],
+            ),
+            false,
+        );
+        assert_eq!(t.counts(), (1, 0, 2));
+        t.endpoints_event(
+            &endpoints("a", "p", &["198.19.0.1", "198.19.0.2"], &[]),
+            false,
+        );
+        assert_eq!(t.counts(), (2, 0, 2));
+        assert!(t.stamps(&keys[1..], Combined::Ready)[0].is_some());
+        // A deleted slice forgets its endpoints.
+        t.slice_event(&slice("a-p-1", "a", "p", &[]), true);
+        assert_eq!(t.counts(), (0, 0, 2));
+    }
+
+    #[test]
+    fn slices_alone_when_endpoints_are_not_checked() {
+        let t = Tracker::new(vec!["a/p/198.19.0.1".to_string()], false);
+        t.slice_event(&slice("a-p-1", "a", "p", &[("198.19.0.1", true)]), false);
+        assert_eq!(t.counts(), (1, 0, 1));
+    }
+
+    #[test]
+    fn status_reports_state_unless_pending_or_stale() {
+        assert!(reports_state(
+            &json!({"status": {"phase": "UnHealthy", "observedGeneration": 1}}),
+            Some(1)
+        ));
+        assert!(reports_state(
+            &json!({"status": {"phase": "Healthy"}}),
+            Some(3)
+        ));
+        assert!(!reports_state(
+            &json!({"status": {"phase": "Pending", "observedGeneration": 1}}),
+            Some(1)
+        ));
+        assert!(!reports_state(
+            &json!({"status": {"phase": "Healthy", "observedGeneration": 1}}),
+            Some(2)
+        ));
+        assert!(!reports_state(&json!({}), Some(1)));
+    }
+}

@@ -1,0 +1,442 @@
+//! Named profiles and the workload they generate: N objects × H hosts × P
+//! ports with a probe mix and a period, the hosts spread over a pool of
+//! test-host addresses. Pure: no I/O here.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+
+use serde::Serialize;
+use serde_json::{Value, json};
+
+/// Probe handler of one port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Probe {
+    Tcp,
+    Http,
+    Udp,
+    Grpc,
+}
+
+impl Probe {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Probe::Tcp => "tcp",
+            Probe::Http => "http",
+            Probe::Udp => "udp",
+            Probe::Grpc => "grpc",
+        }
+    }
+
+    /// The port the test backend serves this probe on (on every address).
+    pub fn target_port(self) -> u16 {
+        match self {
+            Probe::Tcp => 9001,
+            Probe::Http => 9080,
+            Probe::Udp => 9053,
+            Probe::Grpc => 9090,
+        }
+    }
+
+    fn handler(self) -> (&'static str, Value) {
+        match self {
+            Probe::Tcp => ("tcpSocket", json!({"enable": true})),
+            Probe::Http => ("httpGet", json!({"path": "/healthz", "scheme": "http"})),
+            Probe::Udp => ("udpSocket", json!({"enable": true, "data": "bench"})),
+            Probe::Grpc => ("grpc", json!({"enable": true})),
+        }
+    }
+
+    fn protocol(self) -> &'static str {
+        match self {
+            Probe::Udp => "UDP",
+            _ => "TCP",
+        }
+    }
+}
+
+/// The objects of one run and how they are probed.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Workload {
+    pub objects: usize,
+    pub hosts_per_object: usize,
+    /// One port per entry.
+    pub probes: Vec<Probe>,
+    pub period_seconds: u32,
+    pub timeout_seconds: u32,
+    pub failure_threshold: u32,
+    pub success_threshold: u32,
+    /// Distinct host addresses the hosts are spread over.
+    pub addresses: usize,
+}
+
+impl Workload {
+    /// (object, port, host) targets in total.
+    pub fn targets(&self) -> usize {
+        self.objects * self.hosts_per_object * self.probes.len()
+    }
+
+    pub fn object_name(i: usize) -> String {
+        format!("bench-{i:05}")
+    }
+
+    pub fn port_name(&self, idx: usize) -> String {
+        format!("p{idx}-{}", self.probes[idx].as_str())
+    }
+
+    /// The hosts of object `i`: `hosts_per_object` consecutive addresses of
+    /// the pool (wrapping), so every address serves about the same number
+    /// of objects and no object lists an address twice.
+    pub fn hosts_of<'a>(&self, i: usize, pool: &'a [IpAddr]) -> Vec<&'a IpAddr> {
+        if pool.is_empty() {
+            return Vec::new();
+        }
+        let h = self.hosts_per_object.min(pool.len());
+        (0..h).map(|j| &pool[(i * h + j) % pool.len()]).collect()
+    }
+
+    /// Object `i` as a ClusterEndpoint of `group` (JSON, for the dynamic API).
+    pub fn object(&self, i: usize, group: &str, namespace: &str, pool: &[IpAddr]) -> Value {
+        let hosts: Vec<String> = self
+            .hosts_of(i, pool)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        let ports: Vec<Value> = self
+            .probes
+            .iter()
+            .enumerate()
+            .map(|(idx, probe)| {
+                let (handler, body) = probe.handler();
+                let mut port = json!({
+                    "name": self.port_name(idx),
+                    "hosts": hosts,
+                    "protocol": probe.protocol(),
+                    "port": 10000 + idx,
+                    "targetPort": probe.target_port(),
+                    "timeoutSeconds": self.timeout_seconds,
+                    "failureThreshold": self.failure_threshold,
+                    "successThreshold": self.success_threshold,
+                });
+                port[handler] = body;
+                port
+            })
+            .collect();
+        json!({
+            "apiVersion": format!("{group}/{}", kube_endpoints_api::VERSION),
+            "kind": kube_endpoints_api::KIND,
+            "metadata": {"name": Self::object_name(i), "namespace": namespace},
+            "spec": {"periodSeconds": self.period_seconds, "ports": ports},
+        })
+    }
+
+    /// Every target as `object/port/host`, the key the watch tracker uses.
+    pub fn target_keys(&self, pool: &[IpAddr]) -> Vec<String> {
+        let mut out = Vec::with_capacity(self.targets());
+        for i in 0..self.objects {
+            let name = Self::object_name(i);
+            for idx in 0..self.probes.len() {
+                let port = self.port_name(idx);
+                for h in self.hosts_of(i, pool) {
+                    out.push(target_key(&name, &port, &h.to_string()));
+                }
+            }
+        }
+        out
+    }
+
+    /// The targets whose host is in `broken`.
+    pub fn targets_on(&self, pool: &[IpAddr], broken: &[IpAddr]) -> Vec<String> {
+        let broken: BTreeSet<&IpAddr> = broken.iter().collect();
+        let mut out = Vec::new();
+        for i in 0..self.objects {
+            let name = Self::object_name(i);
+            for idx in 0..self.probes.len() {
+                let port = self.port_name(idx);
+                for h in self.hosts_of(i, pool) {
+                    if broken.contains(h) {
+                        out.push(target_key(&name, &port, &h.to_string()));
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+pub fn target_key(object: &str, port: &str, host: &str) -> String {
+    format!("{object}/{port}/{host}")
+}
+
+/// A share (0..=1) of the pool, spread evenly over it (every k-th address),
+/// at least one address when the share is positive.
+pub fn pick_share(pool: &[IpAddr], share: f64) -> Vec<IpAddr> {
+    if pool.is_empty() || share <= 0.0 {
+        return Vec::new();
+    }
+    let n = ((pool.len() as f64 * share.min(1.0)).ceil() as usize).clamp(1, pool.len());
+    (0..n).map(|k| pool[k * pool.len() / n]).collect()
+}
+
+/// How a share of hosts is broken for a detection measurement.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BreakMode {
+    /// Connection refused / TCP reset (and ICMP port-unreachable for UDP).
+    Refuse,
+    /// A firewall silently drops every packet.
+    Drop,
+}
+
+impl BreakMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BreakMode::Refuse => "refuse",
+            BreakMode::Drop => "drop",
+        }
+    }
+}
+
+/// A named benchmark profile.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Profile {
+    pub name: &'static str,
+    pub description: &'static str,
+    pub workload: Workload,
+    /// Share of the addresses broken for the detection measurements.
+    pub break_share: f64,
+    pub break_modes: Vec<BreakMode>,
+    /// All hosts drop every packet from the start; measure how long until
+    /// every object reports its state in status (no convergence).
+    pub unreachable: bool,
+    /// Wait after convergence before the quiet window.
+    pub settle_seconds: u64,
+    /// The steady-state window over which writes, CPU and probes are measured.
+    pub quiet_window_seconds: u64,
+    /// The whole profile fails after this long.
+    pub timeout_seconds: u64,
+}
+
+/// In the order `all` runs them (the longest last).
+pub const PROFILE_NAMES: [&str; 5] = ["smoke", "10k", "unreachable", "mixed", "100k"];
+
+pub fn profile(name: &str) -> Option<Profile> {
+    let tcp = vec![Probe::Tcp];
+    let both = vec![BreakMode::Refuse, BreakMode::Drop];
+    Some(match name {
+        "smoke" => Profile {
+            name: "smoke",
+            description: "20 objects × 3 hosts, TCP, period 1 s: proves the harness end to end in seconds",
+            workload: Workload {
+                objects: 20,
+                hosts_per_object: 3,
+                probes: tcp,
+                period_seconds: 1,
+                timeout_seconds: 1,
+                failure_threshold: 2,
+                success_threshold: 1,
+                addresses: 30,
+            },
+            break_share: 0.2,
+            break_modes: both,
+            unreachable: false,
+            settle_seconds: 3,
+            quiet_window_seconds: 10,
+            timeout_seconds: 240,
+        },
+        "10k" => Profile {
+            name: "10k",
+            description: "1,000 objects × 10 hosts (10,000 TCP targets) on 2,000 addresses, period 10 s",
+            workload: Workload {
+                objects: 1000,
+                hosts_per_object: 10,
+                probes: tcp,
+                period_seconds: 10,
+                timeout_seconds: 1,
+                failure_threshold: 3,
+                success_threshold: 1,
+                addresses: 2000,
+            },
+            break_share: 0.05,
+            break_modes: both,
+            unreachable: false,
+            settle_seconds: 20,
+            quiet_window_seconds: 60,
+            timeout_seconds: 600,
+        },
+        "100k" => Profile {
+            name: "100k",
+            description: "10,000 objects × 10 hosts (100,000 TCP targets) on 4,000 addresses, period 30 s",
+            workload: Workload {
+                objects: 10_000,
+                hosts_per_object: 10,
+                probes: tcp,
+                period_seconds: 30,
+                timeout_seconds: 1,
+                failure_threshold: 2,
+                success_threshold: 1,
+                addresses: 4000,
+            },
+            break_share: 0.01,
+            break_modes: vec![BreakMode::Refuse],
+            unreachable: false,
+            settle_seconds: 30,
+            quiet_window_seconds: 60,
+            timeout_seconds: 900,
+        },
+        "unreachable" => Profile {
+            name: "unreachable",
+            description: "500 objects, one host each, every packet dropped, period 10 s, timeout 1 s",
+            workload: Workload {
+                objects: 500,
+                hosts_per_object: 1,
+                probes: tcp,
+                period_seconds: 10,
+                timeout_seconds: 1,
+                failure_threshold: 3,
+                success_threshold: 1,
+                addresses: 500,
+            },
+            break_share: 0.0,
+            break_modes: Vec::new(),
+            unreachable: true,
+            settle_seconds: 10,
+            quiet_window_seconds: 30,
+            timeout_seconds: 300,
+        },
+        "mixed" => Profile {
+            name: "mixed",
+            description: "250 objects × 4 hosts × 4 ports (TCP, HTTP, UDP, gRPC: 4,000 targets) on 500 addresses, period 5 s",
+            workload: Workload {
+                objects: 250,
+                hosts_per_object: 4,
+                probes: vec![Probe::Tcp, Probe::Http, Probe::Udp, Probe::Grpc],
+                period_seconds: 5,
+                timeout_seconds: 1,
+                failure_threshold: 3,
+                success_threshold: 1,
+                addresses: 500,
+            },
+            break_share: 0.05,
+            break_modes: both,
+            unreachable: false,
+            settle_seconds: 10,
+            quiet_window_seconds: 60,
+            timeout_seconds: 420,
+        },
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    fn pool(n: u32) -> Vec<IpAddr> {
+        (0..n)
+            .map(|i| IpAddr::V4(Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 19, 0, 1)) + i)))
+            .collect()
+    }
+
+    fn small() -> Workload {
+        Workload {
+            objects: 7,
+            hosts_per_object: 3,
+            probes: vec![Probe::Tcp, Probe::Udp],
+            period_seconds: 2,
+            timeout_seconds: 1,
+            failure_threshold: 3,
+            success_threshold: 1,
+            addresses: 5,
+        }
+    }
+
+    #[test]
+    fn hosts_are_distinct_per_object_and_spread_evenly() {
+        let w = small();
+        let p = pool(5);
+        let mut uses = std::collections::BTreeMap::new();
+        for i in 0..w.objects {
+            let hosts = w.hosts_of(i, &p);
+            assert_eq!(hosts.len(), 3);
+            let distinct: BTreeSet<_> = hosts.iter().collect();
+            assert_eq!(distinct.len(), 3, "object {i} lists a host twice");
+            for h in hosts {
+                *uses.entry(*h).or_insert(0) += 1;
+            }
+        }
+        // 21 host slots over 5 addresses: 4 or 5 each.
+        assert!(uses.values().all(|u| (4..=5).contains(u)), "{uses:?}");
+    }
+
+    #[test]
+    fn objects_carry_every_port_with_its_probe_and_settings() {
+        let w = small();
+        let p = pool(5);
+        let o = w.object(2, "sealos.io", "bench", &p);
+        assert_eq!(o["apiVersion"], "sealos.io/v1beta1");
+        assert_eq!(o["kind"], "ClusterEndpoint");
+        assert_eq!(o["metadata"]["name"], "bench-00002");
+        assert_eq!(o["spec"]["periodSeconds"], 2);
+        let ports = o["spec"]["ports"].as_array().cloned().unwrap_or_default();
+        assert_eq!(ports.len(), 2);
+        assert_eq!(ports[0]["name"], "p0-tcp");
+        assert_eq!(ports[0]["tcpSocket"]["enable"], true);
+        assert_eq!(ports[0]["targetPort"], 9001);
+        assert_eq!(ports[1]["name"], "p1-udp");
+        assert_eq!(ports[1]["protocol"], "UDP");
+        assert_eq!(ports[1]["udpSocket"]["data"], "bench");
+        assert_eq!(ports[1]["failureThreshold"], 3);
+        assert_eq!(ports[1]["hosts"].as_array().map(Vec::len), Some(3));
+    }
+
+    #[test]
+    fn target_keys_cover_objects_ports_and_hosts() {
+        let w = small();
+        let p = pool(5);
+        let keys = w.target_keys(&p);
+        assert_eq!(keys.len(), w.targets());
+        assert_eq!(keys.len(), 7 * 3 * 2);
+        let distinct: BTreeSet<_> = keys.iter().collect();
+        assert_eq!(distinct.len(), keys.len());
+        assert_eq!(keys[0], "bench-00000/p0-tcp/198.19.0.1");
+        let broken = pick_share(&p, 0.2);
+        assert_eq!(broken.len(), 1);
+        let on = w.targets_on(&p, &broken);
+        assert!(!on.is_empty());
+        assert!(on.iter().all(|k| k.ends_with(&format!("/{}", broken[0]))));
+    }
+
+    #[test]
+    fn share_is_spread_and_at_least_one() {
+        let p = pool(100);
+        assert_eq!(pick_share(&p, 0.1).len(), 10);
+        assert_eq!(pick_share(&p, 0.001).len(), 1);
+        assert_eq!(pick_share(&p, 0.0).len(), 0);
+        assert_eq!(pick_share(&p, 2.0).len(), 100);
+        let picked = pick_share(&p, 0.1);
+        assert_eq!(picked[1], p[10]);
+    }
+
+    #[test]
+    fn named_profiles_have_the_sizes_the_issue_asks_for() {
+        for name in PROFILE_NAMES {
+            let p = profile(name).unwrap_or_else(|| panic!("profile {name}"));
+            assert!(p.workload.addresses >= p.workload.hosts_per_object);
+        }
+        let t = |n: &str| profile(n).map(|p| p.workload.targets());
+        assert_eq!(t("10k"), Some(10_000));
+        assert_eq!(t("100k"), Some(100_000));
+        assert_eq!(
+            profile("unreachable").map(|p| p.workload.objects),
+            Some(500)
+        );
+        assert_eq!(
+            profile("unreachable").map(|p| p.workload.period_seconds),
+            Some(10)
+        );
+        assert_eq!(profile("mixed").map(|p| p.workload.probes.len()), Some(4));
+        assert!(profile("nope").is_none());
+    }
+}
