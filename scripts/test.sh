@@ -31,3 +31,13 @@ echo "== cargo test (unit + end-to-end)"
 start=$(date +%s)
 cargo test --workspace --locked --no-fail-fast
 echo "tests took $(( $(date +%s) - start ))s"
+
+echo "== bench smoke (asserts only that the harness produced its figures)"
+start=$(date +%s)
+cargo build --locked -p kube-endpoints -p kube-endpoints-bench -p kube-endpoints-testkit
+smoke_out=$(mktemp -d)
+KE_TESTBACKEND="$repo/target/debug/ke-testbackend" target/debug/kube-endpoints-bench \
+  --profile smoke --controller-bin "$repo/target/debug/kube-endpoints" \
+  --out-dir "$smoke_out" --markdown "$smoke_out/BENCHMARKS.md" --check
+rm -rf "$smoke_out"
+echo "bench smoke took $(( $(date +%s) - start ))s"
