@@ -138,6 +138,8 @@ impl Controller {
         let metrics_port = free_port();
         let log = std::env::temp_dir().join(format!("ke-e2e-{namespace}-{metrics_port}.log"));
         let log_file = std::fs::File::create(&log).expect("controller log file");
+        // tracing writes to stdout; keep both streams in the log.
+        let stdout = log_file.try_clone().expect("controller log file");
         let child = Command::new(env!("CARGO_BIN_EXE_kube-endpoints"))
             .arg("run")
             .arg("--kubeconfig")
@@ -146,7 +148,7 @@ impl Controller {
             .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
             .args(extra)
             .env("RUST_LOG", "info,kube_endpoints=debug")
-            .stdout(Stdio::null())
+            .stdout(Stdio::from(stdout))
             .stderr(Stdio::from(log_file))
             .kill_on_drop(true)
             .spawn()
@@ -156,7 +158,15 @@ impl Controller {
             metrics_port,
             log,
         };
-        eventually("the controller to be ready", || c.readyz()).await;
+        let start = Instant::now();
+        while c.readyz().await.is_none() {
+            assert!(
+                start.elapsed() < DEADLINE,
+                "the controller was not ready after {DEADLINE:?}; its log ends:\n{}",
+                c.log_tail()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
         c
     }
 
@@ -213,7 +223,8 @@ async fn http_get(port: u16, path: &str) -> Option<String> {
     let mut buf = String::new();
     s.read_to_string(&mut buf).await.ok()?;
     let (head, body) = buf.split_once("\r\n\r\n")?;
-    head.starts_with("HTTP/1.1 200").then(|| body.to_string())
+    // hyper answers an HTTP/1.0 request in HTTP/1.0.
+    (head.split(' ').nth(1) == Some("200")).then(|| body.to_string())
 }
 
 /// A fresh namespace for one test.
@@ -373,4 +384,66 @@ pub fn json<T: serde::Serialize>(v: &T) -> Value {
 
 pub fn ip_string(ip: impl Into<IpAddr>) -> String {
     ip.into().to_string()
+}
+
+/// `$KE_HELM_BIN`, or the helm that scripts/build-helm.sh builds (once, into
+/// the cache).
+pub fn helm_bin() -> PathBuf {
+    static HELM: OnceLock<PathBuf> = OnceLock::new();
+    HELM.get_or_init(|| {
+        if let Some(bin) = std::env::var_os("KE_HELM_BIN") {
+            return PathBuf::from(bin);
+        }
+        let script = repo_root().join("scripts/build-helm.sh");
+        let out = std::process::Command::new(&script)
+            .stderr(Stdio::inherit())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+        assert!(
+            out.status.success(),
+            "{} failed: {}",
+            script.display(),
+            out.status
+        );
+        PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+    })
+    .clone()
+}
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// `helm template <release> charts/kube-endpoints` as JSON objects.
+pub fn render_chart(release: &str, namespace: &str, extra: &[&str]) -> Vec<Value> {
+    let chart = repo_root().join("charts/kube-endpoints");
+    let out = std::process::Command::new(helm_bin())
+        .args(["template", release])
+        .arg(&chart)
+        .args(["--namespace", namespace])
+        .args(extra)
+        .env(
+            "HELM_CACHE_HOME",
+            std::env::temp_dir().join("ke-helm-cache"),
+        )
+        .env(
+            "HELM_CONFIG_HOME",
+            std::env::temp_dir().join("ke-helm-config"),
+        )
+        .env("HELM_DATA_HOME", std::env::temp_dir().join("ke-helm-data"))
+        .output()
+        .expect("helm runs");
+    assert!(
+        out.status.success(),
+        "helm template failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    serde_yaml::Deserializer::from_str(&text)
+        .map(|d| {
+            let v: serde_yaml::Value = serde::Deserialize::deserialize(d).expect("rendered YAML");
+            serde_json::to_value(v).expect("YAML converts to JSON")
+        })
+        .filter(|v| !v.is_null())
+        .collect()
 }
