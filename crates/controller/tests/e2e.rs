@@ -928,11 +928,21 @@ async fn bad_manifests_are_rejected_naming_the_field() {
             format!("  clusterIP: 10.0.0.9\n  ports: [{{{port}}}]"),
             "spec.clusterIP",
         ),
+        (
+            "extra target port repeats targetPort",
+            format!("  ports: [{{{port}, additionalTargetPorts: [80]}}]"),
+            "spec.ports[0].additionalTargetPorts",
+        ),
+        (
+            "extra target port out of range",
+            format!("  ports: [{{{port}, additionalTargetPorts: [70000]}}]"),
+            "spec.ports[0].additionalTargetPorts[0]",
+        ),
     ];
     let mut failures = Vec::new();
     for (i, (what, body, field)) in cases.iter().enumerate() {
         let yaml = format!("{}{body}\n", head(&format!("bad-{i}")));
-        match apply_yaml(&client, &ns, GROUP, &yaml).await {
+        match create_yaml(&client, &ns, GROUP, &yaml).await {
             Ok(_) => failures.push(format!("{what}: accepted")),
             Err(kube::Error::Api(status)) if status.code == 422 => {
                 if !status.message.contains(field) {
@@ -946,7 +956,7 @@ async fn bad_manifests_are_rejected_naming_the_field() {
         }
     }
     // The object's name becomes the Service's name.
-    match apply_yaml(
+    match create_yaml(
         &client,
         &ns,
         GROUP,

@@ -72,9 +72,8 @@ async fn service_account_kubeconfig(client: &Client, account: &str) -> PathBuf {
         "spec": {"audiences": [], "expirationSeconds": 3600}
     }))
     .expect("token request");
-    let body = serde_json::to_vec(&request).expect("serialises");
     let issued: TokenRequest = api
-        .create_subresource("token", account, &PostParams::default(), body)
+        .create_subresource("token", account, &PostParams::default(), &request)
         .await
         .expect("a token is issued for the ServiceAccount");
     let token = issued.status.expect("token status").token;

@@ -261,6 +261,19 @@ pub async fn apply_yaml(
     .await
 }
 
+/// Create a ClusterEndpoint from YAML with a plain POST, as `kubectl
+/// apply` (client-side) or `kubectl create` of a new object does.
+pub async fn create_yaml(
+    client: &Client,
+    ns: &str,
+    group: &str,
+    yaml: &str,
+) -> Result<DynamicObject, kube::Error> {
+    let obj: DynamicObject = serde_yaml::from_str(yaml).expect("test manifest is YAML");
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &api_resource(group));
+    api.create(&PostParams::default(), &obj).await
+}
+
 pub async fn get_cep(
     client: &Client,
     ns: &str,
