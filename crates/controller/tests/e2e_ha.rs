@@ -24,9 +24,16 @@ const RELEASE: &str = "ke";
 const SYSTEM_NS: &str = "kube-endpoints-system";
 const LEASE_SECONDS: &str = "6";
 
+/// The chart's objects for this release.
+struct Install {
+    service_account: String,
+    /// The chart's own `--lease-name`, which its Role is limited to.
+    lease_name: String,
+}
+
 /// Apply the chart's ServiceAccount, RBAC and CRD as the admin would at
 /// install time.
-async fn install_chart_rbac(client: &Client) -> String {
+async fn install_chart_rbac(client: &Client) -> Install {
     let _ = namespace(client, SYSTEM_NS).await;
     let objects = render_chart(RELEASE, SYSTEM_NS, &[]);
     let wanted = [
@@ -62,7 +69,25 @@ async fn install_chart_rbac(client: &Client) -> String {
             service_account = Some(object.name_any());
         }
     }
-    service_account.expect("the chart renders a ServiceAccount")
+    let args: Vec<String> = objects
+        .iter()
+        .filter(|o| o["kind"] == "Deployment")
+        .flat_map(|d| {
+            d["spec"]["template"]["spec"]["containers"][0]["args"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .filter_map(|a| a.as_str().map(String::from))
+        .collect();
+    let lease_name = args
+        .iter()
+        .find_map(|a| a.strip_prefix("--lease-name=").map(String::from))
+        .expect("the chart passes --lease-name");
+    Install {
+        service_account: service_account.expect("the chart renders a ServiceAccount"),
+        lease_name,
+    }
 }
 
 /// A kubeconfig holding a TokenRequest token of the chart's ServiceAccount.
@@ -86,11 +111,11 @@ async fn service_account_kubeconfig(client: &Client, account: &str) -> PathBuf {
     path
 }
 
-async fn start_replica(ns: &str, kubeconfig: &PathBuf) -> Controller {
+async fn start_replica(ns: &str, kubeconfig: &PathBuf, lease: &str) -> Controller {
     let args = [
         "--leader-election=true",
         "--lease-name",
-        RELEASE,
+        lease,
         "--lease-namespace",
         SYSTEM_NS,
         "--lease-duration-seconds",
@@ -157,8 +182,9 @@ async fn takeover(next: &Controller, since: Instant, targets: f64) -> std::time:
 #[tokio::test(flavor = "multi_thread")]
 async fn only_the_leader_works_and_failover_moves_no_endpoint() {
     let admin = client().await;
-    let account = install_chart_rbac(&admin).await;
-    let kubeconfig = service_account_kubeconfig(&admin, &account).await;
+    let install = install_chart_rbac(&admin).await;
+    let kubeconfig = service_account_kubeconfig(&admin, &install.service_account).await;
+    let lease = install.lease_name.as_str();
     let ns = namespace(&admin, "e2e-ha").await;
     let host = TestHost::create().await.expect("host");
     let other = TestHost::create().await.expect("host");
@@ -171,8 +197,8 @@ async fn only_the_leader_works_and_failover_moves_no_endpoint() {
     let _backend = host.start_backend(ports.clone()).await.expect("backend");
     let mut down = other.start_backend(ports).await.expect("backend");
 
-    let a = start_replica(&ns, &kubeconfig).await;
-    let b = start_replica(&ns, &kubeconfig).await;
+    let a = start_replica(&ns, &kubeconfig, lease).await;
+    let b = start_replica(&ns, &kubeconfig, lease).await;
     let yaml = format!(
         "apiVersion: {GROUP}/v1beta1\nkind: ClusterEndpoint\nmetadata: {{name: db}}\nspec:\n  periodSeconds: 1\n  ports:\n  - {{name: tls, port: 443, targetPort: 443, hosts: [{h1}, {h2}], tcpSocket: {{enable: true}}}}\n  - {{name: web, port: 80, targetPort: 80, hosts: [{h1}, {h2}], httpGet: {{path: /healthz}}, failureThreshold: 1}}\n",
         h1 = host.ipv4(),
@@ -243,7 +269,7 @@ async fn only_the_leader_works_and_failover_moves_no_endpoint() {
     .await;
 
     // SIGTERM: the leader releases the Lease and the standby takes it at once.
-    let c = start_replica(&ns, &kubeconfig).await;
+    let c = start_replica(&ns, &kubeconfig, lease).await;
     assert!(!is_leader(&c).await);
     let before = versions(&admin, &ns, "db").await;
     let terminated = Instant::now();
