@@ -8,7 +8,7 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use k8s_openapi::api::authentication::v1::TokenRequest;
@@ -111,7 +111,7 @@ async fn service_account_kubeconfig(client: &Client, account: &str) -> PathBuf {
     path
 }
 
-async fn start_replica(ns: &str, kubeconfig: &PathBuf, lease: &str) -> Controller {
+async fn start_replica(ns: &str, kubeconfig: &Path, lease: &str) -> Controller {
     let args = [
         "--leader-election=true",
         "--lease-name",
@@ -121,7 +121,7 @@ async fn start_replica(ns: &str, kubeconfig: &PathBuf, lease: &str) -> Controlle
         "--lease-duration-seconds",
         LEASE_SECONDS,
     ];
-    Controller::start_with_kubeconfig(ns, &args, kubeconfig.clone()).await
+    Controller::start_with_kubeconfig(ns, &args, kubeconfig.to_path_buf()).await
 }
 
 async fn is_leader(c: &Controller) -> bool {
