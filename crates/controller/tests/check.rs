@@ -1,0 +1,148 @@
+//! `kube-endpoints check -f`: validation and one probe per host, with no
+//! cluster. The hosts are network-namespace test hosts (loopback addresses
+//! cannot be endpoints, so `check` refuses them like the apiserver does).
+
+use std::process::Output;
+
+use kube_endpoints_testkit::netns::{BackendPorts, TestHost};
+
+fn manifest(up: &str, down: &str) -> String {
+    format!(
+        r#"
+apiVersion: khulnasoft-lab.github.io/v1beta1
+kind: ClusterEndpoint
+metadata: {{name: wordpress, namespace: web}}
+spec:
+  ports:
+  - {{name: wp-https, port: 38081, targetPort: 443, hosts: [{up}, {down}], tcpSocket: {{enable: true}}}}
+  - {{name: wp-http, port: 38082, targetPort: 80, hosts: [{up}, {down}], httpGet: {{path: /healthz}}}}
+  - {{name: wp-udp, protocol: UDP, port: 38003, targetPort: 1234, hosts: [{up}, {down}], udpSocket: {{enable: true, data: ping}}}}
+  - {{name: wp-grpc, port: 38083, targetPort: 8080, hosts: [{up}, {down}], grpc: {{enable: true}}}}
+  - {{name: static, port: 5432, targetPort: 5432, hosts: [{up}]}}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {{name: unrelated}}
+"#
+    )
+}
+
+async fn check(yaml: &str, extra: &[&str]) -> (Output, String) {
+    let dir = std::env::temp_dir().join(format!("ke-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let file = dir.join(format!("m-{}.yaml", extra.len()));
+    std::fs::write(&file, yaml).expect("manifest written");
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_kube-endpoints"))
+        .arg("check")
+        .arg("-f")
+        .arg(&file)
+        .args(extra)
+        .output()
+        .await
+        .expect("check runs");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    (out, text)
+}
+
+/// Table rows as (port, host, probe, result, message).
+fn rows(text: &str) -> Vec<(String, String, String, String, String)> {
+    text.lines()
+        .skip_while(|l| !l.starts_with("OBJECT"))
+        .skip(1)
+        .take_while(|l| !l.is_empty() && !l.starts_with("---"))
+        .map(|l| {
+            let cells: Vec<&str> = l.split_whitespace().collect();
+            let message = cells.get(6..).map(|m| m.join(" ")).unwrap_or_default();
+            (
+                cells[1].to_string(),
+                cells[2].to_string(),
+                cells[3].to_string(),
+                cells[4].to_string(),
+                message,
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_probes_every_host_once_and_reports_each_verdict() {
+    let up = TestHost::create().await.expect("host");
+    let down = TestHost::create().await.expect("host");
+    let ports = BackendPorts {
+        tcp: vec![443],
+        http: vec![80],
+        udp: vec![1234],
+        grpc: vec![8080],
+    };
+    let _backend = up.start_backend(ports).await.expect("backend");
+    // `down` has no backend: TCP is refused, UDP gets port-unreachable.
+    let (up_ip, down_ip) = (up.ipv4().to_string(), down.ipv4().to_string());
+    let (out, text) = check(&manifest(&up_ip, &down_ip), &[]).await;
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("ClusterEndpoint \"wordpress\" (document 0): valid"),
+        "{text}"
+    );
+    assert!(text.contains("skipping ConfigMap"), "{text}");
+    let mut got = rows(&text);
+    got.sort();
+    let verdict = |port: &str, host: &str, probe: &str, result: &str| {
+        (
+            port.to_string(),
+            host.to_string(),
+            probe.to_string(),
+            result.to_string(),
+        )
+    };
+    let summary: Vec<_> = got
+        .iter()
+        .map(|(p, h, k, r, _)| verdict(p, h, k, r))
+        .collect();
+    let mut expected = vec![
+        verdict("static:5432", &up_ip, "none", "static"),
+        verdict("wp-grpc:8080", &up_ip, "grpc", "healthy"),
+        verdict("wp-grpc:8080", &down_ip, "grpc", "unhealthy"),
+        verdict("wp-http:80", &up_ip, "http", "healthy"),
+        verdict("wp-http:80", &down_ip, "http", "unhealthy"),
+        verdict("wp-https:443", &up_ip, "tcp", "healthy"),
+        verdict("wp-https:443", &down_ip, "tcp", "unhealthy"),
+        verdict("wp-udp:1234", &up_ip, "udp", "healthy"),
+        verdict("wp-udp:1234", &down_ip, "udp", "unhealthy"),
+    ];
+    expected.sort();
+    assert_eq!(summary, expected, "{text}");
+    for (port, host, _, result, message) in &got {
+        if result == "unhealthy" {
+            assert!(!message.is_empty(), "{port} {host} says why");
+        }
+    }
+    let tcp_down = got
+        .iter()
+        .find(|(p, h, ..)| p == "wp-https:443" && h == &down_ip)
+        .expect("row");
+    assert!(tcp_down.4.contains("connection refused"), "{}", tcp_down.4);
+
+    // -o yaml adds the objects the controller would write.
+    let (out, text) = check(&manifest(&up_ip, &down_ip), &["-o", "yaml"]).await;
+    assert!(out.status.success());
+    for kind in ["kind: Service", "kind: EndpointSlice", "kind: Endpoints"] {
+        assert!(text.contains(kind), "{kind} missing:\n{text}");
+    }
+    assert!(text.contains("wordpress-wp-http-ipv4-0"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_invalid_manifest_fails_naming_the_field() {
+    let yaml = "apiVersion: khulnasoft-lab.github.io/v1beta1\nkind: ClusterEndpoint\nmetadata: {name: bad}\nspec:\n  ports:\n  - {name: a, port: 80, targetPort: 0, hosts: [127.0.0.1]}\n";
+    let (out, text) = check(yaml, &[]).await;
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("spec.ports[0].targetPort: must be between 1 and 65535, got 0"),
+        "{text}"
+    );
+    assert!(text.contains("spec.ports[0].hosts[0]"), "{text}");
+}
