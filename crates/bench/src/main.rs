@@ -208,8 +208,14 @@ async fn run(cli: Cli) -> Result<bool> {
             Err(e) => eprintln!("warning: no plots: {e}"),
         }
     }
-    std::fs::write(&cli.markdown, report::markdown(&report, &plots))
-        .map_err(io_err(format!("writing {}", cli.markdown.display())))?;
+    // Hand-written analysis of the figures (what limits them), kept next to
+    // the results and included verbatim.
+    let analysis = std::fs::read_to_string(cli.out_dir.join("analysis.md")).ok();
+    std::fs::write(
+        &cli.markdown,
+        report::markdown(&report, &plots, analysis.as_deref()),
+    )
+    .map_err(io_err(format!("writing {}", cli.markdown.display())))?;
     eprintln!(
         "wrote {}, {} and {}",
         cli.markdown.display(),

@@ -300,7 +300,7 @@ fn summary_cell(s: Option<&Summary>) -> String {
 }
 
 /// BENCHMARKS.md.
-pub fn markdown(report: &Report, plots: &[(String, String)]) -> String {
+pub fn markdown(report: &Report, plots: &[(String, String)], analysis: Option<&str>) -> String {
     let mut md = String::new();
     let m = &report.machine;
     let _ = writeln!(md, "# Benchmarks\n");
@@ -541,6 +541,11 @@ pub fn markdown(report: &Report, plots: &[(String, String)]) -> String {
             );
         }
         let _ = writeln!(md);
+    }
+
+    if let Some(a) = analysis {
+        let _ = writeln!(md, "## What limits it\n");
+        let _ = writeln!(md, "{}\n", a.trim());
     }
 
     if !plots.is_empty() {

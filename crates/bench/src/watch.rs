@@ -195,7 +195,7 @@ impl Tracker {
     }
 
     fn slice_event(&self, slice: &EndpointSlice, deleted: bool) {
-        let owner = format!("{}", slice.name_any());
+        let owner = slice.name_any();
         let mut entries = Vec::new();
         if !deleted {
             let service = slice

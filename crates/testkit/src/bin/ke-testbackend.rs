@@ -116,8 +116,16 @@ async fn run(args: Args) -> Result<(), String> {
     for &port in &args.http {
         tokio::spawn(serve_http(tcp_listener("http", port)?, healthy.clone()));
     }
+    // A reply from the wildcard socket leaves from the interface's primary
+    // address, which a prober's connected socket discards when it asked an
+    // alias: so also one socket per address present at start (they win over
+    // the wildcard one); the wildcard socket covers addresses added later.
+    let local = local_addresses();
     for &port in &args.udp {
         tokio::spawn(serve_udp(udp_socket(port)?, healthy.clone()));
+        for ip in &local {
+            tokio::spawn(serve_udp(udp_socket_on(*ip, port)?, healthy.clone()));
+        }
     }
     for &port in &args.grpc {
         let incoming = tonic::transport::server::TcpIncoming::from(tcp_listener("grpc", port)?);
@@ -196,6 +204,72 @@ fn acknowledge(path: &Path, content: &str) -> std::io::Result<()> {
     tmp.push(".tmp");
     std::fs::write(&tmp, content)?;
     std::fs::rename(&tmp, &ack)
+}
+
+/// A UDP socket bound to one address (SO_REUSEADDR, beside the wildcard one).
+fn udp_socket_on(ip: std::net::IpAddr, port: u16) -> Result<UdpSocket, String> {
+    let bind = || {
+        let domain = if ip.is_ipv4() {
+            Domain::IPV4
+        } else {
+            Domain::IPV6
+        };
+        let socket = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
+        if ip.is_ipv6() {
+            socket.set_only_v6(true)?;
+        }
+        socket.set_reuse_address(true)?;
+        socket.set_nonblocking(true)?;
+        socket.bind(&SocketAddr::new(ip, port).into())?;
+        UdpSocket::from_std(socket.into())
+    };
+    bind().map_err(|e| format!("cannot bind udp {ip}:{port}: {e}"))
+}
+
+/// Every unicast address of this namespace (getifaddrs), except loopback
+/// and link-local ones.
+fn local_addresses() -> Vec<std::net::IpAddr> {
+    let mut out = Vec::new();
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `head` with a list we free below.
+    if unsafe { libc::getifaddrs(&mut head) } != 0 {
+        return out;
+    }
+    let mut cur = head;
+    while !cur.is_null() {
+        // SAFETY: `cur` is a node of the list getifaddrs returned.
+        let ifa = unsafe { &*cur };
+        if !ifa.ifa_addr.is_null() {
+            // SAFETY: ifa_addr points to a sockaddr of the family it names.
+            let family = i32::from(unsafe { (*ifa.ifa_addr).sa_family });
+            let ip = match family {
+                libc::AF_INET => {
+                    // SAFETY: an AF_INET address is a sockaddr_in.
+                    let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
+                    Some(std::net::IpAddr::from(
+                        u32::from_be(sin.sin_addr.s_addr).to_be_bytes(),
+                    ))
+                }
+                libc::AF_INET6 => {
+                    // SAFETY: an AF_INET6 address is a sockaddr_in6.
+                    let sin6 = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in6) };
+                    Some(std::net::IpAddr::from(sin6.sin6_addr.s6_addr))
+                }
+                _ => None,
+            };
+            if let Some(ip) = ip {
+                let link_local =
+                    matches!(ip, std::net::IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfe80);
+                if !ip.is_loopback() && !link_local && !out.contains(&ip) {
+                    out.push(ip);
+                }
+            }
+        }
+        cur = ifa.ifa_next;
+    }
+    // SAFETY: freeing the list getifaddrs allocated, once.
+    unsafe { libc::freeifaddrs(head) };
+    out
 }
 
 async fn serve_udp(socket: UdpSocket, healthy: Arc<AtomicBool>) {
