@@ -12,10 +12,10 @@
 
 mod support;
 
+use support::repo_root;
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::OnceLock;
 
 use clap::Parser;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -26,10 +26,6 @@ use serde_json::{Value, json};
 
 const GROUPS: [&str; 3] = [GROUP, SEALOS_GROUP, SEALYUN_GROUP];
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
 fn chart_dir() -> PathBuf {
     repo_root().join("charts/kube-endpoints")
 }
@@ -39,31 +35,6 @@ fn all_features() -> PathBuf {
     chart_dir().join("ci/all-features-values.yaml")
 }
 
-/// `$KE_HELM_BIN`, or the helm that scripts/build-helm.sh builds (once, into
-/// the cache; the script holds a file lock against concurrent builds).
-fn helm_bin() -> &'static Path {
-    static HELM: OnceLock<PathBuf> = OnceLock::new();
-    HELM.get_or_init(|| {
-        if let Some(bin) = std::env::var_os("KE_HELM_BIN") {
-            return PathBuf::from(bin);
-        }
-        let script = repo_root().join("scripts/build-helm.sh");
-        let out = Command::new(&script)
-            .stderr(std::process::Stdio::inherit())
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
-        assert!(
-            out.status.success(),
-            "{} failed: {}",
-            script.display(),
-            out.status
-        );
-        let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-        assert!(path.is_file(), "build-helm.sh printed {}", path.display());
-        path
-    })
-}
-
 struct Output {
     ok: bool,
     stdout: String,
@@ -71,18 +42,8 @@ struct Output {
 }
 
 fn helm(args: &[&str]) -> Output {
-    let out = Command::new(helm_bin())
+    let out = support::helm_command()
         .args(args)
-        // No repositories, plugins or registry config from the host.
-        .env(
-            "HELM_CACHE_HOME",
-            std::env::temp_dir().join("ke-helm-cache"),
-        )
-        .env(
-            "HELM_CONFIG_HOME",
-            std::env::temp_dir().join("ke-helm-config"),
-        )
-        .env("HELM_DATA_HOME", std::env::temp_dir().join("ke-helm-data"))
         .output()
         .expect("helm runs");
     Output {

@@ -423,6 +423,17 @@ pub fn helm_bin() -> PathBuf {
     .clone()
 }
 
+/// A helm command that reads no repositories, plugins or registry config
+/// from the host.
+pub fn helm_command() -> std::process::Command {
+    let mut cmd = std::process::Command::new(helm_bin());
+    let tmp = std::env::temp_dir();
+    cmd.env("HELM_CACHE_HOME", tmp.join("ke-helm-cache"))
+        .env("HELM_CONFIG_HOME", tmp.join("ke-helm-config"))
+        .env("HELM_DATA_HOME", tmp.join("ke-helm-data"));
+    cmd
+}
+
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
