@@ -655,35 +655,7 @@ async fn a_controller_restart_writes_nothing() {
     })
     .await;
 
-    let versions = || async {
-        let mut v: BTreeMap<String, String> = slices(&client, &ns, "wordpress")
-            .await
-            .iter()
-            .map(|s| {
-                (
-                    format!("slice/{}", s.name_any()),
-                    s.resource_version().unwrap_or_default(),
-                )
-            })
-            .collect();
-        let ep = endpoints(&client, &ns, "wordpress")
-            .await
-            .expect("endpoints");
-        v.insert(
-            "endpoints".into(),
-            ep.resource_version().unwrap_or_default(),
-        );
-        let svc = service(&client, &ns, "wordpress").await.expect("service");
-        v.insert("service".into(), svc.resource_version().unwrap_or_default());
-        let cep = get_cep(&client, &ns, GROUP, "wordpress")
-            .await
-            .expect("cep");
-        v.insert(
-            "clusterendpoint".into(),
-            cep.resource_version().unwrap_or_default(),
-        );
-        v
-    };
+    let versions = || resource_versions(&client, &ns, GROUP, "wordpress");
     let before = versions().await;
     controller.kill().await;
     let restarted = Controller::start(&ns, &[]).await;

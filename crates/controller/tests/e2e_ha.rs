@@ -7,7 +7,6 @@
 
 mod support;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -128,40 +127,6 @@ async fn is_leader(c: &Controller) -> bool {
     c.counter("kube_endpoints_leader").await == 1.0
 }
 
-/// resourceVersions of everything the controller writes for `name`.
-async fn versions(client: &Client, ns: &str, name: &str) -> BTreeMap<String, String> {
-    let mut v: BTreeMap<String, String> = slices(client, ns, name)
-        .await
-        .iter()
-        .map(|s| {
-            (
-                format!("slice/{}", s.name_any()),
-                s.resource_version().unwrap_or_default(),
-            )
-        })
-        .collect();
-    let rv = |o: Option<String>| o.unwrap_or_default();
-    v.insert(
-        "endpoints".into(),
-        rv(endpoints(client, ns, name)
-            .await
-            .and_then(|e| e.resource_version())),
-    );
-    v.insert(
-        "service".into(),
-        rv(service(client, ns, name)
-            .await
-            .and_then(|s| s.resource_version())),
-    );
-    v.insert(
-        "clusterendpoint".into(),
-        rv(get_cep(client, ns, GROUP, name)
-            .await
-            .and_then(|c| c.resource_version())),
-    );
-    v
-}
-
 /// Wait until `next` leads and has reconciled and probed `targets` targets
 /// at least twice; returns how long the handover took since `since`.
 async fn takeover(next: &Controller, since: Instant, targets: f64) -> std::time::Duration {
@@ -234,7 +199,7 @@ async fn only_the_leader_works_and_failover_moves_no_endpoint() {
     assert!(leader.counter("kube_endpoints_api_writes_total").await > 0.0);
 
     // SIGKILL: the Lease is left to expire.
-    let before = versions(&admin, &ns, "db").await;
+    let before = resource_versions(&admin, &ns, GROUP, "db").await;
     let ready_before = slice_readiness(&admin, &ns, "db").await;
     let killed = Instant::now();
     leader.kill().await;
@@ -249,7 +214,7 @@ async fn only_the_leader_works_and_failover_moves_no_endpoint() {
         standby.metrics().await
     );
     assert_eq!(
-        versions(&admin, &ns, "db").await,
+        resource_versions(&admin, &ns, GROUP, "db").await,
         before,
         "failover changed an object"
     );
@@ -271,7 +236,7 @@ async fn only_the_leader_works_and_failover_moves_no_endpoint() {
     // SIGTERM: the leader releases the Lease and the standby takes it at once.
     let c = start_replica(&ns, &kubeconfig, lease).await;
     assert!(!is_leader(&c).await);
-    let before = versions(&admin, &ns, "db").await;
+    let before = resource_versions(&admin, &ns, GROUP, "db").await;
     let terminated = Instant::now();
     let status = std::process::Command::new("kill")
         .args(["-TERM", &standby.pid().to_string()])
@@ -291,7 +256,7 @@ async fn only_the_leader_works_and_failover_moves_no_endpoint() {
         c.metrics().await
     );
     assert_eq!(
-        versions(&admin, &ns, "db").await,
+        resource_versions(&admin, &ns, GROUP, "db").await,
         before,
         "failover changed an object"
     );

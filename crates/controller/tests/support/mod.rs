@@ -331,6 +331,40 @@ pub async fn slice_readiness(
     out
 }
 
+/// resourceVersions of everything the controller writes for `name`: its
+/// slices, Endpoints, Service and the ClusterEndpoint (status).
+pub async fn resource_versions(
+    client: &Client,
+    ns: &str,
+    group: &str,
+    name: &str,
+) -> BTreeMap<String, String> {
+    let mut v: BTreeMap<String, String> = slices(client, ns, name)
+        .await
+        .iter()
+        .map(|s| {
+            (
+                format!("slice/{}", s.name_any()),
+                s.resource_version().unwrap_or_default(),
+            )
+        })
+        .collect();
+    let rv = |o: Option<String>| o.unwrap_or_default();
+    let ep = endpoints(client, ns, name)
+        .await
+        .and_then(|e| e.resource_version());
+    v.insert("endpoints".into(), rv(ep));
+    let svc = service(client, ns, name)
+        .await
+        .and_then(|s| s.resource_version());
+    v.insert("service".into(), rv(svc));
+    let cep = get_cep(client, ns, group, name)
+        .await
+        .and_then(|c| c.resource_version());
+    v.insert("clusterendpoint".into(), rv(cep));
+    v
+}
+
 pub async fn service(client: &Client, ns: &str, name: &str) -> Option<Service> {
     Api::<Service>::namespaced(client.clone(), ns)
         .get_opt(name)
