@@ -511,11 +511,37 @@ async fn retain_drops_owners_that_are_gone() {
             |_| None,
         );
     }
-    s.retain(|o| o != "b");
+    assert_eq!(s.retain(|o| o != "b"), ["b".to_string()]);
     assert_eq!(s.target_count(), 2);
     assert!(s.health(&"b".to_string()).is_empty());
     assert_eq!(s.health(&"a".to_string()).len(), 1);
     until("b's worker to end", || workers_alive(&observer) == 2).await;
+    s.shutdown();
+}
+
+#[tokio::test]
+async fn state_counts_follow_seeds_and_probes() {
+    let (_listener, port) = listener().await;
+    let (s, mut rx, _) = scheduler();
+    let owner = "a".to_string();
+    let (gone, closed) = listener().await;
+    drop(gone);
+    s.sync(
+        &owner,
+        BTreeMap::from([
+            (id("up"), spec(port, 1)),
+            (id("seeded"), spec(port, 1)),
+            (id("down"), spec(closed, 1)),
+        ]),
+        |t| (t.port == "seeded").then_some(true),
+    );
+    let c = s.state_counts();
+    assert_eq!((c.pending, c.ready, c.not_ready), (2, 1, 0));
+    // `up` becomes ready and `down` not ready: two transitions.
+    next(&mut rx).await;
+    next(&mut rx).await;
+    let c = s.state_counts();
+    assert_eq!((c.pending, c.ready, c.not_ready), (0, 2, 1));
     s.shutdown();
 }
 
