@@ -59,6 +59,10 @@ struct Cli {
     /// Exit non-zero unless every profile produced its figures (CI).
     #[arg(long)]
     check: bool,
+    /// Create the objects with headless Services (`clusterIP: None`), so
+    /// that kube-apiserver allocates no ClusterIPs.
+    #[arg(long)]
+    headless: bool,
     /// Skip the plots.
     #[arg(long)]
     no_plots: bool,
@@ -127,7 +131,7 @@ async fn run(cli: Cli) -> Result<bool> {
     } else {
         cli.profile.clone()
     };
-    let mut profiles = Vec::new();
+    let mut profiles: Vec<workload::Profile> = Vec::new();
     for n in &names {
         profiles.push(workload::profile(n).ok_or_else(|| {
             Error::Usage(format!(
@@ -135,6 +139,9 @@ async fn run(cli: Cli) -> Result<bool> {
                 workload::PROFILE_NAMES.join(", ")
             ))
         })?);
+    }
+    for p in &mut profiles {
+        p.workload.headless = cli.headless;
     }
     let controller_cmd = if cli.controller_cmd.is_empty() {
         let bin = cli

@@ -370,8 +370,13 @@ pub fn markdown(report: &Report, plots: &[(String, String)], analysis: Option<&s
         let probes: Vec<&str> = w.probes.iter().map(|p| p.as_str()).collect();
         let _ = writeln!(
             md,
-            "| {} | {} × {} × {} | {} | {} | {} s / {} s / {} / {} | {} | {:.0} % |",
+            "| {}{} | {} × {} × {} | {} | {} | {} s / {} s / {} / {} | {} | {:.0} % |",
             r.profile.name,
+            if w.headless {
+                " (headless Services)"
+            } else {
+                ""
+            },
             w.objects,
             w.hosts_per_object,
             w.probes.len(),

@@ -68,6 +68,8 @@ pub struct Workload {
     pub success_threshold: u32,
     /// Distinct host addresses the hosts are spread over.
     pub addresses: usize,
+    /// Headless Services (`clusterIP: None`): no ClusterIP allocation.
+    pub headless: bool,
 }
 
 impl Workload {
@@ -122,11 +124,15 @@ impl Workload {
                 port
             })
             .collect();
+        let mut spec = json!({"periodSeconds": self.period_seconds, "ports": ports});
+        if self.headless {
+            spec["clusterIP"] = json!("None");
+        }
         json!({
             "apiVersion": format!("{group}/{}", kube_endpoints_api::VERSION),
             "kind": kube_endpoints_api::KIND,
             "metadata": {"name": Self::object_name(i), "namespace": namespace},
-            "spec": {"periodSeconds": self.period_seconds, "ports": ports},
+            "spec": spec,
         })
     }
 
@@ -235,6 +241,7 @@ pub fn profile(name: &str) -> Option<Profile> {
                 timeout_seconds: 1,
                 failure_threshold: 2,
                 success_threshold: 1,
+                headless: false,
                 addresses: 30,
             },
             break_share: 0.2,
@@ -255,6 +262,7 @@ pub fn profile(name: &str) -> Option<Profile> {
                 timeout_seconds: 1,
                 failure_threshold: 3,
                 success_threshold: 1,
+                headless: false,
                 addresses: 2000,
             },
             break_share: 0.05,
@@ -275,6 +283,7 @@ pub fn profile(name: &str) -> Option<Profile> {
                 timeout_seconds: 1,
                 failure_threshold: 2,
                 success_threshold: 1,
+                headless: false,
                 addresses: 4000,
             },
             break_share: 0.01,
@@ -295,6 +304,7 @@ pub fn profile(name: &str) -> Option<Profile> {
                 timeout_seconds: 1,
                 failure_threshold: 3,
                 success_threshold: 1,
+                headless: false,
                 addresses: 500,
             },
             break_share: 0.0,
@@ -315,6 +325,7 @@ pub fn profile(name: &str) -> Option<Profile> {
                 timeout_seconds: 1,
                 failure_threshold: 3,
                 success_threshold: 1,
+                headless: false,
                 addresses: 500,
             },
             break_share: 0.05,
@@ -349,6 +360,7 @@ mod tests {
             failure_threshold: 3,
             success_threshold: 1,
             addresses: 5,
+            headless: false,
         }
     }
 
