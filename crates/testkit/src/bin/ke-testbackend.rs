@@ -124,7 +124,14 @@ async fn run(args: Args) -> Result<(), String> {
     for &port in &args.udp {
         tokio::spawn(serve_udp(udp_socket(port)?, healthy.clone()));
         for ip in &local {
-            tokio::spawn(serve_udp(udp_socket_on(*ip, port)?, healthy.clone()));
+            // Best effort: the wildcard socket still answers for an address
+            // that cannot be bound (e.g. one still in duplicate detection).
+            match udp_socket_on(*ip, port) {
+                Ok(socket) => {
+                    tokio::spawn(serve_udp(socket, healthy.clone()));
+                }
+                Err(e) => eprintln!("ke-testbackend: {e}; the wildcard socket answers instead"),
+            }
         }
     }
     for &port in &args.grpc {
