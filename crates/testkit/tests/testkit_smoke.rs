@@ -489,3 +489,45 @@ async fn a_control_plane_that_cannot_start_says_why() {
     assert!(dir.join("etcd.log").exists(), "{}", dir.display());
     std::fs::remove_dir_all(dir).expect("scratch dir removed");
 }
+
+/// Per-address fault rules: one alias refuses, another drops, a third is
+/// untouched; UDP to an alias is answered from that alias; turning the
+/// rules off restores everything.
+#[tokio::test(flavor = "multi_thread")]
+async fn per_address_faults_refuse_or_drop_only_those_addresses() {
+    use kube_endpoints_testkit::Fault;
+    let host = TestHost::create().await.expect("test host");
+    let aliases = host.add_ipv4_aliases(3).await.expect("aliases");
+    let _backend = host
+        .start_backend_with(ports(), BACKEND)
+        .await
+        .expect("backend starts");
+    let [refused, dropped, fine] = [aliases[0], aliases[1], aliases[2]];
+    assert_eq!(
+        udp_exchange(fine, UDP, b"hi").await,
+        Ok(Some(b"hi".to_vec())),
+        "UDP echo from an alias address"
+    );
+    host.set_fault(Fault::Refuse, &[IpAddr::V4(refused)], true)
+        .await
+        .expect("refuse rule");
+    host.set_fault(Fault::Drop, &[IpAddr::V4(dropped)], true)
+        .await
+        .expect("drop rule");
+    assert_eq!(connect(refused, TCP).await, Connect::Refused);
+    assert_eq!(connect(dropped, TCP).await, Connect::TimedOut);
+    assert_eq!(connect(fine, TCP).await, Connect::Accepted);
+    assert_eq!(udp_exchange(dropped, UDP, b"x").await, Ok(None));
+    // Idempotent, and off again.
+    host.set_fault(Fault::Refuse, &[IpAddr::V4(refused)], true)
+        .await
+        .expect("refuse rule again");
+    host.set_fault(Fault::Refuse, &[IpAddr::V4(refused)], false)
+        .await
+        .expect("refuse rule off");
+    host.set_fault(Fault::Drop, &[IpAddr::V4(dropped)], false)
+        .await
+        .expect("drop rule off");
+    assert_eq!(connect(refused, TCP).await, Connect::Accepted);
+    assert_eq!(connect(dropped, TCP).await, Connect::Accepted);
+}
