@@ -128,6 +128,9 @@ pub struct RunArgs {
     /// Seconds the Lease stays valid without renewal: how long a standby waits after the leader dies without releasing it.
     #[arg(long, env = "LEASE_DURATION_SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(3..=300))]
     pub lease_duration_seconds: u64,
+    /// Reconciles running at once (per served group and namespace); bounds the load a burst of new objects puts on kube-apiserver.
+    #[arg(long, env = "MAX_CONCURRENT_RECONCILES", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub max_concurrent_reconciles: u16,
     /// Also export kube_endpoints_host_ready{namespace,name,port,host}: one series per probed host-port (cardinality grows with the fleet).
     #[arg(long, env = "PER_HOST_METRICS", default_value_t = false, action = clap::ArgAction::Set)]
     pub per_host_metrics: bool,
@@ -326,6 +329,10 @@ async fn client(kubeconfig: Option<&PathBuf>) -> Result<Client, String> {
             .await
             .map_err(|e| format!("no Kubernetes configuration found: {e}"))?,
     };
+    // No blind retries of 429/503/504: an overloaded apiserver gets fewer
+    // requests, not more; a failed reconcile is requeued, a watch backs off.
+    let mut config = config;
+    config.default_retry = false;
     Client::try_from(config).map_err(|e| format!("cannot build the Kubernetes client: {e}"))
 }
 
@@ -364,6 +371,7 @@ async fn run(args: RunArgs) -> ExitCode {
         controller_id: args.controller_id.clone(),
         field_manager: crate::FIELD_MANAGER.to_string(),
         write_endpoints: args.compat_endpoints,
+        max_concurrent_reconciles: args.max_concurrent_reconciles,
     };
     let namespaces: Vec<Option<String>> = if args.namespaces.is_empty() {
         vec![None]

@@ -59,6 +59,8 @@ pub struct Settings {
     pub field_manager: String,
     /// Keep the compatibility core/v1 Endpoints object.
     pub write_endpoints: bool,
+    /// Reconciles running at once, per served group and namespace scope.
+    pub max_concurrent_reconciles: u16,
 }
 
 /// Caches of the objects the controller writes, kept by watches so that a

@@ -2,13 +2,14 @@
 //! kube-runtime Controller for one API group and namespace scope.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::{Endpoints, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, ListParams};
 use kube::core::ApiResource;
-use kube::runtime::controller::Controller;
+use kube::runtime::controller::{self, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -150,6 +151,7 @@ pub async fn run_scope(
     let sweep_metrics = metrics.clone();
     let cep_stream = watcher(ceps.clone(), watcher::Config::default())
         .default_backoff()
+        .modify(drop_managed_fields)
         .reflect(writer)
         .inspect(move |event| forget_deleted(event, &sweep_scheduler, &sweep_metrics, &sweep_store))
         .touched_objects();
@@ -164,7 +166,15 @@ pub async fn run_scope(
     metrics.set_ready(true);
 
     let stop = shutdown.clone();
+    // Bounded concurrency keeps a burst of new objects from stampeding the
+    // apiserver (10,000 Service creates at once time out and are retried);
+    // the debounce folds the transitions of one object's hosts, which
+    // arrive together, into one reconcile and one write per object.
+    let config = controller::Config::default()
+        .concurrency(ctx.settings.max_concurrent_reconciles)
+        .debounce(RECONCILE_DEBOUNCE);
     Controller::for_stream_with(cep_stream, writer_store, resource.clone())
+        .with_config(config)
         .reconcile_on(receiver_stream(trigger_rx))
         .graceful_shutdown_on(async move { stop.cancelled().await })
         .run(reconcile::reconcile, reconcile::error_policy, ctx)
@@ -174,6 +184,16 @@ pub async fn run_scope(
     drop(counter);
     transition_task.abort();
     Ok(())
+}
+
+/// How long a reconcile request waits for more requests about the same
+/// object. Short against any probe period, long enough to fold a burst.
+const RECONCILE_DEBOUNCE: Duration = Duration::from_millis(200);
+
+/// Caches never read managed fields; dropping them saves much of each
+/// cached object's memory.
+fn drop_managed_fields<K: Resource>(obj: &mut K) {
+    obj.meta_mut().managed_fields = None;
 }
 
 fn receiver_stream<T: Send + 'static>(
@@ -236,6 +256,7 @@ where
     let trigger = trigger.clone();
     let stream = watcher(api, config)
         .default_backoff()
+        .modify(drop_managed_fields)
         .reflect(writer)
         .touched_objects()
         .for_each(move |obj| {
