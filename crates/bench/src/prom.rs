@@ -101,14 +101,7 @@ fn parse_labels(s: &str) -> Option<BTreeMap<String, String>> {
 pub type RequestKey = (String, String, String);
 
 /// Verbs of `apiserver_request_total` that write.
-pub const WRITE_VERBS: [&str; 6] = [
-    "POST",
-    "PUT",
-    "PATCH",
-    "APPLY",
-    "DELETE",
-    "DELETECOLLECTION",
-];
+pub use kube_endpoints_testkit::controlplane::WRITE_VERBS;
 
 /// `apiserver_request_total` summed over codes etc., by (resource,
 /// subresource, verb).
