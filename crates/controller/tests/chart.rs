@@ -1077,16 +1077,6 @@ impl ChartController {
     }
 
     async fn get(&self, path: &str) -> Option<String> {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", self.metrics_port))
-            .await
-            .ok()?;
-        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
-            .await
-            .ok()?;
-        let mut buf = String::new();
-        s.read_to_string(&mut buf).await.ok()?;
-        let (head, body) = buf.split_once("\r\n\r\n")?;
-        head.contains(" 200 ").then(|| body.to_string())
+        support::http_get(self.metrics_port, path).await
     }
 }

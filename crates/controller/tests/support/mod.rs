@@ -212,7 +212,8 @@ pub fn sum_metric(text: &str, name: &str) -> f64 {
         .sum()
 }
 
-async fn http_get(port: u16, path: &str) -> Option<String> {
+/// GET `path` on 127.0.0.1:`port`; the body of a 200 answer.
+pub async fn http_get(port: u16, path: &str) -> Option<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
@@ -251,8 +252,7 @@ pub async fn apply_yaml(
     group: &str,
     yaml: &str,
 ) -> Result<DynamicObject, kube::Error> {
-    let obj: DynamicObject = serde_yaml::from_str(yaml).expect("test manifest is YAML");
-    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &api_resource(group));
+    let (api, obj) = dynamic(client, ns, group, yaml);
     api.patch(
         &obj.name_any(),
         &PatchParams::apply("e2e-user").force(),
@@ -269,9 +269,22 @@ pub async fn create_yaml(
     group: &str,
     yaml: &str,
 ) -> Result<DynamicObject, kube::Error> {
-    let obj: DynamicObject = serde_yaml::from_str(yaml).expect("test manifest is YAML");
-    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &api_resource(group));
+    let (api, obj) = dynamic(client, ns, group, yaml);
     api.create(&PostParams::default(), &obj).await
+}
+
+/// A test manifest and the dynamic API of its ClusterEndpoint group.
+fn dynamic(
+    client: &Client,
+    ns: &str,
+    group: &str,
+    yaml: &str,
+) -> (Api<DynamicObject>, DynamicObject) {
+    let obj: DynamicObject = serde_yaml::from_str(yaml).expect("test manifest is YAML");
+    (
+        Api::namespaced_with(client.clone(), ns, &api_resource(group)),
+        obj,
+    )
 }
 
 pub async fn get_cep(
