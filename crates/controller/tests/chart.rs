@@ -26,6 +26,25 @@ use serde_json::{Value, json};
 
 const GROUPS: [&str; 3] = [GROUP, SEALOS_GROUP, SEALYUN_GROUP];
 
+/// `kubectl apply --server-side` of `manifest` as the admin; panics with
+/// kubectl's message on failure.
+async fn kubectl_apply(tag: &str, manifest: &str) {
+    let path = std::env::temp_dir().join(format!("{tag}-{}.yaml", std::process::id()));
+    std::fs::write(&path, manifest).expect("write manifest");
+    let out = support::control_plane()
+        .kubectl(["apply", "--server-side", "-f"])
+        .arg(&path)
+        .output()
+        .await
+        .expect("kubectl runs");
+    let _ = std::fs::remove_file(&path);
+    assert!(
+        out.status.success(),
+        "{tag}: kubectl apply failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn chart_dir() -> PathBuf {
     repo_root().join("charts/kube-endpoints")
 }
@@ -764,21 +783,8 @@ async fn rbac_grants_the_controller_what_it_calls_and_no_more() {
             "templates/serviceaccount.yaml",
         ],
     );
-    let path = std::env::temp_dir().join(format!("ke-chart-rbac-{}.yaml", std::process::id()));
-    std::fs::write(&path, &rendered).expect("write manifest");
+    kubectl_apply("ke-chart-rbac", &rendered).await;
     let cp = support::control_plane();
-    let out = cp
-        .kubectl(["apply", "--server-side", "-f"])
-        .arg(&path)
-        .output()
-        .await
-        .expect("kubectl runs");
-    let _ = std::fs::remove_file(&path);
-    assert!(
-        out.status.success(),
-        "RBAC applies: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 
     let sa = format!("system:serviceaccount:{release_ns}:kube-endpoints");
     // "resource/status" means the status subresource (kubectl's --subresource);
@@ -910,21 +916,8 @@ async fn controller_runs_with_the_chart_rbac_and_args() {
         .map(|o| serde_json::to_string(o).expect("JSON"))
         .collect::<Vec<_>>()
         .join("\n---\n");
-    let path = std::env::temp_dir().join(format!("ke-chart-run-{}.yaml", std::process::id()));
-    std::fs::write(&path, manifest).expect("write manifest");
+    kubectl_apply("ke-chart-run", &manifest).await;
     let cp = support::control_plane();
-    let out = cp
-        .kubectl(["apply", "--server-side", "-f"])
-        .arg(&path)
-        .output()
-        .await
-        .expect("kubectl runs");
-    let _ = std::fs::remove_file(&path);
-    assert!(
-        out.status.success(),
-        "RBAC applies: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 
     // The admin kubeconfig, impersonating the service account.
     let mut kubeconfig: serde_yaml::Value = serde_yaml::from_str(
