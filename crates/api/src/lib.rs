@@ -1,13 +1,15 @@
 //! The `ClusterEndpoint` (`cep`) custom resource.
 //!
 //! The types here are the single source of the CRD: `kube-endpoints crd` prints
-//! [`crd_for_group`], and the admission-time rules (OpenAPI bounds and CEL
+//! [`crd_for_group`] as YAML, and the admission-time rules (OpenAPI bounds and CEL
 //! `x-kubernetes-validations`) sit next to the fields they guard, so a bad
 //! object is rejected by `kubectl apply` with a message naming the field.
 //!
 //! The same schema is served under several API groups (ours, and the
 //! predecessor's `sealos.io` / `sealyun.com`), so the controller works on
 //! [`DynClusterEndpoint`], whose group is chosen at run time.
+
+#![forbid(unsafe_code)]
 
 mod spec;
 mod status;
@@ -64,11 +66,6 @@ pub fn crd_for_group(group: &str) -> CustomResourceDefinition {
         }
     }
     crd
-}
-
-/// The CRD of `group` as YAML, as `kube-endpoints crd` prints it.
-pub fn crd_yaml(group: &str) -> Result<String, serde_yaml::Error> {
-    serde_yaml::to_string(&crd_for_group(group))
 }
 
 #[cfg(test)]

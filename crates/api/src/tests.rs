@@ -54,14 +54,6 @@ fn crd_is_named_for_each_group() {
 }
 
 #[test]
-fn crd_yaml_round_trips() {
-    let yaml = crd_yaml(SEALOS_GROUP).expect("renders");
-    let back: k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition =
-        serde_yaml::from_str(&yaml).expect("parses back");
-    assert_eq!(back, crd_for_group(SEALOS_GROUP));
-}
-
-#[test]
 fn printer_columns_are_name_ready_status_age() {
     let crd = crd_for_group(GROUP);
     let cols: Vec<(String, String)> = crd.spec.versions[0]
@@ -141,9 +133,10 @@ fn schema_carries_defaults_bounds_and_cel_rules() {
 
 #[test]
 fn seed_manifests_deserialise_with_defaults() {
-    let cep: ClusterEndpoint = serde_yaml::from_str(
-        "apiVersion: khulnasoft-lab.github.io/v1beta1\nkind: ClusterEndpoint\nmetadata: {name: wp}\nspec:\n  ports:\n  - name: http\n    port: 80\n    targetPort: 80\n    hosts: [198.18.0.2]\n    tcpSocket: {enable: true}\n",
-    )
+    let cep: ClusterEndpoint = serde_json::from_value(serde_json::json!({
+        "apiVersion": "khulnasoft-lab.github.io/v1beta1", "kind": "ClusterEndpoint", "metadata": {"name": "wp"},
+        "spec": {"ports": [{"name": "http", "port": 80, "targetPort": 80, "hosts": ["198.18.0.2"], "tcpSocket": {"enable": true}}]}
+    }))
     .expect("parses");
     assert_eq!(cep.spec.period_seconds, DEFAULT_PERIOD_SECONDS);
     let p = &cep.spec.ports[0];

@@ -1,10 +1,10 @@
 //! Build: the pure heart of the controller. From a validated [`Plan`] and a
-//! health snapshot it computes the Service, EndpointSlices, Endpoints and
-//! status that should exist. No I/O and no clock: the caller passes `now`, so
-//! equal input always gives byte-equal output and the reconciler can skip
-//! writes when nothing changed.
+//! health snapshot it computes the [`Desired`] state: the Service,
+//! EndpointSlices and Endpoints that should exist. No I/O and no clock, so
+//! equal input always gives byte-equal output; [`crate::writes`] compares it
+//! with what is live and [`crate::status`] reports on it.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use k8s_openapi::api::core::v1::{
@@ -15,13 +15,10 @@ use k8s_openapi::api::discovery::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kube_endpoints_api::{
-    CONDITION_INITIALIZED, CONDITION_READY, CONDITION_SYNC_ENDPOINT, CONDITION_SYNC_SERVICE,
-    ClusterEndpointStatus, Condition, Phase, PortStatus, UnhealthyHost,
-};
+use kube::ResourceExt;
 use kube_endpoints_probe::{Health, HealthState, TargetId};
 
-use crate::plan::{InvalidSpec, Plan, PortPlan};
+use crate::plan::{Plan, PortPlan};
 
 /// Label tying an EndpointSlice to its Service (read by kube-proxy).
 pub const LABEL_SERVICE_NAME: &str = "kubernetes.io/service-name";
@@ -64,6 +61,52 @@ impl Owner {
             ..ObjectMeta::default()
         }
     }
+}
+
+/// How the objects are built; fixed while the controller runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BuildSettings {
+    /// Value of the EndpointSlice `managed-by` label.
+    pub controller_id: String,
+    /// Keep the compatibility core/v1 Endpoints object.
+    pub compat_endpoints: bool,
+}
+
+/// Everything that should exist for one ClusterEndpoint.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Desired {
+    pub owner: Owner,
+    pub service: Service,
+    /// Sorted by name.
+    pub slices: Vec<EndpointSlice>,
+    /// `None` when the compatibility Endpoints is switched off (then ours is removed).
+    pub endpoints: Option<Endpoints>,
+}
+
+/// The whole desired state at once, from one health snapshot.
+pub fn desired(
+    owner: &Owner,
+    plan: &Plan,
+    health: &BTreeMap<TargetId, Health>,
+    settings: &BuildSettings,
+) -> Desired {
+    Desired {
+        owner: owner.clone(),
+        service: service(owner, plan),
+        slices: endpoint_slices(owner, plan, health, &settings.controller_id),
+        endpoints: settings
+            .compat_endpoints
+            .then(|| endpoints(owner, plan, health)),
+    }
+}
+
+/// Whether `slice` is one of the EndpointSlices we built for `owner`: our
+/// labels and `owner` as controller. Only those are seeded from and pruned.
+pub fn is_own_slice(slice: &EndpointSlice, owner: &Owner, controller_id: &str) -> bool {
+    slice.metadata.namespace.as_deref() == Some(owner.namespace.as_str())
+        && slice.labels().get(LABEL_SERVICE_NAME) == Some(&owner.name)
+        && slice.labels().get(LABEL_MANAGED_BY).map(String::as_str) == Some(controller_id)
+        && slice.owner_references().iter().any(|r| r.uid == owner.uid)
 }
 
 /// Whether a host is in rotation for a port: static ports always are; probed
@@ -116,7 +159,7 @@ fn family(ip: &IpAddr) -> &'static str {
 }
 
 /// Deterministic slice name: `<object>-<port>-<ipv4|ipv6>-<n>`.
-pub fn slice_name(object: &str, port: &str, address_type: &str, index: usize) -> String {
+fn slice_name(object: &str, port: &str, address_type: &str, index: usize) -> String {
     format!(
         "{object}-{port}-{}-{index}",
         address_type.to_ascii_lowercase()
@@ -269,356 +312,6 @@ pub fn seed_from_slices<'a>(
         }
     }
     seed
-}
-
-/// Why a Service or Endpoints of the object's name cannot be managed.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Refusal {
-    /// Stable, CamelCase; used as condition reason, Event reason and metric label.
-    pub reason: &'static str,
-    pub message: String,
-}
-
-/// What to do with an object of our name that may already exist.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Ownership {
-    /// Nothing there: create it.
-    Create,
-    /// Already ours.
-    Owned,
-    /// Hand-made and unowned: take it over in place.
-    Adopt,
-    Refuse(Refusal),
-}
-
-fn controller_uid(meta: &ObjectMeta) -> Option<&OwnerReference> {
-    meta.owner_references
-        .iter()
-        .flatten()
-        .find(|r| r.controller == Some(true))
-}
-
-fn ownership_by_refs(meta: &ObjectMeta, owner: &Owner, what: &str) -> Ownership {
-    match controller_uid(meta) {
-        Some(r) if r.uid == owner.uid => Ownership::Owned,
-        Some(r) => Ownership::Refuse(Refusal {
-            reason: "OwnedByAnotherController",
-            message: format!(
-                "{what} {}/{} is controlled by {} {}; refusing to take it over",
-                owner.namespace, owner.name, r.kind, r.name
-            ),
-        }),
-        None => Ownership::Adopt,
-    }
-}
-
-/// Decide whether an existing Service may be managed (SPEC §2.2: adopt an
-/// unowned selector-less ClusterIP Service; refuse anything else, saying why).
-pub fn service_ownership(existing: Option<&Service>, owner: &Owner, plan: &Plan) -> Ownership {
-    let Some(svc) = existing else {
-        return Ownership::Create;
-    };
-    let decision = ownership_by_refs(&svc.metadata, owner, "Service");
-    if matches!(decision, Ownership::Refuse(_)) {
-        return decision;
-    }
-    let spec = svc.spec.clone().unwrap_or_default();
-    let refuse = |reason, message: String| Ownership::Refuse(Refusal { reason, message });
-    if spec.selector.as_ref().is_some_and(|s| !s.is_empty()) {
-        return refuse(
-            "ServiceHasSelector",
-            format!(
-                "Service {}/{} has a selector, so Kubernetes manages its endpoints; remove the selector or choose another name",
-                owner.namespace, owner.name
-            ),
-        );
-    }
-    let type_ = spec.type_.as_deref().unwrap_or("ClusterIP");
-    if type_ != "ClusterIP" {
-        return refuse(
-            "ServiceTypeConflict",
-            format!(
-                "Service {}/{} is of type {type_}; only ClusterIP Services can be managed",
-                owner.namespace, owner.name
-            ),
-        );
-    }
-    let existing_headless = spec.cluster_ip.as_deref() == Some("None");
-    let has_ip = spec.cluster_ip.as_deref().is_some_and(|ip| !ip.is_empty());
-    if has_ip && existing_headless != plan.headless {
-        let (have, want) = if existing_headless {
-            ("headless", "a ClusterIP")
-        } else {
-            ("a ClusterIP", "headless")
-        };
-        return refuse(
-            "ClusterIPConflict",
-            format!(
-                "Service {}/{} is {have} Service but spec.clusterIP asks for {want} one; clusterIP is immutable, delete the Service or change spec.clusterIP",
-                owner.namespace, owner.name
-            ),
-        );
-    }
-    decision
-}
-
-/// Decide whether an existing Endpoints may be managed.
-pub fn endpoints_ownership(existing: Option<&Endpoints>, owner: &Owner) -> Ownership {
-    match existing {
-        None => Ownership::Create,
-        Some(ep) => ownership_by_refs(&ep.metadata, owner, "Endpoints"),
-    }
-}
-
-/// Outcome of one sync step, as reported in a condition.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Sync {
-    Done,
-    Failed { reason: String, message: String },
-}
-
-/// Everything that decides the status.
-pub struct StatusInput<'a> {
-    pub generation: Option<i64>,
-    pub plan: Result<&'a Plan, &'a InvalidSpec>,
-    pub health: &'a BTreeMap<TargetId, Health>,
-    pub service: Sync,
-    pub endpoints: Sync,
-    pub previous: Option<&'a ClusterEndpointStatus>,
-    /// RFC 3339, seconds precision.
-    pub now: &'a str,
-}
-
-/// The status for this input. Times are kept from `previous` wherever the
-/// thing they date did not change, so equal health gives an equal status.
-pub fn status(input: &StatusInput<'_>) -> ClusterEndpointStatus {
-    let previous_ports: BTreeMap<&str, &PortStatus> = input
-        .previous
-        .map(|s| s.ports.iter().map(|p| (p.name.as_str(), p)).collect())
-        .unwrap_or_default();
-    let (phase, ready, ports) = match input.plan {
-        Ok(plan) => {
-            let ports: Vec<PortStatus> = plan
-                .ports
-                .iter()
-                .map(|p| port_status(p, input, previous_ports.get(p.name.as_str()).copied()))
-                .collect();
-            let pending = plan.ports.iter().any(|p| {
-                p.probe.is_some()
-                    && p.hosts.iter().any(|h| {
-                        let id = TargetId {
-                            port: p.name.clone(),
-                            host: *h,
-                        };
-                        input
-                            .health
-                            .get(&id)
-                            .is_none_or(|h| h.state == HealthState::Pending)
-                    })
-            });
-            let ready: i32 = ports.iter().map(|p| p.ready).sum();
-            let total: i32 = ports.iter().map(|p| p.total).sum();
-            let phase = if ready == total {
-                Phase::Healthy
-            } else if pending {
-                Phase::Pending
-            } else {
-                Phase::UnHealthy
-            };
-            (phase, Some(format!("{ready}/{total}")), ports)
-        }
-        Err(_) => (Phase::UnHealthy, None, Vec::new()),
-    };
-
-    let mut conditions = Vec::with_capacity(4);
-    let initialized = match input.plan {
-        Ok(_) => cond(
-            CONDITION_INITIALIZED,
-            true,
-            "Initialized",
-            "cluster endpoints has been initialized",
-        ),
-        Err(invalid) => cond(
-            CONDITION_INITIALIZED,
-            false,
-            "InvalidSpec",
-            &invalid.to_string(),
-        ),
-    };
-    conditions.push(initialized);
-    let sync_cond = |type_, ok_reason, ok_message, sync: &Sync| match sync {
-        Sync::Done => cond(type_, true, ok_reason, ok_message),
-        Sync::Failed { reason, message } => cond(type_, false, reason, message),
-    };
-    let not_attempted = Sync::Failed {
-        reason: "InvalidSpec".into(),
-        message: "not synced: the spec is invalid".into(),
-    };
-    let (service, endpoints) = match input.plan {
-        Ok(_) => (&input.service, &input.endpoints),
-        Err(_) => (&not_attempted, &not_attempted),
-    };
-    conditions.push(sync_cond(
-        CONDITION_SYNC_SERVICE,
-        "SyncServiceReady",
-        "sync service successfully",
-        service,
-    ));
-    conditions.push(sync_cond(
-        CONDITION_SYNC_ENDPOINT,
-        "SyncEndpointReady",
-        "sync endpoint successfully",
-        endpoints,
-    ));
-    let ready_cond = match (input.plan, service, endpoints, phase) {
-        (Err(invalid), ..) => cond(CONDITION_READY, false, "InvalidSpec", &invalid.to_string()),
-        (Ok(_), Sync::Failed { reason, message }, _, _)
-        | (Ok(_), Sync::Done, Sync::Failed { reason, message }, _) => {
-            cond(CONDITION_READY, false, reason, message)
-        }
-        (Ok(_), Sync::Done, Sync::Done, Phase::Healthy) => cond(
-            CONDITION_READY,
-            true,
-            "Ready",
-            "ClusterEndpoint is available now",
-        ),
-        (Ok(_), Sync::Done, Sync::Done, Phase::Pending) => cond(
-            CONDITION_READY,
-            false,
-            "Pending",
-            "waiting for the first probe results",
-        ),
-        (Ok(_), Sync::Done, Sync::Done, Phase::UnHealthy) => {
-            let not_ready: Vec<String> = ports
-                .iter()
-                .filter(|p| p.ready < p.total)
-                .map(|p| format!("{} {}/{}", p.name, p.ready, p.total))
-                .collect();
-            cond(
-                CONDITION_READY,
-                false,
-                "HostsUnhealthy",
-                &format!(
-                    "some hosts are out of rotation (ready: {})",
-                    not_ready.join(", ")
-                ),
-            )
-        }
-    };
-    conditions.push(ready_cond);
-
-    let previous_conditions: BTreeMap<&str, &Condition> = input
-        .previous
-        .map(|s| s.conditions.iter().map(|c| (c.type_.as_str(), c)).collect())
-        .unwrap_or_default();
-    for c in &mut conditions {
-        stamp(
-            c,
-            previous_conditions.get(c.type_.as_str()).copied(),
-            input.now,
-        );
-    }
-
-    ClusterEndpointStatus {
-        observed_generation: input.generation,
-        phase: Some(phase),
-        ready,
-        conditions,
-        ports,
-    }
-}
-
-fn port_status(
-    port: &PortPlan,
-    input: &StatusInput<'_>,
-    previous: Option<&PortStatus>,
-) -> PortStatus {
-    let previous_unhealthy: BTreeMap<&str, &UnhealthyHost> = previous
-        .map(|p| p.unhealthy.iter().map(|u| (u.host.as_str(), u)).collect())
-        .unwrap_or_default();
-    let mut ready = 0;
-    let mut unhealthy = Vec::new();
-    for host in &port.hosts {
-        if is_ready(port, *host, input.health) {
-            ready += 1;
-            continue;
-        }
-        let id = TargetId {
-            port: port.name.clone(),
-            host: *host,
-        };
-        let Some(health) = input
-            .health
-            .get(&id)
-            .filter(|h| h.state == HealthState::NotReady)
-        else {
-            continue; // pending: no verdict yet, so nothing to report
-        };
-        let host = host.to_string();
-        // A host that was already listed keeps its entry: it has been out of
-        // rotation all along, and a restart must not rewrite the status.
-        let entry = match previous_unhealthy.get(host.as_str()) {
-            Some(prev) => (*prev).clone(),
-            None => UnhealthyHost {
-                since: rfc3339(health.since),
-                message: health.message.clone(),
-                host,
-            },
-        };
-        unhealthy.push(entry);
-    }
-    PortStatus {
-        name: port.name.clone(),
-        probe: port.probe_label().to_string(),
-        ready,
-        total: i32::try_from(port.hosts.len()).unwrap_or(i32::MAX),
-        unhealthy,
-    }
-}
-
-fn cond(type_: &str, ok: bool, reason: &str, message: &str) -> Condition {
-    Condition {
-        type_: type_.to_string(),
-        status: if ok { "True" } else { "False" }.to_string(),
-        reason: reason.to_string(),
-        message: message.to_string(),
-        last_transition_time: String::new(),
-        last_heartbeat_time: None,
-    }
-}
-
-/// Fill in the times: the transition time moves only when `status` flips;
-/// the heartbeat moves only when the condition is rewritten for a change.
-fn stamp(c: &mut Condition, previous: Option<&Condition>, now: &str) {
-    match previous {
-        Some(p) if p.status == c.status && p.reason == c.reason && p.message == c.message => {
-            c.last_transition_time = p.last_transition_time.clone();
-            c.last_heartbeat_time = p.last_heartbeat_time.clone();
-        }
-        Some(p) if p.status == c.status => {
-            c.last_transition_time = p.last_transition_time.clone();
-            c.last_heartbeat_time = Some(now.to_string());
-        }
-        _ => {
-            c.last_transition_time = now.to_string();
-            c.last_heartbeat_time = Some(now.to_string());
-        }
-    }
-}
-
-/// RFC 3339 at seconds precision, the form Kubernetes uses for times.
-pub fn rfc3339(t: std::time::SystemTime) -> String {
-    chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-}
-
-/// Names of the slices in `desired`, to find stale ones to delete.
-pub fn names<'a, T: kube::Resource + 'a>(
-    objects: impl IntoIterator<Item = &'a T>,
-) -> BTreeSet<String> {
-    objects
-        .into_iter()
-        .filter_map(|o| o.meta().name.clone())
-        .collect()
 }
 
 #[cfg(test)]

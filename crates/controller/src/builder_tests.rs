@@ -1,65 +1,14 @@
+use std::collections::BTreeMap;
+
 use kube::ResourceExt;
-use std::time::{Duration, UNIX_EPOCH};
 
 use super::*;
 use crate::plan::plan;
-use crate::plan::tests::{SEED_000, parse};
-use k8s_openapi::api::core::v1::ServiceSpec;
-use kube_endpoints_api::ClusterEndpointSpec;
+use crate::status::{StatusInput, SyncOutcome, Synced, status};
+use crate::testing::*;
+use kube_endpoints_api::{CONDITION_READY, ClusterEndpointSpec, Phase};
 
-const ID: &str = "kube-endpoints.test";
-
-fn owner() -> Owner {
-    Owner {
-        api_version: "khulnasoft-lab.github.io/v1beta1".into(),
-        kind: "ClusterEndpoint".into(),
-        name: "wordpress".into(),
-        namespace: "default".into(),
-        uid: "uid-1".into(),
-    }
-}
-
-fn at(secs: u64) -> std::time::SystemTime {
-    UNIX_EPOCH + Duration::from_secs(1_800_000_000 + secs)
-}
-
-fn health_all(plan: &Plan, state: HealthState) -> BTreeMap<TargetId, Health> {
-    plan.targets()
-        .into_keys()
-        .map(|id| {
-            let message = if state == HealthState::NotReady {
-                "tcp connect: connection refused"
-            } else {
-                ""
-            };
-            (
-                id,
-                Health {
-                    state,
-                    since: at(0),
-                    message: message.into(),
-                },
-            )
-        })
-        .collect()
-}
-
-fn seed_plan() -> Plan {
-    plan("wordpress", &parse(SEED_000).spec).expect("seed 000 is valid")
-}
-
-/// Seed 003: six Ceph RGW hosts behind two ports (addresses rewritten).
-fn seed_003_plan() -> Plan {
-    let hosts: Vec<String> = (50..56).map(|i| format!("198.18.7.{i}")).collect();
-    let spec: ClusterEndpointSpec = serde_json::from_value(serde_json::json!({
-        "ports": [
-            {"name": "rgw-8080", "port": 8080, "targetPort": 8080, "hosts": hosts, "tcpSocket": {"enable": true}},
-            {"name": "rgw-8081", "port": 8081, "targetPort": 8081, "hosts": hosts, "httpGet": {"path": "/"}},
-        ]
-    }))
-    .expect("spec deserialises");
-    plan("ocs-external-rgw-lb", &spec).expect("valid")
-}
+const ID: &str = CONTROLLER_ID;
 
 fn ready_map(slice: &EndpointSlice) -> Vec<(String, bool, bool)> {
     slice
@@ -77,8 +26,8 @@ fn ready_map(slice: &EndpointSlice) -> Vec<(String, bool, bool)> {
 }
 
 #[test]
-fn seed_000_service_has_four_ports_and_no_selector() {
-    let plan = seed_plan();
+fn the_service_has_four_ports_and_no_selector() {
+    let plan = wordpress_plan();
     let svc = service(&owner(), &plan);
     let spec = svc.spec.clone().expect("spec");
     assert_eq!(spec.selector, None);
@@ -127,7 +76,7 @@ fn seed_000_service_has_four_ports_and_no_selector() {
 
 #[test]
 fn headless_when_cluster_ip_is_none() {
-    let mut spec = parse(SEED_000).spec;
+    let mut spec = wordpress();
     spec.cluster_ip = Some("None".into());
     let plan = plan("wordpress", &spec).expect("valid");
     let svc = service(&owner(), &plan);
@@ -135,8 +84,8 @@ fn headless_when_cluster_ip_is_none() {
 }
 
 #[test]
-fn seed_000_slices_per_port_with_labels_and_readiness() {
-    let plan = seed_plan();
+fn slices_per_port_with_labels_and_readiness() {
+    let plan = wordpress_plan();
     let mut health = health_all(&plan, HealthState::Ready);
     let bad = TargetId {
         port: "wp-http".into(),
@@ -196,8 +145,8 @@ fn seed_000_slices_per_port_with_labels_and_readiness() {
 }
 
 #[test]
-fn seed_003_six_hosts_two_ports() {
-    let plan = seed_003_plan();
+fn six_hosts_on_two_ports() {
+    let plan = rgw_plan();
     let health = health_all(&plan, HealthState::Ready);
     let slices = endpoint_slices(&owner(), &plan, &health, ID);
     assert_eq!(slices.len(), 2);
@@ -277,7 +226,7 @@ fn more_than_100_hosts_split_into_slices_deterministically() {
 
 #[test]
 fn all_unhealthy_lists_every_host_as_not_ready() {
-    let plan = seed_plan();
+    let plan = wordpress_plan();
     let health = health_all(&plan, HealthState::NotReady);
     let ep = endpoints(&owner(), &plan, &health);
     let labels = ep.metadata.labels.clone().expect("labels");
@@ -291,10 +240,12 @@ fn all_unhealthy_lists_every_host_as_not_ready() {
     }
     let status = status(&StatusInput {
         generation: Some(3),
-        plan: Ok(&plan),
+        spec: Ok(Synced {
+            plan: &plan,
+            service: SyncOutcome::Done,
+            endpoints: SyncOutcome::Done,
+        }),
         health: &health,
-        service: Sync::Done,
-        endpoints: Sync::Done,
         previous: None,
         now: "2026-11-24T10:00:00Z",
     });
@@ -321,285 +272,8 @@ fn all_unhealthy_lists_every_host_as_not_ready() {
 }
 
 #[test]
-fn status_phases_and_seed_conditions() {
-    let plan = seed_plan();
-    let input = |health: &BTreeMap<TargetId, Health>| {
-        status(&StatusInput {
-            generation: Some(1),
-            plan: Ok(&plan),
-            health,
-            service: Sync::Done,
-            endpoints: Sync::Done,
-            previous: None,
-            now: "2026-11-24T10:00:00Z",
-        })
-    };
-    let healthy = input(&health_all(&plan, HealthState::Ready));
-    assert_eq!(healthy.phase, Some(Phase::Healthy));
-    assert_eq!(healthy.ready.as_deref(), Some("8/8"));
-    let types: Vec<(&str, &str, &str)> = healthy
-        .conditions
-        .iter()
-        .map(|c| (c.type_.as_str(), c.status.as_str(), c.reason.as_str()))
-        .collect();
-    assert_eq!(
-        types,
-        [
-            ("Initialized", "True", "Initialized"),
-            ("SyncServiceReady", "True", "SyncServiceReady"),
-            ("SyncEndpointReady", "True", "SyncEndpointReady"),
-            ("Ready", "True", "Ready"),
-        ]
-    );
-    assert!(
-        healthy
-            .conditions
-            .iter()
-            .all(|c| c.last_transition_time == "2026-11-24T10:00:00Z")
-    );
-
-    let pending = input(&BTreeMap::new());
-    assert_eq!(pending.phase, Some(Phase::Pending));
-    assert_eq!(pending.ready.as_deref(), Some("0/8"));
-    assert!(
-        pending.ports.iter().all(|p| p.unhealthy.is_empty()),
-        "no verdict, nothing to report"
-    );
-}
-
-#[test]
-fn status_is_stable_when_nothing_changed() {
-    let plan = seed_plan();
-    let mut health = health_all(&plan, HealthState::Ready);
-    let bad = TargetId {
-        port: "wp-udp".into(),
-        host: "10.33.40.151".parse().expect("ip"),
-    };
-    health.insert(
-        bad.clone(),
-        Health {
-            state: HealthState::NotReady,
-            since: at(10),
-            message: "udp: no reply within 1s".into(),
-        },
-    );
-    let first = status(&StatusInput {
-        generation: Some(1),
-        plan: Ok(&plan),
-        health: &health,
-        service: Sync::Done,
-        endpoints: Sync::Done,
-        previous: None,
-        now: "2026-11-24T10:00:00Z",
-    });
-    // Later, after a restart: the host is seeded NotReady with another
-    // message and time; the status must come out identical.
-    health.insert(
-        bad,
-        Health {
-            state: HealthState::NotReady,
-            since: at(999),
-            message: "restored from existing EndpointSlice".into(),
-        },
-    );
-    let second = status(&StatusInput {
-        generation: Some(1),
-        plan: Ok(&plan),
-        health: &health,
-        service: Sync::Done,
-        endpoints: Sync::Done,
-        previous: Some(&first),
-        now: "2026-11-24T11:00:00Z",
-    });
-    assert_eq!(first, second);
-    let udp = first
-        .ports
-        .iter()
-        .find(|p| p.name == "wp-udp")
-        .expect("udp");
-    assert_eq!(udp.unhealthy[0].since, rfc3339(at(10)));
-    assert_eq!(udp.probe, "udp");
-    assert_eq!((udp.ready, udp.total), (1, 2));
-}
-
-#[test]
-fn condition_times_move_only_on_change() {
-    let plan = seed_plan();
-    let healthy = health_all(&plan, HealthState::Ready);
-    let unhealthy = health_all(&plan, HealthState::NotReady);
-    let mk = |health: &BTreeMap<TargetId, Health>,
-              previous: Option<&ClusterEndpointStatus>,
-              now: &str| {
-        status(&StatusInput {
-            generation: Some(1),
-            plan: Ok(&plan),
-            health,
-            service: Sync::Done,
-            endpoints: Sync::Done,
-            previous,
-            now,
-        })
-    };
-    let t0 = mk(&healthy, None, "2026-11-24T10:00:00Z");
-    let t1 = mk(&unhealthy, Some(&t0), "2026-11-24T10:05:00Z");
-    let ready = |s: &ClusterEndpointStatus| {
-        s.conditions
-            .iter()
-            .find(|c| c.type_ == CONDITION_READY)
-            .cloned()
-            .expect("ready")
-    };
-    let init = |s: &ClusterEndpointStatus| {
-        s.conditions
-            .iter()
-            .find(|c| c.type_ == CONDITION_INITIALIZED)
-            .cloned()
-            .expect("init")
-    };
-    assert_eq!(ready(&t1).last_transition_time, "2026-11-24T10:05:00Z");
-    assert_eq!(
-        ready(&t1).last_heartbeat_time.as_deref(),
-        Some("2026-11-24T10:05:00Z")
-    );
-    assert_eq!(
-        init(&t1),
-        init(&t0),
-        "unchanged conditions keep their times"
-    );
-}
-
-#[test]
-fn invalid_spec_and_refusals_show_in_conditions() {
-    let invalid = crate::plan::InvalidSpec(vec![crate::plan::FieldError {
-        field: "spec.ports[0].port".into(),
-        message: "must be between 1 and 65535, got 0".into(),
-    }]);
-    let s = status(&StatusInput {
-        generation: Some(2),
-        plan: Err(&invalid),
-        health: &BTreeMap::new(),
-        service: Sync::Done,
-        endpoints: Sync::Done,
-        previous: None,
-        now: "2026-11-24T10:00:00Z",
-    });
-    let init = s
-        .conditions
-        .iter()
-        .find(|c| c.type_ == CONDITION_INITIALIZED)
-        .expect("init");
-    assert_eq!(
-        (init.status.as_str(), init.reason.as_str()),
-        ("False", "InvalidSpec")
-    );
-    assert!(init.message.contains("spec.ports[0].port"));
-    assert_eq!(s.phase, Some(Phase::UnHealthy));
-
-    let plan = seed_plan();
-    let s = status(&StatusInput {
-        generation: Some(2),
-        plan: Ok(&plan),
-        health: &health_all(&plan, HealthState::Ready),
-        service: Sync::Failed {
-            reason: "ServiceHasSelector".into(),
-            message: "Service default/wordpress has a selector".into(),
-        },
-        endpoints: Sync::Failed {
-            reason: "ServiceNotSynced".into(),
-            message: "x".into(),
-        },
-        previous: None,
-        now: "2026-11-24T10:00:00Z",
-    });
-    let ready = s
-        .conditions
-        .iter()
-        .find(|c| c.type_ == CONDITION_READY)
-        .expect("ready");
-    assert_eq!(
-        (ready.status.as_str(), ready.reason.as_str()),
-        ("False", "ServiceHasSelector")
-    );
-}
-
-fn existing_service(f: impl FnOnce(&mut Service)) -> Service {
-    let mut svc = Service {
-        metadata: ObjectMeta {
-            name: Some("wordpress".into()),
-            namespace: Some("default".into()),
-            labels: Some(BTreeMap::from([("team".into(), "db".into())])),
-            ..ObjectMeta::default()
-        },
-        spec: Some(ServiceSpec {
-            type_: Some("ClusterIP".into()),
-            cluster_ip: Some("10.0.0.42".into()),
-            ports: Some(vec![ServicePort {
-                port: 80,
-                ..ServicePort::default()
-            }]),
-            ..ServiceSpec::default()
-        }),
-        ..Service::default()
-    };
-    f(&mut svc);
-    svc
-}
-
-#[test]
-fn adoption_decisions() {
-    let plan = seed_plan();
-    let o = owner();
-    assert_eq!(service_ownership(None, &o, &plan), Ownership::Create);
-    assert_eq!(
-        service_ownership(Some(&existing_service(|_| {})), &o, &plan),
-        Ownership::Adopt
-    );
-    let ours = existing_service(|s| s.metadata.owner_references = Some(vec![o.owner_reference()]));
-    assert_eq!(service_ownership(Some(&ours), &o, &plan), Ownership::Owned);
-
-    let reason = |svc: Service, plan: &Plan| match service_ownership(Some(&svc), &o, plan) {
-        Ownership::Refuse(r) => r.reason,
-        other => panic!("expected a refusal, got {other:?}"),
-    };
-    let with_selector = existing_service(|s| {
-        s.spec.as_mut().expect("spec").selector =
-            Some(BTreeMap::from([("app".into(), "wp".into())]))
-    });
-    assert_eq!(reason(with_selector, &plan), "ServiceHasSelector");
-    let foreign = existing_service(|s| {
-        s.metadata.owner_references = Some(vec![OwnerReference {
-            api_version: "apps/v1".into(),
-            kind: "Deployment".into(),
-            name: "other".into(),
-            uid: "uid-2".into(),
-            controller: Some(true),
-            block_owner_deletion: None,
-        }])
-    });
-    assert_eq!(reason(foreign, &plan), "OwnedByAnotherController");
-    let node_port =
-        existing_service(|s| s.spec.as_mut().expect("spec").type_ = Some("NodePort".into()));
-    assert_eq!(reason(node_port, &plan), "ServiceTypeConflict");
-    let mut headless_spec = parse(SEED_000).spec;
-    headless_spec.cluster_ip = Some("None".into());
-    let headless_plan = crate::plan::plan("wordpress", &headless_spec).expect("valid");
-    assert_eq!(
-        reason(existing_service(|_| {}), &headless_plan),
-        "ClusterIPConflict"
-    );
-
-    // Endpoints: unowned is adopted, foreign controller refused.
-    let ep = endpoints(&o, &plan, &BTreeMap::new());
-    assert_eq!(endpoints_ownership(Some(&ep), &o), Ownership::Owned);
-    let mut handmade = ep.clone();
-    handmade.metadata.owner_references = None;
-    assert_eq!(endpoints_ownership(Some(&handmade), &o), Ownership::Adopt);
-    assert_eq!(endpoints_ownership(None, &o), Ownership::Create);
-}
-
-#[test]
 fn slices_round_trip_into_a_seed() {
-    let plan = seed_plan();
+    let plan = wordpress_plan();
     let mut health = health_all(&plan, HealthState::Ready);
     let bad = TargetId {
         port: "wp-grpc".into(),
@@ -640,8 +314,8 @@ fn slices_round_trip_into_a_seed() {
     assert_eq!(endpoint_slices(&owner(), &plan, &reseeded, ID), slices);
 }
 
-/// Seed 003 as written: one Service port whose hosts listen on 8080 and 8081
-/// (what `kube-endpoints import` makes of it).
+/// A Ceph RGW farm as `kube-endpoints import` makes it: one Service port
+/// whose hosts listen on 8080 and on 8081.
 #[test]
 fn additional_target_ports_share_one_service_port() {
     let hosts: Vec<String> = (50..56).map(|i| format!("198.18.7.{i}")).collect();
@@ -759,30 +433,4 @@ fn additional_target_ports_share_one_service_port() {
     assert_eq!(seed.len(), 12);
     assert_eq!(seed.get(&down), Some(&false));
     assert_eq!(seed.values().filter(|r| **r).count(), 11);
-}
-
-#[test]
-fn additional_target_ports_are_validated() {
-    let spec = |extra: serde_json::Value, other: &str| -> ClusterEndpointSpec {
-        serde_json::from_value(serde_json::json!({
-            "ports": [
-                {"name": "rgw", "port": 80, "targetPort": 8080, "additionalTargetPorts": extra, "hosts": ["198.18.7.50"]},
-                {"name": other, "port": 81, "targetPort": 81, "hosts": ["198.18.7.50"]}
-            ]
-        }))
-        .expect("spec deserialises")
-    };
-    let errors = |s: &ClusterEndpointSpec| plan("x", s).expect_err("invalid").to_string();
-    let e = errors(&spec(serde_json::json!([8080]), "b"));
-    assert!(
-        e.contains("spec.ports[0].additionalTargetPorts[0]: duplicate target port 8080"),
-        "{e}"
-    );
-    let e = errors(&spec(serde_json::json!([0]), "b"));
-    assert!(
-        e.contains("spec.ports[0].additionalTargetPorts[0]: must be between 1 and 65535"),
-        "{e}"
-    );
-    let e = errors(&spec(serde_json::json!([8081]), "rgw-8081"));
-    assert!(e.contains("rename that port"), "{e}");
 }

@@ -12,8 +12,9 @@ use kube_endpoints_api::{ClusterEndpointSpec, GROUP, VERSION};
 use kube_endpoints_probe::{Health, HealthState, Prober, TargetId, Verdict};
 use serde::Deserialize;
 
-use crate::builder::{self, Owner};
+use crate::builder::{self, BuildSettings, Owner};
 use crate::plan::{Plan, plan};
+use crate::yaml;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CheckError {
@@ -22,11 +23,10 @@ pub enum CheckError {
         path: String,
         source: std::io::Error,
     },
-    #[error("document {index} of {path} is not valid YAML: {source}")]
+    #[error("{path} is not valid YAML: {source}")]
     Yaml {
         path: String,
-        index: usize,
-        source: serde_yaml::Error,
+        source: yaml::ReadError,
     },
 }
 
@@ -38,7 +38,7 @@ struct Manifest {
     kind: String,
     #[serde(default)]
     metadata: Meta,
-    spec: Option<serde_yaml::Value>,
+    spec: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize, Default)]
@@ -71,16 +71,12 @@ pub async fn check(
     let mut out = String::new();
     let mut invalid = false;
     let mut checked = Vec::new();
-    for (index, doc) in serde_yaml::Deserializer::from_str(content).enumerate() {
-        let value = serde_yaml::Value::deserialize(doc).map_err(|source| CheckError::Yaml {
-            path: path.to_string(),
-            index,
-            source,
-        })?;
-        if value.is_null() {
-            continue;
-        }
-        let manifest: Manifest = match serde_yaml::from_value(value) {
+    let documents = yaml::documents(content).map_err(|source| CheckError::Yaml {
+        path: path.to_string(),
+        source,
+    })?;
+    for (index, value) in documents.into_iter().enumerate() {
+        let manifest: Manifest = match serde_json::from_value(value) {
             Ok(m) => m,
             Err(e) => {
                 invalid = true;
@@ -98,7 +94,7 @@ pub async fn check(
         }
         let name = manifest.metadata.name.clone();
         let label = format!("ClusterEndpoint {name:?} (document {index})");
-        let spec: ClusterEndpointSpec = match manifest.spec.map(serde_yaml::from_value).transpose()
+        let spec: ClusterEndpointSpec = match manifest.spec.map(serde_json::from_value).transpose()
         {
             Ok(Some(spec)) => spec,
             Ok(None) => {
@@ -243,8 +239,13 @@ async fn probe_all(
 }
 
 fn render(c: &Checked, health: &BTreeMap<TargetId, Health>) -> String {
+    let settings = BuildSettings {
+        controller_id: crate::DEFAULT_CONTROLLER_ID.to_string(),
+        compat_endpoints: true,
+    };
+    let desired = builder::desired(&c.owner, &c.plan, health, &settings);
     let mut out = String::new();
-    let mut push = |v: Result<String, serde_yaml::Error>| match v {
+    let mut push = |v: Result<String, yaml::WriteError>| match v {
         Ok(s) => {
             out.push_str("---\n");
             out.push_str(&s);
@@ -253,13 +254,13 @@ fn render(c: &Checked, health: &BTreeMap<TargetId, Health>) -> String {
             let _ = writeln!(out, "# could not render: {e}");
         }
     };
-    push(serde_yaml::to_string(&builder::service(&c.owner, &c.plan)));
-    for slice in builder::endpoint_slices(&c.owner, &c.plan, health, crate::DEFAULT_CONTROLLER_ID) {
-        push(serde_yaml::to_string(&slice));
+    push(yaml::to_string(&desired.service));
+    for slice in &desired.slices {
+        push(yaml::to_string(slice));
     }
-    push(serde_yaml::to_string(&builder::endpoints(
-        &c.owner, &c.plan, health,
-    )));
+    if let Some(endpoints) = &desired.endpoints {
+        push(yaml::to_string(endpoints));
+    }
     out
 }
 

@@ -1,4 +1,6 @@
-//! The `kube-endpoints` command line: `run`, `crd` and `check`.
+//! The `kube-endpoints` command line: `run`, `crd`, `check` and `import`.
+//! Every subcommand returns its exit code or a [`CliError`], which
+//! [`main`] reports once.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -6,19 +8,20 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use k8s_openapi::api::core::v1::{Endpoints, Service};
 use kube::Client;
-use kube::api::Api;
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube_endpoints_probe::Prober;
+use kube::config::{InferConfigError, KubeConfigOptions, Kubeconfig, KubeconfigError};
+use kube_endpoints_probe::{ProbeError, Prober};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
-use crate::import::{ImportOptions, ProbeChoice};
-use crate::leader::{LeaseConfig, run_while_leading};
+use crate::builder::BuildSettings;
+use crate::check::CheckError;
+use crate::context::Settings;
+use crate::import::{ImportError, ImportOptions, ProbeChoice, ReadError};
+use crate::leader::{LeaderError, LeaseConfig, run_while_leading};
 use crate::metrics::Metrics;
-use crate::reconcile::Settings;
-use crate::run::{Scope, run_scope};
+use crate::scope::{Scope, ScopeError};
+use crate::yaml;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -136,42 +139,107 @@ pub struct RunArgs {
     pub per_host_metrics: bool,
 }
 
-pub fn main(cli: Cli) -> ExitCode {
-    match cli.command {
-        Command::Crd { group } => match kube_endpoints_api::crd_yaml(&group) {
-            Ok(yaml) => {
-                print!("{yaml}");
-                ExitCode::SUCCESS
+/// Why a command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error("cannot render the CRD: {0}")]
+    Crd(yaml::WriteError),
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot set up probes: {0}")]
+    Probes(ProbeError),
+    #[error(transparent)]
+    Check(#[from] CheckError),
+    #[error(transparent)]
+    ImportRead(#[from] ReadError),
+    #[error(transparent)]
+    Import(#[from] ImportError),
+    #[error("cannot render YAML: {0}")]
+    Yaml(yaml::WriteError),
+    #[error("cannot read kubeconfig {path}: {source}")]
+    Kubeconfig {
+        path: String,
+        source: KubeconfigError,
+    },
+    #[error("no Kubernetes configuration found: {0}")]
+    NoKubeconfig(InferConfigError),
+    #[error("cannot build the Kubernetes client: {0}")]
+    Client(kube::Error),
+    #[error("cannot listen for metrics on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Scope(#[from] ScopeError),
+    /// Exit so that the pod restarts as a clean standby.
+    #[error(transparent)]
+    Leader(#[from] LeaderError),
+    #[error("a controller task failed: {0}")]
+    Task(tokio::task::JoinError),
+}
+
+impl CliError {
+    /// Stable, CamelCase; logged by `run` (operators grep for it).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            CliError::Scope(e) => e.reason(),
+            CliError::Leader(e) => e.reason(),
+            CliError::Runtime(_) | CliError::Task(_) => "RuntimeFailed",
+            CliError::Probes(_) => "ProbeSetupFailed",
+            CliError::Kubeconfig { .. } | CliError::NoKubeconfig(_) | CliError::Client(_) => {
+                "KubeconfigInvalid"
             }
-            Err(e) => {
-                eprintln!("error: cannot render the CRD: {e}");
-                ExitCode::FAILURE
-            }
-        },
-        Command::Check { file, output } => {
-            runtime().map_or(ExitCode::FAILURE, |rt| rt.block_on(check(file, output)))
-        }
-        Command::Import(args) => {
-            runtime().map_or(ExitCode::FAILURE, |rt| rt.block_on(import(args)))
-        }
-        Command::Run(args) => {
-            init_logging(args.log_format);
-            runtime().map_or(ExitCode::FAILURE, |rt| rt.block_on(run(args)))
+            CliError::Listen { .. } => "ListenFailed",
+            CliError::Crd(_) | CliError::Yaml(_) => "RenderFailed",
+            CliError::Read { .. } | CliError::Check(_) | CliError::ImportRead(_) => "ReadFailed",
+            CliError::Import(_) => "ImportFailed",
         }
     }
 }
 
-fn runtime() -> Option<tokio::runtime::Runtime> {
-    match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => Some(rt),
+/// Run the command; an error is reported here, once (logged by `run`,
+/// printed by the others).
+pub fn main(cli: Cli) -> ExitCode {
+    let logs = matches!(cli.command, Command::Run(_));
+    match dispatch(cli) {
+        Ok(code) => code,
+        Err(e) if logs => {
+            error!(reason = e.reason(), "{e}");
+            ExitCode::FAILURE
+        }
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            None
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
         }
     }
+}
+
+fn dispatch(cli: Cli) -> Result<ExitCode, CliError> {
+    match cli.command {
+        Command::Crd { group } => {
+            print!("{}", yaml::crd(&group).map_err(CliError::Crd)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check { file, output } => runtime()?.block_on(check(file, output)),
+        Command::Import(args) => runtime()?.block_on(import(args)),
+        Command::Run(args) => {
+            init_logging(args.log_format);
+            runtime()?.block_on(run(args))
+        }
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(CliError::Runtime)
 }
 
 fn init_logging(format: LogFormat) {
@@ -184,48 +252,32 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-async fn check(file: PathBuf, output: Output) -> ExitCode {
+async fn check(file: PathBuf, output: Output) -> Result<ExitCode, CliError> {
     let path = file.display().to_string();
-    let content = match std::fs::read_to_string(&file) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: cannot read {path}: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let prober = match Prober::new(crate::user_agent()) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("error: cannot set up probes: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match crate::check::check(&path, &content, &prober, output == Output::Yaml).await {
-        Ok(report) => {
-            print!("{}", report.text);
-            if report.invalid {
-                ExitCode::FAILURE
-            } else {
-                ExitCode::SUCCESS
-            }
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    let content = std::fs::read_to_string(&file).map_err(|source| CliError::Read {
+        path: path.clone(),
+        source,
+    })?;
+    let prober = Prober::new(crate::user_agent()).map_err(CliError::Probes)?;
+    let report = crate::check::check(&path, &content, &prober, output == Output::Yaml).await?;
+    print!("{}", report.text);
+    Ok(if report.invalid {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
-async fn import(args: ImportArgs) -> ExitCode {
-    let objects = match &args.file {
-        Some(file) => read_service_manifest(file, &args.service),
-        None => read_service_from_cluster(&args).await,
-    };
-    let (service, endpoints) = match objects {
-        Ok(o) => o,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::FAILURE;
+async fn import(args: ImportArgs) -> Result<ExitCode, CliError> {
+    let (service, endpoints) = match &args.file {
+        Some(file) => crate::import::read_from_manifest(file, &args.service)?,
+        None => {
+            let client = client(args.kubeconfig.as_ref()).await?;
+            let namespace = args
+                .namespace
+                .clone()
+                .unwrap_or_else(|| client.default_namespace().to_string());
+            crate::import::read_from_cluster(client, &namespace, &args.service).await?
         }
     };
     let options = ImportOptions {
@@ -234,131 +286,47 @@ async fn import(args: ImportArgs) -> ExitCode {
         http_path: args.http_path.clone(),
         period_seconds: args.period_seconds,
     };
-    let imported = match crate::import::import(&service, endpoints.as_ref(), &options) {
-        Ok(i) => i,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match crate::import::to_yaml(&imported) {
-        Ok(yaml) => {
-            print!("{yaml}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("error: cannot render YAML: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    let imported = crate::import::import(&service, endpoints.as_ref(), &options)?;
+    print!(
+        "{}",
+        crate::import::to_yaml(&imported).map_err(CliError::Yaml)?
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
-/// The Service named `name` and the Endpoints of that name from a manifest.
-fn read_service_manifest(
-    file: &PathBuf,
-    name: &str,
-) -> Result<(Service, Option<Endpoints>), String> {
-    use serde::Deserialize;
-    let path = file.display();
-    let text = std::fs::read_to_string(file).map_err(|e| format!("cannot read {path}: {e}"))?;
-    let (mut service, mut endpoints) = (None, None);
-    for (i, doc) in serde_yaml::Deserializer::from_str(&text).enumerate() {
-        let value = serde_yaml::Value::deserialize(doc)
-            .map_err(|e| format!("document {i} of {path} is not valid YAML: {e}"))?;
-        let kind = value
-            .get("kind")
-            .and_then(|k| k.as_str())
-            .unwrap_or_default();
-        let named = value
-            .get("metadata")
-            .and_then(|m| m.get("name"))
-            .and_then(|n| n.as_str())
-            == Some(name);
-        match kind {
-            "Service" if named => {
-                service = Some(
-                    serde_yaml::from_value(value)
-                        .map_err(|e| format!("document {i} of {path}: invalid Service: {e}"))?,
-                );
-            }
-            "Endpoints" if named => {
-                endpoints = Some(
-                    serde_yaml::from_value(value)
-                        .map_err(|e| format!("document {i} of {path}: invalid Endpoints: {e}"))?,
-                );
-            }
-            _ => {}
-        }
-    }
-    let service = service.ok_or_else(|| format!("{path} has no Service named {name:?}"))?;
-    Ok((service, endpoints))
-}
-
-async fn read_service_from_cluster(
-    args: &ImportArgs,
-) -> Result<(Service, Option<Endpoints>), String> {
-    let client = client(args.kubeconfig.as_ref()).await?;
-    let namespace = args
-        .namespace
-        .clone()
-        .unwrap_or_else(|| client.default_namespace().to_string());
-    let services: Api<Service> = Api::namespaced(client.clone(), &namespace);
-    let service = services
-        .get_opt(&args.service)
-        .await
-        .map_err(|e| format!("cannot read Service {namespace}/{}: {e}", args.service))?
-        .ok_or_else(|| format!("Service {namespace}/{} not found", args.service))?;
-    let endpoints: Api<Endpoints> = Api::namespaced(client, &namespace);
-    let endpoints = endpoints
-        .get_opt(&args.service)
-        .await
-        .map_err(|e| format!("cannot read Endpoints {namespace}/{}: {e}", args.service))?;
-    Ok((service, endpoints))
-}
-
-async fn client(kubeconfig: Option<&PathBuf>) -> Result<Client, String> {
-    let config = match kubeconfig {
+async fn client(kubeconfig: Option<&PathBuf>) -> Result<Client, CliError> {
+    let mut config = match kubeconfig {
         Some(path) => {
-            let kc = Kubeconfig::read_from(path)
-                .map_err(|e| format!("cannot read kubeconfig {}: {e}", path.display()))?;
+            let invalid = |source| CliError::Kubeconfig {
+                path: path.display().to_string(),
+                source,
+            };
+            let kc = Kubeconfig::read_from(path).map_err(invalid)?;
             kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
                 .await
-                .map_err(|e| format!("invalid kubeconfig {}: {e}", path.display()))?
+                .map_err(invalid)?
         }
         None => kube::Config::infer()
             .await
-            .map_err(|e| format!("no Kubernetes configuration found: {e}"))?,
+            .map_err(CliError::NoKubeconfig)?,
     };
     // No blind retries of 429/503/504: an overloaded apiserver gets fewer
     // requests, not more; a failed reconcile is requeued, a watch backs off.
-    let mut config = config;
     config.default_retry = false;
-    Client::try_from(config).map_err(|e| format!("cannot build the Kubernetes client: {e}"))
+    Client::try_from(config).map_err(CliError::Client)
 }
 
-async fn run(args: RunArgs) -> ExitCode {
-    let client = match client(args.kubeconfig.as_ref()).await {
-        Ok(c) => c,
-        Err(e) => {
-            error!("{e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let prober = match Prober::new(crate::user_agent()) {
-        Ok(p) => p,
-        Err(e) => {
-            error!(error = %e, "cannot set up probes");
-            return ExitCode::FAILURE;
-        }
-    };
+async fn run(args: RunArgs) -> Result<ExitCode, CliError> {
+    let client = client(args.kubeconfig.as_ref()).await?;
+    let prober = Prober::new(crate::user_agent()).map_err(CliError::Probes)?;
     let metrics = Arc::new(Metrics::new(args.per_host_metrics));
-    let listener = match crate::server::bind(args.metrics_addr).await {
-        Ok(l) => l,
-        Err(e) => {
-            error!(addr = %args.metrics_addr, error = %e, "cannot listen for metrics");
-            return ExitCode::FAILURE;
-        }
-    };
+    // Bind before anything runs, so that a bad address fails start-up.
+    let listener = tokio::net::TcpListener::bind(args.metrics_addr)
+        .await
+        .map_err(|source| CliError::Listen {
+            addr: args.metrics_addr,
+            source,
+        })?;
     let shutdown = CancellationToken::new();
     tokio::spawn(crate::server::serve(
         listener,
@@ -368,9 +336,10 @@ async fn run(args: RunArgs) -> ExitCode {
     tokio::spawn(stop_on_signal(shutdown.clone()));
 
     let settings = Settings {
-        controller_id: args.controller_id.clone(),
-        field_manager: crate::FIELD_MANAGER.to_string(),
-        write_endpoints: args.compat_endpoints,
+        build: BuildSettings {
+            controller_id: args.controller_id.clone(),
+            compat_endpoints: args.compat_endpoints,
+        },
         max_concurrent_reconciles: args.max_concurrent_reconciles,
     };
     let namespaces: Vec<Option<String>> = if args.namespaces.is_empty() {
@@ -394,7 +363,8 @@ async fn run(args: RunArgs) -> ExitCode {
     };
     if !args.leader_election {
         metrics.leader.set(1);
-        return controllers(shutdown).await;
+        controllers(shutdown).await?;
+        return Ok(ExitCode::SUCCESS);
     }
     let lease = LeaseConfig {
         name: args.lease_name.clone(),
@@ -405,18 +375,14 @@ async fn run(args: RunArgs) -> ExitCode {
         identity: crate::leader::identity(),
         duration_seconds: args.lease_duration_seconds,
     };
-    match run_while_leading(client, lease, &metrics, shutdown, controllers).await {
-        Ok(code) => code.unwrap_or(ExitCode::SUCCESS),
-        Err(e) => {
-            // Exit so that the pod restarts as a clean standby.
-            error!(reason = e.reason(), "{e}");
-            ExitCode::FAILURE
-        }
+    match run_while_leading(client, lease, &metrics, shutdown, controllers).await? {
+        Some(Err(e)) => Err(e),
+        Some(Ok(())) | None => Ok(ExitCode::SUCCESS),
     }
 }
 
 /// Every (group, namespace) controller, until `stop` is cancelled or one of
-/// them cannot start.
+/// them cannot start (then the others are stopped too).
 async fn run_scopes(
     client: Client,
     scopes: Vec<Scope>,
@@ -424,13 +390,12 @@ async fn run_scopes(
     metrics: Arc<Metrics>,
     prober: Prober,
     stop: CancellationToken,
-) -> ExitCode {
+) -> Result<(), CliError> {
     let tasks: Vec<_> = scopes
         .into_iter()
         .map(|scope| {
-            tokio::spawn(run_scope(
+            tokio::spawn(scope.run(
                 client.clone(),
-                scope,
                 settings.clone(),
                 metrics.clone(),
                 prober.clone(),
@@ -438,24 +403,23 @@ async fn run_scopes(
             ))
         })
         .collect();
-    let mut code = ExitCode::SUCCESS;
+    let mut first_error = None;
     for result in futures::future::join_all(tasks).await {
-        match result {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                error!(reason = e.reason(), "{e}");
-                stop.cancel();
-                code = ExitCode::FAILURE;
-            }
-            Err(e) => {
-                error!(error = %e, "controller task failed");
-                stop.cancel();
-                code = ExitCode::FAILURE;
-            }
+        let failed = match result {
+            Ok(Ok(())) => continue,
+            Ok(Err(e)) => CliError::Scope(e),
+            Err(e) => CliError::Task(e),
+        };
+        stop.cancel();
+        // The first error is returned (and reported by `main`); any others
+        // are logged here.
+        match &first_error {
+            None => first_error = Some(failed),
+            Some(_) => error!(reason = failed.reason(), "{failed}"),
         }
     }
     info!("stopped");
-    code
+    first_error.map_or(Ok(()), Err)
 }
 
 async fn stop_on_signal(shutdown: CancellationToken) {

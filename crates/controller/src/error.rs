@@ -1,33 +1,30 @@
-//! Errors of the controller layer. Each has a stable `reason()` used in
-//! conditions, Events and the `reason` label of metrics.
+//! The error of the reconcile shell. Each has a stable, CamelCase `reason()`
+//! used in conditions, Events and the `reason` label of metrics.
 
 use thiserror::Error;
+
+use crate::writes::Refusal;
 
 #[derive(Debug, Error)]
 pub enum Error {
     #[error("Kubernetes API request failed: {0}")]
     Kube(#[from] kube::Error),
-    #[error("could not serialise {what}: {source}")]
-    Serialize {
-        what: &'static str,
-        source: serde_json::Error,
-    },
     #[error("object has no {0}")]
     MissingField(&'static str),
-    #[error("sync failed ({reason}): {message}")]
-    SyncFailed { reason: String, message: String },
+    /// An object of our name that we may not manage (reported in a
+    /// condition, never retried by itself: a change to it triggers us).
+    #[error("{}", .0.message)]
+    Refused(Refusal),
 }
 
 impl Error {
-    /// Stable, CamelCase reason.
-    pub fn reason(&self) -> &str {
+    pub fn reason(&self) -> &'static str {
         match self {
             Error::Kube(kube::Error::Api(status)) if status.code == 409 => "Conflict",
             Error::Kube(kube::Error::Api(status)) if status.code == 422 => "Invalid",
             Error::Kube(_) => "ApiError",
-            Error::Serialize { .. } => "SerializationError",
             Error::MissingField(_) => "MissingField",
-            Error::SyncFailed { .. } => "SyncFailed",
+            Error::Refused(r) => r.reason,
         }
     }
 }

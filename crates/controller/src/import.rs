@@ -1,17 +1,22 @@
 //! `kube-endpoints import`: turn a hand-made selector-less Service and its
-//! Endpoints (seed 003's Ceph RGW example is the model) into a
-//! ClusterEndpoint that, once applied, adopts that same Service in place.
+//! Endpoints (for example a Ceph RGW farm: one unnamed Service port, each
+//! host listed on 8080 and on 8081) into a ClusterEndpoint that, once
+//! applied, adopts that same Service in place.
 //!
-//! The mapping is pure ([`import`]); the command only reads the two objects
-//! (from the cluster or a file) and prints YAML. It mirrors how kube-proxy
-//! reads such objects: a Service port is served by the Endpoints ports of the
-//! same name and protocol, on whatever port numbers those carry.
+//! The mapping is pure ([`import`]); the command reads the two objects (from
+//! the cluster, [`read_from_cluster`], or a file, [`read_from_manifest`]) and
+//! prints YAML ([`to_yaml`]). It mirrors how kube-proxy reads such objects: a
+//! Service port is served by the Endpoints ports of the same name and
+//! protocol, on whatever port numbers those carry.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
+use std::path::Path;
+
 use k8s_openapi::api::core::v1::{Endpoints, Service};
-use kube::ResourceExt;
+use kube::api::Api;
+use kube::{Client, ResourceExt};
 use kube_endpoints_api::{
     ClusterEndpointPort, ClusterEndpointSpec, DEFAULT_FAILURE_THRESHOLD, DEFAULT_SUCCESS_THRESHOLD,
     DEFAULT_TIMEOUT_SECONDS, GrpcHandler, HttpGetHandler, KIND, TcpSocketHandler, UdpSocketHandler,
@@ -20,6 +25,7 @@ use kube_endpoints_api::{
 use serde_json::{Value, json};
 
 use crate::plan::{is_endpoint_ip, plan};
+use crate::yaml;
 
 /// The health check the imported ports get.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -252,15 +258,115 @@ fn set_probe(port: &mut ClusterEndpointPort, options: &ImportOptions) {
 }
 
 /// The YAML the command prints: notes as comments, then the object.
-pub fn to_yaml(imported: &Imported) -> Result<String, serde_yaml::Error> {
+pub fn to_yaml(imported: &Imported) -> Result<String, yaml::WriteError> {
     let mut out = String::new();
     for note in &imported.notes {
         out.push_str("# note: ");
         out.push_str(note);
         out.push('\n');
     }
-    out.push_str(&serde_yaml::to_string(&imported.object)?);
+    out.push_str(&yaml::to_string(&imported.object)?);
     Ok(out)
+}
+
+/// Why the Service and Endpoints to import could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("cannot read {path}: {source}")]
+    File {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path} is not valid YAML: {source}")]
+    Yaml {
+        path: String,
+        source: yaml::ReadError,
+    },
+    #[error("document {index} of {path}: invalid {kind}: {source}")]
+    Invalid {
+        path: String,
+        index: usize,
+        kind: &'static str,
+        source: serde_json::Error,
+    },
+    #[error("{path} has no Service named {name:?}")]
+    NotInManifest { path: String, name: String },
+    #[error("Service {namespace}/{name} not found")]
+    NotFound { namespace: String, name: String },
+    #[error("cannot read {what}: {source}")]
+    Api { what: String, source: kube::Error },
+}
+
+/// The Service named `name` and the Endpoints of that name, from a manifest.
+pub fn read_from_manifest(
+    file: &Path,
+    name: &str,
+) -> Result<(Service, Option<Endpoints>), ReadError> {
+    let path = file.display().to_string();
+    let text = std::fs::read_to_string(file).map_err(|source| ReadError::File {
+        path: path.clone(),
+        source,
+    })?;
+    let documents = yaml::documents(&text).map_err(|source| ReadError::Yaml {
+        path: path.clone(),
+        source,
+    })?;
+    let (mut service, mut endpoints) = (None, None);
+    for (index, value) in documents.into_iter().enumerate() {
+        if value["metadata"]["name"].as_str() != Some(name) {
+            continue;
+        }
+        let invalid = |kind| {
+            let path = path.clone();
+            move |source| ReadError::Invalid {
+                path,
+                index,
+                kind,
+                source,
+            }
+        };
+        match value["kind"].as_str() {
+            Some("Service") => {
+                service = Some(serde_json::from_value(value).map_err(invalid("Service"))?);
+            }
+            Some("Endpoints") => {
+                endpoints = Some(serde_json::from_value(value).map_err(invalid("Endpoints"))?);
+            }
+            _ => {}
+        }
+    }
+    let service = service.ok_or_else(|| ReadError::NotInManifest {
+        path,
+        name: name.to_string(),
+    })?;
+    Ok((service, endpoints))
+}
+
+/// The Service `namespace/name` and its Endpoints, from the cluster.
+pub async fn read_from_cluster(
+    client: Client,
+    namespace: &str,
+    name: &str,
+) -> Result<(Service, Option<Endpoints>), ReadError> {
+    let api_error = |what: &str| {
+        let what = format!("{what} {namespace}/{name}");
+        move |source| ReadError::Api { what, source }
+    };
+    let services: Api<Service> = Api::namespaced(client.clone(), namespace);
+    let service = services
+        .get_opt(name)
+        .await
+        .map_err(api_error("Service"))?
+        .ok_or_else(|| ReadError::NotFound {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+        })?;
+    let endpoints: Api<Endpoints> = Api::namespaced(client, namespace);
+    let endpoints = endpoints
+        .get_opt(name)
+        .await
+        .map_err(api_error("Endpoints"))?;
+    Ok((service, endpoints))
 }
 
 #[cfg(test)]

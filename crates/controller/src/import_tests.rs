@@ -1,11 +1,11 @@
 use super::*;
 use kube_endpoints_api::GROUP;
 
-/// Seed 003's Ceph RGW objects with the addresses rewritten to the
-/// benchmarking range: one unnamed Service port 80, and twelve subsets that
-/// put each of six hosts on 8080 and on 8081.
-pub(crate) fn seed_003() -> (Service, Endpoints) {
-    let service: Service = serde_yaml::from_str(
+/// Hand-made Ceph RGW objects (addresses in the benchmarking range): one
+/// unnamed Service port 80, and twelve subsets that put each of six hosts on
+/// 8080 and on 8081.
+pub(crate) fn rgw() -> (Service, Endpoints) {
+    let service: Service = serde_saphyr::from_str(
         "apiVersion: v1\nkind: Service\nmetadata: {name: ocs-external-rgw-lb, namespace: storage}\nspec:\n  ports:\n  - {protocol: TCP, port: 80, targetPort: 80}\n",
     )
     .expect("service");
@@ -37,8 +37,8 @@ fn spec_of(imported: &Imported) -> ClusterEndpointSpec {
 }
 
 #[test]
-fn seed_003_becomes_one_port_with_both_target_ports_and_six_hosts() {
-    let (service, endpoints) = seed_003();
+fn rgw_becomes_one_port_with_both_target_ports_and_six_hosts() {
+    let (service, endpoints) = rgw();
     let imported = import(&service, Some(&endpoints), &options(ProbeChoice::Tcp)).expect("imports");
     assert_eq!(imported.object["apiVersion"], format!("{GROUP}/v1beta1"));
     assert_eq!(imported.object["metadata"]["name"], "ocs-external-rgw-lb");
@@ -63,13 +63,13 @@ fn seed_003_becomes_one_port_with_both_target_ports_and_six_hosts() {
 
 #[test]
 fn the_printed_yaml_reads_back_as_the_same_object() {
-    let (service, endpoints) = seed_003();
+    let (service, endpoints) = rgw();
     let imported =
         import(&service, Some(&endpoints), &options(ProbeChoice::Http)).expect("imports");
     let yaml = to_yaml(&imported).expect("yaml");
     assert!(yaml.starts_with("# note: "));
-    let back: Value = serde_yaml::from_str(&yaml).expect("parses");
-    assert_eq!(back, imported.object);
+    let back = crate::yaml::documents(&yaml).expect("parses");
+    assert_eq!(back, std::slice::from_ref(&imported.object));
     let port = &spec_of(&imported).ports[0];
     assert_eq!(
         port.http_get.as_ref().and_then(|h| h.path.as_deref()),
@@ -130,7 +130,7 @@ fn named_ports_match_endpoints_ports_by_name_and_protocol() {
 
 #[test]
 fn refusals_say_why() {
-    let (mut service, endpoints) = seed_003();
+    let (mut service, endpoints) = rgw();
     let spec = service.spec.as_mut().expect("spec");
     spec.selector = Some(BTreeMap::from([("app".into(), "rgw".into())]));
     assert_eq!(
@@ -138,11 +138,11 @@ fn refusals_say_why() {
         Err(ImportError::HasSelector("ocs-external-rgw-lb".into()))
     );
 
-    let (service, _) = seed_003();
+    let (service, _) = rgw();
     let err = import(&service, None, &options(ProbeChoice::Tcp)).expect_err("no endpoints");
     assert!(err.to_string().contains("no Endpoints port"), "{err}");
 
-    let (service, mut endpoints) = seed_003();
+    let (service, mut endpoints) = rgw();
     if let Some(subsets) = endpoints.subsets.as_mut() {
         subsets[0].addresses = Some(vec![k8s_openapi::api::core::v1::EndpointAddress {
             ip: "127.0.0.1".into(),
@@ -162,7 +162,7 @@ fn refusals_say_why() {
 
 #[test]
 fn hosts_missing_on_some_target_ports_are_noted() {
-    let (service, mut endpoints) = seed_003();
+    let (service, mut endpoints) = rgw();
     if let Some(subsets) = endpoints.subsets.as_mut() {
         subsets.pop(); // 198.18.7.55 no longer on 8081
     }

@@ -1,25 +1,43 @@
 //! kube-endpoints: health-checked Services and EndpointSlices for hosts that
 //! live outside Kubernetes.
 //!
-//! The pipeline for one ClusterEndpoint reads top to bottom:
-//! [`plan`] (validate and normalise the spec) → [`builder`] (pure: desired
-//! Service, EndpointSlices, Endpoints and status from the plan and a health
-//! snapshot) → [`reconcile`] (the thin shell that applies what differs, per
-//! [`diff`]). Probing lives in the `kube-endpoints-probe` crate and runs
-//! outside reconciliation; [`run`] wires the two together.
+//! The pipeline for one ClusterEndpoint reads top to bottom, pure until the
+//! last step:
+//! [`plan`] (validate and normalise the spec) → [`builder`] (the desired
+//! Service, EndpointSlices and Endpoints from the plan and a health
+//! snapshot) → [`writes`] (what to apply or delete, against the caches, per
+//! [`diff`]) → [`reconcile`] (the thin shell that executes the writes) →
+//! [`status`] and [`events`] (what is reported). Probing lives in the
+//! `kube-endpoints-probe` crate and runs outside reconciliation; [`scope`]
+//! wires the two together for one API group and namespace, [`cli`] runs the
+//! scopes (under [`leader`] election when asked).
+
+#![forbid(unsafe_code)]
 
 pub mod builder;
 pub mod check;
 pub mod cli;
+pub mod context;
 pub mod diff;
 pub mod error;
+pub mod events;
 pub mod import;
 pub mod leader;
 pub mod metrics;
 pub mod plan;
 pub mod reconcile;
-pub mod run;
+pub mod scope;
 pub mod server;
+pub mod status;
+pub mod writes;
+pub mod yaml;
+
+#[cfg(test)]
+mod testing;
+// `admission` of each case is read by tests/admission.rs.
+#[cfg(test)]
+#[allow(dead_code)]
+mod validation_cases;
 
 /// Value of the EndpointSlice `managed-by` label unless configured otherwise.
 pub const DEFAULT_CONTROLLER_ID: &str = "kube-endpoints.khulnasoft-lab.github.io";

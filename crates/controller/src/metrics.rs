@@ -8,11 +8,13 @@
 //! probed host-port, which exists only with `--per-host-metrics`.
 
 use std::collections::HashMap;
+use std::fmt::Debug;
+use std::hash::Hash;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use kube_endpoints_probe::{ProbeKind, Verdict};
+use kube_endpoints_probe::{ProbeKind, StateCounts, Verdict};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -61,29 +63,18 @@ pub struct HostLabels {
     pub host: String,
 }
 
-/// Probed host-ports by state, as one probe engine sees them.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct StateCounts {
-    pub pending: i64,
-    pub ready: i64,
-    pub not_ready: i64,
-}
-
 /// Something that can count its targets by state when `/metrics` is read
 /// (each running controller's probe engine).
 pub trait TargetCounter: Send + Sync {
     fn count(&self) -> StateCounts;
 }
 
-impl TargetCounter for kube_endpoints_probe::Scheduler<crate::reconcile::CepKey> {
+impl<K> TargetCounter for kube_endpoints_probe::Scheduler<K>
+where
+    K: Clone + Eq + Hash + Ord + Debug + Send + Sync + 'static,
+{
     fn count(&self) -> StateCounts {
-        let c = self.state_counts();
-        let n = |v: usize| i64::try_from(v).unwrap_or(i64::MAX);
-        StateCounts {
-            pending: n(c.pending),
-            ready: n(c.ready),
-            not_ready: n(c.not_ready),
-        }
+        self.state_counts()
     }
 }
 
@@ -107,12 +98,6 @@ pub struct Metrics {
     /// Counted at scrape time; a stopped controller's engine drops out.
     counters: Mutex<Vec<Weak<dyn TargetCounter>>>,
     ready: AtomicBool,
-}
-
-impl Default for Metrics {
-    fn default() -> Self {
-        Self::new(false)
-    }
 }
 
 impl Metrics {
@@ -230,8 +215,9 @@ impl Metrics {
             }
             None => false,
         });
+        let gauge = |v: usize| i64::try_from(v).unwrap_or(i64::MAX);
         self.targets
-            .set(total.pending + total.ready + total.not_ready);
+            .set(gauge(total.pending + total.ready + total.not_ready));
         for (state, value) in [
             ("pending", total.pending),
             ("ready", total.ready),
@@ -239,7 +225,7 @@ impl Metrics {
         ] {
             self.host_ports
                 .get_or_create(&StateLabels { state })
-                .set(value);
+                .set(gauge(value));
         }
     }
 
@@ -289,7 +275,8 @@ impl Metrics {
         Ok(out)
     }
 
-    pub fn write(&self, resource: &'static str, verb: &'static str) {
+    /// Count one write sent to the Kubernetes API.
+    pub fn count_write(&self, resource: &'static str, verb: &'static str) {
         self.api_writes
             .get_or_create(&WriteLabels { resource, verb })
             .inc();

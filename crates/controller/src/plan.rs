@@ -504,4 +504,4 @@ fn is_dns1035_label(s: &str) -> bool {
 
 #[cfg(test)]
 #[path = "plan_tests.rs"]
-pub(crate) mod tests;
+mod tests;

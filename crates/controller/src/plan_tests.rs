@@ -1,93 +1,6 @@
 use super::*;
+use crate::testing::{LEGACY, parse, wordpress};
 use kube_endpoints_api::ClusterEndpoint;
-
-/// Seed 000's example (addresses as in the seed; nothing is probed here).
-pub const SEED_000: &str = r#"
-apiVersion: khulnasoft-lab.github.io/v1beta1
-kind: ClusterEndpoint
-metadata:
-  name: wordpress
-  namespace: default
-spec:
-  periodSeconds: 10
-  ports:
-    - name: wp-https
-      hosts: [10.33.40.151, 10.33.40.152]
-      protocol: TCP
-      port: 38081
-      targetPort: 443
-      tcpSocket:
-        enable: true
-      timeoutSeconds: 1
-      failureThreshold: 3
-      successThreshold: 1
-    - name: wp-http
-      hosts: [10.33.40.151, 10.33.40.152]
-      protocol: TCP
-      port: 38082
-      targetPort: 80
-      httpGet:
-        path: /healthz
-        scheme: http
-      timeoutSeconds: 1
-      failureThreshold: 3
-      successThreshold: 1
-    - name: wp-udp
-      hosts: [10.33.40.151, 10.33.40.152]
-      protocol: UDP
-      port: 38003
-      targetPort: 1234
-      udpSocket:
-        enable: true
-        data: "This is flag data for UDP svc test"
-      timeoutSeconds: 1
-      failureThreshold: 3
-      successThreshold: 1
-    - name: wp-grpc
-      hosts: [10.33.40.151, 10.33.40.152]
-      protocol: TCP
-      port: 38083
-      targetPort: 8080
-      grpc:
-        enable: true
-      timeoutSeconds: 1
-      failureThreshold: 3
-      successThreshold: 1
-"#;
-
-/// Seed 001's legacy form: top-level hosts, a port without probe settings.
-pub const SEED_001: &str = r#"
-apiVersion: sealyun.com/v1beta1
-kind: ClusterEndpoint
-metadata:
-  name: wordpress
-  namespace: default
-spec:
-  hosts:
-  - 172.18.191.215
-  periodSeconds: 10
-  ports:
-  - failureThreshold: 3
-    name: https
-    port: 38082
-    protocol: TCP
-    successThreshold: 1
-    targetPort: 80
-    tcpSocket:
-      enable: true
-    timeoutSeconds: 1
-  - httpGet:
-      path: /
-      scheme: http
-    name: http
-    port: 38081
-    protocol: TCP
-    targetPort: 80
-"#;
-
-pub fn parse(yaml: &str) -> ClusterEndpoint {
-    serde_yaml::from_str(yaml).expect("test manifest parses")
-}
 
 fn errors_of(name: &str, spec: &ClusterEndpointSpec) -> Vec<FieldError> {
     plan(name, spec).expect_err("spec must be rejected").0
@@ -103,13 +16,9 @@ fn assert_rejected(spec: &ClusterEndpointSpec, field: &str, needle: &str) {
     );
 }
 
-fn seed000() -> ClusterEndpointSpec {
-    parse(SEED_000).spec
-}
-
 #[test]
-fn seed_000_plans_four_ports_with_their_probes() {
-    let plan = plan("wordpress", &seed000()).expect("seed 000 is valid");
+fn the_example_plans_four_ports_with_their_probes() {
+    let plan = plan("wordpress", &wordpress()).expect("the example is valid");
     let names: Vec<&str> = plan.ports.iter().map(|p| p.name.as_str()).collect();
     assert_eq!(names, ["wp-grpc", "wp-http", "wp-https", "wp-udp"]);
     let by_name = |n: &str| {
@@ -148,8 +57,8 @@ fn seed_000_plans_four_ports_with_their_probes() {
 
 #[test]
 fn defaults_fill_in_what_the_manifest_leaves_out() {
-    let spec = parse(SEED_001).spec;
-    let plan = plan("wordpress", &spec).expect("seed 001 is valid");
+    let spec = parse(LEGACY).spec;
+    let plan = plan("wordpress", &spec).expect("the legacy form is valid");
     let http = plan
         .ports
         .iter()
@@ -186,8 +95,8 @@ fn defaults_fill_in_what_the_manifest_leaves_out() {
 }
 
 #[test]
-fn per_port_period_and_initial_delay_extend_the_seed_schema() {
-    let mut spec = seed000();
+fn per_port_period_and_initial_delay_extend_the_original_schema() {
+    let mut spec = wordpress();
     spec.ports[0].period_seconds = Some(2);
     spec.ports[0].initial_delay_seconds = Some(5);
     let plan = plan("wordpress", &spec).expect("valid");
@@ -202,7 +111,7 @@ fn per_port_period_and_initial_delay_extend_the_seed_schema() {
 
 #[test]
 fn hosts_are_sorted_and_ipv6_accepted() {
-    let mut spec = seed000();
+    let mut spec = wordpress();
     spec.ports[0].hosts = vec!["fd00::2".into(), "198.18.0.9".into(), "198.18.0.10".into()];
     let plan = plan("wordpress", &spec).expect("valid");
     let https = plan
@@ -226,14 +135,14 @@ fn bad_hosts_are_rejected_naming_the_item() {
         ("fe80::1", "link-local"),
         ("224.0.0.1", "multicast"),
     ] {
-        let mut spec = seed000();
+        let mut spec = wordpress();
         spec.ports[1].hosts = vec!["198.18.0.2".into(), host.into()];
         assert_rejected(&spec, "spec.ports[1].hosts[1]", needle);
     }
-    let mut spec = seed000();
+    let mut spec = wordpress();
     spec.ports[1].hosts = vec!["198.18.0.2".into(), "198.18.0.2".into()];
     assert_rejected(&spec, "spec.ports[1].hosts[1]", "duplicate host");
-    let mut spec = seed000();
+    let mut spec = wordpress();
     spec.ports[1].hosts = (0..1001)
         .map(|i| format!("198.18.{}.{}", i / 250, i % 250 + 1))
         .collect();
@@ -263,46 +172,46 @@ fn numeric_bounds_are_enforced() {
         ),
     ];
     for (set, field) in cases {
-        let mut spec = seed000();
+        let mut spec = wordpress();
         set(&mut spec.ports[0]);
         assert_rejected(&spec, field, "must be between");
     }
-    let mut spec = seed000();
+    let mut spec = wordpress();
     spec.period_seconds = 0;
     assert_rejected(&spec, "spec.periodSeconds", "must be between 1 and 3600");
 }
 
 #[test]
 fn structural_rules_are_enforced() {
-    let mut spec = seed000();
+    let mut spec = wordpress();
     spec.ports[1].name = spec.ports[0].name.clone();
     assert_rejected(&spec, "spec.ports[1].name", "duplicate port name");
 
-    let mut spec = seed000();
+    let mut spec = wordpress();
     spec.ports[1].port = spec.ports[0].port;
     assert_rejected(&spec, "spec.ports[1].port", "already used");
 
-    let mut spec = seed000();
+    let mut spec = wordpress();
     spec.ports[0].name = "Bad_Name".into();
     assert_rejected(&spec, "spec.ports[0].name", "DNS label");
 
-    let mut spec = seed000();
+    let mut spec = wordpress();
     spec.ports[0].protocol = "HTTP".into();
     assert_rejected(&spec, "spec.ports[0].protocol", "TCP, UDP or SCTP");
 
-    let mut spec = seed000();
+    let mut spec = wordpress();
     spec.ports[0].hosts.clear();
     assert_rejected(&spec, "spec.ports[0].hosts", "at least one host");
 
-    let mut spec = seed000();
+    let mut spec = wordpress();
     spec.ports.clear();
     assert_rejected(&spec, "spec.ports", "at least one port");
 
-    let mut spec = seed000();
+    let mut spec = wordpress();
     spec.cluster_ip = Some("10.0.0.1".into());
     assert_rejected(&spec, "spec.clusterIP", "only \"None\"");
 
-    let errors = errors_of("Word.Press", &seed000());
+    let errors = errors_of("Word.Press", &wordpress());
     assert!(
         errors.iter().any(|e| e.field == "metadata.name"),
         "{errors:?}"
@@ -311,19 +220,19 @@ fn structural_rules_are_enforced() {
 
 #[test]
 fn at_most_one_probe_handler() {
-    let mut spec = seed000();
+    let mut spec = wordpress();
     spec.ports[0].http_get = Some(HttpGetHandler::default());
     assert_rejected(&spec, "spec.ports[0]", "at most one of");
 
     // enable: false counts as unset.
-    let mut spec = seed000();
+    let mut spec = wordpress();
     spec.ports[1].tcp_socket = Some(kube_endpoints_api::TcpSocketHandler { enable: false });
     assert!(plan("wordpress", &spec).is_ok());
 }
 
 #[test]
 fn http_handler_is_normalised_and_checked() {
-    let mut spec = seed000();
+    let mut spec = wordpress();
     let http = spec.ports[1].http_get.as_mut().expect("http port");
     http.scheme = Some("HTTPS".into());
     http.path = Some("healthz".into());
@@ -348,11 +257,11 @@ fn http_handler_is_normalised_and_checked() {
         }))
     );
 
-    let mut spec = seed000();
+    let mut spec = wordpress();
     spec.ports[1].http_get.as_mut().expect("http").scheme = Some("ftp".into());
     assert_rejected(&spec, "spec.ports[1].httpGet.scheme", "http or https");
 
-    let mut spec = seed000();
+    let mut spec = wordpress();
     spec.ports[1].http_get.as_mut().expect("http").http_headers =
         vec![kube_endpoints_api::HttpHeader {
             name: "Bad Header".into(),
@@ -364,7 +273,7 @@ fn http_handler_is_normalised_and_checked() {
         "not a valid HTTP header name",
     );
 
-    let mut spec = seed000();
+    let mut spec = wordpress();
     spec.ports[1].http_get.as_mut().expect("http").http_headers =
         vec![kube_endpoints_api::HttpHeader {
             name: "X".into(),
@@ -379,11 +288,73 @@ fn http_handler_is_normalised_and_checked() {
 
 #[test]
 fn every_error_is_reported_at_once() {
-    let mut spec = seed000();
+    let mut spec = wordpress();
     spec.ports[0].port = 0;
     spec.ports[2].timeout_seconds = 0;
     let errors = errors_of("wordpress", &spec);
     assert_eq!(errors.len(), 2, "{errors:?}");
     let text = InvalidSpec(errors).to_string();
     assert!(text.contains("spec.ports[0].port") && text.contains("spec.ports[2].timeoutSeconds"));
+}
+
+#[test]
+fn additional_target_ports_are_validated() {
+    let spec = |extra: serde_json::Value, other: &str| -> ClusterEndpointSpec {
+        serde_json::from_value(serde_json::json!({
+            "ports": [
+                {"name": "rgw", "port": 80, "targetPort": 8080, "additionalTargetPorts": extra, "hosts": ["198.18.7.50"]},
+                {"name": other, "port": 81, "targetPort": 81, "hosts": ["198.18.7.50"]}
+            ]
+        }))
+        .expect("spec deserialises")
+    };
+    let errors = |s: &ClusterEndpointSpec| plan("x", s).expect_err("invalid").to_string();
+    let e = errors(&spec(serde_json::json!([8080]), "b"));
+    assert!(
+        e.contains("spec.ports[0].additionalTargetPorts[0]: duplicate target port 8080"),
+        "{e}"
+    );
+    let e = errors(&spec(serde_json::json!([0]), "b"));
+    assert!(
+        e.contains("spec.ports[0].additionalTargetPorts[0]: must be between 1 and 65535"),
+        "{e}"
+    );
+    let e = errors(&spec(serde_json::json!([8081]), "rgw-8081"));
+    assert!(e.contains("rename that port"), "{e}");
+}
+
+/// Every case of the shared table (also asserted against the apiserver by
+/// `tests/admission.rs`) is rejected here too, naming the same field.
+#[test]
+fn the_admission_cases_are_rejected_by_plan_too() {
+    use crate::validation_cases::{CASES, manifest};
+    let mut failures = Vec::new();
+    for case in CASES {
+        let yaml = manifest(kube_endpoints_api::GROUP, "bad", case.spec);
+        let cep: ClusterEndpoint = match crate::yaml::documents(&yaml)
+            .ok()
+            .and_then(|d| d.into_iter().next())
+            .map(serde_json::from_value)
+        {
+            Some(Ok(cep)) => cep,
+            // The schema's types already refuse it (e.g. a port above 65535
+            // does not fit the field): nothing reaches plan().
+            other => {
+                failures.push(format!("{}: does not deserialise: {other:?}", case.what));
+                continue;
+            }
+        };
+        match plan("bad", &cep.spec) {
+            Ok(_) => failures.push(format!("{}: accepted", case.what)),
+            Err(InvalidSpec(errors)) => {
+                if !errors.iter().any(|e| e.field == case.plan_field) {
+                    failures.push(format!(
+                        "{}: no error on {}: {errors:?}",
+                        case.what, case.plan_field
+                    ));
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

@@ -2,7 +2,6 @@
 //! `/healthz` (the process serves requests) and `/readyz` (caches synced and
 //! the controller running, or standing by as a healthy non-leader).
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http_body_util::Full;
@@ -53,11 +52,7 @@ fn route(path: &str, metrics: &Metrics) -> Response<Full<Bytes>> {
     }
 }
 
-/// Bind first (so a bad address fails start-up), then serve until shutdown.
-pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr).await
-}
-
+/// Serve until `shutdown` is cancelled.
 pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, shutdown: CancellationToken) {
     if let Ok(addr) = listener.local_addr() {
         info!(%addr, "serving /metrics, /healthz and /readyz");

@@ -21,7 +21,7 @@ use clap::Parser;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, Patch, PatchParams};
 use kube_endpoints::cli::{Cli, Command as CliCommand};
-use kube_endpoints_api::{GROUP, SEALOS_GROUP, SEALYUN_GROUP, crd_for_group, crd_yaml};
+use kube_endpoints_api::{GROUP, SEALOS_GROUP, SEALYUN_GROUP, crd_for_group};
 use serde_json::{Value, json};
 
 const GROUPS: [&str; 3] = [GROUP, SEALOS_GROUP, SEALYUN_GROUP];
@@ -97,13 +97,7 @@ fn render_all_features(release: &str, namespace: &str, extra: &[&str]) -> String
 
 /// The rendered documents as JSON values (empty documents dropped).
 fn objects(rendered: &str) -> Vec<Value> {
-    serde_yaml::Deserializer::from_str(rendered)
-        .map(|d| {
-            let v: serde_yaml::Value = serde::Deserialize::deserialize(d).expect("rendered YAML");
-            serde_json::to_value(v).expect("YAML converts to JSON")
-        })
-        .filter(|v| !v.is_null())
-        .collect()
+    kube_endpoints::yaml::documents(rendered).expect("rendered YAML")
 }
 
 fn of_kind<'a>(objects: &'a [Value], kind: &str) -> Vec<&'a Value> {
@@ -193,7 +187,7 @@ fn chart_crds_are_the_generated_crds() {
         let path = chart_dir().join(format!("files/crds/{group}.yaml"));
         let file = std::fs::read_to_string(&path)
             .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
-        let generated = crd_yaml(group).expect("CRD renders");
+        let generated = kube_endpoints::yaml::crd(group).expect("CRD renders");
         assert!(
             file == generated,
             "{} is stale: run scripts/update-chart-crds.sh",
@@ -576,7 +570,7 @@ fn exercised_metrics() -> kube_endpoints::metrics::Metrics {
             reason: "Test".into(),
         })
         .inc();
-    metrics.write("services", "apply");
+    metrics.count_write("services", "apply");
     metrics.set_host_readiness("ns", "cep", [("http".into(), "198.18.0.1".into(), true)]);
     metrics
 }
@@ -920,32 +914,30 @@ async fn controller_runs_with_the_chart_rbac_and_args() {
     let cp = support::control_plane();
 
     // The admin kubeconfig, impersonating the service account.
-    let mut kubeconfig: serde_yaml::Value = serde_yaml::from_str(
+    let mut kubeconfig: Value = support::yaml_object(
         &std::fs::read_to_string(cp.kubeconfig_path()).expect("admin kubeconfig"),
-    )
-    .expect("kubeconfig is YAML");
+    );
     let sa = format!("system:serviceaccount:{release_ns}:kube-endpoints");
     for user in kubeconfig["users"]
-        .as_sequence_mut()
+        .as_array_mut()
         .expect("kubeconfig users")
     {
-        let user = user["user"].as_mapping_mut().expect("user entry");
+        let user = user["user"].as_object_mut().expect("user entry");
         user.insert("as".into(), sa.clone().into());
         user.insert(
             "as-groups".into(),
-            serde_yaml::to_value([
+            json!([
                 "system:serviceaccounts",
-                &format!("system:serviceaccounts:{release_ns}"),
+                format!("system:serviceaccounts:{release_ns}"),
                 "system:authenticated",
-            ])
-            .expect("groups"),
+            ]),
         );
     }
     let kubeconfig_path =
         std::env::temp_dir().join(format!("ke-chart-run-kubeconfig-{}", std::process::id()));
     std::fs::write(
         &kubeconfig_path,
-        serde_yaml::to_string(&kubeconfig).expect("kubeconfig YAML"),
+        kube_endpoints::yaml::to_string(&kubeconfig).expect("kubeconfig YAML"),
     )
     .expect("write kubeconfig");
 

@@ -478,7 +478,7 @@ async fn hand_made_service_and_endpoints_are_adopted_keeping_cluster_ip() {
     let (client, ns) = setup("e2e-adopt").await;
     let (h1, _b1) = host_with_backend().await;
     let services: Api<Service> = Api::namespaced(client.clone(), &ns);
-    let handmade: Service = serde_yaml::from_str(HANDMADE).expect("service yaml");
+    let handmade: Service = yaml_object(HANDMADE);
     let created = services
         .create(&PostParams::default(), &handmade)
         .await
@@ -984,10 +984,9 @@ async fn import_round_trips_seed_003_keeping_the_cluster_ip() {
     let _b1 = h1.start_backend(ports.clone()).await.expect("backend");
     let _b2 = h2.start_backend(ports).await.expect("backend");
     let ips = [h1.ipv4().to_string(), h2.ipv4().to_string()];
-    let handmade_service: Service = serde_yaml::from_str(
+    let handmade_service: Service = yaml_object(
         "metadata: {name: ocs-external-rgw-lb}\nspec:\n  ports:\n  - {protocol: TCP, port: 80, targetPort: 80}\n",
-    )
-    .expect("service");
+    );
     let created = Api::<Service>::namespaced(client.clone(), &ns)
         .create(&PostParams::default(), &handmade_service)
         .await

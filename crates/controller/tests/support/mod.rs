@@ -280,7 +280,7 @@ fn dynamic(
     group: &str,
     yaml: &str,
 ) -> (Api<DynamicObject>, DynamicObject) {
-    let obj: DynamicObject = serde_yaml::from_str(yaml).expect("test manifest is YAML");
+    let obj: DynamicObject = yaml_object(yaml);
     (
         Api::namespaced_with(client.clone(), ns, &api_resource(group)),
         obj,
@@ -510,11 +510,14 @@ pub fn render_chart(release: &str, namespace: &str, extra: &[&str]) -> Vec<Value
         String::from_utf8_lossy(&out.stderr)
     );
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    serde_yaml::Deserializer::from_str(&text)
-        .map(|d| {
-            let v: serde_yaml::Value = serde::Deserialize::deserialize(d).expect("rendered YAML");
-            serde_json::to_value(v).expect("YAML converts to JSON")
-        })
-        .filter(|v| !v.is_null())
-        .collect()
+    kube_endpoints::yaml::documents(&text).expect("rendered YAML")
+}
+
+/// The one object of a YAML test manifest.
+pub fn yaml_object<T: serde::de::DeserializeOwned>(yaml: &str) -> T {
+    let docs = kube_endpoints::yaml::documents(yaml).expect("test manifest is YAML");
+    let [doc] = docs.as_slice() else {
+        panic!("expected one document, got {}", docs.len());
+    };
+    serde_json::from_value(doc.clone()).expect("test manifest has the expected kind")
 }

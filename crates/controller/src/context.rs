@@ -1,0 +1,79 @@
+//! The vocabulary the controller's shell shares: which object ([`CepKey`]),
+//! the fixed [`Settings`], the watch [`Caches`] and the [`Context`] every
+//! reconcile gets.
+
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::{Endpoints, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::core::ApiResource;
+use kube::runtime::events::Recorder;
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Client, ResourceExt};
+use kube_endpoints_api::DynClusterEndpoint;
+use kube_endpoints_probe::Scheduler;
+
+use crate::builder::BuildSettings;
+use crate::error::{Error, Result};
+use crate::metrics::Metrics;
+
+/// Identifies a ClusterEndpoint within one controller (whose group is fixed).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CepKey {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl CepKey {
+    pub fn of(cep: &DynClusterEndpoint) -> Result<Self> {
+        Ok(CepKey {
+            namespace: cep
+                .namespace()
+                .ok_or(Error::MissingField("metadata.namespace"))?,
+            name: cep.name_any(),
+        })
+    }
+
+    pub fn object_ref(&self, resource: &ApiResource) -> ObjectRef<DynClusterEndpoint> {
+        ObjectRef::new_with(&self.name, resource.clone()).within(&self.namespace)
+    }
+}
+
+/// Settings that do not change while running.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// How the objects are built.
+    pub build: BuildSettings,
+    /// Reconciles running at once, per served group and namespace scope.
+    pub max_concurrent_reconciles: u16,
+}
+
+/// Caches of the objects the controller writes, kept by watches so that a
+/// reconcile reads nothing from the API.
+#[derive(Clone)]
+pub struct Caches {
+    pub services: Store<Service>,
+    pub endpoints: Store<Endpoints>,
+    /// Only slices labelled with our controller id.
+    pub slices: Store<EndpointSlice>,
+}
+
+/// What every reconcile of one scope (API group and namespace) shares.
+pub struct Context {
+    pub client: Client,
+    /// The ClusterEndpoint resource of this scope's group.
+    pub resource: ApiResource,
+    pub scheduler: Scheduler<CepKey>,
+    pub settings: Settings,
+    pub caches: Caches,
+    pub metrics: Arc<Metrics>,
+    pub recorder: Recorder,
+}
+
+impl Context {
+    /// Stop probing an object and drop its per-host series.
+    pub fn forget(&self, key: &CepKey) {
+        self.scheduler.remove(key);
+        self.metrics.forget_object(&key.namespace, &key.name);
+    }
+}

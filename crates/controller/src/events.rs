@@ -1,0 +1,102 @@
+//! Events: which health transitions and condition changes a user is told
+//! about (pure), and publishing them (the only I/O here).
+
+use std::collections::BTreeMap;
+
+use kube::Resource;
+use kube::runtime::events::{Event, EventType};
+use kube_endpoints_api::{CONDITION_READY, ClusterEndpointStatus, Condition, DynClusterEndpoint};
+use kube_endpoints_probe::{HealthState, Transition};
+use tracing::warn;
+
+use crate::context::Context;
+
+/// Longest Event note we send; events.k8s.io rejects notes over 1 KiB.
+pub const NOTE_MAX: usize = 1000;
+
+/// The Event for a host's health transition, or `None` when it is not news:
+/// a new host becoming ready is the normal start, and nothing is said about
+/// a host going back to pending.
+pub fn host_transition_event<K>(t: &Transition<K>) -> Option<Event> {
+    let (type_, reason, note) = match (t.from, t.to.state) {
+        (_, HealthState::Pending) | (HealthState::Pending, HealthState::Ready) => return None,
+        (_, HealthState::Ready) => (
+            EventType::Normal,
+            "HostHealthy",
+            format!(
+                "host {} port {} is healthy again and back in rotation",
+                t.target.host, t.target.port
+            ),
+        ),
+        (_, HealthState::NotReady) => (
+            EventType::Warning,
+            "HostUnhealthy",
+            format!(
+                "host {} port {} is unhealthy and out of rotation: {}",
+                t.target.host, t.target.port, t.to.message
+            ),
+        ),
+    };
+    Some(Event {
+        type_,
+        reason: reason.to_string(),
+        note: Some(truncate(&note, NOTE_MAX)),
+        // The host is part of the action so that Events about different
+        // hosts are not folded into one series.
+        action: format!("Probe/{}/{}", t.target.port, t.target.host),
+        secondary: None,
+    })
+}
+
+/// Warning Events for conditions that turned false (invalid spec, refused
+/// adoption, failed sync), once per change rather than once per reconcile.
+pub fn condition_events(
+    previous: Option<&ClusterEndpointStatus>,
+    status: &ClusterEndpointStatus,
+) -> Vec<Event> {
+    let before: BTreeMap<&str, &Condition> = previous
+        .map(|s| s.conditions.iter().map(|c| (c.type_.as_str(), c)).collect())
+        .unwrap_or_default();
+    status
+        .conditions
+        .iter()
+        .filter(|c| c.status == "False" && c.type_ != CONDITION_READY)
+        .filter(|c| {
+            !before
+                .get(c.type_.as_str())
+                .is_some_and(|p| p.reason == c.reason && p.message == c.message)
+        })
+        .map(|c| Event {
+            type_: EventType::Warning,
+            reason: c.reason.clone(),
+            note: Some(truncate(&c.message, NOTE_MAX)),
+            action: c.type_.clone(),
+            secondary: None,
+        })
+        .collect()
+}
+
+/// Publish an Event about `cep`; failures are logged, never fatal.
+pub async fn publish(ctx: &Context, cep: &DynClusterEndpoint, event: Event) {
+    let reference = cep.object_ref(&ctx.resource);
+    match ctx.recorder.publish(&event, &reference).await {
+        Ok(()) => ctx.metrics.count_write("events", "create"),
+        Err(e) => warn!(reason = %event.reason, error = %e, "could not publish Event"),
+    }
+}
+
+/// `s` cut to at most `max` bytes (on a character boundary), marked with "…".
+pub fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+#[cfg(test)]
+#[path = "events_tests.rs"]
+mod tests;

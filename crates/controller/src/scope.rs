@@ -1,0 +1,319 @@
+//! One scope's controller: for one API group and all namespaces or one, the
+//! wiring of the watch caches, the probe engine, transition handling and the
+//! kube-runtime Controller that calls [`reconcile`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::{Endpoints, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{Api, ListParams};
+use kube::core::ApiResource;
+use kube::runtime::controller::{self, Controller};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource, ResourceExt};
+use kube_endpoints_api::{DynClusterEndpoint, api_resource};
+use kube_endpoints_probe::{HealthState, Prober, Scheduler, Transition};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::FIELD_MANAGER;
+use crate::builder::LABEL_MANAGED_BY;
+use crate::context::{Caches, CepKey, Context, Settings};
+use crate::events::{self, host_transition_event};
+use crate::metrics::{Metrics, ProbeObserver, TargetCounter, TransitionLabels};
+use crate::reconcile;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ScopeError {
+    #[error(
+        "the ClusterEndpoint CRD of group {group} is not served ({source}); install it with `kube-endpoints crd --group {group} | kubectl apply -f -`"
+    )]
+    CrdMissing { group: String, source: kube::Error },
+    #[error("a watch cache stopped before it was ready")]
+    CacheNotReady,
+}
+
+impl ScopeError {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ScopeError::CrdMissing { .. } => "CrdMissing",
+            ScopeError::CacheNotReady => "CacheNotReady",
+        }
+    }
+}
+
+/// One controller: one API group, all namespaces or one.
+pub struct Scope {
+    pub group: String,
+    pub namespace: Option<String>,
+}
+
+fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+impl Scope {
+    /// Runs until `shutdown` is cancelled. Returns an error only when it
+    /// cannot start (for example when the CRD is not installed).
+    pub async fn run(
+        self,
+        client: Client,
+        settings: Settings,
+        metrics: Arc<Metrics>,
+        prober: Prober,
+        shutdown: CancellationToken,
+    ) -> Result<(), ScopeError> {
+        let resource = api_resource(&self.group);
+        let ns = self.namespace.as_deref();
+        let ceps: Api<DynClusterEndpoint> = match ns {
+            Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
+            None => Api::all_with(client.clone(), &resource),
+        };
+        ceps.list_metadata(&ListParams::default().limit(1))
+            .await
+            .map_err(|source| ScopeError::CrdMissing {
+                group: self.group.clone(),
+                source,
+            })?;
+
+        // Child watches fill the caches and trigger the owning object's reconcile.
+        let (trigger_tx, trigger_rx) = mpsc::unbounded_channel::<ObjectRef<DynClusterEndpoint>>();
+        let slice_selector = format!("{LABEL_MANAGED_BY}={}", settings.build.controller_id);
+        let caches = Caches {
+            services: spawn_cache(
+                api::<Service>(&client, ns),
+                watcher::Config::default(),
+                &resource,
+                &trigger_tx,
+                &shutdown,
+            ),
+            endpoints: spawn_cache(
+                api::<Endpoints>(&client, ns),
+                watcher::Config::default(),
+                &resource,
+                &trigger_tx,
+                &shutdown,
+            ),
+            slices: spawn_cache(
+                api::<EndpointSlice>(&client, ns),
+                watcher::Config::default().labels(&slice_selector),
+                &resource,
+                &trigger_tx,
+                &shutdown,
+            ),
+        };
+        // Seeding health from the slices needs a complete cache, or a restart
+        // would briefly take every host out of rotation.
+        for ready in [
+            caches.services.wait_until_ready().await,
+            caches.endpoints.wait_until_ready().await,
+            caches.slices.wait_until_ready().await,
+        ] {
+            if ready.is_err() {
+                // A cache stops early only when told to stop, or when its watch
+                // task died; only the latter is an error.
+                if shutdown.is_cancelled() {
+                    return Ok(());
+                }
+                return Err(ScopeError::CacheNotReady);
+            }
+        }
+
+        let (scheduler, transitions) =
+            Scheduler::<CepKey>::new(prober, Arc::new(ProbeObserver(metrics.clone())));
+        // Counted on every scrape for as long as this controller runs.
+        let counter: Arc<dyn TargetCounter> = Arc::new(scheduler.clone());
+        metrics.register_targets(Arc::downgrade(&counter));
+        let reporter = Reporter {
+            controller: FIELD_MANAGER.to_string(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
+        let ctx = Arc::new(Context {
+            client: client.clone(),
+            resource: resource.clone(),
+            scheduler: scheduler.clone(),
+            settings,
+            caches,
+            metrics: metrics.clone(),
+            recorder: Recorder::new(client.clone(), reporter),
+        });
+
+        let writer = reflector::store::Writer::new(resource.clone());
+        let writer_store = writer.as_reader();
+        let (sweep_ctx, sweep_store) = (ctx.clone(), writer_store.clone());
+        let cep_stream = watcher(ceps.clone(), watcher::Config::default())
+            .default_backoff()
+            .modify(drop_managed_fields)
+            .reflect(writer)
+            .inspect(move |event| forget_deleted(event, &sweep_ctx, &sweep_store))
+            .touched_objects();
+
+        let transition_task = tokio::spawn(handle_transitions(
+            transitions,
+            ctx.clone(),
+            writer_store.clone(),
+            trigger_tx.clone(),
+        ));
+        info!(group = %self.group, namespace = ns.unwrap_or("*"), "controller started");
+        metrics.set_ready(true);
+
+        let stop = shutdown.clone();
+        // Bounded concurrency keeps a burst of new objects from stampeding the
+        // apiserver (10,000 Service creates at once time out and are retried);
+        // the debounce folds the transitions of one object's hosts, which
+        // arrive together, into one reconcile and one write per object.
+        let config = controller::Config::default()
+            .concurrency(ctx.settings.max_concurrent_reconciles)
+            .debounce(RECONCILE_DEBOUNCE);
+        Controller::for_stream_with(cep_stream, writer_store, resource.clone())
+            .with_config(config)
+            .reconcile_on(receiver_stream(trigger_rx))
+            .graceful_shutdown_on(async move { stop.cancelled().await })
+            .run(reconcile::reconcile, reconcile::error_policy, ctx)
+            .for_each(|_| futures::future::ready(()))
+            .await;
+        scheduler.shutdown();
+        drop(counter);
+        transition_task.abort();
+        Ok(())
+    }
+}
+
+/// How long a reconcile request waits for more requests about the same
+/// object. Short against any probe period, long enough to fold a burst.
+const RECONCILE_DEBOUNCE: Duration = Duration::from_millis(200);
+
+/// Caches never read managed fields; dropping them saves much of each
+/// cached object's memory.
+fn drop_managed_fields<K: Resource>(obj: &mut K) {
+    obj.meta_mut().managed_fields = None;
+}
+
+fn receiver_stream<T: Send + 'static>(
+    rx: mpsc::UnboundedReceiver<T>,
+) -> impl Stream<Item = T> + Send {
+    futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    })
+}
+
+/// Stop probing objects that are gone: on a delete event, and after every
+/// re-list (deletes missed while the watch was down show up only there).
+fn forget_deleted(
+    event: &Result<watcher::Event<DynClusterEndpoint>, watcher::Error>,
+    ctx: &Context,
+    store: &Store<DynClusterEndpoint>,
+) {
+    let gone = match event {
+        Ok(watcher::Event::Delete(obj)) => CepKey::of(obj).ok().into_iter().collect(),
+        Ok(watcher::Event::InitDone) => {
+            let live: std::collections::BTreeSet<CepKey> = store
+                .state()
+                .iter()
+                .filter_map(|o| CepKey::of(o).ok())
+                .collect();
+            ctx.scheduler.retain(|key| live.contains(key))
+        }
+        _ => return,
+    };
+    for key in gone {
+        ctx.forget(&key);
+    }
+}
+
+/// A cache of `K` whose changes trigger a reconcile of the owning
+/// ClusterEndpoint (found through the controller owner reference).
+fn spawn_cache<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    owner: &ApiResource,
+    trigger: &mpsc::UnboundedSender<ObjectRef<DynClusterEndpoint>>,
+    shutdown: &CancellationToken,
+) -> Store<K>
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + serde::de::DeserializeOwned
+        + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let owner = owner.clone();
+    let trigger = trigger.clone();
+    let stream = watcher(api, config)
+        .default_backoff()
+        .modify(drop_managed_fields)
+        .reflect(writer)
+        .touched_objects()
+        .for_each(move |obj| {
+            match obj {
+                Ok(obj) => {
+                    for r in obj.owner_references() {
+                        if r.controller == Some(true)
+                            && r.kind == owner.kind
+                            && r.api_version == owner.api_version
+                            && let Some(ns) = obj.namespace()
+                        {
+                            let _ = trigger
+                                .send(ObjectRef::new_with(&r.name, owner.clone()).within(&ns));
+                        }
+                    }
+                }
+                Err(e) => warn!(error = %e, "watch error; retrying with backoff"),
+            }
+            futures::future::ready(())
+        });
+    let shutdown = shutdown.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            () = stream => {},
+            () = shutdown.cancelled() => {},
+        }
+    });
+    reader
+}
+
+/// Every transition: count it, tell the user (Event) and reconcile the object.
+async fn handle_transitions(
+    mut transitions: mpsc::UnboundedReceiver<Transition<CepKey>>,
+    ctx: Arc<Context>,
+    store: Store<DynClusterEndpoint>,
+    trigger: mpsc::UnboundedSender<ObjectRef<DynClusterEndpoint>>,
+) {
+    while let Some(t) = transitions.recv().await {
+        let to = match t.to.state {
+            HealthState::Ready => "ready",
+            HealthState::NotReady => "not_ready",
+            HealthState::Pending => continue,
+        };
+        ctx.metrics
+            .transitions
+            .get_or_create(&TransitionLabels { to })
+            .inc();
+        let object_ref = t.owner.object_ref(&ctx.resource);
+        let Some(cep) = store.get(&object_ref) else {
+            ctx.forget(&t.owner);
+            continue;
+        };
+        let _ = trigger.send(object_ref);
+        let Some(event) = host_transition_event(&t) else {
+            continue;
+        };
+        info!(namespace = %t.owner.namespace, name = %t.owner.name, host = %t.target.host, port = %t.target.port, reason = %event.reason, "host transition");
+        let ctx = ctx.clone();
+        tokio::spawn(async move { events::publish(&ctx, &cep, event).await });
+    }
+}

@@ -1,0 +1,204 @@
+use std::collections::BTreeMap;
+
+use super::*;
+use crate::testing::*;
+
+/// A valid plan whose objects were all written.
+fn done(plan: &Plan) -> Result<Synced<'_>, &InvalidSpec> {
+    Ok(Synced {
+        plan,
+        service: SyncOutcome::Done,
+        endpoints: SyncOutcome::Done,
+    })
+}
+
+#[test]
+fn status_phases_and_conditions() {
+    let plan = wordpress_plan();
+    let input = |health: &BTreeMap<TargetId, Health>| {
+        status(&StatusInput {
+            generation: Some(1),
+            spec: done(&plan),
+            health,
+            previous: None,
+            now: "2026-11-24T10:00:00Z",
+        })
+    };
+    let healthy = input(&health_all(&plan, HealthState::Ready));
+    assert_eq!(healthy.phase, Some(Phase::Healthy));
+    assert_eq!(healthy.ready.as_deref(), Some("8/8"));
+    let types: Vec<(&str, &str, &str)> = healthy
+        .conditions
+        .iter()
+        .map(|c| (c.type_.as_str(), c.status.as_str(), c.reason.as_str()))
+        .collect();
+    assert_eq!(
+        types,
+        [
+            ("Initialized", "True", "Initialized"),
+            ("SyncServiceReady", "True", "SyncServiceReady"),
+            ("SyncEndpointReady", "True", "SyncEndpointReady"),
+            ("Ready", "True", "Ready"),
+        ]
+    );
+    assert!(
+        healthy
+            .conditions
+            .iter()
+            .all(|c| c.last_transition_time == "2026-11-24T10:00:00Z")
+    );
+
+    let pending = input(&BTreeMap::new());
+    assert_eq!(pending.phase, Some(Phase::Pending));
+    assert_eq!(pending.ready.as_deref(), Some("0/8"));
+    assert!(
+        pending.ports.iter().all(|p| p.unhealthy.is_empty()),
+        "no verdict, nothing to report"
+    );
+}
+
+#[test]
+fn status_is_stable_when_nothing_changed() {
+    let plan = wordpress_plan();
+    let mut health = health_all(&plan, HealthState::Ready);
+    let bad = TargetId {
+        port: "wp-udp".into(),
+        host: "10.33.40.151".parse().expect("ip"),
+    };
+    health.insert(
+        bad.clone(),
+        Health {
+            state: HealthState::NotReady,
+            since: at(10),
+            message: "udp: no reply within 1s".into(),
+        },
+    );
+    let first = status(&StatusInput {
+        generation: Some(1),
+        spec: done(&plan),
+        health: &health,
+        previous: None,
+        now: "2026-11-24T10:00:00Z",
+    });
+    // Later, after a restart: the host is seeded NotReady with another
+    // message and time; the status must come out identical.
+    health.insert(
+        bad,
+        Health {
+            state: HealthState::NotReady,
+            since: at(999),
+            message: "restored from existing EndpointSlice".into(),
+        },
+    );
+    let second = status(&StatusInput {
+        generation: Some(1),
+        spec: done(&plan),
+        health: &health,
+        previous: Some(&first),
+        now: "2026-11-24T11:00:00Z",
+    });
+    assert_eq!(first, second);
+    let udp = first
+        .ports
+        .iter()
+        .find(|p| p.name == "wp-udp")
+        .expect("udp");
+    assert_eq!(udp.unhealthy[0].since, rfc3339(at(10)));
+    assert_eq!(udp.probe, "udp");
+    assert_eq!((udp.ready, udp.total), (1, 2));
+}
+
+#[test]
+fn condition_times_move_only_on_change() {
+    let plan = wordpress_plan();
+    let healthy = health_all(&plan, HealthState::Ready);
+    let unhealthy = health_all(&plan, HealthState::NotReady);
+    let mk = |health: &BTreeMap<TargetId, Health>,
+              previous: Option<&ClusterEndpointStatus>,
+              now: &str| {
+        status(&StatusInput {
+            generation: Some(1),
+            spec: done(&plan),
+            health,
+            previous,
+            now,
+        })
+    };
+    let t0 = mk(&healthy, None, "2026-11-24T10:00:00Z");
+    let t1 = mk(&unhealthy, Some(&t0), "2026-11-24T10:05:00Z");
+    let ready = |s: &ClusterEndpointStatus| {
+        s.conditions
+            .iter()
+            .find(|c| c.type_ == CONDITION_READY)
+            .cloned()
+            .expect("ready")
+    };
+    let init = |s: &ClusterEndpointStatus| {
+        s.conditions
+            .iter()
+            .find(|c| c.type_ == CONDITION_INITIALIZED)
+            .cloned()
+            .expect("init")
+    };
+    assert_eq!(ready(&t1).last_transition_time, "2026-11-24T10:05:00Z");
+    assert_eq!(
+        ready(&t1).last_heartbeat_time.as_deref(),
+        Some("2026-11-24T10:05:00Z")
+    );
+    assert_eq!(
+        init(&t1),
+        init(&t0),
+        "unchanged conditions keep their times"
+    );
+}
+
+#[test]
+fn invalid_spec_and_refusals_show_in_conditions() {
+    let invalid = crate::plan::InvalidSpec(vec![crate::plan::FieldError {
+        field: "spec.ports[0].port".into(),
+        message: "must be between 1 and 65535, got 0".into(),
+    }]);
+    let s = status(&StatusInput {
+        generation: Some(2),
+        spec: Err(&invalid),
+        health: &BTreeMap::new(),
+        previous: None,
+        now: "2026-11-24T10:00:00Z",
+    });
+    let init = s
+        .conditions
+        .iter()
+        .find(|c| c.type_ == CONDITION_INITIALIZED)
+        .expect("init");
+    assert_eq!(
+        (init.status.as_str(), init.reason.as_str()),
+        ("False", "InvalidSpec")
+    );
+    assert!(init.message.contains("spec.ports[0].port"));
+    assert_eq!(s.phase, Some(Phase::UnHealthy));
+
+    let plan = wordpress_plan();
+    let s = status(&StatusInput {
+        generation: Some(2),
+        spec: Ok(Synced {
+            plan: &plan,
+            service: SyncOutcome::failed(
+                "ServiceHasSelector",
+                "Service default/wordpress has a selector",
+            ),
+            endpoints: SyncOutcome::failed("ServiceNotSynced", "x"),
+        }),
+        health: &health_all(&plan, HealthState::Ready),
+        previous: None,
+        now: "2026-11-24T10:00:00Z",
+    });
+    let ready = s
+        .conditions
+        .iter()
+        .find(|c| c.type_ == CONDITION_READY)
+        .expect("ready");
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "ServiceHasSelector")
+    );
+}

@@ -1,0 +1,167 @@
+//! Bad ClusterEndpoint specs and where each is caught, in one table for both
+//! validators: the unit tests assert that `plan()` rejects each naming
+//! `plan_field`, and the admission test (`tests/admission.rs`) that the
+//! apiserver refuses each with a message containing `admission`.
+//!
+//! Plain data with no imports, so that the integration test can include it.
+
+/// One bad spec.
+pub struct Case {
+    pub what: &'static str,
+    /// The lines under `spec:`, indented by two spaces.
+    pub spec: &'static str,
+    /// What the apiserver's message must contain (the field, or for a rule on
+    /// the whole spec, the rule's message).
+    pub admission: &'static str,
+    /// The field `plan()` must name.
+    pub plan_field: &'static str,
+}
+
+/// A valid port to vary: `{name: a, port: 80, targetPort: 80, hosts: [198.18.0.2]}`.
+pub const CASES: &[Case] = &[
+    Case {
+        what: "loopback host",
+        spec: "  ports: [{name: a, port: 80, targetPort: 80, hosts: [127.0.0.1]}]",
+        admission: "spec.ports[0].hosts[0]",
+        plan_field: "spec.ports[0].hosts[0]",
+    },
+    Case {
+        what: "hostname",
+        spec: "  ports: [{name: a, port: 80, targetPort: 80, hosts: [db.example.com]}]",
+        admission: "spec.ports[0].hosts[0]",
+        plan_field: "spec.ports[0].hosts[0]",
+    },
+    Case {
+        what: "link-local",
+        spec: "  ports: [{name: a, port: 80, targetPort: 80, hosts: ['fe80::1']}]",
+        admission: "spec.ports[0].hosts[0]",
+        plan_field: "spec.ports[0].hosts[0]",
+    },
+    Case {
+        what: "duplicate host",
+        spec: "  ports: [{name: a, port: 80, targetPort: 80, hosts: [198.18.0.2, 198.18.0.2]}]",
+        admission: "spec.ports[0].hosts[1]",
+        plan_field: "spec.ports[0].hosts[1]",
+    },
+    Case {
+        what: "legacy host",
+        spec: "  hosts: [0.0.0.0]\n  ports: [{name: a, port: 80, targetPort: 80}]",
+        admission: "spec.hosts[0]",
+        plan_field: "spec.hosts[0]",
+    },
+    Case {
+        what: "no hosts",
+        spec: "  ports: [{name: a, port: 80, targetPort: 80}]",
+        admission: "every port needs hosts",
+        plan_field: "spec.ports[0].hosts",
+    },
+    Case {
+        what: "no ports",
+        spec: "  ports: []",
+        admission: "spec.ports",
+        plan_field: "spec.ports",
+    },
+    Case {
+        what: "port 0",
+        spec: "  ports: [{name: a, port: 0, targetPort: 80, hosts: [198.18.0.2]}]",
+        admission: "spec.ports[0].port",
+        plan_field: "spec.ports[0].port",
+    },
+    Case {
+        what: "targetPort too big",
+        spec: "  ports: [{name: a, port: 80, targetPort: 65536, hosts: [198.18.0.2]}]",
+        admission: "spec.ports[0].targetPort",
+        plan_field: "spec.ports[0].targetPort",
+    },
+    Case {
+        what: "timeout 0",
+        spec: "  ports: [{name: a, port: 80, targetPort: 80, hosts: [198.18.0.2], timeoutSeconds: 0}]",
+        admission: "spec.ports[0].timeoutSeconds",
+        plan_field: "spec.ports[0].timeoutSeconds",
+    },
+    Case {
+        what: "failureThreshold 0",
+        spec: "  ports: [{name: a, port: 80, targetPort: 80, hosts: [198.18.0.2], failureThreshold: 0}]",
+        admission: "spec.ports[0].failureThreshold",
+        plan_field: "spec.ports[0].failureThreshold",
+    },
+    Case {
+        what: "successThreshold 0",
+        spec: "  ports: [{name: a, port: 80, targetPort: 80, hosts: [198.18.0.2], successThreshold: 0}]",
+        admission: "spec.ports[0].successThreshold",
+        plan_field: "spec.ports[0].successThreshold",
+    },
+    Case {
+        what: "period 0",
+        spec: "  periodSeconds: 0\n  ports: [{name: a, port: 80, targetPort: 80, hosts: [198.18.0.2]}]",
+        admission: "spec.periodSeconds",
+        plan_field: "spec.periodSeconds",
+    },
+    Case {
+        what: "bad protocol",
+        spec: "  ports: [{name: a, port: 80, targetPort: 80, hosts: [198.18.0.2], protocol: HTTP}]",
+        admission: "spec.ports[0].protocol",
+        plan_field: "spec.ports[0].protocol",
+    },
+    Case {
+        what: "bad port name",
+        spec: "  ports: [{name: Web_1, port: 80, targetPort: 80, hosts: [198.18.0.2]}]",
+        admission: "spec.ports[0].name",
+        plan_field: "spec.ports[0].name",
+    },
+    Case {
+        what: "duplicate port name",
+        spec: "  ports: [{name: a, port: 80, targetPort: 80, hosts: [198.18.0.2]}, {name: a, port: 81, targetPort: 80, hosts: [198.18.0.2]}]",
+        admission: "spec.ports[1]",
+        plan_field: "spec.ports[1].name",
+    },
+    Case {
+        what: "duplicate service port",
+        spec: "  ports: [{name: a, port: 80, targetPort: 80, hosts: [198.18.0.2]}, {name: b, port: 80, targetPort: 81, hosts: [198.18.0.2]}]",
+        admission: "must be unique per protocol",
+        plan_field: "spec.ports[1].port",
+    },
+    Case {
+        what: "two probes",
+        spec: "  ports: [{name: a, port: 80, targetPort: 80, hosts: [198.18.0.2], tcpSocket: {enable: true}, grpc: {enable: true}}]",
+        admission: "at most one of tcpSocket",
+        plan_field: "spec.ports[0]",
+    },
+    Case {
+        what: "bad scheme",
+        spec: "  ports: [{name: a, port: 80, targetPort: 80, hosts: [198.18.0.2], httpGet: {scheme: ftp}}]",
+        admission: "spec.ports[0].httpGet.scheme",
+        plan_field: "spec.ports[0].httpGet.scheme",
+    },
+    Case {
+        what: "bad header",
+        spec: "  ports: [{name: a, port: 80, targetPort: 80, hosts: [198.18.0.2], httpGet: {httpHeaders: [{name: 'a b', value: x}]}}]",
+        admission: "spec.ports[0].httpGet.httpHeaders[0].name",
+        plan_field: "spec.ports[0].httpGet.httpHeaders[0].name",
+    },
+    Case {
+        what: "bad clusterIP",
+        spec: "  clusterIP: 10.0.0.9\n  ports: [{name: a, port: 80, targetPort: 80, hosts: [198.18.0.2]}]",
+        admission: "spec.clusterIP",
+        plan_field: "spec.clusterIP",
+    },
+    Case {
+        what: "extra target port repeats targetPort",
+        spec: "  ports: [{name: a, port: 80, targetPort: 80, hosts: [198.18.0.2], additionalTargetPorts: [80]}]",
+        admission: "spec.ports[0].additionalTargetPorts",
+        plan_field: "spec.ports[0].additionalTargetPorts[0]",
+    },
+    Case {
+        what: "extra target port out of range",
+        spec: "  ports: [{name: a, port: 80, targetPort: 80, hosts: [198.18.0.2], additionalTargetPorts: [70000]}]",
+        admission: "spec.ports[0].additionalTargetPorts[0]",
+        plan_field: "spec.ports[0].additionalTargetPorts[0]",
+    },
+];
+
+/// The manifest of a case: a ClusterEndpoint named `name` of `group`.
+pub fn manifest(group: &str, name: &str, spec: &str) -> String {
+    format!(
+        "apiVersion: {group}/v1beta1\nkind: ClusterEndpoint\nmetadata: {{name: {name}}}\nspec:\n{spec}\n"
+    )
+}

@@ -1,0 +1,356 @@
+//! Writes: the pure decision of what to send to the API. From the
+//! [`Desired`] state and what is [`Live`] (the caches) it makes a
+//! [`WritePlan`]: which objects to apply, which Service ports to prune, which
+//! stale objects to delete, or why an object of our name must be left alone.
+//! The reconciler only executes the plan, so "nothing changed → no write" is
+//! decided (and unit-tested) here.
+
+use std::collections::BTreeSet;
+
+use k8s_openapi::api::core::v1::{Endpoints, Service, ServicePort};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::ResourceExt;
+use serde::Serialize;
+
+use crate::builder::{Desired, Owner};
+use crate::diff::contains;
+
+/// What is in the cluster now (from the watch caches).
+#[derive(Clone, Debug, Default)]
+pub struct Live<'a> {
+    /// The Service of the object's name, whoever owns it.
+    pub service: Option<&'a Service>,
+    /// The Endpoints of the object's name, whoever owns it.
+    pub endpoints: Option<&'a Endpoints>,
+    /// Our own EndpointSlices of this object ([`crate::builder::is_own_slice`]).
+    pub slices: Vec<&'a EndpointSlice>,
+}
+
+/// The kinds of object the controller writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Service,
+    EndpointSlice,
+    Endpoints,
+}
+
+impl Kind {
+    /// The API resource, as used in the `resource` label of write metrics.
+    pub fn resource(self) -> &'static str {
+        match self {
+            Kind::Service => "services",
+            Kind::EndpointSlice => "endpointslices",
+            Kind::Endpoints => "endpoints",
+        }
+    }
+}
+
+/// An object to apply.
+#[derive(Clone, Debug, PartialEq)]
+#[allow(clippy::large_enum_variant)] // a handful per reconcile, never stored
+pub enum Object {
+    Service(Service),
+    EndpointSlice(EndpointSlice),
+    Endpoints(Endpoints),
+}
+
+impl Object {
+    pub fn kind(&self) -> Kind {
+        match self {
+            Object::Service(_) => Kind::Service,
+            Object::EndpointSlice(_) => Kind::EndpointSlice,
+            Object::Endpoints(_) => Kind::Endpoints,
+        }
+    }
+
+    pub fn name(&self) -> String {
+        match self {
+            Object::Service(o) => o.name_any(),
+            Object::EndpointSlice(o) => o.name_any(),
+            Object::Endpoints(o) => o.name_any(),
+        }
+    }
+}
+
+/// A Service port's identity: (port, protocol).
+pub type PortKey = (i32, String);
+
+/// One write, executed in order within its step.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Write {
+    /// Server-side apply of an object that is ours or new.
+    Apply(Object),
+    /// Server-side apply that takes over a hand-made, unowned object in place.
+    Adopt(Object),
+    /// Follows the Service's apply: ports another manager wrote (an adopted
+    /// hand-made Service) survive it; keep only these. Executed against the
+    /// applied Service, and a write only when [`pruned_ports`] finds such a
+    /// port.
+    PrunePorts { keep: Vec<PortKey> },
+    /// Delete one of our objects (a missing one is not an error).
+    Delete { kind: Kind, name: String },
+}
+
+/// The writes for one ClusterEndpoint, by step. Each step is either its
+/// writes or the reason its object may not be managed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WritePlan {
+    /// The Service. A refused Service stops the other steps: our slices
+    /// would otherwise attach hosts to somebody else's Service.
+    pub service: Result<Vec<Write>, Refusal>,
+    /// The EndpointSlices: applies first, then deletion of stale ones, so
+    /// that kube-proxy never sees fewer endpoints than it should.
+    pub slices: Vec<Write>,
+    /// The compatibility Endpoints (applied, or removed when switched off).
+    pub endpoints: Result<Vec<Write>, Refusal>,
+}
+
+impl WritePlan {
+    /// Every write of every step that is not refused, in order.
+    pub fn writes(&self) -> impl Iterator<Item = &Write> {
+        let none: &[Write] = &[];
+        self.service
+            .as_deref()
+            .unwrap_or(none)
+            .iter()
+            .chain(&self.slices)
+            .chain(self.endpoints.as_deref().unwrap_or(none))
+    }
+}
+
+/// Compare `desired` with `live` and decide every write.
+pub fn plan_writes(desired: &Desired, live: &Live<'_>) -> WritePlan {
+    let owner = &desired.owner;
+    let service = match service_ownership(live.service, owner, is_headless(&desired.service)) {
+        Ownership::Refuse(r) => Err(r),
+        decision => Ok(service_writes(&desired.service, live.service, &decision)),
+    };
+    let mut slices: Vec<Write> = desired
+        .slices
+        .iter()
+        .filter_map(|slice| {
+            let name = slice.name_any();
+            let live = live.slices.iter().copied().find(|l| l.name_any() == name);
+            apply_if_changed(live, slice, Ownership::Owned, Object::EndpointSlice)
+        })
+        .collect();
+    let wanted: BTreeSet<String> = desired.slices.iter().map(ResourceExt::name_any).collect();
+    slices.extend(
+        live.slices
+            .iter()
+            .map(|s| s.name_any())
+            .filter(|name| !wanted.contains(name))
+            .map(|name| Write::Delete {
+                kind: Kind::EndpointSlice,
+                name,
+            }),
+    );
+    let endpoints = match (
+        &desired.endpoints,
+        endpoints_ownership(live.endpoints, owner),
+    ) {
+        // Switched off: remove ours, leave anybody else's alone.
+        (None, Ownership::Owned) => Ok(vec![Write::Delete {
+            kind: Kind::Endpoints,
+            name: owner.name.clone(),
+        }]),
+        (None, _) => Ok(Vec::new()),
+        (Some(_), Ownership::Refuse(r)) => Err(r),
+        (Some(desired), decision) => {
+            Ok(
+                apply_if_changed(live.endpoints, desired, decision, Object::Endpoints)
+                    .into_iter()
+                    .collect(),
+            )
+        }
+    };
+    WritePlan {
+        service,
+        slices,
+        endpoints,
+    }
+}
+
+fn service_writes(desired: &Service, live: Option<&Service>, decision: &Ownership) -> Vec<Write> {
+    match apply_if_changed(live, desired, decision.clone(), Object::Service) {
+        // Which ports survive the apply depends on who owns them, which
+        // only the apply's answer tells: the prune is decided on that.
+        Some(apply) => vec![
+            apply,
+            Write::PrunePorts {
+                keep: port_keys(desired),
+            },
+        ],
+        None => Vec::new(),
+    }
+}
+
+/// The apply (or adoption) of `desired`, unless `live` already holds every
+/// field of it ([`contains`]).
+pub fn apply_if_changed<K: Serialize + Clone>(
+    live: Option<&K>,
+    desired: &K,
+    decision: Ownership,
+    object: impl FnOnce(K) -> Object,
+) -> Option<Write> {
+    if live.is_some_and(|l| unchanged(l, desired)) {
+        return None;
+    }
+    let object = object(desired.clone());
+    Some(match decision {
+        Ownership::Adopt => Write::Adopt(object),
+        _ => Write::Apply(object),
+    })
+}
+
+/// Whether applying `desired` would change nothing in `live`. An object that
+/// cannot be compared (it does not serialise) counts as changed: a needless
+/// write is safe, a missed one is not.
+fn unchanged<K: Serialize>(live: &K, desired: &K) -> bool {
+    match (serde_json::to_value(live), serde_json::to_value(desired)) {
+        (Ok(l), Ok(d)) => contains(&l, &d),
+        _ => false,
+    }
+}
+
+fn port_keys(service: &Service) -> Vec<PortKey> {
+    service
+        .spec
+        .iter()
+        .flat_map(|s| s.ports.iter().flatten())
+        .map(port_key)
+        .collect()
+}
+
+fn port_key(p: &ServicePort) -> PortKey {
+    (p.port, p.protocol.clone().unwrap_or_else(|| "TCP".into()))
+}
+
+/// The ports of the applied Service that are in `keep`, or `None` when it
+/// has no others (nothing to prune).
+pub fn pruned_ports(applied: &Service, keep: &[PortKey]) -> Option<Vec<ServicePort>> {
+    let ports: Vec<&ServicePort> = applied
+        .spec
+        .iter()
+        .flat_map(|s| s.ports.iter().flatten())
+        .collect();
+    if ports.iter().all(|p| keep.contains(&port_key(p))) {
+        return None;
+    }
+    Some(
+        ports
+            .into_iter()
+            .filter(|p| keep.contains(&port_key(p)))
+            .cloned()
+            .collect(),
+    )
+}
+
+fn is_headless(service: &Service) -> bool {
+    service.spec.as_ref().and_then(|s| s.cluster_ip.as_deref()) == Some("None")
+}
+
+/// Why a Service or Endpoints of the object's name cannot be managed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    /// Stable, CamelCase; used as condition reason, Event reason and metric label.
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// What to do with an object of our name that may already exist.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Ownership {
+    /// Nothing there: create it.
+    Create,
+    /// Already ours.
+    Owned,
+    /// Hand-made and unowned: take it over in place.
+    Adopt,
+    Refuse(Refusal),
+}
+
+fn controller_ref(meta: &ObjectMeta) -> Option<&OwnerReference> {
+    meta.owner_references
+        .iter()
+        .flatten()
+        .find(|r| r.controller == Some(true))
+}
+
+fn ownership_by_refs(meta: &ObjectMeta, owner: &Owner, what: &str) -> Ownership {
+    match controller_ref(meta) {
+        Some(r) if r.uid == owner.uid => Ownership::Owned,
+        Some(r) => Ownership::Refuse(Refusal {
+            reason: "OwnedByAnotherController",
+            message: format!(
+                "{what} {}/{} is controlled by {} {}; refusing to take it over",
+                owner.namespace, owner.name, r.kind, r.name
+            ),
+        }),
+        None => Ownership::Adopt,
+    }
+}
+
+/// Decide whether an existing Service may be managed: adopt an unowned
+/// selector-less ClusterIP Service (keeping its clusterIP, labels and
+/// annotations); refuse anything else, saying why.
+pub fn service_ownership(existing: Option<&Service>, owner: &Owner, headless: bool) -> Ownership {
+    let Some(svc) = existing else {
+        return Ownership::Create;
+    };
+    let decision = ownership_by_refs(&svc.metadata, owner, "Service");
+    if matches!(decision, Ownership::Refuse(_)) {
+        return decision;
+    }
+    let spec = svc.spec.clone().unwrap_or_default();
+    let refuse = |reason, message: String| Ownership::Refuse(Refusal { reason, message });
+    if spec.selector.as_ref().is_some_and(|s| !s.is_empty()) {
+        return refuse(
+            "ServiceHasSelector",
+            format!(
+                "Service {}/{} has a selector, so Kubernetes manages its endpoints; remove the selector or choose another name",
+                owner.namespace, owner.name
+            ),
+        );
+    }
+    let type_ = spec.type_.as_deref().unwrap_or("ClusterIP");
+    if type_ != "ClusterIP" {
+        return refuse(
+            "ServiceTypeConflict",
+            format!(
+                "Service {}/{} is of type {type_}; only ClusterIP Services can be managed",
+                owner.namespace, owner.name
+            ),
+        );
+    }
+    let existing_headless = spec.cluster_ip.as_deref() == Some("None");
+    let has_ip = spec.cluster_ip.as_deref().is_some_and(|ip| !ip.is_empty());
+    if has_ip && existing_headless != headless {
+        let (have, want) = if existing_headless {
+            ("headless", "a ClusterIP")
+        } else {
+            ("a ClusterIP", "headless")
+        };
+        return refuse(
+            "ClusterIPConflict",
+            format!(
+                "Service {}/{} is {have} Service but spec.clusterIP asks for {want} one; clusterIP is immutable, delete the Service or change spec.clusterIP",
+                owner.namespace, owner.name
+            ),
+        );
+    }
+    decision
+}
+
+/// Decide whether an existing Endpoints may be managed.
+pub fn endpoints_ownership(existing: Option<&Endpoints>, owner: &Owner) -> Ownership {
+    match existing {
+        None => Ownership::Create,
+        Some(ep) => ownership_by_refs(&ep.metadata, owner, "Endpoints"),
+    }
+}
+
+#[cfg(test)]
+#[path = "writes_tests.rs"]
+mod tests;
