@@ -34,7 +34,7 @@ struct Install {
 /// install time.
 async fn install_chart_rbac(client: &Client) -> Install {
     let _ = namespace(client, SYSTEM_NS).await;
-    let objects = render_chart(RELEASE, SYSTEM_NS, &[]);
+    let objects = chart::objects(&chart::render(RELEASE, SYSTEM_NS, &[]));
     let wanted = [
         "CustomResourceDefinition",
         "ServiceAccount",
@@ -120,11 +120,11 @@ async fn start_replica(ns: &str, kubeconfig: &Path, lease: &str) -> Controller {
         "--lease-duration-seconds",
         LEASE_SECONDS,
     ];
-    Controller::start_with_kubeconfig(ns, &args, kubeconfig.to_path_buf()).await
+    start_controller_as(ns, &args, kubeconfig).await
 }
 
 async fn is_leader(c: &Controller) -> bool {
-    c.counter("kube_endpoints_leader").await == 1.0
+    c.metric("kube_endpoints_leader").await == 1.0
 }
 
 /// Wait until `next` leads and has reconciled and probed `targets` targets
@@ -136,8 +136,8 @@ async fn takeover(next: &Controller, since: Instant, targets: f64) -> std::time:
     .await;
     let took = since.elapsed();
     eventually("the new leader to reconcile and probe", || async {
-        let reconciled = next.counter("kube_endpoints_reconciles_total").await >= 1.0;
-        let probed = next.counter("kube_endpoints_probes_total").await >= 2.0 * targets;
+        let reconciled = next.metric("kube_endpoints_reconciles_total").await >= 1.0;
+        let probed = next.metric("kube_endpoints_probes_total").await >= 2.0 * targets;
         (reconciled && probed).then_some(())
     })
     .await;
@@ -191,12 +191,12 @@ async fn only_the_leader_works_and_failover_moves_no_endpoint() {
         "kube_endpoints_reconciles_total",
     ] {
         assert_eq!(
-            standby.counter(metric).await,
+            standby.metric(metric).await,
             0.0,
             "the standby must not work: {metric}"
         );
     }
-    assert!(leader.counter("kube_endpoints_api_writes_total").await > 0.0);
+    assert!(leader.metric("kube_endpoints_api_writes_total").await > 0.0);
 
     // SIGKILL: the Lease is left to expire.
     let before = resource_versions(&admin, &ns, GROUP, "db").await;
@@ -208,7 +208,7 @@ async fn only_the_leader_works_and_failover_moves_no_endpoint() {
         "failover after SIGKILL: the standby led {took:?} after the leader died (Lease {LEASE_SECONDS}s)"
     );
     assert_eq!(
-        standby.counter("kube_endpoints_api_writes_total").await,
+        standby.metric("kube_endpoints_api_writes_total").await,
         0.0,
         "{}",
         standby.metrics().await
@@ -249,13 +249,13 @@ async fn only_the_leader_works_and_failover_moves_no_endpoint() {
     eventually(
         "the stopped leader to log that it released the Lease",
         || async {
-            let log = std::fs::read_to_string(&standby.log).unwrap_or_default();
+            let log = standby.log();
             log.contains("released the Lease").then_some(())
         },
     )
     .await;
     assert_eq!(
-        c.counter("kube_endpoints_api_writes_total").await,
+        c.metric("kube_endpoints_api_writes_total").await,
         0.0,
         "{}",
         c.metrics().await

@@ -22,8 +22,7 @@ async fn the_controller_survives_an_apiserver_and_etcd_restart() {
         grpc: vec![],
     };
     let mut backend = host.start_backend(ports).await.expect("backend");
-    let _controller =
-        Controller::start_with_kubeconfig(&ns, &[], cp.kubeconfig_path().to_path_buf()).await;
+    let _controller = start_controller_as(&ns, &[], cp.kubeconfig_path()).await;
     let yaml = format!(
         "apiVersion: {GROUP}/v1beta1\nkind: ClusterEndpoint\nmetadata: {{name: db}}\nspec:\n  periodSeconds: 1\n  ports:\n  - {{name: tcp, port: 443, targetPort: 443, hosts: [{ip}], tcpSocket: {{enable: true}}}}\n  - {{name: http, port: 80, targetPort: 80, hosts: [{ip}], httpGet: {{path: /healthz}}}}\n",
         ip = host.ipv4()

@@ -8,6 +8,8 @@
 //!   root namespace by a veth pair, with addresses from the benchmarking range
 //!   198.18.0.0/15 and a ULA IPv6 prefix, running `ke-testbackend` (TCP, HTTP,
 //!   UDP echo and gRPC health listeners).
+//! - [`controller`]: a controller under test as its own process, [`crd`]:
+//!   installing a CRD, [`http`]: `GET` on loopback and a free port.
 //!
 //! Traffic goes only to loopback and to namespaces created here. Everything
 //! is killed and removed on drop; on a panic (a failing test) the log
@@ -18,7 +20,10 @@
 //!
 //! Needs root (network namespaces), `ip` (iproute2) and `openssl`.
 
+pub mod controller;
 pub mod controlplane;
+pub mod crd;
+pub mod http;
 pub mod netns;
 
 use std::io;
@@ -55,6 +60,13 @@ pub enum Error {
     },
     #[error("{process} exited ({status}) before it was ready; log {log}:\n{tail}")]
     Exited {
+        process: String,
+        status: String,
+        log: PathBuf,
+        tail: String,
+    },
+    #[error("{process} exited ({status}); log {log}:\n{tail}")]
+    Died {
         process: String,
         status: String,
         log: PathBuf,

@@ -1,27 +1,30 @@
-//! Shared fixtures of the end-to-end suite: one real control plane per test
-//! binary, a namespace and a `kube-endpoints run` process per test, and
-//! network-namespace hosts running the test backends.
-
+//! Shared fixtures of the integration tests: one real control plane per test
+//! binary, a namespace and a `kube-endpoints run` process per test,
+//! network-namespace hosts running the test backends, the wordpress example,
+//! and (in [`chart`]) the Helm chart rendered by the real `helm`.
+//!
+//! Each test binary includes this module and uses part of it.
 #![allow(dead_code)]
+
+pub mod chart;
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::net::{IpAddr, TcpListener};
-use std::path::PathBuf;
-use std::process::Stdio;
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Endpoints, Namespace, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::core::DynamicObject;
 use kube::{Client, ResourceExt};
 use kube_endpoints_api::{DynClusterEndpoint, Phase, api_resource, crd_for_group};
+pub use kube_endpoints_testkit::controller::ControllerProcess as Controller;
+use kube_endpoints_testkit::controller::Launch;
 use kube_endpoints_testkit::controlplane::ControlPlane;
-use serde_json::Value;
-use tokio::process::{Child, Command};
+use kube_endpoints_testkit::netns::{Backend, BackendPorts, TestHost};
+use serde_json::{Value, json};
 
 /// How long anything in the suite may take to converge before it fails.
 pub const DEADLINE: Duration = Duration::from_secs(60);
@@ -80,152 +83,77 @@ where
 
 /// Install (or update) the CRD of `group` and wait until it is served.
 pub async fn install_crd(client: &Client, group: &str) {
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let crd = crd_for_group(group);
-    let name = crd.name_any();
-    crds.patch(
-        &name,
-        &PatchParams::apply("e2e").force(),
-        &Patch::Apply(&crd),
-    )
-    .await
-    .expect("CRD applies");
-    eventually("the CRD to be established", || {
-        let crds = crds.clone();
-        let name = name.clone();
-        async move {
-            let crd = crds.get(&name).await.ok()?;
-            let established = crd
-                .status?
-                .conditions?
-                .iter()
-                .any(|c| c.type_ == "Established" && c.status == "True");
-            established.then_some(())
-        }
-    })
-    .await;
+    kube_endpoints_testkit::crd::install_and_wait(client, &crd_for_group(group), "e2e")
+        .await
+        .expect("the CRD is installed and served");
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    kube_endpoints_testkit::http::free_port().expect("free port")
 }
 
-/// A `kube-endpoints run` process watching one namespace.
-pub struct Controller {
-    child: Child,
-    pub metrics_port: u16,
-    pub log: PathBuf,
+/// A `kube-endpoints run` process watching `namespace`, as the admin.
+pub async fn start_controller(namespace: &str, extra: &[&str]) -> Controller {
+    start_controller_as(namespace, extra, control_plane().kubeconfig_path()).await
 }
 
-impl Controller {
-    pub async fn start(namespace: &str, extra: &[&str]) -> Controller {
-        Self::start_with_kubeconfig(
-            namespace,
-            extra,
-            control_plane().kubeconfig_path().to_path_buf(),
-        )
+/// A `kube-endpoints run` process watching `namespace` with `kubeconfig`;
+/// returns once it is ready.
+pub async fn start_controller_as(namespace: &str, extra: &[&str], kubeconfig: &Path) -> Controller {
+    let metrics_port = free_port();
+    let log = std::env::temp_dir().join(format!("ke-e2e-{namespace}-{metrics_port}.log"));
+    let mut command: Vec<String> = [env!("CARGO_BIN_EXE_kube-endpoints"), "run", "--kubeconfig"]
+        .map(String::from)
+        .into();
+    command.push(kubeconfig.display().to_string());
+    command.extend(["--namespace".into(), namespace.into()]);
+    command.extend(["--metrics-addr".into(), format!("127.0.0.1:{metrics_port}")]);
+    command.extend(extra.iter().map(|a| a.to_string()));
+    let mut launch = Launch::new(command, metrics_port, log);
+    launch.env = vec![("RUST_LOG".into(), "info,kube_endpoints=debug".into())];
+    launch.ready_timeout = DEADLINE;
+    Controller::start(launch)
         .await
-    }
+        .expect("the controller starts")
+}
 
-    pub async fn start_with_kubeconfig(
-        namespace: &str,
-        extra: &[&str],
-        kubeconfig: PathBuf,
-    ) -> Controller {
-        let metrics_port = free_port();
-        let log = std::env::temp_dir().join(format!("ke-e2e-{namespace}-{metrics_port}.log"));
-        let log_file = std::fs::File::create(&log).expect("controller log file");
-        // tracing writes to stdout; keep both streams in the log.
-        let stdout = log_file.try_clone().expect("controller log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_kube-endpoints"))
-            .arg("run")
-            .arg("--kubeconfig")
-            .arg(&kubeconfig)
-            .args(["--namespace", namespace])
-            .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
-            .args(extra)
-            .env("RUST_LOG", "info,kube_endpoints=debug")
-            .stdout(Stdio::from(stdout))
-            .stderr(Stdio::from(log_file))
-            .kill_on_drop(true)
-            .spawn()
-            .expect("kube-endpoints starts");
-        let c = Controller {
-            child,
-            metrics_port,
-            log,
-        };
-        let start = Instant::now();
-        while c.readyz().await.is_none() {
-            assert!(
-                start.elapsed() < DEADLINE,
-                "the controller was not ready after {DEADLINE:?}; its log ends:\n{}",
-                c.log_tail()
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        c
-    }
-
-    async fn readyz(&self) -> Option<()> {
-        let body = http_get(self.metrics_port, "/readyz").await?;
-        (body.trim() == "ok").then_some(())
-    }
-
-    pub async fn metrics(&self) -> String {
-        http_get(self.metrics_port, "/metrics")
-            .await
-            .unwrap_or_default()
-    }
-
-    /// Sum of a counter over all its label sets.
-    pub async fn counter(&self, name: &str) -> f64 {
-        sum_metric(&self.metrics().await, name)
-    }
-
-    pub fn pid(&self) -> i32 {
-        self.child
-            .id()
-            .and_then(|p| i32::try_from(p).ok())
-            .unwrap_or(0)
-    }
-
-    pub async fn kill(mut self) {
-        let _ = self.child.kill().await;
-    }
-
-    pub fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(40)..].join("\n")
+/// The target ports of the wordpress example, served by every test backend.
+pub fn wordpress_ports() -> BackendPorts {
+    BackendPorts {
+        tcp: vec![443],
+        http: vec![80],
+        udp: vec![1234],
+        grpc: vec![8080],
     }
 }
 
-pub fn sum_metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter(|l| l.split(['{', ' ']).next() == Some(name))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+/// A test host running a backend on the wordpress example's ports.
+pub async fn host_with_backend() -> (TestHost, Backend) {
+    let host = TestHost::create().await.expect("test host is created");
+    let backend = host
+        .start_backend(wordpress_ports())
+        .await
+        .expect("backend starts");
+    (host, backend)
 }
 
-/// GET `path` on 127.0.0.1:`port`; the body of a 200 answer.
-pub async fn http_get(port: u16, path: &str) -> Option<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .ok()?;
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
-        .await
-        .ok()?;
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).await.ok()?;
-    let (head, body) = buf.split_once("\r\n\r\n")?;
-    // hyper answers an HTTP/1.0 request in HTTP/1.0.
-    (head.split(' ').nth(1) == Some("200")).then(|| body.to_string())
+/// `examples/wordpress.yaml` in `group`, with its placeholder addresses
+/// replaced by `hosts` and its period set to `period` seconds, for the
+/// namespace it is applied in.
+pub fn wordpress(group: &str, hosts: &[String], period: u32) -> String {
+    let path = repo_root().join("examples/wordpress.yaml");
+    let text = std::fs::read_to_string(&path).expect("examples/wordpress.yaml");
+    let mut cep: Value = yaml_object(&text);
+    cep["apiVersion"] = json!(format!("{group}/v1beta1"));
+    cep["metadata"]
+        .as_object_mut()
+        .expect("metadata")
+        .remove("namespace");
+    cep["spec"]["periodSeconds"] = json!(period);
+    for port in cep["spec"]["ports"].as_array_mut().expect("ports") {
+        port["hosts"] = json!(hosts);
+    }
+    serde_json::to_string(&cep).expect("JSON")
 }
 
 /// A fresh namespace for one test.
@@ -438,79 +366,8 @@ pub async fn events(client: &Client, ns: &str, name: &str) -> Vec<(String, Strin
         .collect()
 }
 
-pub fn json<T: serde::Serialize>(v: &T) -> Value {
-    serde_json::to_value(v).unwrap_or(Value::Null)
-}
-
-pub fn ip_string(ip: impl Into<IpAddr>) -> String {
-    ip.into().to_string()
-}
-
-/// `$KE_HELM_BIN`, or the helm that scripts/build-helm.sh builds (once, into
-/// the cache).
-pub fn helm_bin() -> PathBuf {
-    static HELM: OnceLock<PathBuf> = OnceLock::new();
-    HELM.get_or_init(|| {
-        if let Some(bin) = std::env::var_os("KE_HELM_BIN") {
-            return PathBuf::from(bin);
-        }
-        let script = repo_root().join("scripts/build-helm.sh");
-        let out = std::process::Command::new(&script)
-            .stderr(Stdio::inherit())
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
-        assert!(
-            out.status.success(),
-            "{} failed: {}",
-            script.display(),
-            out.status
-        );
-        PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
-    })
-    .clone()
-}
-
-/// A helm command that reads no repositories, plugins or registry config
-/// from the host.
-pub fn helm_command() -> std::process::Command {
-    let mut cmd = std::process::Command::new(helm_bin());
-    let tmp = std::env::temp_dir();
-    cmd.env("HELM_CACHE_HOME", tmp.join("ke-helm-cache"))
-        .env("HELM_CONFIG_HOME", tmp.join("ke-helm-config"))
-        .env("HELM_DATA_HOME", tmp.join("ke-helm-data"));
-    cmd
-}
-
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// `helm template <release> charts/kube-endpoints` as JSON objects.
-pub fn render_chart(release: &str, namespace: &str, extra: &[&str]) -> Vec<Value> {
-    let chart = repo_root().join("charts/kube-endpoints");
-    let out = std::process::Command::new(helm_bin())
-        .args(["template", release])
-        .arg(&chart)
-        .args(["--namespace", namespace])
-        .args(extra)
-        .env(
-            "HELM_CACHE_HOME",
-            std::env::temp_dir().join("ke-helm-cache"),
-        )
-        .env(
-            "HELM_CONFIG_HOME",
-            std::env::temp_dir().join("ke-helm-config"),
-        )
-        .env("HELM_DATA_HOME", std::env::temp_dir().join("ke-helm-data"))
-        .output()
-        .expect("helm runs");
-    assert!(
-        out.status.success(),
-        "helm template failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    kube_endpoints::yaml::documents(&text).expect("rendered YAML")
 }
 
 /// The one object of a YAML test manifest.
