@@ -32,8 +32,6 @@ pub enum Error {
     },
     #[error("{0}")]
     Deadline(String),
-    #[error("controller under test: {0}")]
-    Controller(String),
     #[error("plot {path}: {message}")]
     Plot { path: PathBuf, message: String },
     #[error("{0}")]

@@ -3,6 +3,7 @@
 //! network-namespace test hosts. See BENCHMARKS.md (which it writes).
 
 mod error;
+mod options;
 mod plots;
 mod prom;
 mod report;
@@ -19,8 +20,8 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 
 use crate::error::{Error, Result, io_err};
+use crate::options::Options;
 use crate::report::Report;
-use crate::runner::Options;
 
 #[derive(Parser, Debug)]
 #[command(name = "kube-endpoints-bench", version, about)]
@@ -229,11 +230,14 @@ async fn run(cli: Cli) -> Result<bool> {
         path.display(),
         cli.out_dir.display()
     );
-    let _ = std::fs::remove_dir_all(&work_dir)
-        .ok()
-        .filter(|_| report.results.iter().all(|r| r.error.is_none()));
-
     let ok = report.results.iter().all(|r| r.error.is_none());
+    // A failed profile's error names the controller log in the work
+    // directory: keep it then.
+    if ok {
+        let _ = std::fs::remove_dir_all(&work_dir);
+    } else {
+        eprintln!("kept the controller logs in {}", work_dir.display());
+    }
     if cli.check {
         let missing: Vec<&str> = report
             .results

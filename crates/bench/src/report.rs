@@ -5,10 +5,10 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::runner::Options;
+use crate::options::Options;
 use crate::stats::Summary;
 use crate::sys::Machine;
-use crate::workload::{BreakMode, Profile};
+use crate::workload::{Bound, BreakMode, Figure, Profile};
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Creation {
@@ -157,127 +157,74 @@ pub struct Goal {
     pub met: Option<bool>,
 }
 
-fn goal(
-    profile: &str,
-    text: &str,
-    value: Option<f64>,
-    fmt: &dyn Fn(f64) -> String,
-    ok: &dyn Fn(f64) -> bool,
-) -> Goal {
-    Goal {
-        profile: profile.into(),
-        goal: text.into(),
-        measured: value.map_or_else(|| "not measured".into(), fmt),
-        met: value.map(ok),
+/// Every profile's goals, judged against its results.
+pub fn goals(results: &[ProfileResult]) -> Vec<Goal> {
+    results
+        .iter()
+        .flat_map(|r| {
+            r.profile.goals.iter().map(move |g| {
+                let value = figure(g.figure, r);
+                let met = match g.bound {
+                    Bound::Measured => Some(value.is_some()),
+                    Bound::Zero => value.map(|v| v == 0.0),
+                    Bound::Below(limit) => value.map(|v| v < limit),
+                    Bound::AtMost(limit) => value.map(|v| v <= limit),
+                    Bound::AtLeast(limit) => value.map(|v| v >= limit),
+                };
+                Goal {
+                    profile: r.profile.name.into(),
+                    goal: g.text.clone(),
+                    measured: value.map_or_else(|| "not measured".into(), |v| show(g.figure, v)),
+                    met,
+                }
+            })
+        })
+        .collect()
+}
+
+/// The value of `f` in `r`, when it was measured.
+fn figure(f: Figure, r: &ProfileResult) -> Option<f64> {
+    let steady = r.steady.as_ref();
+    match f {
+        Figure::SteadyWritesPerMinute => steady.map(|s| s.writes_per_minute),
+        Figure::ConvergenceSeconds => r.convergence.as_ref().map(|c| c.seconds_after_created),
+        Figure::DetectionP99Seconds => r
+            .detection
+            .iter()
+            .filter_map(|d| d.detect.as_ref().map(|s| s.p99))
+            .reduce(f64::max),
+        Figure::SteadyCpuPercent => steady.and_then(|s| s.cpu_percent_of_one_core),
+        Figure::SteadyRssMib => steady.and_then(|s| s.rss_mib),
+        Figure::PeakRssMib => r.peak_rss_mib.or(steady.and_then(|s| s.peak_rss_mib)),
+        Figure::LatenessP99Seconds => steady.and_then(|s| s.lateness_p99_seconds),
+        Figure::SlowestReportSeconds => r.unreachable.as_ref().and_then(|u| {
+            let max = u.per_object_seconds.as_ref()?.max;
+            // The slowest reported object says nothing when some never did.
+            Some(if u.reported == u.objects {
+                max
+            } else {
+                f64::INFINITY
+            })
+        }),
+        Figure::ReportedInTime => r
+            .unreachable
+            .as_ref()
+            .map(|u| u.within_goal_after_created as f64),
     }
 }
 
-pub fn goals(results: &[ProfileResult]) -> Vec<Goal> {
-    let mut out = Vec::new();
-    let secs = |v: f64| format!("{v:.2} s");
-    let ms = |v: f64| format!("{:.0} ms", v * 1000.0);
-    let per_min = |v: f64| format!("{v:.1}/min");
-    let pct = |v: f64| format!("{v:.1} % of a core");
-    let mib = |v: f64| format!("{v:.0} MiB");
-    for r in results {
-        let name = r.profile.name;
-        let steady = r.steady.as_ref();
-        out.push(goal(
-            name,
-            "steady-state API writes 0/min",
-            steady.map(|s| s.writes_per_minute),
-            &per_min,
-            &|v| v == 0.0,
-        ));
-        match name {
-            "10k" => {
-                out.push(goal(
-                    name,
-                    "converges < 30 s",
-                    r.convergence.as_ref().map(|c| c.seconds_after_created),
-                    &secs,
-                    &|v| v < 30.0,
-                ));
-                let p99 = r
-                    .detection
-                    .iter()
-                    .filter_map(|d| d.detect.as_ref().map(|s| s.p99))
-                    .reduce(f64::max);
-                out.push(goal(
-                    name,
-                    "detection overhead p99 < 1 s (worst mode)",
-                    p99,
-                    &secs,
-                    &|v| v < 1.0,
-                ));
-                out.push(goal(
-                    name,
-                    "controller < 10 % of one core (steady)",
-                    steady.and_then(|s| s.cpu_percent_of_one_core),
-                    &pct,
-                    &|v| v < 10.0,
-                ));
-                out.push(goal(
-                    name,
-                    "controller < 100 MB RSS (steady)",
-                    steady.and_then(|s| s.rss_mib),
-                    &mib,
-                    &|v| v * 1.048_576 < 100.0,
-                ));
-            }
-            "100k" => {
-                out.push(goal(
-                    name,
-                    "probe lateness p99 < 500 ms",
-                    steady.and_then(|s| s.lateness_p99_seconds),
-                    &ms,
-                    &|v| v < 0.5,
-                ));
-                out.push(goal(
-                    name,
-                    "controller < 1 core",
-                    steady.and_then(|s| s.cpu_percent_of_one_core),
-                    &pct,
-                    &|v| v < 100.0,
-                ));
-                out.push(goal(
-                    name,
-                    "controller < 1 GB RSS (peak)",
-                    r.peak_rss_mib.or(steady.and_then(|s| s.peak_rss_mib)),
-                    &mib,
-                    &|v| v * 1.048_576 < 1000.0,
-                ));
-                out.push(Goal {
-                    profile: name.into(),
-                    goal: "report convergence".into(),
-                    measured: r.convergence.as_ref().map_or_else(
-                        || "not measured".into(),
-                        |c| format!("{:.1} s after the last create", c.seconds_after_created),
-                    ),
-                    met: Some(r.convergence.is_some()),
-                });
-            }
-            "unreachable" => {
-                let u = r.unreachable.as_ref();
-                out.push(goal(
-                    name,
-                    "every object reports its state within one period + timeout (11 s) of creation",
-                    u.and_then(|u| u.per_object_seconds.as_ref().map(|s| s.max)),
-                    &|v| format!("max {v:.2} s per object"),
-                    &|v| u.is_some_and(|u| v <= u.goal_seconds && u.reported == u.objects),
-                ));
-                out.push(goal(
-                    name,
-                    "≥ 500 objects report within ~11 s after all were created",
-                    u.map(|u| u.within_goal_after_created as f64),
-                    &|v| format!("{v:.0} objects"),
-                    &|v| v >= 500.0,
-                ));
-            }
-            _ => {}
-        }
+fn show(f: Figure, v: f64) -> String {
+    match f {
+        Figure::SteadyWritesPerMinute => format!("{v:.1}/min"),
+        Figure::ConvergenceSeconds => format!("{v:.1} s after the last create"),
+        Figure::DetectionP99Seconds => format!("{v:.2} s"),
+        Figure::SteadyCpuPercent => format!("{v:.1} % of a core"),
+        Figure::SteadyRssMib | Figure::PeakRssMib => format!("{v:.0} MiB"),
+        Figure::LatenessP99Seconds => format!("{:.0} ms", v * 1000.0),
+        Figure::SlowestReportSeconds if v.is_infinite() => "not every object reported".into(),
+        Figure::SlowestReportSeconds => format!("max {v:.2} s per object"),
+        Figure::ReportedInTime => format!("{v:.0} objects"),
     }
-    out
 }
 
 pub fn write_key((resource, sub, verb): &crate::prom::RequestKey) -> String {

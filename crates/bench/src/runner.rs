@@ -3,22 +3,21 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
-use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Namespace;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, PostParams};
 use kube::core::DynamicObject;
 use kube::{Client, ResourceExt};
-use kube_endpoints_testkit::{BackendPorts, ControlPlane, ControlPlaneOptions, Fault, TestHost};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::process::{Child, Command};
+use kube_endpoints_testkit::controller::{ControllerProcess, Launch};
+use kube_endpoints_testkit::{
+    Backend, BackendPorts, ControlPlane, ControlPlaneOptions, Fault, TestHost,
+};
 
-use crate::error::{Error, Result, io_err, kube_err};
+use crate::error::{Error, Result, kube_err};
+use crate::options::Options;
 use crate::prom::{self, Sample};
 use crate::report::{
     Convergence, Creation, Detection, ProfileResult, Steady, Unreachable, write_key,
@@ -31,23 +30,6 @@ use crate::workload::{BreakMode, Probe, Profile, Workload};
 const NAMESPACE: &str = "bench";
 const POLL: Duration = Duration::from_millis(100);
 const SERIES_EVERY: Duration = Duration::from_millis(250);
-
-/// How the controller under test is run and observed.
-#[derive(Clone, Debug)]
-pub struct Options {
-    /// The controller's command line; `{kubeconfig}`, `{metrics_addr}`,
-    /// `{metrics_port}`, `{namespace}` and `{group}` are replaced.
-    pub controller_cmd: Vec<String>,
-    pub group: String,
-    /// Also require the compatibility Endpoints to agree.
-    pub check_endpoints: bool,
-    /// Objects created at once.
-    pub concurrency: usize,
-    /// Logs of the controller runs.
-    pub work_dir: PathBuf,
-    /// Overrides every profile's own timeout.
-    pub timeout: Option<Duration>,
-}
 
 /// What the profile is doing now, for the timeout message.
 #[derive(Clone, Default)]
@@ -103,6 +85,23 @@ pub async fn run_profile(profile: &Profile, opts: &Options) -> ProfileResult {
     result
 }
 
+/// What a profile runs against: a fresh control plane and a test host whose
+/// addresses all serve every probe.
+struct Fixture {
+    cp: ControlPlane,
+    client: Client,
+    host: TestHost,
+    pool: Vec<IpAddr>,
+    _backend: Backend,
+}
+
+/// When the objects were created.
+struct Created {
+    first: Instant,
+    all: Instant,
+    each: HashMap<String, Instant>,
+}
+
 async fn run_inner(
     profile: &Profile,
     opts: &Options,
@@ -111,49 +110,17 @@ async fn run_inner(
     result: &mut ProfileResult,
 ) -> Result<()> {
     let w = &profile.workload;
-    phase.set("starting the control plane");
-    let cp = ControlPlane::start_with(ControlPlaneOptions {
-        // Room for 10,000+ Services; no ClusterIP is ever contacted.
-        service_cluster_ip_range: "10.96.0.0/16".into(),
-        // Owner-reference cleanup is not measured; keep its watches out of
-        // the figures.
-        garbage_collector: false,
-        // kube-apiserver renews its own identity Lease every 10 s: six
-        // writes a minute that are nobody's controller. Off, so the steady
-        // figure is the controller's alone.
-        extra_apiserver_args: vec!["--feature-gates=APIServerIdentity=false".into()],
-    })
-    .await?;
-    let client = cp.client().await?;
-
-    phase.set(format!(
-        "creating a test host with {} addresses",
-        w.addresses
-    ));
-    let host = TestHost::create().await?;
-    let pool: Vec<IpAddr> = host
-        .add_ipv4_aliases(w.addresses)
-        .await?
-        .into_iter()
-        .map(IpAddr::V4)
-        .collect();
-    let ports = |p: Probe| vec![p.target_port()];
-    let _backend = host
-        .start_backend(BackendPorts {
-            tcp: ports(Probe::Tcp),
-            http: ports(Probe::Http),
-            udp: ports(Probe::Udp),
-            grpc: ports(Probe::Grpc),
-        })
-        .await?;
-
-    phase.set(format!("installing the CRD of {}", opts.group));
-    install_crd(&client, &opts.group).await?;
-    create_namespace(&client).await?;
+    let Fixture {
+        cp,
+        client,
+        host,
+        pool,
+        _backend,
+    } = fixture(w, opts, phase).await?;
 
     phase.set("starting the controller under test");
-    let mut controller = Controller::start(opts, &cp, log).await?;
-    result.controller_command = controller.command.clone();
+    let mut controller = start_controller(opts, &cp, log).await?;
+    result.controller_command = controller.command().to_vec();
 
     let tracker = Tracker::new(w.target_keys(&pool), opts.check_endpoints);
     let resource = kube_endpoints_api::api_resource(&opts.group);
@@ -179,96 +146,39 @@ async fn run_inner(
         w.targets(),
         opts.concurrency
     ));
-    let first_create = Instant::now();
-    let created_at = create_objects(&client, w, &opts.group, &pool, opts.concurrency).await?;
-    let all_created = Instant::now();
-    let create_seconds = all_created.duration_since(first_create).as_secs_f64();
+    let first = Instant::now();
+    let each = create_objects(&client, w, &opts.group, &pool, opts.concurrency).await?;
+    let created = Created {
+        first,
+        all: Instant::now(),
+        each,
+    };
+    let create_seconds = created.all.duration_since(first).as_secs_f64();
     result.creation = Some(Creation {
         seconds: create_seconds,
         objects_per_second: w.objects as f64 / create_seconds.max(1e-9),
     });
-    controller.check_alive().await?;
+    controller.check_alive()?;
 
     if profile.unreachable {
-        let goal = f64::from(w.period_seconds + w.timeout_seconds);
-        let deadline = all_created + Duration::from_secs_f64(goal) + Duration::from_secs(60);
-        loop {
-            let reported = tracker.reported();
-            phase.quiet(format!(
-                "waiting for status of every object: {}/{} report their state",
-                reported.len(),
-                w.objects
-            ));
-            if reported.len() >= w.objects || Instant::now() > deadline {
-                break;
-            }
-            controller.check_alive().await?;
-            tokio::time::sleep(POLL).await;
-        }
-        let reported = tracker.reported();
-        let after_created: Vec<f64> = reported
-            .values()
-            .map(|at| at.saturating_duration_since(all_created).as_secs_f64())
-            .collect();
-        let per_object: Vec<f64> = reported
-            .iter()
-            .filter_map(|(name, at)| {
-                let created = created_at.get(name)?;
-                Some(at.saturating_duration_since(*created).as_secs_f64())
-            })
-            .collect();
-        let last = reported.values().max().copied();
-        result.unreachable = Some(Unreachable {
-            objects: w.objects,
-            reported: reported.len(),
-            goal_seconds: goal,
-            within_goal_after_created: after_created.iter().filter(|s| **s <= goal).count(),
-            all_reported_seconds_after_created: (reported.len() >= w.objects)
-                .then(|| last.map(|l| l.saturating_duration_since(all_created).as_secs_f64()))
-                .flatten(),
-            all_reported_seconds_from_first_create: (reported.len() >= w.objects)
-                .then(|| last.map(|l| l.saturating_duration_since(first_create).as_secs_f64()))
-                .flatten(),
-            per_object_seconds: summarize(&per_object),
-        });
-        if reported.len() < w.objects {
+        let u = await_reports(w, &tracker, &mut controller, &created, phase).await?;
+        let (reported, goal) = (u.reported, u.goal_seconds);
+        result.unreachable = Some(u);
+        if reported < w.objects {
             return Err(Error::Deadline(format!(
-                "only {}/{} objects reported their state in status within {goal}s + 60s after creation",
-                reported.len(),
+                "only {reported}/{} objects reported their state in status within {goal}s + 60s after creation",
                 w.objects
             )));
         }
     } else {
-        let total = w.targets();
-        let mut series = vec![(0.0, 0.0)];
-        let mut last_sample = Instant::now();
-        loop {
-            let (ready, not_ready, _) = tracker.counts();
-            let now = Instant::now();
-            if now.duration_since(last_sample) >= SERIES_EVERY || ready == total {
-                series.push((
-                    now.duration_since(first_create).as_secs_f64(),
-                    ready as f64 / total.max(1) as f64,
-                ));
-                last_sample = now;
-            }
-            phase.quiet(format!(
-                "converging: {ready}/{total} targets ready in EndpointSlices{} ({not_ready} not ready), {:.0}s after all objects were created",
-                if opts.check_endpoints { " and Endpoints" } else { "" },
-                now.duration_since(all_created).as_secs_f64()
-            ));
-            if ready == total {
-                break;
-            }
-            controller.check_alive().await?;
-            tokio::time::sleep(POLL).await;
-        }
-        let converged = Instant::now();
+        let (converged, series) =
+            await_convergence(w, opts, &tracker, &mut controller, &created, phase).await?;
         let after = apiserver_counts(&cp).await?;
         let writes = write_total(&prom::diff_counts(&before_create, &after));
-        let from_first = converged.duration_since(first_create).as_secs_f64();
+        let from_first = converged.duration_since(created.first).as_secs_f64();
+        let total = w.targets();
         result.convergence = Some(Convergence {
-            seconds_after_created: converged.duration_since(all_created).as_secs_f64(),
+            seconds_after_created: converged.duration_since(created.all).as_secs_f64(),
             seconds_from_first_create: from_first,
             objects_per_minute: w.objects as f64 * 60.0 / from_first.max(1e-9),
             // Minus the bench's own creates.
@@ -277,7 +187,7 @@ async fn run_inner(
         });
         eprintln!(
             "  converged: {total} targets {from_first:.1}s after the first create ({:.1}s after the last)",
-            converged.duration_since(all_created).as_secs_f64()
+            converged.duration_since(created.all).as_secs_f64()
         );
     }
 
@@ -312,13 +222,153 @@ async fn run_inner(
         result.detection.push(d);
     }
 
-    if let Some(s) = controller.proc_sample() {
+    if let Some(s) = sys::sample(controller.pid()) {
         result.peak_rss_mib = Some(s.peak_rss_mib);
         result.cpu_seconds_total = Some(s.cpu_seconds);
     }
     result.watch_errors = tracker.watch_errors();
-    controller.stop().await;
+    controller.kill().await;
     Ok(())
+}
+
+async fn fixture(w: &Workload, opts: &Options, phase: &Phase) -> Result<Fixture> {
+    phase.set("starting the control plane");
+    let cp = ControlPlane::start_with(ControlPlaneOptions {
+        // Room for 10,000+ Services; no ClusterIP is ever contacted.
+        service_cluster_ip_range: "10.96.0.0/16".into(),
+        // Owner-reference cleanup is not measured; keep its watches out of
+        // the figures.
+        garbage_collector: false,
+        // kube-apiserver renews its own identity Lease every 10 s: six
+        // writes a minute that are nobody's controller. Off, so the steady
+        // figure is the controller's alone.
+        extra_apiserver_args: vec!["--feature-gates=APIServerIdentity=false".into()],
+    })
+    .await?;
+    let client = cp.client().await?;
+
+    phase.set(format!(
+        "creating a test host with {} addresses",
+        w.addresses
+    ));
+    let host = TestHost::create().await?;
+    let pool: Vec<IpAddr> = host
+        .add_ipv4_aliases(w.addresses)
+        .await?
+        .into_iter()
+        .map(IpAddr::V4)
+        .collect();
+    let ports = |p: Probe| vec![p.target_port()];
+    let backend = host
+        .start_backend(BackendPorts {
+            tcp: ports(Probe::Tcp),
+            http: ports(Probe::Http),
+            udp: ports(Probe::Udp),
+            grpc: ports(Probe::Grpc),
+        })
+        .await?;
+
+    phase.set(format!("installing the CRD of {}", opts.group));
+    let crd = kube_endpoints_api::crd_for_group(&opts.group);
+    kube_endpoints_testkit::crd::install_and_wait(&client, &crd, "kube-endpoints-bench").await?;
+    create_namespace(&client).await?;
+    Ok(Fixture {
+        cp,
+        client,
+        host,
+        pool,
+        _backend: backend,
+    })
+}
+
+/// Unreachable hosts: wait until every object reported its state in status
+/// (or period + timeout + 60 s after the last create).
+async fn await_reports(
+    w: &Workload,
+    tracker: &Tracker,
+    controller: &mut ControllerProcess,
+    created: &Created,
+    phase: &Phase,
+) -> Result<Unreachable> {
+    let goal = f64::from(w.period_seconds + w.timeout_seconds);
+    let deadline = created.all + Duration::from_secs_f64(goal) + Duration::from_secs(60);
+    loop {
+        let reported = tracker.reported();
+        phase.quiet(format!(
+            "waiting for status of every object: {}/{} report their state",
+            reported.len(),
+            w.objects
+        ));
+        if reported.len() >= w.objects || Instant::now() > deadline {
+            break;
+        }
+        controller.check_alive()?;
+        tokio::time::sleep(POLL).await;
+    }
+    let reported = tracker.reported();
+    let since = |t: Instant| {
+        reported
+            .values()
+            .max()
+            .map(|l| l.saturating_duration_since(t).as_secs_f64())
+    };
+    let after_created: Vec<f64> = reported
+        .values()
+        .map(|at| at.saturating_duration_since(created.all).as_secs_f64())
+        .collect();
+    let per_object: Vec<f64> = reported
+        .iter()
+        .filter_map(|(name, at)| {
+            let created = created.each.get(name)?;
+            Some(at.saturating_duration_since(*created).as_secs_f64())
+        })
+        .collect();
+    let all = reported.len() >= w.objects;
+    Ok(Unreachable {
+        objects: w.objects,
+        reported: reported.len(),
+        goal_seconds: goal,
+        within_goal_after_created: after_created.iter().filter(|s| **s <= goal).count(),
+        all_reported_seconds_after_created: all.then(|| since(created.all)).flatten(),
+        all_reported_seconds_from_first_create: all.then(|| since(created.first)).flatten(),
+        per_object_seconds: summarize(&per_object),
+    })
+}
+
+/// Wait until every target is ready; when that was, and the share of ready
+/// targets over time (seconds since the first create, share).
+async fn await_convergence(
+    w: &Workload,
+    opts: &Options,
+    tracker: &Tracker,
+    controller: &mut ControllerProcess,
+    created: &Created,
+    phase: &Phase,
+) -> Result<(Instant, Vec<(f64, f64)>)> {
+    let total = w.targets();
+    let mut series = vec![(0.0, 0.0)];
+    let mut last_sample = Instant::now();
+    loop {
+        let (ready, not_ready, _) = tracker.counts();
+        let now = Instant::now();
+        if now.duration_since(last_sample) >= SERIES_EVERY || ready == total {
+            series.push((
+                now.duration_since(created.first).as_secs_f64(),
+                ready as f64 / total.max(1) as f64,
+            ));
+            last_sample = now;
+        }
+        phase.quiet(format!(
+            "converging: {ready}/{total} targets ready in EndpointSlices{} ({not_ready} not ready), {:.0}s after all objects were created",
+            if opts.check_endpoints { " and Endpoints" } else { "" },
+            now.duration_since(created.all).as_secs_f64()
+        ));
+        if ready == total {
+            return Ok((now, series));
+        }
+        controller.check_alive()?;
+        tokio::time::sleep(POLL).await;
+    }
 }
 
 /// Break `broken` addresses with `mode`, measure until every target on them
@@ -331,7 +381,7 @@ async fn detect(
     broken: &[IpAddr],
     mode: BreakMode,
     tracker: &Tracker,
-    controller: &Controller,
+    controller: &ControllerProcess,
     phase: &Phase,
 ) -> Result<Detection> {
     let w = &profile.workload;
@@ -433,7 +483,7 @@ async fn wait_stamps(
     keys: &[String],
     want: Combined,
     deadline: Instant,
-    controller: &Controller,
+    controller: &ControllerProcess,
     phase: &Phase,
     what: &str,
 ) -> Result<Vec<Option<Instant>>> {
@@ -454,24 +504,24 @@ async fn wait_stamps(
             }
             return Ok(stamps);
         }
-        controller.check_alive_ref()?;
+        controller.check_running()?;
         tokio::time::sleep(POLL).await;
     }
 }
 
 async fn quiet_window(
     cp: &ControlPlane,
-    controller: &Controller,
+    controller: &ControllerProcess,
     window: Duration,
 ) -> Result<Steady> {
     let api0 = apiserver_counts(cp).await?;
-    let ctl0 = prom::parse(&controller.metrics().await.unwrap_or_default());
-    let proc0 = controller.proc_sample();
+    let ctl0 = prom::parse(&controller.metrics().await);
+    let proc0 = sys::sample(controller.pid());
     let t0 = Instant::now();
     tokio::time::sleep(window).await;
     let api1 = apiserver_counts(cp).await?;
-    let ctl1 = prom::parse(&controller.metrics().await.unwrap_or_default());
-    let proc1 = controller.proc_sample();
+    let ctl1 = prom::parse(&controller.metrics().await);
+    let proc1 = sys::sample(controller.pid());
     let secs = t0.elapsed().as_secs_f64();
     let per_min = 60.0 / secs.max(1e-9);
 
@@ -530,41 +580,6 @@ async fn apiserver_counts(cp: &ControlPlane) -> Result<BTreeMap<prom::RequestKey
     let text = cp.metrics_text().await?;
     let samples: Vec<Sample> = prom::parse(&text);
     Ok(prom::request_counts(&samples))
-}
-
-async fn install_crd(client: &Client, group: &str) -> Result<()> {
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let crd = kube_endpoints_api::crd_for_group(group);
-    let name = crd.name_any();
-    crds.patch(
-        &name,
-        &PatchParams::apply("kube-endpoints-bench").force(),
-        &Patch::Apply(&crd),
-    )
-    .await
-    .map_err(kube_err(format!("applying CRD {name}")))?;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let established = crds
-            .get_opt(&name)
-            .await
-            .map_err(kube_err(format!("reading CRD {name}")))?
-            .and_then(|c| c.status)
-            .and_then(|s| s.conditions)
-            .is_some_and(|cs| {
-                cs.iter()
-                    .any(|c| c.type_ == "Established" && c.status == "True")
-            });
-        if established {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            return Err(Error::Deadline(format!(
-                "CRD {name} not established after 60s"
-            )));
-        }
-        tokio::time::sleep(POLL).await;
-    }
 }
 
 async fn create_namespace(client: &Client) -> Result<()> {
@@ -630,151 +645,39 @@ fn retriable(e: &kube::Error) -> bool {
     }
 }
 
-/// The controller under test, as a child process.
-struct Controller {
-    child: Child,
-    pid: u32,
-    metrics_port: u16,
-    command: Vec<String>,
-    log: PathBuf,
-}
-
-impl Controller {
-    async fn start(opts: &Options, cp: &ControlPlane, log: &std::path::Path) -> Result<Controller> {
-        let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .map_err(io_err("finding a free port for the controller's metrics"))?;
-        let kubeconfig = cp.kubeconfig_path().display().to_string();
-        let command: Vec<String> = opts
-            .controller_cmd
-            .iter()
-            .map(|a| {
-                a.replace("{kubeconfig}", &kubeconfig)
-                    .replace("{metrics_addr}", &format!("127.0.0.1:{metrics_port}"))
-                    .replace("{metrics_port}", &metrics_port.to_string())
-                    .replace("{namespace}", NAMESPACE)
-                    .replace("{group}", &opts.group)
-            })
-            .collect();
-        let Some((program, args)) = command.split_first() else {
-            return Err(Error::Usage("the controller command is empty".into()));
-        };
-        if let Some(dir) = log.parent() {
-            std::fs::create_dir_all(dir).map_err(io_err(format!("creating {}", dir.display())))?;
-        }
-        let file =
-            std::fs::File::create(log).map_err(io_err(format!("creating {}", log.display())))?;
-        let mut cmd = Command::new(program);
-        cmd.args(args)
-            .env(
-                "RUST_LOG",
-                std::env::var("KE_BENCH_RUST_LOG").unwrap_or_else(|_| "warn".into()),
-            )
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(file))
-            .kill_on_drop(true);
-        let child = cmd
-            .spawn()
-            .map_err(|e| Error::Controller(format!("cannot run `{}`: {e}", command.join(" "))))?;
-        let pid = child
-            .id()
-            .ok_or_else(|| Error::Controller("exited at once".into()))?;
-        let mut c = Controller {
-            child,
-            pid,
-            metrics_port,
-            command,
-            log: log.to_path_buf(),
-        };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            c.check_alive().await?;
-            if c.metrics().await.is_some() {
-                return Ok(c);
-            }
-            if Instant::now() > deadline {
-                return Err(Error::Controller(format!(
-                    "no /metrics on 127.0.0.1:{metrics_port} after 60s; log {}:\n{}",
-                    c.log.display(),
-                    c.log_tail()
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+/// Start the controller under test: `opts.controller_cmd` with its
+/// placeholders filled in, ready once `/metrics` answers (any controller
+/// has that; not every one has `/readyz`).
+async fn start_controller(
+    opts: &Options,
+    cp: &ControlPlane,
+    log: &std::path::Path,
+) -> Result<ControllerProcess> {
+    let metrics_port = kube_endpoints_testkit::http::free_port().map_err(crate::error::io_err(
+        "finding a free port for the controller's metrics",
+    ))?;
+    let kubeconfig = cp.kubeconfig_path().display().to_string();
+    let command: Vec<String> = opts
+        .controller_cmd
+        .iter()
+        .map(|a| {
+            a.replace("{kubeconfig}", &kubeconfig)
+                .replace("{metrics_addr}", &format!("127.0.0.1:{metrics_port}"))
+                .replace("{metrics_port}", &metrics_port.to_string())
+                .replace("{namespace}", NAMESPACE)
+                .replace("{group}", &opts.group)
+        })
+        .collect();
+    if command.is_empty() {
+        return Err(Error::Usage("the controller command is empty".into()));
     }
-
-    fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(20)..].join("\n")
-    }
-
-    async fn check_alive(&mut self) -> Result<()> {
-        match self.child.try_wait() {
-            Ok(None) => Ok(()),
-            Ok(Some(status)) => Err(Error::Controller(format!(
-                "exited ({status}); log {}:\n{}",
-                self.log.display(),
-                self.log_tail()
-            ))),
-            Err(e) => Err(Error::Controller(format!("cannot check it: {e}"))),
-        }
-    }
-
-    /// Like [`check_alive`](Self::check_alive) through `/proc`, for shared refs.
-    fn check_alive_ref(&self) -> Result<()> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).unwrap_or_default();
-        let state = stat
-            .rfind(')')
-            .and_then(|i| stat[i + 1..].split_whitespace().next());
-        match state {
-            Some("Z") | Some("X") | None => Err(Error::Controller(format!(
-                "exited; log {}:\n{}",
-                self.log.display(),
-                self.log_tail()
-            ))),
-            _ => Ok(()),
-        }
-    }
-
-    fn proc_sample(&self) -> Option<sys::ProcSample> {
-        sys::sample(self.pid)
-    }
-
-    async fn metrics(&self) -> Option<String> {
-        http_get(self.metrics_port, "/metrics").await
-    }
-
-    async fn stop(mut self) {
-        let _ = self.child.kill().await;
-    }
-}
-
-/// GET over plain HTTP/1.0 on loopback; the body when the status is 200.
-async fn http_get(port: u16, path: &str) -> Option<String> {
-    let fut = async {
-        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .ok()?;
-        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
-            .await
-            .ok()?;
-        let mut buf = Vec::new();
-        s.read_to_end(&mut buf).await.ok()?;
-        let text = String::from_utf8_lossy(&buf);
-        let (head, body) = text.split_once("\r\n\r\n")?;
-        let ok = head
-            .lines()
-            .next()
-            .is_some_and(|l| l.split_whitespace().nth(1) == Some("200"));
-        ok.then(|| body.to_string())
-    };
-    tokio::time::timeout(Duration::from_secs(10), fut)
-        .await
-        .ok()
-        .flatten()
+    let mut launch = Launch::new(command, metrics_port, log.to_path_buf());
+    launch.ready_path = "/metrics".into();
+    launch.env = vec![(
+        "RUST_LOG".into(),
+        std::env::var("KE_BENCH_RUST_LOG").unwrap_or_else(|_| "warn".into()),
+    )];
+    Ok(ControllerProcess::start(launch).await?)
 }
 
 struct AbortOnDrop(Vec<tokio::task::JoinHandle<()>>);

@@ -203,6 +203,65 @@ impl BreakMode {
     }
 }
 
+/// A figure of a profile's result that a goal is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Figure {
+    /// API writes per minute in the quiet window.
+    SteadyWritesPerMinute,
+    /// Seconds from the last create until every target is ready.
+    ConvergenceSeconds,
+    /// The worst detection-overhead p99 over the break modes, seconds.
+    DetectionP99Seconds,
+    /// Controller CPU in the quiet window, % of one core.
+    SteadyCpuPercent,
+    /// Controller RSS at the end of the quiet window, MiB.
+    SteadyRssMib,
+    /// Peak controller RSS over the whole run, MiB.
+    PeakRssMib,
+    /// p99 of how late probes started in the quiet window, seconds.
+    LatenessP99Seconds,
+    /// The slowest object's time from its creation until its status
+    /// reported its state, seconds (infinite when some object never did).
+    SlowestReportSeconds,
+    /// Objects that reported their state within period + timeout after the
+    /// last object was created.
+    ReportedInTime,
+}
+
+/// What a figure must be for its goal to be met.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Bound {
+    Zero,
+    Below(f64),
+    AtMost(f64),
+    AtLeast(f64),
+    /// Only that it was measured.
+    Measured,
+}
+
+/// One goal a profile is judged against.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Goal {
+    pub text: String,
+    pub figure: Figure,
+    pub bound: Bound,
+}
+
+fn goal(text: impl Into<String>, figure: Figure, bound: Bound) -> Goal {
+    Goal {
+        text: text.into(),
+        figure,
+        bound,
+    }
+}
+
+/// MiB in `mb` megabytes (the goals speak of MB).
+fn mib(mb: f64) -> f64 {
+    mb / 1.048_576
+}
+
 /// A named benchmark profile.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Profile {
@@ -221,6 +280,8 @@ pub struct Profile {
     pub quiet_window_seconds: u64,
     /// The whole profile fails after this long.
     pub timeout_seconds: u64,
+    /// What the run is judged against (every profile: no steady-state writes).
+    pub goals: Vec<Goal>,
 }
 
 /// In the order `all` runs them (the longest last).
@@ -229,6 +290,74 @@ pub const PROFILE_NAMES: [&str; 5] = ["smoke", "10k", "unreachable", "mixed", "1
 pub fn profile(name: &str) -> Option<Profile> {
     let tcp = vec![Probe::Tcp];
     let both = vec![BreakMode::Refuse, BreakMode::Drop];
+    let mut profile = profile_without_goals(name, tcp, both)?;
+    profile.goals = goals(&profile);
+    Some(profile)
+}
+
+/// The goals of a profile, from its name and workload.
+fn goals(p: &Profile) -> Vec<Goal> {
+    use Figure::*;
+    let mut goals = vec![goal(
+        "steady-state API writes 0/min",
+        SteadyWritesPerMinute,
+        Bound::Zero,
+    )];
+    match p.name {
+        "10k" => goals.extend([
+            goal("converges < 30 s", ConvergenceSeconds, Bound::Below(30.0)),
+            goal(
+                "detection overhead p99 < 1 s (worst mode)",
+                DetectionP99Seconds,
+                Bound::Below(1.0),
+            ),
+            goal(
+                "controller < 10 % of one core (steady)",
+                SteadyCpuPercent,
+                Bound::Below(10.0),
+            ),
+            goal(
+                "controller < 100 MB RSS (steady)",
+                SteadyRssMib,
+                Bound::Below(mib(100.0)),
+            ),
+        ]),
+        "100k" => goals.extend([
+            goal(
+                "probe lateness p99 < 500 ms",
+                LatenessP99Seconds,
+                Bound::Below(0.5),
+            ),
+            goal("controller < 1 core", SteadyCpuPercent, Bound::Below(100.0)),
+            goal(
+                "controller < 1 GB RSS (peak)",
+                PeakRssMib,
+                Bound::Below(mib(1000.0)),
+            ),
+            goal("report convergence", ConvergenceSeconds, Bound::Measured),
+        ]),
+        "unreachable" => {
+            let w = &p.workload;
+            let in_time = f64::from(w.period_seconds + w.timeout_seconds);
+            goals.extend([
+                goal(
+                    format!("every object reports its state within one period + timeout ({in_time:.0} s) of creation"),
+                    SlowestReportSeconds,
+                    Bound::AtMost(in_time),
+                ),
+                goal(
+                    format!("≥ {} objects report within ~{in_time:.0} s after all were created", w.objects),
+                    ReportedInTime,
+                    Bound::AtLeast(w.objects as f64),
+                ),
+            ]);
+        }
+        _ => {}
+    }
+    goals
+}
+
+fn profile_without_goals(name: &str, tcp: Vec<Probe>, both: Vec<BreakMode>) -> Option<Profile> {
     Some(match name {
         "smoke" => Profile {
             name: "smoke",
@@ -250,6 +379,7 @@ pub fn profile(name: &str) -> Option<Profile> {
             settle_seconds: 3,
             quiet_window_seconds: 10,
             timeout_seconds: 240,
+            goals: Vec::new(),
         },
         "10k" => Profile {
             name: "10k",
@@ -271,6 +401,7 @@ pub fn profile(name: &str) -> Option<Profile> {
             settle_seconds: 20,
             quiet_window_seconds: 60,
             timeout_seconds: 600,
+            goals: Vec::new(),
         },
         "100k" => Profile {
             name: "100k",
@@ -292,6 +423,7 @@ pub fn profile(name: &str) -> Option<Profile> {
             settle_seconds: 30,
             quiet_window_seconds: 60,
             timeout_seconds: 900,
+            goals: Vec::new(),
         },
         "unreachable" => Profile {
             name: "unreachable",
@@ -313,6 +445,7 @@ pub fn profile(name: &str) -> Option<Profile> {
             settle_seconds: 10,
             quiet_window_seconds: 30,
             timeout_seconds: 300,
+            goals: Vec::new(),
         },
         "mixed" => Profile {
             name: "mixed",
@@ -334,6 +467,7 @@ pub fn profile(name: &str) -> Option<Profile> {
             settle_seconds: 10,
             quiet_window_seconds: 60,
             timeout_seconds: 420,
+            goals: Vec::new(),
         },
         _ => return None,
     })
@@ -450,5 +584,21 @@ mod tests {
         );
         assert_eq!(profile("mixed").map(|p| p.workload.probes.len()), Some(4));
         assert!(profile("nope").is_none());
+    }
+
+    #[test]
+    fn every_profile_is_judged_on_steady_writes_and_goals_follow_the_workload() {
+        for name in PROFILE_NAMES {
+            let p = profile(name).unwrap_or_else(|| panic!("profile {name}"));
+            assert_eq!(p.goals[0].figure, Figure::SteadyWritesPerMinute, "{name}");
+        }
+        let unreachable = profile("unreachable").expect("profile");
+        let slowest = unreachable
+            .goals
+            .iter()
+            .find(|g| g.figure == Figure::SlowestReportSeconds)
+            .expect("a reporting goal");
+        assert_eq!(slowest.bound, Bound::AtMost(11.0));
+        assert!(slowest.text.contains("(11 s)"), "{}", slowest.text);
     }
 }
