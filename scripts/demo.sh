@@ -2,7 +2,7 @@
 # One-command demo on a fresh machine: builds what is missing (the
 # control-plane binaries from their Go modules, the controller), then brings
 # up etcd + kube-apiserver, two network-namespace hosts with TCP/HTTP/UDP/gRPC
-# backends and the controller; applies seed 000's example pointed at those
+# backends and the controller; applies the wordpress example (examples/wordpress.yaml) pointed at those
 # hosts, shows `kubectl get cep,svc,endpointslices`, stops one backend, shows
 # the change, and cleans everything up. Needs root (network namespaces).
 set -euo pipefail

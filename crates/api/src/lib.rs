@@ -69,4 +69,5 @@ pub fn crd_for_group(group: &str) -> CustomResourceDefinition {
 }
 
 #[cfg(test)]
+#[path = "lib_tests.rs"]
 mod tests;

@@ -3,7 +3,7 @@
 //!
 //! Every bound here is enforced twice: by the apiserver (OpenAPI bounds and CEL
 //! rules generated from these attributes) and again by the controller's
-//! `validate` step, because objects can also arrive through a CRD that is not
+//! `plan` step, because objects can also arrive through a CRD that is not
 //! ours (the predecessor's `sealos.io` CRD has no validation at all).
 
 use kube::CustomResource;

@@ -1,8 +1,9 @@
 //! `status` of ClusterEndpoint: overall phase, seed-compatible conditions, and
 //! per-port health with the unhealthy hosts and why.
 //!
-//! Nothing here carries a heartbeat or a latency, so equal health gives an
-//! equal status and the controller can skip the write.
+//! Nothing here carries a periodic heartbeat or a latency (a condition's
+//! heartbeat moves only when it changes), so equal health gives an equal
+//! status and the controller can skip the write.
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};

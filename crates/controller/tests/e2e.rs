@@ -23,7 +23,7 @@ async fn setup(test: &str) -> (Client, String) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_wordpress_example_yields_service_slices_endpoints_and_healthy_status() {
-    let (client, ns) = setup("e2e-seed000").await;
+    let (client, ns) = setup("e2e-wordpress").await;
     let _controller = start_controller(&ns, &[]).await;
     let (h1, _b1) = host_with_backend().await;
     let (h2, _b2) = host_with_backend().await;

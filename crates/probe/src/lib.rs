@@ -9,6 +9,8 @@
 //! - [`threshold`]: the pure consecutive-results state machine.
 //! - [`scheduler`]: per-target workers on a fixed period, publishing changes.
 
+#![forbid(unsafe_code)]
+
 pub mod probe;
 pub mod scheduler;
 pub mod threshold;

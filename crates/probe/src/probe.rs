@@ -1,6 +1,7 @@
-//! One probe of one address, with the semantics of SPEC §3 (the kubelet's,
-//! fixed where endpoints-operator was wrong). A probe always returns an
-//! [`Outcome`] by its timeout; it never panics and never hangs.
+//! One probe of one address, with the kubelet's semantics (fixed where
+//! endpoints-operator was wrong; the README's "How probes behave" lists
+//! them). A probe always returns an [`Outcome`] by its timeout; it never
+//! panics and never hangs.
 //!
 //! Messages are part of the contract: they end up in `status` and Events, so
 //! they never contain a response body, a duration measured at run time, or

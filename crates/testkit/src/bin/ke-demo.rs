@@ -1,6 +1,6 @@
 //! The one-command demo (`scripts/demo.sh`): a local control plane, two
 //! network-namespace hosts running the test backends, the controller, and
-//! seed 000's example pointed at those hosts. Shows the objects, stops one
+//! the wordpress example (examples/wordpress.yaml) pointed at those hosts. Shows the objects, stops one
 //! backend, shows the change, and cleans everything up (also on failure).
 //!
 //! Needs root (network namespaces). `KE_CONTROLLER_BIN` names the
@@ -154,7 +154,7 @@ async fn demo() -> DemoResult<()> {
     println!("log: {}", log.display());
 
     step(
-        "applying examples/wordpress.yaml (seed 000) with its addresses rewritten to the test hosts, period 2s",
+        "applying examples/wordpress.yaml with its addresses rewritten to the test hosts, period 2s",
     );
     let example = std::fs::read_to_string(
         kube_endpoints_testkit::controlplane::repo_root().join("examples/wordpress.yaml"),

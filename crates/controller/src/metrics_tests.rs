@@ -1,0 +1,88 @@
+use super::*;
+
+fn series(text: &str, name: &str) -> Vec<String> {
+    text.lines()
+        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+        .map(String::from)
+        .collect()
+}
+
+struct Fixed(StateCounts);
+impl TargetCounter for Fixed {
+    fn count(&self) -> StateCounts {
+        self.0
+    }
+}
+
+#[test]
+fn per_host_series_exist_only_when_asked_and_follow_the_object() {
+    let off = Metrics::new(false);
+    off.set_host_readiness("ns", "db", [("pg".into(), "198.18.0.2".into(), true)]);
+    let text = off.encode().expect("encodes");
+    assert!(
+        series(&text, "kube_endpoints_host_ready").is_empty(),
+        "{text}"
+    );
+
+    let on = Metrics::new(true);
+    on.set_host_readiness(
+        "ns",
+        "db",
+        [
+            ("pg".into(), "198.18.0.2".into(), true),
+            ("pg".into(), "198.18.0.3".into(), false),
+        ],
+    );
+    let text = on.encode().expect("encodes");
+    let mut got = series(&text, "kube_endpoints_host_ready{");
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            r#"kube_endpoints_host_ready{namespace="ns",name="db",port="pg",host="198.18.0.2"} 1"#,
+            r#"kube_endpoints_host_ready{namespace="ns",name="db",port="pg",host="198.18.0.3"} 0"#,
+        ]
+    );
+    // A host removed from the spec loses its series; so does a deleted object.
+    on.set_host_readiness("ns", "db", [("pg".into(), "198.18.0.2".into(), true)]);
+    assert_eq!(
+        series(&on.encode().expect("encodes"), "kube_endpoints_host_ready{").len(),
+        1
+    );
+    on.forget_object("ns", "db");
+    assert!(series(&on.encode().expect("encodes"), "kube_endpoints_host_ready{").is_empty());
+}
+
+#[test]
+fn host_ports_sum_the_live_engines_at_scrape_time() {
+    let m = Metrics::new(false);
+    let a: Arc<dyn TargetCounter> = Arc::new(Fixed(StateCounts {
+        pending: 1,
+        ready: 5,
+        not_ready: 2,
+    }));
+    let b: Arc<dyn TargetCounter> = Arc::new(Fixed(StateCounts {
+        pending: 0,
+        ready: 3,
+        not_ready: 0,
+    }));
+    m.register_targets(Arc::downgrade(&a));
+    m.register_targets(Arc::downgrade(&b));
+    let text = m.encode().expect("encodes");
+    for line in [
+        r#"kube_endpoints_host_ports{state="pending"} 1"#,
+        r#"kube_endpoints_host_ports{state="ready"} 8"#,
+        r#"kube_endpoints_host_ports{state="not_ready"} 2"#,
+        "kube_endpoints_probe_targets 11",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+    }
+    // A stopped controller's engine drops out.
+    drop(b);
+    let text = m.encode().expect("encodes");
+    assert!(
+        text.lines()
+            .any(|l| l == r#"kube_endpoints_host_ports{state="ready"} 5"#),
+        "{text}"
+    );
+}
