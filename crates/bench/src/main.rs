@@ -231,11 +231,7 @@ async fn run(cli: Cli) -> Result<bool> {
         cli.out_dir.display()
     );
     let ok = report.results.iter().all(|r| r.error.is_none());
-    // A failed profile's error names the controller log in the work
-    // directory: keep it then.
-    if ok {
-        let _ = std::fs::remove_dir_all(&work_dir);
-    } else {
+    if !tidy_work_dir(&work_dir, ok) {
         eprintln!("kept the controller logs in {}", work_dir.display());
     }
     if cli.check {
@@ -252,6 +248,13 @@ async fn run(cli: Cli) -> Result<bool> {
         eprintln!("check: every profile produced its figures");
     }
     Ok(ok)
+}
+
+/// Remove the work directory after a clean run. Keep it when a profile
+/// failed, since that profile's error names a controller log in it; returns
+/// whether it was removed.
+fn tidy_work_dir(dir: &std::path::Path, ok: bool) -> bool {
+    ok && std::fs::remove_dir_all(dir).is_ok()
 }
 
 /// A path to `target` as seen from the directory of `from`.
@@ -287,4 +290,23 @@ fn now_utc() -> String {
         rem % 3600 / 60,
         rem % 60
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_work_directory_is_kept_when_a_profile_failed() {
+        let dir = std::env::temp_dir().join(format!("ke-bench-tidy-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        std::fs::write(dir.join("controller-smoke.log"), "log").expect("log");
+        assert!(!tidy_work_dir(&dir, false));
+        assert!(
+            dir.join("controller-smoke.log").exists(),
+            "the log the error names"
+        );
+        assert!(tidy_work_dir(&dir, true));
+        assert!(!dir.exists());
+    }
 }

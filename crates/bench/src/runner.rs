@@ -393,55 +393,45 @@ async fn detect(
     let period = f64::from(w.period_seconds);
     let floor = f64::from(w.failure_threshold) * period;
     let recover_floor = f64::from(w.success_threshold) * period;
-    let slack = Duration::from_secs(60);
 
+    let breakage = Breakage {
+        host,
+        fault,
+        broken,
+        keys: &keys,
+        tracker,
+        controller,
+        phase,
+    };
     phase.set(format!(
         "detection ({}): breaking {} addresses ({} targets)",
         mode.as_str(),
         broken.len(),
         keys.len()
     ));
-    tracker.reset_stamps(&keys);
-    host.set_fault(fault, broken, true).await?;
-    let t0 = Instant::now();
-    let down = wait_stamps(
-        tracker,
-        &keys,
-        Combined::NotReady,
-        t0 + Duration::from_secs_f64(floor + f64::from(w.timeout_seconds)) + slack,
-        controller,
-        phase,
-        "not ready",
-    )
-    .await?;
-    let collateral = tracker.collateral(&keys, t0);
-    let detect: Vec<f64> = down
-        .iter()
-        .flatten()
-        .map(|at| at.saturating_duration_since(t0).as_secs_f64() - floor)
-        .collect();
-    let missed_detect = down.iter().filter(|d| d.is_none()).count();
-
+    let timeout = f64::from(w.timeout_seconds);
+    let down = breakage
+        .switch(
+            true,
+            Combined::NotReady,
+            floor,
+            floor + timeout,
+            "not ready",
+        )
+        .await?;
+    let collateral = tracker.collateral(&keys, down.at);
     phase.set(format!("recovery ({}): healing them", mode.as_str()));
-    tracker.reset_stamps(&keys);
-    host.set_fault(fault, broken, false).await?;
-    let t1 = Instant::now();
-    let up = wait_stamps(
-        tracker,
-        &keys,
-        Combined::Ready,
-        t1 + Duration::from_secs_f64(recover_floor + period) + slack,
-        controller,
-        phase,
-        "ready again",
-    )
-    .await?;
-    let recover: Vec<f64> = up
-        .iter()
-        .flatten()
-        .map(|at| at.saturating_duration_since(t1).as_secs_f64() - recover_floor)
-        .collect();
-    let missed_recover = up.iter().filter(|d| d.is_none()).count();
+    let up = breakage
+        .switch(
+            false,
+            Combined::Ready,
+            recover_floor,
+            recover_floor + period,
+            "ready again",
+        )
+        .await?;
+    let (detect, missed_detect) = (down.overheads, down.missed);
+    let (recover, missed_recover) = (up.overheads, up.missed);
     let d = Detection {
         mode,
         addresses_broken: broken.len(),
@@ -467,6 +457,67 @@ async fn detect(
         );
     }
     Ok(d)
+}
+
+/// Some addresses of the test host, broken and healed, and the targets on
+/// them.
+struct Breakage<'a> {
+    host: &'a TestHost,
+    fault: Fault,
+    broken: &'a [IpAddr],
+    keys: &'a [String],
+    tracker: &'a Tracker,
+    controller: &'a ControllerProcess,
+    phase: &'a Phase,
+}
+
+/// How long each target took to change, over its floor.
+struct Timed {
+    /// When the fault was switched.
+    at: Instant,
+    /// Seconds over the floor, one per target that changed.
+    overheads: Vec<f64>,
+    /// Targets that did not change in time.
+    missed: usize,
+}
+
+impl Breakage<'_> {
+    /// Switch the fault `on` or off and wait until every target is `want`
+    /// (or `expected` + 60 s have passed).
+    async fn switch(
+        &self,
+        on: bool,
+        want: Combined,
+        floor: f64,
+        expected: f64,
+        what: &str,
+    ) -> Result<Timed> {
+        self.tracker.reset_stamps(self.keys);
+        self.host.set_fault(self.fault, self.broken, on).await?;
+        let at = Instant::now();
+        let deadline = at + Duration::from_secs_f64(expected) + Duration::from_secs(60);
+        let stamps = wait_stamps(
+            self.tracker,
+            self.keys,
+            want,
+            deadline,
+            self.controller,
+            self.phase,
+            what,
+        )
+        .await?;
+        let overheads = stamps
+            .iter()
+            .flatten()
+            .map(|t| t.saturating_duration_since(at).as_secs_f64() - floor)
+            .collect();
+        let missed = stamps.iter().filter(|s| s.is_none()).count();
+        Ok(Timed {
+            at,
+            overheads,
+            missed,
+        })
+    }
 }
 
 fn round_ms(mut v: Vec<f64>) -> Vec<f64> {

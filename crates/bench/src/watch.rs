@@ -262,6 +262,32 @@ pub fn reports_state(data: &Value, generation: Option<i64>) -> bool {
     current && !phase.is_empty() && phase != "Pending"
 }
 
+/// Watch `api`, telling `on` about every object seen (`false`) or deleted
+/// (`true`), until aborted.
+fn spawn_watch<K>(
+    api: Api<K>,
+    t: Tracker,
+    on: fn(&Tracker, &K, bool),
+) -> tokio::task::JoinHandle<()>
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+    K::DynamicType: Default,
+{
+    tokio::spawn(async move {
+        let mut stream = watcher(api, watcher::Config::default())
+            .default_backoff()
+            .boxed();
+        while let Some(event) = stream.next().await {
+            match event {
+                Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => on(&t, &o, false),
+                Ok(watcher::Event::Delete(o)) => on(&t, &o, true),
+                Ok(_) => {}
+                Err(_) => t.watch_error(),
+            }
+        }
+    })
+}
+
 /// Start the watches of `namespace`; they run until the returned handles
 /// are aborted (or dropped with the runtime).
 pub fn spawn_watches(
@@ -270,42 +296,17 @@ pub fn spawn_watches(
     tracker: &Tracker,
     ceps: Option<kube::core::ApiResource>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
-    let mut handles = Vec::new();
-    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), namespace);
-    let t = tracker.clone();
-    handles.push(tokio::spawn(async move {
-        let mut stream = watcher(slices, watcher::Config::default())
-            .default_backoff()
-            .boxed();
-        while let Some(event) = stream.next().await {
-            match event {
-                Ok(watcher::Event::Apply(s) | watcher::Event::InitApply(s)) => {
-                    t.slice_event(&s, false)
-                }
-                Ok(watcher::Event::Delete(s)) => t.slice_event(&s, true),
-                Ok(_) => {}
-                Err(_) => t.watch_error(),
-            }
-        }
-    }));
+    let mut handles = vec![spawn_watch(
+        Api::<EndpointSlice>::namespaced(client.clone(), namespace),
+        tracker.clone(),
+        Tracker::slice_event,
+    )];
     if tracker.check_endpoints {
-        let eps: Api<Endpoints> = Api::namespaced(client.clone(), namespace);
-        let t = tracker.clone();
-        handles.push(tokio::spawn(async move {
-            let mut stream = watcher(eps, watcher::Config::default())
-                .default_backoff()
-                .boxed();
-            while let Some(event) = stream.next().await {
-                match event {
-                    Ok(watcher::Event::Apply(e) | watcher::Event::InitApply(e)) => {
-                        t.endpoints_event(&e, false)
-                    }
-                    Ok(watcher::Event::Delete(e)) => t.endpoints_event(&e, true),
-                    Ok(_) => {}
-                    Err(_) => t.watch_error(),
-                }
-            }
-        }));
+        handles.push(spawn_watch(
+            Api::<Endpoints>::namespaced(client.clone(), namespace),
+            tracker.clone(),
+            Tracker::endpoints_event,
+        ));
     }
     if let Some(resource) = ceps {
         let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &resource);

@@ -288,9 +288,8 @@ pub struct Profile {
 pub const PROFILE_NAMES: [&str; 5] = ["smoke", "10k", "unreachable", "mixed", "100k"];
 
 pub fn profile(name: &str) -> Option<Profile> {
-    let tcp = vec![Probe::Tcp];
     let both = vec![BreakMode::Refuse, BreakMode::Drop];
-    let mut profile = profile_without_goals(name, tcp, both)?;
+    let mut profile = profile_without_goals(name, both)?;
     profile.goals = goals(&profile);
     Some(profile)
 }
@@ -357,22 +356,35 @@ fn goals(p: &Profile) -> Vec<Goal> {
     goals
 }
 
-fn profile_without_goals(name: &str, tcp: Vec<Probe>, both: Vec<BreakMode>) -> Option<Profile> {
+/// `objects` × `hosts` TCP targets on `addresses` addresses: period
+/// `period` s, timeout 1 s, `failure` failures to leave rotation, one
+/// success to return.
+fn tcp_workload(
+    objects: usize,
+    hosts: usize,
+    period: u32,
+    failure: u32,
+    addresses: usize,
+) -> Workload {
+    Workload {
+        objects,
+        hosts_per_object: hosts,
+        probes: vec![Probe::Tcp],
+        period_seconds: period,
+        timeout_seconds: 1,
+        failure_threshold: failure,
+        success_threshold: 1,
+        headless: false,
+        addresses,
+    }
+}
+
+fn profile_without_goals(name: &str, both: Vec<BreakMode>) -> Option<Profile> {
     Some(match name {
         "smoke" => Profile {
             name: "smoke",
             description: "20 objects × 3 hosts, TCP, period 1 s: proves the harness end to end in seconds",
-            workload: Workload {
-                objects: 20,
-                hosts_per_object: 3,
-                probes: tcp,
-                period_seconds: 1,
-                timeout_seconds: 1,
-                failure_threshold: 2,
-                success_threshold: 1,
-                headless: false,
-                addresses: 30,
-            },
+            workload: tcp_workload(20, 3, 1, 2, 30),
             break_share: 0.2,
             break_modes: both,
             unreachable: false,
@@ -384,17 +396,7 @@ fn profile_without_goals(name: &str, tcp: Vec<Probe>, both: Vec<BreakMode>) -> O
         "10k" => Profile {
             name: "10k",
             description: "1,000 objects × 10 hosts (10,000 TCP targets) on 2,000 addresses, period 10 s",
-            workload: Workload {
-                objects: 1000,
-                hosts_per_object: 10,
-                probes: tcp,
-                period_seconds: 10,
-                timeout_seconds: 1,
-                failure_threshold: 3,
-                success_threshold: 1,
-                headless: false,
-                addresses: 2000,
-            },
+            workload: tcp_workload(1000, 10, 10, 3, 2000),
             break_share: 0.05,
             break_modes: both,
             unreachable: false,
@@ -406,17 +408,7 @@ fn profile_without_goals(name: &str, tcp: Vec<Probe>, both: Vec<BreakMode>) -> O
         "100k" => Profile {
             name: "100k",
             description: "10,000 objects × 10 hosts (100,000 TCP targets) on 4,000 addresses, period 30 s",
-            workload: Workload {
-                objects: 10_000,
-                hosts_per_object: 10,
-                probes: tcp,
-                period_seconds: 30,
-                timeout_seconds: 1,
-                failure_threshold: 2,
-                success_threshold: 1,
-                headless: false,
-                addresses: 4000,
-            },
+            workload: tcp_workload(10_000, 10, 30, 2, 4000),
             break_share: 0.01,
             break_modes: vec![BreakMode::Refuse],
             unreachable: false,
@@ -428,17 +420,7 @@ fn profile_without_goals(name: &str, tcp: Vec<Probe>, both: Vec<BreakMode>) -> O
         "unreachable" => Profile {
             name: "unreachable",
             description: "500 objects, one host each, every packet dropped, period 10 s, timeout 1 s",
-            workload: Workload {
-                objects: 500,
-                hosts_per_object: 1,
-                probes: tcp,
-                period_seconds: 10,
-                timeout_seconds: 1,
-                failure_threshold: 3,
-                success_threshold: 1,
-                headless: false,
-                addresses: 500,
-            },
+            workload: tcp_workload(500, 1, 10, 3, 500),
             break_share: 0.0,
             break_modes: Vec::new(),
             unreachable: true,

@@ -86,18 +86,11 @@ fn headless_when_cluster_ip_is_none() {
 #[test]
 fn slices_per_port_with_labels_and_readiness() {
     let plan = wordpress_plan();
-    let mut health = health_all(&plan, HealthState::Ready);
-    let bad = TargetId {
-        port: "wp-http".into(),
-        host: "10.33.40.152".parse().expect("ip"),
-    };
-    health.insert(
-        bad,
-        Health {
-            state: HealthState::NotReady,
-            since: at(5),
-            message: "http GET /healthz: status 503".into(),
-        },
+    let health = all_ready_but(
+        &plan,
+        "wp-http",
+        "10.33.40.152",
+        down(5, "http GET /healthz: status 503"),
     );
     let slices = endpoint_slices(&owner(), &plan, &health, ID);
     let names: Vec<String> = slices
@@ -252,15 +245,8 @@ fn all_unhealthy_lists_every_host_as_not_ready() {
     assert_eq!(status.phase, Some(Phase::UnHealthy));
     assert_eq!(status.ready.as_deref(), Some("0/8"));
     assert_eq!(status.observed_generation, Some(3));
-    let ready = status
-        .conditions
-        .iter()
-        .find(|c| c.type_ == CONDITION_READY)
-        .expect("ready");
-    assert_eq!(
-        (ready.status.as_str(), ready.reason.as_str()),
-        ("False", "HostsUnhealthy")
-    );
+    let ready = condition(&status, CONDITION_READY);
+    assert_eq!(state(ready), ("False", "HostsUnhealthy"));
     for p in &status.ports {
         assert_eq!(p.unhealthy.len(), 2);
         assert!(
@@ -274,19 +260,8 @@ fn all_unhealthy_lists_every_host_as_not_ready() {
 #[test]
 fn slices_round_trip_into_a_seed() {
     let plan = wordpress_plan();
-    let mut health = health_all(&plan, HealthState::Ready);
-    let bad = TargetId {
-        port: "wp-grpc".into(),
-        host: "10.33.40.152".parse().expect("ip"),
-    };
-    health.insert(
-        bad.clone(),
-        Health {
-            state: HealthState::NotReady,
-            since: at(1),
-            message: "x".into(),
-        },
-    );
+    let health = all_ready_but(&plan, "wp-grpc", "10.33.40.152", down(1, "x"));
+    let bad = target("wp-grpc", "10.33.40.152");
     let slices = endpoint_slices(&owner(), &plan, &health, ID);
     let seed = seed_from_slices(&plan, &slices);
     assert_eq!(seed.len(), 8);
@@ -325,22 +300,18 @@ fn additional_target_ports_share_one_service_port() {
     }))
     .expect("spec deserialises");
     let plan = plan("ocs-external-rgw-lb", &spec).expect("valid");
-    let keys: Vec<(&str, &str, u16, bool)> = plan
+    // name, Service port, target port, whether it defines the Service port
+    let keys: Vec<String> = plan
         .ports
         .iter()
         .map(|p| {
-            (
-                p.name.as_str(),
-                p.service_port.as_str(),
-                p.target_port,
-                p.primary,
+            format!(
+                "{} {} {} {}",
+                p.name, p.service_port, p.target_port, p.primary
             )
         })
         .collect();
-    assert_eq!(
-        keys,
-        [("rgw", "rgw", 8080, true), ("rgw-8081", "rgw", 8081, false)]
-    );
+    assert_eq!(keys, ["rgw rgw 8080 true", "rgw-8081 rgw 8081 false"]);
     assert_eq!(plan.targets().len(), 12);
 
     let svc = service(&owner(), &plan);
@@ -348,19 +319,13 @@ fn additional_target_ports_share_one_service_port() {
     assert_eq!(ports.len(), 1, "one Service port");
     assert_eq!((ports[0].name.as_deref(), ports[0].port), (Some("rgw"), 80));
 
-    let mut health = health_all(&plan, HealthState::Ready);
-    let down = TargetId {
-        port: "rgw-8081".into(),
-        host: "198.18.7.52".parse().expect("ip"),
-    };
-    health.insert(
-        down.clone(),
-        Health {
-            state: HealthState::NotReady,
-            since: at(3),
-            message: "tcp connect: connection refused".into(),
-        },
+    let health = all_ready_but(
+        &plan,
+        "rgw-8081",
+        "198.18.7.52",
+        down(3, "tcp connect: connection refused"),
     );
+    let down = target("rgw-8081", "198.18.7.52");
     let slices = endpoint_slices(&owner(), &plan, &health, ID);
     let summary: Vec<(String, Option<String>, Option<i32>, usize)> = slices
         .iter()

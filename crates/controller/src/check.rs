@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::time::SystemTime;
 
 use futures::future::join_all;
@@ -15,20 +16,6 @@ use serde::Deserialize;
 use crate::builder::{self, BuildSettings, Owner};
 use crate::plan::{Plan, plan};
 use crate::yaml;
-
-#[derive(Debug, thiserror::Error)]
-pub enum CheckError {
-    #[error("cannot read {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("{path} is not valid YAML: {source}")]
-    Yaml {
-        path: String,
-        source: yaml::ReadError,
-    },
-}
 
 #[derive(Deserialize)]
 struct Manifest {
@@ -62,20 +49,11 @@ pub struct Report {
 }
 
 /// Read, validate and probe. `yaml` adds the objects that would be written.
-pub async fn check(
-    path: &str,
-    content: &str,
-    prober: &Prober,
-    yaml: bool,
-) -> Result<Report, CheckError> {
+pub async fn check(file: &Path, prober: &Prober, yaml: bool) -> Result<Report, yaml::FileError> {
     let mut out = String::new();
     let mut invalid = false;
     let mut checked = Vec::new();
-    let documents = yaml::documents(content).map_err(|source| CheckError::Yaml {
-        path: path.to_string(),
-        source,
-    })?;
-    for (index, value) in documents.into_iter().enumerate() {
+    for (index, value) in yaml::read_file(file)?.into_iter().enumerate() {
         let manifest: Manifest = match serde_json::from_value(value) {
             Ok(m) => m,
             Err(e) => {

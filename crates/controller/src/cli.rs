@@ -15,7 +15,6 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
 use crate::builder::BuildSettings;
-use crate::check::CheckError;
 use crate::context::Settings;
 use crate::import::{ImportError, ImportOptions, ProbeChoice, ReadError};
 use crate::leader::{LeaderError, LeaseConfig, run_while_leading};
@@ -146,15 +145,10 @@ pub enum CliError {
     Runtime(std::io::Error),
     #[error("cannot render the CRD: {0}")]
     Crd(yaml::WriteError),
-    #[error("cannot read {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
     #[error("cannot set up probes: {0}")]
     Probes(ProbeError),
     #[error(transparent)]
-    Check(#[from] CheckError),
+    Manifest(#[from] yaml::FileError),
     #[error(transparent)]
     ImportRead(#[from] ReadError),
     #[error(transparent)]
@@ -197,7 +191,7 @@ impl CliError {
             }
             CliError::Listen { .. } => "ListenFailed",
             CliError::Crd(_) | CliError::Yaml(_) => "RenderFailed",
-            CliError::Read { .. } | CliError::Check(_) | CliError::ImportRead(_) => "ReadFailed",
+            CliError::Manifest(_) | CliError::ImportRead(_) => "ReadFailed",
             CliError::Import(_) => "ImportFailed",
         }
     }
@@ -253,13 +247,8 @@ fn init_logging(format: LogFormat) {
 }
 
 async fn check(file: PathBuf, output: Output) -> Result<ExitCode, CliError> {
-    let path = file.display().to_string();
-    let content = std::fs::read_to_string(&file).map_err(|source| CliError::Read {
-        path: path.clone(),
-        source,
-    })?;
     let prober = Prober::new(crate::user_agent()).map_err(CliError::Probes)?;
-    let report = crate::check::check(&path, &content, &prober, output == Output::Yaml).await?;
+    let report = crate::check::check(&file, &prober, output == Output::Yaml).await?;
     print!("{}", report.text);
     Ok(if report.invalid {
         ExitCode::FAILURE

@@ -272,16 +272,8 @@ pub fn to_yaml(imported: &Imported) -> Result<String, yaml::WriteError> {
 /// Why the Service and Endpoints to import could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
-    #[error("cannot read {path}: {source}")]
-    File {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("{path} is not valid YAML: {source}")]
-    Yaml {
-        path: String,
-        source: yaml::ReadError,
-    },
+    #[error(transparent)]
+    File(#[from] yaml::FileError),
     #[error("document {index} of {path}: invalid {kind}: {source}")]
     Invalid {
         path: String,
@@ -303,16 +295,8 @@ pub fn read_from_manifest(
     name: &str,
 ) -> Result<(Service, Option<Endpoints>), ReadError> {
     let path = file.display().to_string();
-    let text = std::fs::read_to_string(file).map_err(|source| ReadError::File {
-        path: path.clone(),
-        source,
-    })?;
-    let documents = yaml::documents(&text).map_err(|source| ReadError::Yaml {
-        path: path.clone(),
-        source,
-    })?;
     let (mut service, mut endpoints) = (None, None);
-    for (index, value) in documents.into_iter().enumerate() {
+    for (index, value) in yaml::read_file(file)?.into_iter().enumerate() {
         if value["metadata"]["name"].as_str() != Some(name) {
             continue;
         }

@@ -1,5 +1,5 @@
 use super::*;
-use crate::testing::{LEGACY, parse, wordpress};
+use crate::testing::{LEGACY, parse, port, wordpress};
 use kube_endpoints_api::ClusterEndpoint;
 
 fn errors_of(name: &str, spec: &ClusterEndpointSpec) -> Vec<FieldError> {
@@ -21,12 +21,7 @@ fn the_example_plans_four_ports_with_their_probes() {
     let plan = plan("wordpress", &wordpress()).expect("the example is valid");
     let names: Vec<&str> = plan.ports.iter().map(|p| p.name.as_str()).collect();
     assert_eq!(names, ["wp-grpc", "wp-http", "wp-https", "wp-udp"]);
-    let by_name = |n: &str| {
-        plan.ports
-            .iter()
-            .find(|p| p.name == n)
-            .expect("port exists")
-    };
+    let by_name = |n| port(&plan, n);
     assert_eq!(by_name("wp-https").probe, Some(Probe::Tcp));
     assert_eq!(
         by_name("wp-http").probe,
@@ -59,11 +54,7 @@ fn the_example_plans_four_ports_with_their_probes() {
 fn defaults_fill_in_what_the_manifest_leaves_out() {
     let spec = parse(LEGACY).spec;
     let plan = plan("wordpress", &spec).expect("the legacy form is valid");
-    let http = plan
-        .ports
-        .iter()
-        .find(|p| p.name == "http")
-        .expect("http port");
+    let http = port(&plan, "http");
     assert_eq!(http.timeout, Duration::from_secs(1));
     assert_eq!(
         http.thresholds,
@@ -78,7 +69,7 @@ fn defaults_fill_in_what_the_manifest_leaves_out() {
     assert!(
         plan.ports
             .iter()
-            .all(|p| p.hosts == ["172.18.191.215".parse::<IpAddr>().unwrap()])
+            .all(|p| p.hosts == ["10.33.40.151".parse::<IpAddr>().unwrap()])
     );
 
     let minimal: ClusterEndpoint = parse(
@@ -100,11 +91,7 @@ fn per_port_period_and_initial_delay_extend_the_original_schema() {
     spec.ports[0].period_seconds = Some(2);
     spec.ports[0].initial_delay_seconds = Some(5);
     let plan = plan("wordpress", &spec).expect("valid");
-    let https = plan
-        .ports
-        .iter()
-        .find(|p| p.name == "wp-https")
-        .expect("port");
+    let https = port(&plan, "wp-https");
     assert_eq!(https.period, Duration::from_secs(2));
     assert_eq!(https.initial_delay, Duration::from_secs(5));
 }
@@ -114,11 +101,7 @@ fn hosts_are_sorted_and_ipv6_accepted() {
     let mut spec = wordpress();
     spec.ports[0].hosts = vec!["fd00::2".into(), "198.18.0.9".into(), "198.18.0.10".into()];
     let plan = plan("wordpress", &spec).expect("valid");
-    let https = plan
-        .ports
-        .iter()
-        .find(|p| p.name == "wp-https")
-        .expect("port");
+    let https = port(&plan, "wp-https");
     let hosts: Vec<String> = https.hosts.iter().map(ToString::to_string).collect();
     assert_eq!(hosts, ["198.18.0.9", "198.18.0.10", "fd00::2"]);
 }
@@ -183,33 +166,45 @@ fn numeric_bounds_are_enforced() {
 
 #[test]
 fn structural_rules_are_enforced() {
-    let mut spec = wordpress();
-    spec.ports[1].name = spec.ports[0].name.clone();
-    assert_rejected(&spec, "spec.ports[1].name", "duplicate port name");
-
-    let mut spec = wordpress();
-    spec.ports[1].port = spec.ports[0].port;
-    assert_rejected(&spec, "spec.ports[1].port", "already used");
-
-    let mut spec = wordpress();
-    spec.ports[0].name = "Bad_Name".into();
-    assert_rejected(&spec, "spec.ports[0].name", "DNS label");
-
-    let mut spec = wordpress();
-    spec.ports[0].protocol = "HTTP".into();
-    assert_rejected(&spec, "spec.ports[0].protocol", "TCP, UDP or SCTP");
-
-    let mut spec = wordpress();
-    spec.ports[0].hosts.clear();
-    assert_rejected(&spec, "spec.ports[0].hosts", "at least one host");
-
-    let mut spec = wordpress();
-    spec.ports.clear();
-    assert_rejected(&spec, "spec.ports", "at least one port");
-
-    let mut spec = wordpress();
-    spec.cluster_ip = Some("10.0.0.1".into());
-    assert_rejected(&spec, "spec.clusterIP", "only \"None\"");
+    type Change = fn(&mut ClusterEndpointSpec);
+    let cases: [(Change, &str, &str); 7] = [
+        (
+            |s| s.ports[1].name = s.ports[0].name.clone(),
+            "spec.ports[1].name",
+            "duplicate port name",
+        ),
+        (
+            |s| s.ports[1].port = s.ports[0].port,
+            "spec.ports[1].port",
+            "already used",
+        ),
+        (
+            |s| s.ports[0].name = "Bad_Name".into(),
+            "spec.ports[0].name",
+            "DNS label",
+        ),
+        (
+            |s| s.ports[0].protocol = "HTTP".into(),
+            "spec.ports[0].protocol",
+            "TCP, UDP or SCTP",
+        ),
+        (
+            |s| s.ports[0].hosts.clear(),
+            "spec.ports[0].hosts",
+            "at least one host",
+        ),
+        (|s| s.ports.clear(), "spec.ports", "at least one port"),
+        (
+            |s| s.cluster_ip = Some("10.0.0.1".into()),
+            "spec.clusterIP",
+            "only \"None\"",
+        ),
+    ];
+    for (change, field, needle) in cases {
+        let mut spec = wordpress();
+        change(&mut spec);
+        assert_rejected(&spec, field, needle);
+    }
 
     let errors = errors_of("Word.Press", &wordpress());
     assert!(
@@ -242,13 +237,8 @@ fn http_handler_is_normalised_and_checked() {
         value: "1".into(),
     }];
     let plan = plan("wordpress", &spec).expect("valid");
-    let port = plan
-        .ports
-        .iter()
-        .find(|p| p.name == "wp-http")
-        .expect("port");
     assert_eq!(
-        port.probe,
+        port(&plan, "wp-http").probe,
         Some(Probe::Http(HttpGet {
             scheme: Scheme::Https,
             path: "/healthz".into(),
@@ -261,29 +251,19 @@ fn http_handler_is_normalised_and_checked() {
     spec.ports[1].http_get.as_mut().expect("http").scheme = Some("ftp".into());
     assert_rejected(&spec, "spec.ports[1].httpGet.scheme", "http or https");
 
-    let mut spec = wordpress();
-    spec.ports[1].http_get.as_mut().expect("http").http_headers =
-        vec![kube_endpoints_api::HttpHeader {
-            name: "Bad Header".into(),
-            value: "x".into(),
-        }];
-    assert_rejected(
-        &spec,
-        "spec.ports[1].httpGet.httpHeaders[0].name",
-        "not a valid HTTP header name",
-    );
-
-    let mut spec = wordpress();
-    spec.ports[1].http_get.as_mut().expect("http").http_headers =
-        vec![kube_endpoints_api::HttpHeader {
-            name: "X".into(),
-            value: "a\r\nInjected: 1".into(),
-        }];
-    assert_rejected(
-        &spec,
-        "spec.ports[1].httpGet.httpHeaders[0].value",
-        "line breaks",
-    );
+    for (name, value, field, needle) in [
+        ("Bad Header", "x", "name", "not a valid HTTP header name"),
+        ("X", "a\r\nInjected: 1", "value", "line breaks"),
+    ] {
+        let mut spec = wordpress();
+        let header = kube_endpoints_api::HttpHeader {
+            name: name.into(),
+            value: value.into(),
+        };
+        spec.ports[1].http_get.as_mut().expect("http").http_headers = vec![header];
+        let field = format!("spec.ports[1].httpGet.httpHeaders[0].{field}");
+        assert_rejected(&spec, &field, needle);
+    }
 }
 
 #[test]

@@ -216,6 +216,8 @@ async fn execute(ctx: &Context, owner: &Owner, step: Result<Vec<Write>, Refusal>
                 }
             }
             Write::Delete { kind, name } => match kind {
+                // Never planned today: the garbage collector removes the
+                // Service with its ClusterEndpoint (and RBAC grants no delete).
                 Kind::Service => delete::<Service>(ctx, ns, &name, kind).await?,
                 Kind::EndpointSlice => delete::<EndpointSlice>(ctx, ns, &name, kind).await?,
                 Kind::Endpoints => delete::<Endpoints>(ctx, ns, &name, kind).await?,

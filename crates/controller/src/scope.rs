@@ -6,8 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
-use k8s_openapi::api::core::v1::{Endpoints, Service};
-use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, ListParams};
 use kube::core::ApiResource;
 use kube::runtime::controller::{self, Controller};
@@ -90,28 +88,17 @@ impl Scope {
         // Child watches fill the caches and trigger the owning object's reconcile.
         let (trigger_tx, trigger_rx) = mpsc::unbounded_channel::<ObjectRef<DynClusterEndpoint>>();
         let slice_selector = format!("{LABEL_MANAGED_BY}={}", settings.build.controller_id);
+        let children = Children {
+            client: &client,
+            namespace: ns,
+            owner: &resource,
+            trigger: &trigger_tx,
+            shutdown: &shutdown,
+        };
         let caches = Caches {
-            services: spawn_cache(
-                api::<Service>(&client, ns),
-                watcher::Config::default(),
-                &resource,
-                &trigger_tx,
-                &shutdown,
-            ),
-            endpoints: spawn_cache(
-                api::<Endpoints>(&client, ns),
-                watcher::Config::default(),
-                &resource,
-                &trigger_tx,
-                &shutdown,
-            ),
-            slices: spawn_cache(
-                api::<EndpointSlice>(&client, ns),
-                watcher::Config::default().labels(&slice_selector),
-                &resource,
-                &trigger_tx,
-                &shutdown,
-            ),
+            services: children.cache(watcher::Config::default()),
+            endpoints: children.cache(watcher::Config::default()),
+            slices: children.cache(watcher::Config::default().labels(&slice_selector)),
         };
         // Seeding health from the slices needs a complete cache, or a restart
         // would briefly take every host out of rotation.
@@ -232,58 +219,66 @@ fn forget_deleted(
     }
 }
 
-/// A cache of `K` whose changes trigger a reconcile of the owning
-/// ClusterEndpoint (found through the controller owner reference).
-fn spawn_cache<K>(
-    api: Api<K>,
-    config: watcher::Config,
-    owner: &ApiResource,
-    trigger: &mpsc::UnboundedSender<ObjectRef<DynClusterEndpoint>>,
-    shutdown: &CancellationToken,
-) -> Store<K>
-where
-    K: Resource<DynamicType = ()>
-        + Clone
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + serde::de::DeserializeOwned
-        + 'static,
-{
-    let (reader, writer) = reflector::store();
-    let owner = owner.clone();
-    let trigger = trigger.clone();
-    let stream = watcher(api, config)
-        .default_backoff()
-        .modify(drop_managed_fields)
-        .reflect(writer)
-        .touched_objects()
-        .for_each(move |obj| {
-            match obj {
-                Ok(obj) => {
-                    for r in obj.owner_references() {
-                        if r.controller == Some(true)
-                            && r.kind == owner.kind
-                            && r.api_version == owner.api_version
-                            && let Some(ns) = obj.namespace()
-                        {
-                            let _ = trigger
-                                .send(ObjectRef::new_with(&r.name, owner.clone()).within(&ns));
+/// Where the caches of the objects we write come from, and whom their
+/// changes concern.
+struct Children<'a> {
+    client: &'a Client,
+    namespace: Option<&'a str>,
+    /// The ClusterEndpoint resource: a change to an object it controls
+    /// triggers a reconcile of that ClusterEndpoint.
+    owner: &'a ApiResource,
+    trigger: &'a mpsc::UnboundedSender<ObjectRef<DynClusterEndpoint>>,
+    shutdown: &'a CancellationToken,
+}
+
+impl Children<'_> {
+    /// A cache of `K` whose changes trigger a reconcile of the owning
+    /// ClusterEndpoint (found through the controller owner reference).
+    fn cache<K>(&self, config: watcher::Config) -> Store<K>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + std::fmt::Debug
+            + Send
+            + Sync
+            + serde::de::DeserializeOwned
+            + 'static,
+    {
+        let (reader, writer) = reflector::store();
+        let owner = self.owner.clone();
+        let trigger = self.trigger.clone();
+        let stream = watcher(api::<K>(self.client, self.namespace), config)
+            .default_backoff()
+            .modify(drop_managed_fields)
+            .reflect(writer)
+            .touched_objects()
+            .for_each(move |obj| {
+                match obj {
+                    Ok(obj) => {
+                        for r in obj.owner_references() {
+                            if r.controller == Some(true)
+                                && r.kind == owner.kind
+                                && r.api_version == owner.api_version
+                                && let Some(ns) = obj.namespace()
+                            {
+                                let _ = trigger
+                                    .send(ObjectRef::new_with(&r.name, owner.clone()).within(&ns));
+                            }
                         }
                     }
+                    Err(e) => warn!(error = %e, "watch error; retrying with backoff"),
                 }
-                Err(e) => warn!(error = %e, "watch error; retrying with backoff"),
+                futures::future::ready(())
+            });
+        let shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                () = stream => {},
+                () = shutdown.cancelled() => {},
             }
-            futures::future::ready(())
         });
-    let shutdown = shutdown.clone();
-    tokio::spawn(async move {
-        tokio::select! {
-            () = stream => {},
-            () = shutdown.cancelled() => {},
-        }
-    });
-    reader
+        reader
+    }
 }
 
 /// Every transition: count it, tell the user (Event) and reconcile the object.

@@ -60,19 +60,13 @@ fn status_phases_and_conditions() {
 #[test]
 fn status_is_stable_when_nothing_changed() {
     let plan = wordpress_plan();
-    let mut health = health_all(&plan, HealthState::Ready);
-    let bad = TargetId {
-        port: "wp-udp".into(),
-        host: "10.33.40.151".parse().expect("ip"),
-    };
-    health.insert(
-        bad.clone(),
-        Health {
-            state: HealthState::NotReady,
-            since: at(10),
-            message: "udp: no reply within 1s".into(),
-        },
+    let mut health = all_ready_but(
+        &plan,
+        "wp-udp",
+        "10.33.40.151",
+        down(10, "udp: no reply within 1s"),
     );
+    let bad = target("wp-udp", "10.33.40.151");
     let first = status(&StatusInput {
         generation: Some(1),
         spec: done(&plan),
@@ -126,20 +120,8 @@ fn condition_times_move_only_on_change() {
     };
     let t0 = mk(&healthy, None, "2026-11-24T10:00:00Z");
     let t1 = mk(&unhealthy, Some(&t0), "2026-11-24T10:05:00Z");
-    let ready = |s: &ClusterEndpointStatus| {
-        s.conditions
-            .iter()
-            .find(|c| c.type_ == CONDITION_READY)
-            .cloned()
-            .expect("ready")
-    };
-    let init = |s: &ClusterEndpointStatus| {
-        s.conditions
-            .iter()
-            .find(|c| c.type_ == CONDITION_INITIALIZED)
-            .cloned()
-            .expect("init")
-    };
+    let ready = |s| condition(s, CONDITION_READY).clone();
+    let init = |s| condition(s, CONDITION_INITIALIZED).clone();
     assert_eq!(ready(&t1).last_transition_time, "2026-11-24T10:05:00Z");
     assert_eq!(
         ready(&t1).last_heartbeat_time.as_deref(),
@@ -165,15 +147,8 @@ fn invalid_spec_and_refusals_show_in_conditions() {
         previous: None,
         now: "2026-11-24T10:00:00Z",
     });
-    let init = s
-        .conditions
-        .iter()
-        .find(|c| c.type_ == CONDITION_INITIALIZED)
-        .expect("init");
-    assert_eq!(
-        (init.status.as_str(), init.reason.as_str()),
-        ("False", "InvalidSpec")
-    );
+    let init = condition(&s, CONDITION_INITIALIZED);
+    assert_eq!(state(init), ("False", "InvalidSpec"));
     assert!(init.message.contains("spec.ports[0].port"));
     assert_eq!(s.phase, Some(Phase::UnHealthy));
 
@@ -192,13 +167,6 @@ fn invalid_spec_and_refusals_show_in_conditions() {
         previous: None,
         now: "2026-11-24T10:00:00Z",
     });
-    let ready = s
-        .conditions
-        .iter()
-        .find(|c| c.type_ == CONDITION_READY)
-        .expect("ready");
-    assert_eq!(
-        (ready.status.as_str(), ready.reason.as_str()),
-        ("False", "ServiceHasSelector")
-    );
+    let ready = condition(&s, CONDITION_READY);
+    assert_eq!(state(ready), ("False", "ServiceHasSelector"));
 }

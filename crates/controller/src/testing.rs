@@ -3,46 +3,19 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use kube_endpoints_api::{ClusterEndpoint, ClusterEndpointSpec};
+use kube_endpoints_api::{ClusterEndpoint, ClusterEndpointSpec, ClusterEndpointStatus, Condition};
 use kube_endpoints_probe::{Health, HealthState, TargetId};
 
 use crate::builder::Owner;
-use crate::plan::{Plan, plan};
+use crate::plan::{Plan, PortPlan, plan};
 
 /// `examples/wordpress.yaml`: four ports (TCP, HTTP, UDP, gRPC) on two
 /// placeholder hosts (never probed here).
 pub const WORDPRESS: &str = include_str!("../../../examples/wordpress.yaml");
 
-/// The legacy form of endpoints-operator 0.1: hosts at the top level, a port
-/// without any probe settings.
-pub const LEGACY: &str = r#"
-apiVersion: sealyun.com/v1beta1
-kind: ClusterEndpoint
-metadata:
-  name: wordpress
-  namespace: default
-spec:
-  hosts:
-  - 172.18.191.215
-  periodSeconds: 10
-  ports:
-  - failureThreshold: 3
-    name: https
-    port: 38082
-    protocol: TCP
-    successThreshold: 1
-    targetPort: 80
-    tcpSocket:
-      enable: true
-    timeoutSeconds: 1
-  - httpGet:
-      path: /
-      scheme: http
-    name: http
-    port: 38081
-    protocol: TCP
-    targetPort: 80
-"#;
+/// `examples/legacy.yaml`: the form of endpoints-operator 0.1, hosts at the
+/// top level and a port without probe settings.
+pub const LEGACY: &str = include_str!("../../../examples/legacy.yaml");
 
 pub fn parse(yaml: &str) -> ClusterEndpoint {
     let docs = crate::yaml::documents(yaml).expect("test manifest is YAML");
@@ -113,26 +86,53 @@ pub fn health_all(plan: &Plan, state: HealthState) -> BTreeMap<TargetId, Health>
         .collect()
 }
 
-/// `health` with one target set to `state`.
-pub fn with(
-    mut health: BTreeMap<TargetId, Health>,
-    port: &str,
-    host: &str,
-    state: HealthState,
-    since: SystemTime,
-    message: &str,
-) -> BTreeMap<TargetId, Health> {
-    let id = TargetId {
+/// The target `port`/`host`.
+pub fn target(port: &str, host: &str) -> TargetId {
+    TargetId {
         port: port.into(),
         host: host.parse().expect("ip"),
-    };
-    health.insert(
-        id,
-        Health {
-            state,
-            since,
-            message: message.into(),
-        },
-    );
-    health
+    }
+}
+
+/// The condition of `type_` in `status`.
+pub fn condition<'a>(status: &'a ClusterEndpointStatus, type_: &str) -> &'a Condition {
+    status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .unwrap_or_else(|| panic!("no {type_} condition"))
+}
+
+/// Every target of `plan` ready but `port`/`host`, which has `health`.
+pub fn all_ready_but(
+    plan: &Plan,
+    port: &str,
+    host: &str,
+    health: Health,
+) -> BTreeMap<TargetId, Health> {
+    let mut all = health_all(plan, HealthState::Ready);
+    all.insert(target(port, host), health);
+    all
+}
+
+/// Not ready since `at(since)`, saying `message`.
+pub fn down(since: u64, message: &str) -> Health {
+    Health {
+        state: HealthState::NotReady,
+        since: at(since),
+        message: message.into(),
+    }
+}
+
+/// The port of `plan` named `name`.
+pub fn port<'a>(plan: &'a Plan, name: &str) -> &'a PortPlan {
+    plan.ports
+        .iter()
+        .find(|p| p.name == name)
+        .unwrap_or_else(|| panic!("no port {name}"))
+}
+
+/// A condition's (status, reason).
+pub fn state(c: &Condition) -> (&str, &str) {
+    (c.status.as_str(), c.reason.as_str())
 }

@@ -72,6 +72,13 @@ impl Cluster {
     }
 }
 
+/// `spec` with every host ready.
+fn healthy(spec: &kube_endpoints_api::ClusterEndpointSpec) -> Desired {
+    let plan = plan("wordpress", spec).expect("valid");
+    let health = health_all(&plan, HealthState::Ready);
+    desired(&owner(), &plan, &health, &settings(true))
+}
+
 fn healthy_wordpress(compat_endpoints: bool) -> Desired {
     let plan = wordpress_plan();
     let health = health_all(&plan, HealthState::Ready);
@@ -125,9 +132,7 @@ fn one_host_added_writes_one_slice_and_the_endpoints() {
     let cluster = Cluster::after(&before);
     let mut spec = wordpress();
     spec.ports[1].hosts.push("198.18.0.9".into()); // wp-http
-    let plan = plan("wordpress", &spec).expect("valid");
-    let health = health_all(&plan, HealthState::Ready);
-    let after = desired(&owner(), &plan, &health, &settings(true));
+    let after = healthy(&spec);
     let writes = plan_writes(&after, &cluster.live());
     assert_eq!(
         summary(&writes),
@@ -146,14 +151,7 @@ fn one_host_added_writes_one_slice_and_the_endpoints() {
 fn one_host_leaving_rotation_writes_its_slice_and_the_endpoints() {
     let plan = wordpress_plan();
     let cluster = Cluster::after(&healthy_wordpress(true));
-    let health = with(
-        health_all(&plan, HealthState::Ready),
-        "wp-udp",
-        "10.33.40.151",
-        HealthState::NotReady,
-        at(5),
-        "udp: no reply",
-    );
+    let health = all_ready_but(&plan, "wp-udp", "10.33.40.151", down(5, "udp: no reply"));
     let after = desired(&owner(), &plan, &health, &settings(true));
     assert_eq!(
         summary(&plan_writes(&after, &cluster.live())),
@@ -174,9 +172,7 @@ fn stale_slices_are_deleted_after_the_new_ones_are_applied() {
     let mut spec = wordpress();
     spec.ports.retain(|p| p.name != "wp-grpc");
     spec.ports[0].hosts = vec!["fd00::7".into()]; // wp-https moves to IPv6
-    let plan = plan("wordpress", &spec).expect("valid");
-    let health = health_all(&plan, HealthState::Ready);
-    let after = desired(&owner(), &plan, &health, &settings(true));
+    let after = healthy(&spec);
     let writes = plan_writes(&after, &cluster.live());
     assert_eq!(
         summary(&writes),
@@ -213,9 +209,7 @@ fn stale_slices_are_deleted_after_the_new_ones_are_applied() {
 #[test]
 fn an_adopted_service_keeps_its_ip_and_loses_foreign_ports() {
     let desired = healthy_wordpress(true);
-    let handmade = existing_service(|s| {
-        s.metadata.name = Some("wordpress".into());
-    });
+    let handmade = existing_service(|_| {});
     let live = Live {
         service: Some(&handmade),
         ..Live::default()
@@ -258,11 +252,7 @@ fn an_adopted_service_keeps_its_ip_and_loses_foreign_ports() {
 #[test]
 fn a_refused_service_is_a_refusal_not_a_write() {
     let desired = healthy_wordpress(true);
-    let with_selector = existing_service(|s| {
-        s.metadata.name = Some("wordpress".into());
-        s.spec.as_mut().expect("spec").selector =
-            Some(BTreeMap::from([("app".into(), "wp".into())]));
-    });
+    let with_selector = service_with_selector();
     let plan = plan_writes(
         &desired,
         &Live {
@@ -297,8 +287,7 @@ fn switched_off_endpoints_are_removed_only_when_ours() {
 
 #[test]
 fn foreign_endpoints_are_refused_after_the_slices_are_planned() {
-    let desired = healthy_wordpress(true);
-    let cluster = Cluster::after(&desired);
+    let cluster = Cluster::after(&healthy_wordpress(true));
     let mut foreign = cluster.endpoints.clone().expect("endpoints");
     foreign.metadata.owner_references = Some(vec![OwnerReference {
         api_version: "v1".into(),
@@ -308,15 +297,8 @@ fn foreign_endpoints_are_refused_after_the_slices_are_planned() {
         controller: Some(true),
         block_owner_deletion: None,
     }]);
-    let health = with(
-        health_all(&wordpress_plan(), HealthState::Ready),
-        "wp-http",
-        "10.33.40.152",
-        HealthState::NotReady,
-        at(1),
-        "503",
-    );
-    let after = desired_with(&health);
+    let health = all_ready_but(&wordpress_plan(), "wp-http", "10.33.40.152", down(1, "503"));
+    let after = desired(&owner(), &wordpress_plan(), &health, &settings(true));
     let live = Live {
         endpoints: Some(&foreign),
         ..cluster.live()
@@ -327,12 +309,6 @@ fn foreign_endpoints_are_refused_after_the_slices_are_planned() {
         Err("OwnedByAnotherController")
     );
     assert_eq!(plan.slices.len(), 1, "{:?}", plan.slices);
-}
-
-fn desired_with(
-    health: &BTreeMap<kube_endpoints_probe::TargetId, kube_endpoints_probe::Health>,
-) -> Desired {
-    desired(&owner(), &wordpress_plan(), health, &settings(true))
 }
 
 fn existing_service(f: impl FnOnce(&mut Service)) -> Service {
@@ -358,6 +334,13 @@ fn existing_service(f: impl FnOnce(&mut Service)) -> Service {
     svc
 }
 
+fn service_with_selector() -> Service {
+    existing_service(|s| {
+        s.spec.as_mut().expect("spec").selector =
+            Some(BTreeMap::from([("app".into(), "wp".into())]))
+    })
+}
+
 #[test]
 fn adoption_decisions() {
     let plan = wordpress_plan();
@@ -374,10 +357,7 @@ fn adoption_decisions() {
         Ownership::Refuse(r) => r.reason,
         other => panic!("expected a refusal, got {other:?}"),
     };
-    let with_selector = existing_service(|s| {
-        s.spec.as_mut().expect("spec").selector =
-            Some(BTreeMap::from([("app".into(), "wp".into())]))
-    });
+    let with_selector = service_with_selector();
     assert_eq!(reason(with_selector, false), "ServiceHasSelector");
     let foreign = existing_service(|s| {
         s.metadata.owner_references = Some(vec![OwnerReference {

@@ -2,6 +2,8 @@
 //! JSON values (one per non-empty document), and each reader then takes the
 //! kinds it knows from them.
 
+use std::path::Path;
+
 use serde::Serialize;
 use serde_json::Value;
 
@@ -15,6 +17,31 @@ pub struct ReadError(Box<serde_saphyr::Error>);
 /// Every non-empty document of a multi-document YAML text, in order.
 pub fn documents(text: &str) -> Result<Vec<Value>, ReadError> {
     serde_saphyr::from_multiple(text).map_err(|e| ReadError(Box::new(e)))
+}
+
+/// Why a manifest file could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path} is not valid YAML: {source}")]
+    Yaml { path: String, source: ReadError },
+}
+
+/// Every non-empty document of a manifest file.
+pub fn read_file(path: &Path) -> Result<Vec<Value>, FileError> {
+    let shown = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| FileError::Read {
+        path: shown.clone(),
+        source,
+    })?;
+    documents(&text).map_err(|source| FileError::Yaml {
+        path: shown,
+        source,
+    })
 }
 
 /// One document. Strings keep their lines (multi-line ones as literal

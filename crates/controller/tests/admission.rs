@@ -25,7 +25,7 @@ async fn bad_manifests_are_rejected_naming_the_field() {
     for (i, case) in CASES.iter().enumerate() {
         let yaml = manifest(GROUP, &format!("bad-{i}"), case.spec);
         let (what, field) = (case.what, case.admission);
-        match create_yaml(&client, &ns, GROUP, &yaml).await {
+        match create(&client, &ns, &yaml).await {
             Ok(_) => failures.push(format!("{what}: accepted")),
             Err(kube::Error::Api(status)) if status.code == 422 => {
                 if !status.message.contains(field) {
@@ -39,10 +39,9 @@ async fn bad_manifests_are_rejected_naming_the_field() {
         }
     }
     // The object's name becomes the Service's name.
-    match create_yaml(
+    match create(
         &client,
         &ns,
-        GROUP,
         &manifest(GROUP, "9-bad", &format!("  ports: [{{{port}}}]")),
     )
     .await
@@ -77,4 +76,15 @@ async fn bad_manifests_are_rejected_naming_the_field() {
         other => failures.push(format!("clusterIP change: {other:?}")),
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Create a ClusterEndpoint with a plain POST, as `kubectl create` (or a
+/// client-side `kubectl apply` of a new object) does.
+async fn create(
+    client: &kube::Client,
+    ns: &str,
+    yaml: &str,
+) -> Result<kube::core::DynamicObject, kube::Error> {
+    let (api, obj) = dynamic(client, ns, GROUP, yaml);
+    api.create(&kube::api::PostParams::default(), &obj).await
 }

@@ -355,7 +355,7 @@ async fn controller_runs_with_the_chart_rbac_and_args() {
     // A ClusterEndpoint with a static port (no probes: the hosts are never
     // contacted) is reconciled to Healthy, with every object written.
     let name = "chart-static";
-    support::apply_yaml(
+    support::must_apply(
         &client,
         &watched,
         GROUP,
@@ -363,9 +363,7 @@ async fn controller_runs_with_the_chart_rbac_and_args() {
             "apiVersion: {GROUP}/v1beta1\nkind: ClusterEndpoint\nmetadata: {{name: {name}, namespace: {watched}}}\n\
              spec:\n  ports:\n  - {{name: db, port: 5432, targetPort: 5432, hosts: [198.18.200.1, 198.18.200.2]}}\n"
         ),
-    )
-    .await
-    .expect("ClusterEndpoint applies");
+    ).await;
     support::wait_phase(&client, &watched, GROUP, name, Phase::Healthy).await;
     assert!(support::service(&client, &watched, name).await.is_some());
     assert!(support::endpoints(&client, &watched, name).await.is_some());

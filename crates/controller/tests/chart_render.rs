@@ -259,26 +259,30 @@ fn deployment_is_hardened_and_its_args_parse() {
     assert_eq!(sc["allowPrivilegeEscalation"], false);
     assert_eq!(sc["runAsNonRoot"], true);
     assert_eq!(strings(&sc["capabilities"]["drop"]), ["ALL"]);
-    assert_eq!(
-        c["resources"]["requests"],
-        json!({"cpu": "50m", "memory": "64Mi"})
-    );
-    assert_eq!(
-        c["resources"]["limits"],
-        json!({"cpu": "500m", "memory": "256Mi"})
-    );
-    assert_eq!(
-        c["ports"][0],
-        json!({"name": "metrics", "containerPort": 8080, "protocol": "TCP"})
-    );
-    assert_eq!(
-        c["livenessProbe"]["httpGet"],
-        json!({"path": "/healthz", "port": "metrics"})
-    );
-    assert_eq!(
-        c["readinessProbe"]["httpGet"],
-        json!({"path": "/readyz", "port": "metrics"})
-    );
+    for (field, want) in [
+        (
+            &c["resources"]["requests"],
+            json!({"cpu": "50m", "memory": "64Mi"}),
+        ),
+        (
+            &c["resources"]["limits"],
+            json!({"cpu": "500m", "memory": "256Mi"}),
+        ),
+        (
+            &c["ports"][0],
+            json!({"name": "metrics", "containerPort": 8080, "protocol": "TCP"}),
+        ),
+        (
+            &c["livenessProbe"]["httpGet"],
+            json!({"path": "/healthz", "port": "metrics"}),
+        ),
+        (
+            &c["readinessProbe"]["httpGet"],
+            json!({"path": "/readyz", "port": "metrics"}),
+        ),
+    ] {
+        assert_eq!(field, &want);
+    }
     let env: Vec<(String, String)> = c["env"]
         .as_array()
         .expect("env")

@@ -12,6 +12,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::{Client, ResourceExt};
 use kube_endpoints_api::{GROUP, Phase, SEALOS_GROUP};
+use kube_endpoints_testkit::netns::{Backend, TestHost};
 use support::*;
 
 async fn setup(test: &str) -> (Client, String) {
@@ -21,16 +22,39 @@ async fn setup(test: &str) -> (Client, String) {
     (client, ns)
 }
 
+/// A controller in a fresh namespace, two test hosts with backends, and the
+/// wordpress example on them (period 1 s), applied.
+struct Wordpress {
+    client: Client,
+    ns: String,
+    controller: Controller,
+    hosts: [TestHost; 2],
+    backends: [Backend; 2],
+    /// The hosts' IPv4 addresses.
+    ips: Vec<String>,
+}
+
+async fn wordpress_on_two_hosts(test: &str) -> Wordpress {
+    let (client, ns) = setup(test).await;
+    let controller = start_controller(&ns, &[]).await;
+    let (h1, b1) = host_with_backend().await;
+    let (h2, b2) = host_with_backend().await;
+    let ips = vec![h1.ipv4().to_string(), h2.ipv4().to_string()];
+    must_apply(&client, &ns, GROUP, &wordpress(GROUP, &ips, 1)).await;
+    Wordpress {
+        client,
+        ns,
+        controller,
+        hosts: [h1, h2],
+        backends: [b1, b2],
+        ips,
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_wordpress_example_yields_service_slices_endpoints_and_healthy_status() {
-    let (client, ns) = setup("e2e-wordpress").await;
-    let _controller = start_controller(&ns, &[]).await;
-    let (h1, _b1) = host_with_backend().await;
-    let (h2, _b2) = host_with_backend().await;
-    let hosts = vec![h1.ipv4().to_string(), h2.ipv4().to_string()];
-    apply_yaml(&client, &ns, GROUP, &wordpress(GROUP, &hosts, 1))
-        .await
-        .expect("the example applies");
+    let w = wordpress_on_two_hosts("e2e-wordpress").await;
+    let (client, ns, hosts) = (w.client.clone(), w.ns.clone(), w.ips.clone());
 
     let cep = wait_phase(&client, &ns, GROUP, "wordpress", Phase::Healthy).await;
     let status = cep.status.clone().expect("status");
@@ -124,19 +148,13 @@ async fn the_wordpress_example_yields_service_slices_endpoints_and_healthy_statu
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stopped_backend_leaves_rotation_and_returns() {
-    let (client, ns) = setup("e2e-failover").await;
-    let _controller = start_controller(&ns, &[]).await;
-    let (h1, _b1) = host_with_backend().await;
-    let (h2, mut b2) = host_with_backend().await;
-    let hosts = vec![h1.ipv4().to_string(), h2.ipv4().to_string()];
-    apply_yaml(&client, &ns, GROUP, &wordpress(GROUP, &hosts, 1))
-        .await
-        .expect("applies");
+    let mut w = wordpress_on_two_hosts("e2e-failover").await;
+    let (client, ns, down) = (w.client.clone(), w.ns.clone(), w.ips[1].clone());
+    let b2 = &mut w.backends[1];
     wait_phase(&client, &ns, GROUP, "wordpress", Phase::Healthy).await;
 
     let stopped = std::time::Instant::now();
     b2.stop().await.expect("backend stops");
-    let down = h2.ipv4().to_string();
     let cep = wait_phase(&client, &ns, GROUP, "wordpress", Phase::UnHealthy).await;
     eventually(
         "every port of the stopped host to be not ready in the slices",
@@ -167,42 +185,19 @@ async fn a_stopped_backend_leaves_rotation_and_returns() {
     })
     .await;
     drop(addresses);
-    eventually("a HostUnhealthy Event naming the host", || async {
-        events(&client, &ns, "wordpress")
-            .await
-            .iter()
-            .any(|(reason, note)| reason == "HostUnhealthy" && note.contains(&down))
-            .then_some(())
-    })
-    .await;
+    wait_event(&client, &ns, "wordpress", "HostUnhealthy", &down).await;
 
     b2.start().await.expect("backend restarts");
     wait_phase(&client, &ns, GROUP, "wordpress", Phase::Healthy).await;
-    eventually("the host to be back in rotation", || async {
-        let r = slice_readiness(&client, &ns, "wordpress").await;
-        (r.len() == 8 && r.values().all(|v| *v)).then_some(())
-    })
-    .await;
-    eventually("a HostHealthy Event naming the host", || async {
-        events(&client, &ns, "wordpress")
-            .await
-            .iter()
-            .any(|(reason, note)| reason == "HostHealthy" && note.contains(&down))
-            .then_some(())
-    })
-    .await;
+    wait_all_ready(&client, &ns, "wordpress", 8).await;
+    wait_event(&client, &ns, "wordpress", "HostHealthy", &down).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_unhealthy_answer_and_a_silent_host_both_leave_rotation() {
-    let (client, ns) = setup("e2e-silent").await;
-    let _controller = start_controller(&ns, &[]).await;
-    let (h1, b1) = host_with_backend().await;
-    let (h2, _b2) = host_with_backend().await;
-    let hosts = vec![h1.ipv4().to_string(), h2.ipv4().to_string()];
-    apply_yaml(&client, &ns, GROUP, &wordpress(GROUP, &hosts, 1))
-        .await
-        .expect("applies");
+    let w = wordpress_on_two_hosts("e2e-silent").await;
+    let (client, ns) = (w.client.clone(), w.ns.clone());
+    let ([h1, h2], b1) = (&w.hosts, &w.backends[0]);
     wait_phase(&client, &ns, GROUP, "wordpress", Phase::Healthy).await;
 
     // h1 answers, but unhealthy: HTTP 503 and gRPC NOT_SERVING, UDP silent.
@@ -233,32 +228,17 @@ async fn an_unhealthy_answer_and_a_silent_host_both_leave_rotation() {
     })
     .await;
     let status = cep.status.expect("status");
-    let http = status
-        .ports
-        .iter()
-        .find(|p| p.name == "wp-http")
-        .expect("wp-http");
-    let sick_entry = http
-        .unhealthy
-        .iter()
-        .find(|u| u.host == sick)
-        .expect("sick host");
-    assert!(sick_entry.message.contains("503"), "{}", sick_entry.message);
-    let grpc = status
-        .ports
-        .iter()
-        .find(|p| p.name == "wp-grpc")
-        .expect("wp-grpc");
-    let grpc_entry = grpc
-        .unhealthy
-        .iter()
-        .find(|u| u.host == sick)
-        .expect("sick host");
-    assert!(
-        grpc_entry.message.contains("NOT_SERVING"),
-        "{}",
-        grpc_entry.message
-    );
+    // Why the answering host is out: what its backend said.
+    for (port, says) in [("wp-http", "503"), ("wp-grpc", "NOT_SERVING")] {
+        let entry = status
+            .ports
+            .iter()
+            .filter(|p| p.name == port)
+            .flat_map(|p| &p.unhealthy)
+            .find(|u| u.host == sick)
+            .unwrap_or_else(|| panic!("{port}: {sick} is not listed"));
+        assert!(entry.message.contains(says), "{port}: {}", entry.message);
+    }
     assert_eq!(status.ready.as_deref(), Some("1/8"));
     h2.blackhole(false).await.expect("blackhole lifted");
 }
@@ -275,24 +255,20 @@ async fn spec_edits_converge_and_unchanged_hosts_keep_their_state() {
         h2.ipv4().to_string(),
         h3.ipv4().to_string(),
     );
-    let manifest = |hosts: &[&String], port: u16, probe: &str| {
+    // Apply the object with these hosts, Service port and probe.
+    let edit = |hosts: &[&String], port: u16, probe: &str| {
         let hosts = hosts
             .iter()
             .map(|h| h.as_str())
             .collect::<Vec<_>>()
             .join(", ");
-        format!(
+        let yaml = format!(
             "apiVersion: {GROUP}/v1beta1\nkind: ClusterEndpoint\nmetadata: {{name: db}}\nspec:\n  periodSeconds: 1\n  ports:\n  - name: main\n    hosts: [{hosts}]\n    port: {port}\n    targetPort: 80\n    {probe}\n    failureThreshold: 1\n"
-        )
+        );
+        let (client, ns) = (client.clone(), ns.clone());
+        async move { must_apply(&client, &ns, GROUP, &yaml).await }
     };
-    apply_yaml(
-        &client,
-        &ns,
-        GROUP,
-        &manifest(&[&ip1, &ip2], 5432, "tcpSocket: {enable: true}"),
-    )
-    .await
-    .expect("applies");
+    edit(&[&ip1, &ip2], 5432, "tcpSocket: {enable: true}").await;
     wait_phase(&client, &ns, GROUP, "db", Phase::Healthy).await;
     // Take h2 down so that it has a state worth keeping.
     b2.stop().await.expect("stop");
@@ -302,14 +278,7 @@ async fn spec_edits_converge_and_unchanged_hosts_keep_their_state() {
         .clone();
 
     // Add a host: it converges, and h2 keeps its unhealthy entry untouched.
-    apply_yaml(
-        &client,
-        &ns,
-        GROUP,
-        &manifest(&[&ip1, &ip2, &ip3], 5432, "tcpSocket: {enable: true}"),
-    )
-    .await
-    .expect("applies");
+    edit(&[&ip1, &ip2, &ip3], 5432, "tcpSocket: {enable: true}").await;
     let cep = eventually("the new host to be ready", || async {
         let cep = get_cep(&client, &ns, GROUP, "db").await?;
         let s = cep.status.clone()?;
@@ -330,14 +299,7 @@ async fn spec_edits_converge_and_unchanged_hosts_keep_their_state() {
     assert_eq!(readiness.len(), 3);
 
     // Remove a host.
-    apply_yaml(
-        &client,
-        &ns,
-        GROUP,
-        &manifest(&[&ip2, &ip3], 5432, "tcpSocket: {enable: true}"),
-    )
-    .await
-    .expect("applies");
+    edit(&[&ip2, &ip3], 5432, "tcpSocket: {enable: true}").await;
     eventually("the removed host to leave the slices", || async {
         let r = slice_readiness(&client, &ns, "db").await;
         (r.len() == 2 && !r.keys().any(|(_, _, ip)| ip == &ip1)).then_some(())
@@ -345,14 +307,7 @@ async fn spec_edits_converge_and_unchanged_hosts_keep_their_state() {
     .await;
 
     // Change the Service port.
-    apply_yaml(
-        &client,
-        &ns,
-        GROUP,
-        &manifest(&[&ip2, &ip3], 6543, "tcpSocket: {enable: true}"),
-    )
-    .await
-    .expect("applies");
+    edit(&[&ip2, &ip3], 6543, "tcpSocket: {enable: true}").await;
     eventually("the Service port to change", || async {
         let svc = service(&client, &ns, "db").await?;
         let ports: Vec<i32> = svc.spec?.ports?.iter().map(|p| p.port).collect();
@@ -361,14 +316,7 @@ async fn spec_edits_converge_and_unchanged_hosts_keep_their_state() {
     .await;
 
     // Change the probe: HTTP on the same port; h3 stays ready, h2 stays down.
-    apply_yaml(
-        &client,
-        &ns,
-        GROUP,
-        &manifest(&[&ip2, &ip3], 6543, "httpGet: {path: /healthz}"),
-    )
-    .await
-    .expect("applies");
+    edit(&[&ip2, &ip3], 6543, "httpGet: {path: /healthz}").await;
     let cep = eventually("the probe change to be observed", || async {
         let cep = get_cep(&client, &ns, GROUP, "db").await?;
         let s = cep.status.clone()?;
@@ -422,9 +370,7 @@ async fn hand_made_service_and_endpoints_are_adopted_keeping_cluster_ip() {
         "apiVersion: {GROUP}/v1beta1\nkind: ClusterEndpoint\nmetadata: {{name: ocs-external-rgw-lb}}\nspec:\n  periodSeconds: 1\n  ports:\n  - name: http\n    port: 80\n    targetPort: 80\n    hosts: [{}]\n    httpGet: {{path: /healthz}}\n",
         h1.ipv4()
     );
-    apply_yaml(&client, &ns, GROUP, &cep_yaml)
-        .await
-        .expect("applies");
+    must_apply(&client, &ns, GROUP, &cep_yaml).await;
     let cep = wait_phase(&client, &ns, GROUP, "ocs-external-rgw-lb", Phase::Healthy).await;
     let svc = eventually("the Service to be adopted", || async {
         let svc = service(&client, &ns, "ocs-external-rgw-lb").await?;
@@ -471,14 +417,12 @@ async fn a_service_with_a_selector_is_refused_with_a_condition() {
         .await
         .expect("created");
     let _controller = start_controller(&ns, &[]).await;
-    apply_yaml(
+    must_apply(
         &client,
         &ns,
         GROUP,
         &format!("apiVersion: {GROUP}/v1beta1\nkind: ClusterEndpoint\nmetadata: {{name: app}}\nspec:\n  ports:\n  - {{name: http, port: 80, targetPort: 80, hosts: [198.18.255.254]}}\n"),
-    )
-    .await
-    .expect("applies");
+    ).await;
     let condition = eventually("the refusal condition", || async {
         let cep = get_cep(&client, &ns, GROUP, "app").await?;
         let c = cep
@@ -507,14 +451,7 @@ async fn a_service_with_a_selector_is_refused_with_a_condition() {
         slices(&client, &ns, "app").await.is_empty(),
         "no slices attached to a foreign Service"
     );
-    eventually("a Warning Event about the refusal", || async {
-        events(&client, &ns, "app")
-            .await
-            .iter()
-            .any(|(r, _)| r == "ServiceHasSelector")
-            .then_some(())
-    })
-    .await;
+    wait_event(&client, &ns, "app", "ServiceHasSelector", "selector").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -522,14 +459,13 @@ async fn deleting_the_object_removes_what_it_owns() {
     let (client, ns) = setup("e2e-delete").await;
     let (h1, _b1) = host_with_backend().await;
     let _controller = start_controller(&ns, &[]).await;
-    apply_yaml(
+    must_apply(
         &client,
         &ns,
         GROUP,
         &wordpress(GROUP, &[h1.ipv4().to_string()], 1),
     )
-    .await
-    .expect("applies");
+    .await;
     wait_phase(&client, &ns, GROUP, "wordpress", Phase::Healthy).await;
     assert_eq!(slices(&client, &ns, "wordpress").await.len(), 4);
     ceps(&client, &ns, GROUP)
@@ -551,18 +487,14 @@ async fn deleting_the_object_removes_what_it_owns() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_controller_restart_writes_nothing() {
-    let (client, ns) = setup("e2e-restart").await;
-    let (h1, _b1) = host_with_backend().await;
-    let (h2, mut b2) = host_with_backend().await;
-    let controller = start_controller(&ns, &[]).await;
-    apply_yaml(
-        &client,
-        &ns,
-        GROUP,
-        &wordpress(GROUP, &[h1.ipv4().to_string(), h2.ipv4().to_string()], 1),
-    )
-    .await
-    .expect("applies");
+    let Wordpress {
+        client,
+        ns,
+        controller,
+        hosts: _hosts,
+        backends: [_b1, mut b2],
+        ..
+    } = wordpress_on_two_hosts("e2e-restart").await;
     wait_phase(&client, &ns, GROUP, "wordpress", Phase::Healthy).await;
     // One host down, so the restart must also preserve an unhealthy state.
     b2.stop().await.expect("stop");
@@ -616,9 +548,7 @@ async fn ipv6_hosts_land_in_ipv6_slices() {
         h1.ipv4(),
         h1.ipv6()
     );
-    apply_yaml(&client, &ns, GROUP, &yaml)
-        .await
-        .expect("applies");
+    must_apply(&client, &ns, GROUP, &yaml).await;
     wait_phase(&client, &ns, GROUP, "dual", Phase::Healthy).await;
     let all: Vec<EndpointSlice> = slices(&client, &ns, "dual").await;
     let summary: Vec<(String, String, Vec<String>)> = all
@@ -660,39 +590,8 @@ async fn sealos_group_and_legacy_top_level_hosts_work() {
     let _controller = start_controller(&ns, &["--group", SEALOS_GROUP]).await;
     // The legacy form of endpoints-operator 0.1: hosts at the top level, a
     // port without probe settings.
-    let yaml = format!(
-        r#"
-apiVersion: {SEALOS_GROUP}/v1beta1
-kind: ClusterEndpoint
-metadata:
-  name: wordpress
-spec:
-  hosts:
-  - {}
-  periodSeconds: 1
-  ports:
-  - failureThreshold: 3
-    name: https
-    port: 38082
-    protocol: TCP
-    successThreshold: 1
-    targetPort: 443
-    tcpSocket:
-      enable: true
-    timeoutSeconds: 1
-  - httpGet:
-      path: /
-      scheme: http
-    name: http
-    port: 38081
-    protocol: TCP
-    targetPort: 80
-"#,
-        h1.ipv4()
-    );
-    apply_yaml(&client, &ns, SEALOS_GROUP, &yaml)
-        .await
-        .expect("applies");
+    let yaml = example("legacy.yaml", SEALOS_GROUP, &[h1.ipv4().to_string()], 1);
+    must_apply(&client, &ns, SEALOS_GROUP, &yaml).await;
     let cep = wait_phase(&client, &ns, SEALOS_GROUP, "wordpress", Phase::Healthy).await;
     assert_eq!(cep.status.expect("status").ready.as_deref(), Some("2/2"));
     let svc = service(&client, &ns, "wordpress").await.expect("service");

@@ -16,7 +16,7 @@ use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::{Client, ResourceExt};
 use kube_endpoints_api::{GROUP, Phase};
-use kube_endpoints_testkit::netns::{BackendPorts, TestHost};
+use kube_endpoints_testkit::netns::TestHost;
 use support::*;
 
 const RELEASE: &str = "ke";
@@ -144,6 +144,26 @@ async fn takeover(next: &Controller, since: Instant, targets: f64) -> std::time:
     took
 }
 
+/// The new leader wrote nothing and every object is as it was (`before`).
+async fn assert_wrote_nothing(
+    leader: &Controller,
+    client: &Client,
+    ns: &str,
+    before: &std::collections::BTreeMap<String, String>,
+) {
+    assert_eq!(
+        leader.metric("kube_endpoints_api_writes_total").await,
+        0.0,
+        "{}",
+        leader.metrics().await
+    );
+    assert_eq!(
+        &resource_versions(client, ns, GROUP, "db").await,
+        before,
+        "failover changed an object"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn only_the_leader_works_and_failover_moves_no_endpoint() {
     let admin = client().await;
@@ -153,12 +173,7 @@ async fn only_the_leader_works_and_failover_moves_no_endpoint() {
     let ns = namespace(&admin, "e2e-ha").await;
     let host = TestHost::create().await.expect("host");
     let other = TestHost::create().await.expect("host");
-    let ports = BackendPorts {
-        tcp: vec![443],
-        http: vec![80],
-        udp: vec![],
-        grpc: vec![],
-    };
+    let ports = tcp_and_http_ports();
     let _backend = host.start_backend(ports.clone()).await.expect("backend");
     let mut down = other.start_backend(ports).await.expect("backend");
 
@@ -169,9 +184,7 @@ async fn only_the_leader_works_and_failover_moves_no_endpoint() {
         h1 = host.ipv4(),
         h2 = other.ipv4()
     );
-    apply_yaml(&admin, &ns, GROUP, &yaml)
-        .await
-        .expect("applies");
+    must_apply(&admin, &ns, GROUP, &yaml).await;
     wait_phase(&admin, &ns, GROUP, "db", Phase::Healthy).await;
     // One host down, so that failover must also keep an unhealthy state.
     down.stop().await.expect("stop");
@@ -207,17 +220,7 @@ async fn only_the_leader_works_and_failover_moves_no_endpoint() {
     eprintln!(
         "failover after SIGKILL: the standby led {took:?} after the leader died (Lease {LEASE_SECONDS}s)"
     );
-    assert_eq!(
-        standby.metric("kube_endpoints_api_writes_total").await,
-        0.0,
-        "{}",
-        standby.metrics().await
-    );
-    assert_eq!(
-        resource_versions(&admin, &ns, GROUP, "db").await,
-        before,
-        "failover changed an object"
-    );
+    assert_wrote_nothing(&standby, &admin, &ns, &before).await;
     assert_eq!(
         slice_readiness(&admin, &ns, "db").await,
         ready_before,
@@ -227,11 +230,7 @@ async fn only_the_leader_works_and_failover_moves_no_endpoint() {
     // The new leader keeps the endpoints working: the host comes back.
     down.start().await.expect("start");
     wait_phase(&admin, &ns, GROUP, "db", Phase::Healthy).await;
-    eventually("the returning host to be ready in the slices", || async {
-        let r = slice_readiness(&admin, &ns, "db").await;
-        (r.len() == 4 && r.values().all(|v| *v)).then_some(())
-    })
-    .await;
+    wait_all_ready(&admin, &ns, "db", 4).await;
 
     // SIGTERM: the leader releases the Lease and the standby takes it at once.
     let c = start_replica(&ns, &kubeconfig, lease).await;
@@ -254,15 +253,5 @@ async fn only_the_leader_works_and_failover_moves_no_endpoint() {
         },
     )
     .await;
-    assert_eq!(
-        c.metric("kube_endpoints_api_writes_total").await,
-        0.0,
-        "{}",
-        c.metrics().await
-    );
-    assert_eq!(
-        resource_versions(&admin, &ns, GROUP, "db").await,
-        before,
-        "failover changed an object"
-    );
+    assert_wrote_nothing(&c, &admin, &ns, &before).await;
 }

@@ -5,7 +5,7 @@ mod support;
 
 use kube_endpoints_api::{GROUP, Phase};
 use kube_endpoints_testkit::controlplane::ControlPlane;
-use kube_endpoints_testkit::netns::{BackendPorts, TestHost};
+use kube_endpoints_testkit::netns::TestHost;
 use support::*;
 
 #[tokio::test(flavor = "multi_thread")]
@@ -15,21 +15,14 @@ async fn the_controller_survives_an_apiserver_and_etcd_restart() {
     install_crd(&client, GROUP).await;
     let ns = namespace(&client, "e2e-recovery").await;
     let host = TestHost::create().await.expect("host");
-    let ports = BackendPorts {
-        tcp: vec![443],
-        http: vec![80],
-        udp: vec![],
-        grpc: vec![],
-    };
+    let ports = tcp_and_http_ports();
     let mut backend = host.start_backend(ports).await.expect("backend");
     let _controller = start_controller_as(&ns, &[], cp.kubeconfig_path()).await;
     let yaml = format!(
         "apiVersion: {GROUP}/v1beta1\nkind: ClusterEndpoint\nmetadata: {{name: db}}\nspec:\n  periodSeconds: 1\n  ports:\n  - {{name: tcp, port: 443, targetPort: 443, hosts: [{ip}], tcpSocket: {{enable: true}}}}\n  - {{name: http, port: 80, targetPort: 80, hosts: [{ip}], httpGet: {{path: /healthz}}}}\n",
         ip = host.ipv4()
     );
-    apply_yaml(&client, &ns, GROUP, &yaml)
-        .await
-        .expect("applies");
+    must_apply(&client, &ns, GROUP, &yaml).await;
     wait_phase(&client, &ns, GROUP, "db", Phase::Healthy).await;
 
     cp.restart_etcd_and_apiserver()

@@ -78,9 +78,7 @@ async fn import_round_trips_a_hand_made_service_keeping_the_cluster_ip() {
     assert!(yaml.contains("additionalTargetPorts"), "{yaml}");
 
     let _controller = start_controller(&ns, &[]).await;
-    apply_yaml(&client, &ns, GROUP, &yaml)
-        .await
-        .expect("the imported object applies");
+    must_apply(&client, &ns, GROUP, &yaml).await;
     let cep = wait_phase(&client, &ns, GROUP, "ocs-external-rgw-lb", Phase::Healthy).await;
     assert_eq!(
         cep.status.as_ref().and_then(|s| s.ready.as_deref()),

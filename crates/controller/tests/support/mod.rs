@@ -141,17 +141,30 @@ pub async fn host_with_backend() -> (TestHost, Backend) {
 /// replaced by `hosts` and its period set to `period` seconds, for the
 /// namespace it is applied in.
 pub fn wordpress(group: &str, hosts: &[String], period: u32) -> String {
-    let path = repo_root().join("examples/wordpress.yaml");
-    let text = std::fs::read_to_string(&path).expect("examples/wordpress.yaml");
+    example("wordpress.yaml", group, hosts, period)
+}
+
+/// `examples/<file>` made testable: in `group`, every host list replaced by
+/// `hosts`, the period set to `period` seconds, no namespace of its own.
+pub fn example(file: &str, group: &str, hosts: &[String], period: u32) -> String {
+    let path = repo_root().join("examples").join(file);
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
     let mut cep: Value = yaml_object(&text);
     cep["apiVersion"] = json!(format!("{group}/v1beta1"));
     cep["metadata"]
         .as_object_mut()
         .expect("metadata")
         .remove("namespace");
-    cep["spec"]["periodSeconds"] = json!(period);
-    for port in cep["spec"]["ports"].as_array_mut().expect("ports") {
-        port["hosts"] = json!(hosts);
+    let spec = &mut cep["spec"];
+    spec["periodSeconds"] = json!(period);
+    if spec.get("hosts").is_some() {
+        spec["hosts"] = json!(hosts);
+    }
+    for port in spec["ports"].as_array_mut().expect("ports") {
+        if port.get("hosts").is_some() {
+            port["hosts"] = json!(hosts);
+        }
     }
     serde_json::to_string(&cep).expect("JSON")
 }
@@ -189,20 +202,8 @@ pub async fn apply_yaml(
     .await
 }
 
-/// Create a ClusterEndpoint from YAML with a plain POST, as `kubectl
-/// apply` (client-side) or `kubectl create` of a new object does.
-pub async fn create_yaml(
-    client: &Client,
-    ns: &str,
-    group: &str,
-    yaml: &str,
-) -> Result<DynamicObject, kube::Error> {
-    let (api, obj) = dynamic(client, ns, group, yaml);
-    api.create(&PostParams::default(), &obj).await
-}
-
 /// A test manifest and the dynamic API of its ClusterEndpoint group.
-fn dynamic(
+pub fn dynamic(
     client: &Client,
     ns: &str,
     group: &str,
@@ -213,6 +214,35 @@ fn dynamic(
         Api::namespaced_with(client.clone(), ns, &api_resource(group)),
         obj,
     )
+}
+
+/// [`apply_yaml`], which must succeed.
+pub async fn must_apply(client: &Client, ns: &str, group: &str, yaml: &str) {
+    if let Err(e) = apply_yaml(client, ns, group, yaml).await {
+        panic!("the manifest does not apply: {e}\n{yaml}");
+    }
+}
+
+/// Wait until `service` has `count` endpoints in its slices, all ready.
+pub async fn wait_all_ready(client: &Client, ns: &str, service: &str, count: usize) {
+    eventually(
+        &format!("{count} ready endpoints of {ns}/{service}"),
+        || async {
+            let r = slice_readiness(client, ns, service).await;
+            (r.len() == count && r.values().all(|v| *v)).then_some(())
+        },
+    )
+    .await;
+}
+
+/// Backend ports for TCP (443) and HTTP (80) probes only.
+pub fn tcp_and_http_ports() -> BackendPorts {
+    BackendPorts {
+        tcp: vec![443],
+        http: vec![80],
+        udp: vec![],
+        grpc: vec![],
+    }
 }
 
 pub async fn get_cep(
@@ -256,12 +286,8 @@ pub async fn slice_readiness(
 ) -> BTreeMap<(String, String, String), bool> {
     let mut out = BTreeMap::new();
     for s in slices(client, ns, service).await {
-        let port = s
-            .ports
-            .as_ref()
-            .and_then(|p| p.first())
-            .and_then(|p| p.name.clone())
-            .unwrap_or_default();
+        let first = s.ports.iter().flatten().next();
+        let port = first.and_then(|p| p.name.clone()).unwrap_or_default();
         for e in &s.endpoints {
             let ready = e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(false);
             for a in &e.addresses {
@@ -306,20 +332,24 @@ pub async fn resource_versions(
     v
 }
 
+/// The object `ns/name` of kind `K`, if it exists (and can be read).
+pub async fn get<K>(client: &Client, ns: &str, name: &str) -> Option<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), ns);
+    api.get_opt(name).await.ok().flatten()
+}
+
 pub async fn service(client: &Client, ns: &str, name: &str) -> Option<Service> {
-    Api::<Service>::namespaced(client.clone(), ns)
-        .get_opt(name)
-        .await
-        .ok()
-        .flatten()
+    get(client, ns, name).await
 }
 
 pub async fn endpoints(client: &Client, ns: &str, name: &str) -> Option<Endpoints> {
-    Api::<Endpoints>::namespaced(client.clone(), ns)
-        .get_opt(name)
-        .await
-        .ok()
-        .flatten()
+    get(client, ns, name).await
 }
 
 /// Ready and not-ready addresses of the compatibility Endpoints, per port name.
@@ -364,6 +394,19 @@ pub async fn events(client: &Client, ns: &str, name: &str) -> Vec<(String, Strin
         .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
         .map(|e| (e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
         .collect()
+}
+
+/// Wait for an Event about `name` with `reason` whose note contains `text`.
+pub async fn wait_event(client: &Client, ns: &str, name: &str, reason: &str, text: &str) {
+    let what = format!("a {reason} Event about {name} saying {text:?}");
+    eventually(&what, || async {
+        events(client, ns, name)
+            .await
+            .iter()
+            .any(|(r, note)| r == reason && note.contains(text))
+            .then_some(())
+    })
+    .await;
 }
 
 pub fn repo_root() -> PathBuf {
