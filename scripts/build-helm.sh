@@ -2,9 +2,10 @@
 # Builds the real helm CLI (helm.sh/helm/v3/cmd/helm, pinned by testenv/helm's
 # go.mod through a `tool` directive) into a cache outside the repo, keyed by
 # the module files' hash, and prints the binary's path. Used by the chart
-# tests (crates/controller/tests/chart.rs) as KE_HELM_BIN. testenv/helm is a
-# module of its own so that bumping helm never invalidates the (much slower)
-# cached control-plane build keyed by testenv/go.mod.
+# tests (crates/controller/tests/chart_render.rs, chart_cluster.rs) as
+# KE_HELM_BIN. testenv/helm is a module of its own so that bumping helm
+# never invalidates the (much slower) cached control-plane build keyed by
+# testenv/go.mod.
 # A warm cache makes this a no-op; a cold build takes a few minutes on 2 cores.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)

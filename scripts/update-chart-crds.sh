@@ -2,7 +2,7 @@
 # Regenerates the chart's copies of the ClusterEndpoint CRDs
 # (charts/kube-endpoints/files/crds/<group>.yaml) from the Rust types, via
 # `kube-endpoints crd --group G`. Run it after changing crates/api; the chart
-# test (crates/controller/tests/chart.rs) fails while the copies are stale.
+# test (crates/controller/tests/chart_render.rs) fails while the copies are stale.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
