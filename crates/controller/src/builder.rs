@@ -1,8 +1,8 @@
 //! Build: the pure heart of the controller. From a validated [`Plan`] and a
 //! health snapshot it computes the [`Desired`] state: the Service,
 //! EndpointSlices and Endpoints that should exist. No I/O and no clock, so
-//! equal input always gives byte-equal output; [`crate::writes`] compares it
-//! with what is live and [`crate::status`] reports on it.
+//! equal input always gives byte-equal output; the `writes` module compares
+//! it with what is live and `status` reports on it.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
