@@ -197,8 +197,25 @@ pub struct UdpSocketHandler {
     pub enable: bool,
     /// Payload sent as UTF-8 bytes (may be empty).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 8192))]
-    pub data: Option<String>,
+    #[schemars(with = "Option<String>", length(max = 8192))]
+    pub data: Option<UdpData>,
+}
+
+/// A UDP probe payload. Our CRD stores it as a string; endpoints-operator's
+/// CRD stored it as a list of byte values (Go's `[]uint8`), and such
+/// objects may still be in etcd after the CRD is replaced, so both forms
+/// are read. Byte values are checked (0..=255) by the controller's `plan`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum UdpData {
+    Text(String),
+    Bytes(Vec<i64>),
+}
+
+impl From<&str> for UdpData {
+    fn from(s: &str) -> Self {
+        UdpData::Text(s.to_string())
+    }
 }
 
 /// Healthy when `grpc.health.v1.Health/Check` answers SERVING.
@@ -227,7 +244,9 @@ pub struct HttpGetHandler {
     /// Virtual host: sent as the Host header (and TLS server name). The
     /// connection always goes to the endpoint's own address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 253), regex(pattern = r"^[^\s/]*$"))]
+    #[schemars(length(max = 253), extend("x-kubernetes-validations" = [
+        {"rule": VHOST_RULE, "message": VHOST_MESSAGE, "reason": "FieldValueInvalid"}
+    ]))]
     pub host: Option<String>,
     /// Extra request headers; a `Host` header sets the request host.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -235,16 +254,63 @@ pub struct HttpGetHandler {
     pub http_headers: Vec<HttpHeader>,
 }
 
+/// One request header. Header values may not hold control characters
+/// (tab excepted); the headers the prober itself controls are refused; a
+/// `Host` header must be a host (DNS name or IP literal), optionally with
+/// `:port`.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": OWNED_HEADERS_RULE,
+        "message": OWNED_HEADERS_MESSAGE,
+        "fieldPath": ".name",
+        "reason": "FieldValueForbidden"
+    },
+    {
+        "rule": HOST_HEADER_RULE,
+        "message": HOST_HEADER_MESSAGE,
+        "fieldPath": ".value",
+        "reason": "FieldValueInvalid"
+    }
+]))]
 pub struct HttpHeader {
     #[schemars(
         length(min = 1, max = 256),
         regex(pattern = r"^[-!#$%&'*+.^_`|~0-9A-Za-z]+$")
     )]
     pub name: String,
-    #[schemars(length(max = 4096), regex(pattern = r"^[^\r\n]*$"))]
+    #[schemars(length(max = 4096), regex(pattern = r"^[^\x00-\x08\x0A-\x1F\x7F]*$"))]
     pub value: String,
 }
+
+/// Request headers the prober sets itself (hop-by-hop and framing): a
+/// probe may not override them. Lowercase; compared case-insensitively.
+pub const OWNED_HEADERS: [&str; 7] = [
+    "connection",
+    "content-length",
+    "transfer-encoding",
+    "te",
+    "upgrade",
+    "keep-alive",
+    "proxy-connection",
+];
+const OWNED_HEADERS_RULE: &str = "!(self.name.lowerAscii() in ['connection', 'content-length', 'transfer-encoding', 'te', 'upgrade', 'keep-alive', 'proxy-connection'])";
+const OWNED_HEADERS_MESSAGE: &str = "this header is set by the prober itself (Connection, Content-Length, Transfer-Encoding, TE, Upgrade, Keep-Alive and Proxy-Connection cannot be set)";
+
+// The CEL rules below mirror the controller's `plan` checks of virtual
+// hosts (a DNS name that does not end in a number, or an IP literal). In
+// CEL string literals a regex backslash is written `\\`.
+
+/// `httpGet.host`: an RFC 1123 host name of at most 253 characters whose
+/// last label is not a number (URL parsers read `127.1` or `0x7f.1` as IPv4
+/// addresses), or an IP literal (IPv6 bare or in brackets).
+const VHOST_RULE: &str = r"isIP(self) || (self.startsWith('[') && self.endsWith(']') && isIP(self.substring(1, size(self) - 1))) || (size(self) <= 253 && self.matches('^[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?(\\.[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?)*$') && !self.matches('(^|\\.)([0-9]+|0[xX][0-9A-Fa-f]*)$'))";
+const VHOST_MESSAGE: &str = "must be a DNS name (RFC 1123, at most 253 characters, not ending in a number) or an IP address literal; no port, user or path";
+
+/// A `Host` header: a virtual host as above, optionally followed by
+/// `:port` (1-65535); an IPv6 literal then in brackets.
+const HOST_HEADER_RULE: &str = r"self.name.lowerAscii() != 'host' || (self.value.startsWith('[') ? (self.value.matches('^\\[[0-9A-Fa-f:.]+\\](:([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?$') && isIP(self.value.substring(1, self.value.indexOf(']')))) : (self.value.matches('^[A-Za-z0-9.-]{1,253}(:([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?$') && (isIP(self.value.split(':')[0]) || (self.value.split(':')[0].matches('^[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?(\\.[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?)*$') && !self.value.split(':')[0].matches('(^|\\.)([0-9]+|0[xX][0-9A-Fa-f]*)$')))))";
+const HOST_HEADER_MESSAGE: &str = "a Host header must be a DNS name (RFC 1123, not ending in a number) or an IP address literal (IPv6 in brackets), optionally followed by :port (1-65535)";
 
 /// A set of IP literals, each checked by CEL; written by hand because schemars
 /// cannot attach extensions to list items.

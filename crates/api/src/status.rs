@@ -78,10 +78,19 @@ pub struct PortStatus {
     pub probe: String,
     pub ready: i32,
     pub total: i32,
+    /// The unhealthy hosts, in address order, at most 50;
+    /// `unhealthyOmitted` counts the rest, so that a large outage cannot
+    /// grow the object past the size etcd accepts.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["host"]))]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["host"], "maxItems" = MAX_UNHEALTHY_LISTED))]
     pub unhealthy: Vec<UnhealthyHost>,
+    /// Unhealthy hosts not listed in `unhealthy`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unhealthy_omitted: Option<i32>,
 }
+
+/// The most unhealthy hosts listed per port in status.
+pub const MAX_UNHEALTHY_LISTED: usize = 50;
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]

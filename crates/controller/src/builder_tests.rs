@@ -92,7 +92,7 @@ fn slices_per_port_with_labels_and_readiness() {
         "10.33.40.152",
         down(5, "http GET /healthz: status 503"),
     );
-    let slices = endpoint_slices(&owner(), &plan, &health, ID);
+    let slices = endpoint_slices(&owner(), &plan, &health, ID, &[]);
     let names: Vec<String> = slices
         .iter()
         .map(|s| s.metadata.name.clone().unwrap_or_default())
@@ -100,10 +100,10 @@ fn slices_per_port_with_labels_and_readiness() {
     assert_eq!(
         names,
         [
-            "wordpress-wp-grpc-ipv4-0",
-            "wordpress-wp-http-ipv4-0",
-            "wordpress-wp-https-ipv4-0",
-            "wordpress-wp-udp-ipv4-0"
+            "wordpress.wp-grpc.ipv4.0",
+            "wordpress.wp-http.ipv4.0",
+            "wordpress.wp-https.ipv4.0",
+            "wordpress.wp-udp.ipv4.0"
         ]
     );
     for s in &slices {
@@ -141,7 +141,7 @@ fn slices_per_port_with_labels_and_readiness() {
 fn six_hosts_on_two_ports() {
     let plan = rgw_plan();
     let health = health_all(&plan, HealthState::Ready);
-    let slices = endpoint_slices(&owner(), &plan, &health, ID);
+    let slices = endpoint_slices(&owner(), &plan, &health, ID, &[]);
     assert_eq!(slices.len(), 2);
     for s in &slices {
         assert_eq!(s.endpoints.len(), 6);
@@ -165,7 +165,7 @@ fn ipv6_hosts_go_to_ipv6_slices() {
     }))
     .expect("spec");
     let plan = plan("db", &spec).expect("valid");
-    let slices = endpoint_slices(&owner(), &plan, &BTreeMap::new(), ID);
+    let slices = endpoint_slices(&owner(), &plan, &BTreeMap::new(), ID, &[]);
     let summary: Vec<(String, String, usize)> = slices
         .iter()
         .map(|s| {
@@ -179,8 +179,8 @@ fn ipv6_hosts_go_to_ipv6_slices() {
     assert_eq!(
         summary,
         vec![
-            ("wordpress-db-ipv4-0".into(), "IPv4".into(), 2),
-            ("wordpress-db-ipv6-0".into(), "IPv6".into(), 2)
+            ("wordpress.db.ipv4.0".into(), "IPv4".into(), 2),
+            ("wordpress.db.ipv6.0".into(), "IPv6".into(), 2)
         ]
     );
     assert_eq!(slices[1].endpoints[0].addresses, ["fd00:6b65::2"]);
@@ -199,7 +199,7 @@ fn more_than_100_hosts_split_into_slices_deterministically() {
     .expect("spec");
     let plan = plan("web", &spec).expect("valid");
     let health = health_all(&plan, HealthState::Ready);
-    let slices = endpoint_slices(&owner(), &plan, &health, ID);
+    let slices = endpoint_slices(&owner(), &plan, &health, ID, &[]);
     let sizes: Vec<usize> = slices.iter().map(|s| s.endpoints.len()).collect();
     assert_eq!(sizes, [100, 100, 50]);
     let mut all: Vec<String> = slices
@@ -210,7 +210,7 @@ fn more_than_100_hosts_split_into_slices_deterministically() {
     all.dedup();
     assert_eq!(all.len(), 250, "no host appears twice");
     // Same input, byte-equal output.
-    let again = endpoint_slices(&owner(), &plan, &health, ID);
+    let again = endpoint_slices(&owner(), &plan, &health, ID, &[]);
     assert_eq!(
         serde_json::to_string(&slices).ok(),
         serde_json::to_string(&again).ok()
@@ -262,7 +262,7 @@ fn slices_round_trip_into_a_seed() {
     let plan = wordpress_plan();
     let health = all_ready_but(&plan, "wp-grpc", "10.33.40.152", down(1, "x"));
     let bad = target("wp-grpc", "10.33.40.152");
-    let slices = endpoint_slices(&owner(), &plan, &health, ID);
+    let slices = endpoint_slices(&owner(), &plan, &health, ID, &[]);
     let seed = seed_from_slices(&plan, &slices);
     assert_eq!(seed.len(), 8);
     assert_eq!(seed.get(&bad), Some(&false));
@@ -286,7 +286,7 @@ fn slices_round_trip_into_a_seed() {
             )
         })
         .collect();
-    assert_eq!(endpoint_slices(&owner(), &plan, &reseeded, ID), slices);
+    assert_eq!(endpoint_slices(&owner(), &plan, &reseeded, ID, &[]), slices);
 }
 
 /// A Ceph RGW farm as `kube-endpoints import` makes it: one Service port
@@ -326,7 +326,7 @@ fn additional_target_ports_share_one_service_port() {
         down(3, "tcp connect: connection refused"),
     );
     let down = target("rgw-8081", "198.18.7.52");
-    let slices = endpoint_slices(&owner(), &plan, &health, ID);
+    let slices = endpoint_slices(&owner(), &plan, &health, ID, &[]);
     let summary: Vec<(String, Option<String>, Option<i32>, usize)> = slices
         .iter()
         .map(|s| {
@@ -338,13 +338,13 @@ fn additional_target_ports_share_one_service_port() {
         summary,
         vec![
             (
-                "wordpress-rgw-8081-ipv4-0".to_string(),
+                "wordpress.rgw-8081.ipv4.0".to_string(),
                 Some("rgw".to_string()),
                 Some(8081),
                 6
             ),
             (
-                "wordpress-rgw-ipv4-0".to_string(),
+                "wordpress.rgw.ipv4.0".to_string(),
                 Some("rgw".to_string()),
                 Some(8080),
                 6
@@ -365,7 +365,7 @@ fn additional_target_ports_share_one_service_port() {
     assert_eq!(
         not_ready,
         [(
-            "wordpress-rgw-8081-ipv4-0".to_string(),
+            "wordpress.rgw-8081.ipv4.0".to_string(),
             "198.18.7.52".to_string()
         )]
     );
@@ -398,4 +398,269 @@ fn additional_target_ports_share_one_service_port() {
     assert_eq!(seed.len(), 12);
     assert_eq!(seed.get(&down), Some(&false));
     assert_eq!(seed.values().filter(|r| **r).count(), 11);
+}
+
+fn spec_json(v: serde_json::Value) -> ClusterEndpointSpec {
+    serde_json::from_value(v).expect("spec deserialises")
+}
+
+#[test]
+fn slice_names_of_different_objects_and_ports_never_collide() {
+    // The names that collided with dashes: object `a` + port `b-c` and
+    // object `a-b` + port `c`; an extra target port and a port named like it.
+    let pairs = [
+        (("a", "b-c"), ("a-b", "c")),
+        (("web", "http-8081"), ("web-http", "8081")),
+    ];
+    for ((o1, p1), (o2, p2)) in pairs {
+        assert_ne!(slice_name(o1, p1, "IPv4", 0), slice_name(o2, p2, "IPv4", 0));
+    }
+    // Every name parses back to what made it.
+    let name = slice_name("a-b", "c", "IPv6", 12);
+    assert_eq!(name, "a-b.c.ipv6.12");
+    assert_eq!(parse_slice_name(&name), Some(("a-b", "c", "IPv6", 12)));
+    for other in [
+        "a-b-c-ipv4-0",
+        "a.b.ipv5.0",
+        "a.b.ipv4.01",
+        "a.b.ipv4.0.1",
+        ".b.ipv4.0",
+    ] {
+        assert_eq!(parse_slice_name(other), None, "{other}");
+    }
+    // The longest legal inputs: a 63-character object name, a 63-character
+    // port name with a 5-digit extra target port, and a large index.
+    let object = format!("o{}", "x".repeat(62));
+    let port = format!("p{}-65535", "y".repeat(62));
+    let longest = slice_name(&object, &port, "IPv6", 99_999);
+    assert!(longest.len() <= 253, "{}", longest.len());
+    assert!(
+        longest
+            .split('.')
+            .all(|l| l.starts_with(|c: char| c.is_ascii_alphanumeric())
+                && l.ends_with(|c: char| c.is_ascii_alphanumeric())),
+        "a DNS subdomain: {longest}"
+    );
+}
+
+#[test]
+fn a_host_added_to_a_250_host_port_changes_one_slice() {
+    let hosts: Vec<String> = (0..250)
+        .map(|i| format!("198.18.{}.{}", 1 + i / 200, i % 200 + 1))
+        .collect();
+    let before_plan = plan(
+        "big",
+        &spec_json(serde_json::json!({"ports": [{"name": "a", "port": 80, "targetPort": 80, "hosts": hosts}]})),
+    )
+    .expect("valid");
+    let before = endpoint_slices(&owner(), &before_plan, &BTreeMap::new(), ID, &[]);
+    assert_eq!(before.len(), 3);
+    let mut more = hosts.clone();
+    more.push("198.18.0.1".into()); // sorts before every other host
+    let after_plan = plan(
+        "big",
+        &spec_json(serde_json::json!({"ports": [{"name": "a", "port": 80, "targetPort": 80, "hosts": more}]})),
+    )
+    .expect("valid");
+    let live: Vec<&EndpointSlice> = before.iter().collect();
+    let after = endpoint_slices(&owner(), &after_plan, &BTreeMap::new(), ID, &live);
+    let changed: Vec<String> = after
+        .iter()
+        .filter(|s| !before.contains(s))
+        .map(|s| s.name_any())
+        .collect();
+    assert_eq!(changed, ["wordpress.a.ipv4.2"]);
+    // Without the live slices (the old behaviour) every slice shifts.
+    let repacked = endpoint_slices(&owner(), &after_plan, &BTreeMap::new(), ID, &[]);
+    assert_eq!(repacked.iter().filter(|s| !before.contains(s)).count(), 3);
+}
+
+#[test]
+fn headless_slices_carry_the_headless_label() {
+    let mut spec = wordpress();
+    spec.cluster_ip = Some("None".into());
+    let plan = plan("wordpress", &spec).expect("valid");
+    for slice in endpoint_slices(&owner(), &plan, &BTreeMap::new(), ID, &[]) {
+        assert_eq!(
+            slice.labels().get(LABEL_HEADLESS).map(String::as_str),
+            Some("")
+        );
+    }
+    for slice in endpoint_slices(&owner(), &wordpress_plan(), &BTreeMap::new(), ID, &[]) {
+        assert!(!slice.labels().contains_key(LABEL_HEADLESS));
+    }
+}
+
+#[test]
+fn the_service_family_follows_the_hosts() {
+    let families = |hosts: &[&str]| {
+        let p = plan(
+            "db",
+            &spec_json(serde_json::json!({"ports": [{"name": "a", "port": 80, "targetPort": 80, "hosts": hosts}]})),
+        )
+        .expect("valid");
+        let spec = service(&owner(), &p).spec.expect("spec");
+        (spec.ip_family_policy, spec.ip_families)
+    };
+    assert_eq!(
+        families(&["fd00::1"]),
+        (Some("SingleStack".into()), Some(vec!["IPv6".into()]))
+    );
+    assert_eq!(
+        families(&["198.18.0.1"]),
+        (Some("SingleStack".into()), Some(vec!["IPv4".into()]))
+    );
+    assert_eq!(
+        families(&["198.18.0.1", "fd00::1"]),
+        (Some("PreferDualStack".into()), None)
+    );
+}
+
+#[test]
+fn the_endpoints_keep_at_most_1000_addresses_ready_ones_first() {
+    let hosts = |n: u32| -> Vec<String> {
+        (0..n)
+            .map(|i| format!("198.18.{}.{}", i / 200, i % 200 + 1))
+            .collect()
+    };
+    let spec = spec_json(serde_json::json!({"ports": [
+        {"name": "a", "port": 80, "targetPort": 80, "hosts": hosts(900), "tcpSocket": {"enable": true}},
+        {"name": "b", "port": 81, "targetPort": 81, "hosts": hosts(300), "tcpSocket": {"enable": true}},
+    ]}));
+    let plan = plan("big", &spec).expect("valid");
+    // Port a: 600 ready, 300 not; port b: all 300 not ready.
+    let mut health = health_all(&plan, HealthState::NotReady);
+    for (id, h) in health.iter_mut() {
+        if id.port == "a"
+            && h.state == HealthState::NotReady
+            && id.host.to_string() < "198.18.3".to_string()
+        {
+            h.state = HealthState::Ready;
+        }
+    }
+    let ep = endpoints(&owner(), &plan, &health);
+    let count =
+        |f: fn(&EndpointSubset) -> usize| -> usize { ep.subsets.iter().flatten().map(f).sum() };
+    let ready = count(|s| s.addresses.as_ref().map_or(0, Vec::len));
+    let not_ready = count(|s| s.not_ready_addresses.as_ref().map_or(0, Vec::len));
+    assert_eq!(ready, 600, "every ready address is kept");
+    assert_eq!(ready + not_ready, 1000);
+    assert_eq!(
+        ep.annotations()
+            .get(ANNOTATION_OVER_CAPACITY)
+            .map(String::as_str),
+        Some("truncated")
+    );
+    // Within the limit nothing is cut and there is no annotation.
+    let small = endpoints(&owner(), &wordpress_plan(), &BTreeMap::new());
+    assert!(small.annotations().is_empty());
+}
+
+#[test]
+fn truncation_keeps_every_subset_valid() {
+    let address = |i: usize| EndpointAddress {
+        ip: format!("198.18.0.{i}"),
+        ..EndpointAddress::default()
+    };
+    let subset = |ready: usize, not_ready: usize| EndpointSubset {
+        addresses: (ready > 0).then(|| (0..ready).map(address).collect()),
+        not_ready_addresses: (not_ready > 0).then(|| (0..not_ready).map(address).collect()),
+        ports: None,
+    };
+    // More ready addresses than fit: not-ready ones go, ready ones shrink
+    // in proportion; an emptied subset is dropped.
+    let mut subsets = vec![subset(9, 3), subset(3, 0), subset(0, 5)];
+    assert!(truncate_endpoints(&mut subsets, 8));
+    let sizes: Vec<(usize, usize)> = subsets
+        .iter()
+        .map(|s| {
+            (
+                s.addresses.as_ref().map_or(0, Vec::len),
+                s.not_ready_addresses.as_ref().map_or(0, Vec::len),
+            )
+        })
+        .collect();
+    assert_eq!(sizes, [(6, 0), (2, 0)]);
+    let mut fits = vec![subset(2, 2)];
+    assert!(!truncate_endpoints(&mut fits, 4));
+}
+
+#[test]
+fn adoption_seeds_from_the_endpoints_and_slices_win() {
+    let spec = spec_json(serde_json::json!({"ports": [
+        {"name": "http", "port": 80, "targetPort": 8080, "hosts": ["198.18.0.1", "198.18.0.2", "198.18.0.3"], "tcpSocket": {"enable": true}}
+    ]}));
+    let plan = plan("rgw", &spec).expect("valid");
+    // A hand-made Endpoints: an unnamed port, one host ready, one not.
+    let handmade: Endpoints = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "rgw"},
+        "subsets": [{"addresses": [{"ip": "198.18.0.1"}], "notReadyAddresses": [{"ip": "198.18.0.2"}],
+                     "ports": [{"port": 8080}]},
+                    {"addresses": [{"ip": "198.18.0.3"}], "ports": [{"port": 9999}]}]
+    }))
+    .expect("endpoints");
+    let seed = seed(&plan, [], Some(&handmade));
+    assert_eq!(
+        seed,
+        BTreeMap::from([
+            (target("http", "198.18.0.1"), true),
+            (target("http", "198.18.0.2"), false),
+        ]),
+        "another target port seeds nothing"
+    );
+    // A port named otherwise does not match.
+    let mut named = handmade.clone();
+    named.subsets.as_mut().expect("subsets")[0]
+        .ports
+        .as_mut()
+        .expect("ports")[0]
+        .name = Some("other".into());
+    assert!(seed_from_endpoints(&plan, &named).is_empty());
+    // Slices know better than the Endpoints.
+    let mut health = health_all(&plan, HealthState::Ready);
+    health.insert(target("http", "198.18.0.1"), down(1, "x"));
+    let slices = endpoint_slices(&owner(), &plan, &health, ID, &[]);
+    let seeded = super::seed(&plan, &slices, Some(&handmade));
+    assert_eq!(seeded.get(&target("http", "198.18.0.1")), Some(&false));
+    assert_eq!(seeded.get(&target("http", "198.18.0.2")), Some(&true));
+}
+
+#[test]
+fn controller_ids_must_be_label_values_of_our_own() {
+    assert_eq!(validate_controller_id(crate::DEFAULT_CONTROLLER_ID), Ok(()));
+    assert_eq!(validate_controller_id("my-team.example.com"), Ok(()));
+    for bad in ["", "has space", "-dash", &"x".repeat(64), "a/b"] {
+        assert!(validate_controller_id(bad).is_err(), "{bad:?}");
+    }
+    for reserved in [
+        "endpointslice-controller.k8s.io",
+        "endpointslicemirroring-controller.k8s.io",
+        "x.kubernetes.io",
+    ] {
+        let e = validate_controller_id(reserved).expect_err("reserved");
+        assert!(e.contains("reserved"), "{e}");
+    }
+}
+
+#[test]
+fn orphaned_slices_of_our_controller_are_ours_to_take_over() {
+    let slices = endpoint_slices(&owner(), &wordpress_plan(), &BTreeMap::new(), ID, &[]);
+    let mut orphan = slices[0].clone();
+    assert!(is_own_slice(&orphan, &owner(), ID));
+    orphan.metadata.owner_references = None;
+    assert!(is_own_slice(&orphan, &owner(), ID));
+    let mut other = Owner {
+        uid: "uid-2".into(),
+        ..owner()
+    };
+    assert!(
+        !is_own_slice(&slices[0], &other, ID),
+        "controlled by another object"
+    );
+    other.name = "other".into();
+    assert!(!is_own_slice(&orphan, &other, ID), "another Service");
+    assert!(
+        !is_own_slice(&orphan, &owner(), "someone-else"),
+        "another controller id"
+    );
 }

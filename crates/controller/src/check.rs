@@ -221,7 +221,7 @@ fn render(c: &Checked, health: &BTreeMap<TargetId, Health>) -> String {
         controller_id: crate::DEFAULT_CONTROLLER_ID.to_string(),
         compat_endpoints: true,
     };
-    let desired = builder::desired(&c.owner, &c.plan, health, &settings);
+    let desired = builder::desired(&c.owner, &c.plan, health, &settings, &[]);
     let mut out = String::new();
     let mut push = |v: Result<String, yaml::WriteError>| match v {
         Ok(s) => {

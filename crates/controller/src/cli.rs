@@ -114,8 +114,8 @@ pub struct RunArgs {
     /// Also keep the compatibility core/v1 Endpoints object (deprecated upstream since 1.33).
     #[arg(long, env = "COMPAT_ENDPOINTS", default_value_t = true, action = clap::ArgAction::Set)]
     pub compat_endpoints: bool,
-    /// Value of the endpointslice.kubernetes.io/managed-by label.
-    #[arg(long, default_value = crate::DEFAULT_CONTROLLER_ID)]
+    /// Value of the endpointslice.kubernetes.io/managed-by label: a label value of your own domain (not Kubernetes' *.k8s.io).
+    #[arg(long, default_value = crate::DEFAULT_CONTROLLER_ID, value_parser = controller_id)]
     pub controller_id: String,
     /// Run the controller only while holding a coordination.k8s.io Lease, so
     /// that several replicas can run with one active (turn on with replicas > 1).
@@ -136,6 +136,10 @@ pub struct RunArgs {
     /// Also export kube_endpoints_host_ready{namespace,name,port,host}: one series per probed host-port (cardinality grows with the fleet).
     #[arg(long, env = "PER_HOST_METRICS", default_value_t = false, action = clap::ArgAction::Set)]
     pub per_host_metrics: bool,
+}
+
+fn controller_id(value: &str) -> Result<String, String> {
+    crate::builder::validate_controller_id(value).map(|()| value.to_string())
 }
 
 /// Why a command failed.

@@ -2,17 +2,19 @@
 //! the fixed [`Settings`], the watch [`Caches`] and the [`Context`] every
 //! reconcile gets.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use k8s_openapi::api::core::v1::{Endpoints, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::core::ApiResource;
+use kube::core::{ApiResource, DynamicObject};
 use kube::runtime::events::Recorder;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, ResourceExt};
-use kube_endpoints_api::DynClusterEndpoint;
+use kube_endpoints_api::Condition;
 use kube_endpoints_probe::Scheduler;
 
+use crate::backoff::Backoff;
 use crate::builder::BuildSettings;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
@@ -25,7 +27,7 @@ pub struct CepKey {
 }
 
 impl CepKey {
-    pub fn of(cep: &DynClusterEndpoint) -> Result<Self> {
+    pub fn of(cep: &impl ResourceExt) -> Result<Self> {
         Ok(CepKey {
             namespace: cep
                 .namespace()
@@ -34,7 +36,7 @@ impl CepKey {
         })
     }
 
-    pub fn object_ref(&self, resource: &ApiResource) -> ObjectRef<DynClusterEndpoint> {
+    pub fn object_ref(&self, resource: &ApiResource) -> ObjectRef<DynamicObject> {
         ObjectRef::new_with(&self.name, resource.clone()).within(&self.namespace)
     }
 }
@@ -68,12 +70,24 @@ pub struct Context {
     pub caches: Caches,
     pub metrics: Arc<Metrics>,
     pub recorder: Recorder,
+    /// The ClusterEndpoints of this scope, as watched (undecoded).
+    pub objects: Store<DynamicObject>,
+    /// Retry delays of objects whose writes fail.
+    pub backoff: Backoff<CepKey>,
+    /// The conditions each object's Warning Events were last decided on,
+    /// so that a status write that keeps failing does not repeat them.
+    pub announced: Mutex<HashMap<CepKey, Vec<Condition>>>,
 }
 
 impl Context {
-    /// Stop probing an object and drop its per-host series.
+    /// Stop probing an object and drop what is remembered about it.
     pub fn forget(&self, key: &CepKey) {
         self.scheduler.remove(key);
         self.metrics.forget_object(&key.namespace, &key.name);
+        self.backoff.reset(key);
+        self.announced
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
     }
 }

@@ -4,8 +4,9 @@
 use std::collections::BTreeMap;
 
 use kube::Resource;
+use kube::core::ApiResource;
 use kube::runtime::events::{Event, EventType};
-use kube_endpoints_api::{CONDITION_READY, ClusterEndpointStatus, Condition, DynClusterEndpoint};
+use kube_endpoints_api::{CONDITION_READY, ClusterEndpointStatus, Condition};
 use kube_endpoints_probe::{HealthState, Transition};
 use tracing::warn;
 
@@ -49,14 +50,12 @@ pub fn host_transition_event<K>(t: &Transition<K>) -> Option<Event> {
 }
 
 /// Warning Events for conditions that turned false (invalid spec, refused
-/// adoption, failed sync), once per change rather than once per reconcile.
-pub fn condition_events(
-    previous: Option<&ClusterEndpointStatus>,
-    status: &ClusterEndpointStatus,
-) -> Vec<Event> {
-    let before: BTreeMap<&str, &Condition> = previous
-        .map(|s| s.conditions.iter().map(|c| (c.type_.as_str(), c)).collect())
-        .unwrap_or_default();
+/// adoption, failed sync), once per change rather than once per reconcile:
+/// `previous` are the conditions the last Events were decided on (the
+/// written status, or what was computed last when writing it failed).
+pub fn condition_events(previous: &[Condition], status: &ClusterEndpointStatus) -> Vec<Event> {
+    let before: BTreeMap<&str, &Condition> =
+        previous.iter().map(|c| (c.type_.as_str(), c)).collect();
     status
         .conditions
         .iter()
@@ -77,7 +76,7 @@ pub fn condition_events(
 }
 
 /// Publish an Event about `cep`; failures are logged, never fatal.
-pub async fn publish(ctx: &Context, cep: &DynClusterEndpoint, event: Event) {
+pub async fn publish<K: Resource<DynamicType = ApiResource>>(ctx: &Context, cep: &K, event: Event) {
     let reference = cep.object_ref(&ctx.resource);
     match ctx.recorder.publish(&event, &reference).await {
         Ok(()) => ctx.metrics.count_write("events", "create"),

@@ -116,7 +116,7 @@ fn a_condition_turning_false_is_announced_once() {
             "has a selector",
         ),
     ]);
-    let events = condition_events(None, &refused);
+    let events = condition_events(&[], &refused);
     let summary: Vec<(&str, &str)> = events
         .iter()
         .map(|e| (e.reason.as_str(), e.action.as_str()))
@@ -124,7 +124,7 @@ fn a_condition_turning_false_is_announced_once() {
     assert_eq!(summary, [("ServiceHasSelector", CONDITION_SYNC_SERVICE)]);
     assert_eq!(events[0].type_, EventType::Warning);
     // The same condition again: nothing new to say.
-    assert!(condition_events(Some(&refused), &refused).is_empty());
+    assert!(condition_events(&refused.conditions, &refused).is_empty());
     // Another reason is news again; a true condition never is.
     let other = status(&[(
         CONDITION_SYNC_SERVICE,
@@ -132,7 +132,7 @@ fn a_condition_turning_false_is_announced_once() {
         "ServiceTypeConflict",
         "NodePort",
     )]);
-    assert_eq!(condition_events(Some(&refused), &other).len(), 1);
+    assert_eq!(condition_events(&refused.conditions, &other).len(), 1);
     let fixed = status(&[(CONDITION_SYNC_SERVICE, "True", "SyncServiceReady", "ok")]);
-    assert!(condition_events(Some(&refused), &fixed).is_empty());
+    assert!(condition_events(&refused.conditions, &fixed).is_empty());
 }

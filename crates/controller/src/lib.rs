@@ -14,16 +14,20 @@
 
 #![forbid(unsafe_code)]
 
+pub mod backoff;
 pub mod builder;
 pub mod check;
 pub mod cli;
+pub mod coalesce;
 pub mod context;
+pub mod decode;
 pub mod diff;
 pub mod error;
 pub mod events;
 pub mod import;
 pub mod leader;
 pub mod metrics;
+pub mod placement;
 pub mod plan;
 pub mod reconcile;
 pub mod scope;

@@ -1,7 +1,7 @@
 //! Prometheus metrics (OpenMetrics text on `/metrics`).
 //!
 //! Label cardinality is bounded by design: probe type (4), result (3),
-//! resource (5), verb (3), reason (a fixed set of error reasons), target
+//! resource (6), verb (4), reason (a fixed set of error reasons), target
 //! state (3) and transition direction (2). No label carries an object or host
 //! name, so the series count does not grow with the number of
 //! ClusterEndpoints — except `kube_endpoints_host_ready`, one series per
@@ -42,6 +42,11 @@ pub struct WriteLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {
     pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WatchLabels {
+    pub resource: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -90,6 +95,8 @@ pub struct Metrics {
     pub reconcile_errors: Family<ReasonLabels, Counter>,
     pub api_writes: Family<WriteLabels, Counter>,
     pub leader: Gauge,
+    pub watch_errors: Family<WatchLabels, Counter>,
+    pub watches_failing: Gauge,
     host_ports: Family<StateLabels, Gauge>,
     /// Per-host readiness; `None` unless `--per-host-metrics`.
     host_ready: Option<Family<HostLabels, Gauge>>,
@@ -98,6 +105,8 @@ pub struct Metrics {
     /// Counted at scrape time; a stopped controller's engine drops out.
     counters: Mutex<Vec<Weak<dyn TargetCounter>>>,
     ready: AtomicBool,
+    /// Watches whose last event was an error, by a name of the watch.
+    failing: Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl Metrics {
@@ -163,6 +172,18 @@ impl Metrics {
             "1 while this replica leads and runs the controller",
             leader.clone(),
         );
+        let watch_errors = Family::<WatchLabels, Counter>::default();
+        registry.register(
+            "watch_errors",
+            "Errors of the watches the controller's caches are built from (each is retried with backoff), by resource",
+            watch_errors.clone(),
+        );
+        let watches_failing = Gauge::default();
+        registry.register(
+            "watches_failing",
+            "Watches whose last attempt failed; /readyz answers 503 while any does",
+            watches_failing.clone(),
+        );
         let host_ports = Family::<StateLabels, Gauge>::default();
         registry.register(
             "host_ports",
@@ -194,7 +215,10 @@ impl Metrics {
             reconcile_errors,
             api_writes,
             leader,
+            watch_errors,
+            watches_failing,
             ready: AtomicBool::new(false),
+            failing: Mutex::new(std::collections::BTreeSet::new()),
         }
     }
 
@@ -287,8 +311,33 @@ impl Metrics {
         self.ready.store(ready, Ordering::Relaxed);
     }
 
+    /// Ready, and no watch failing: a served group whose watch fails (its
+    /// CRD was removed, RBAC lost...) is not being reconciled.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed)
+        self.ready.load(Ordering::Relaxed) && lock(&self.failing).is_empty()
+    }
+
+    /// Record the outcome of one watch event: an error counts and marks
+    /// the watch failing until its next good event.
+    pub fn watch_event(&self, watch: &str, resource: &'static str, ok: bool) {
+        let mut failing = lock(&self.failing);
+        let changed = if ok {
+            failing.remove(watch)
+        } else {
+            self.watch_errors
+                .get_or_create(&WatchLabels { resource })
+                .inc();
+            failing.insert(watch.to_string())
+        };
+        if changed {
+            self.watches_failing
+                .set(i64::try_from(failing.len()).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// Forget a watch that stopped (its controller ended).
+    pub fn watch_stopped(&self, watch: &str) {
+        self.watch_event(watch, "", true);
     }
 }
 

@@ -86,3 +86,27 @@ fn host_ports_sum_the_live_engines_at_scrape_time() {
         "{text}"
     );
 }
+
+#[test]
+fn a_failing_watch_counts_and_makes_readyz_false_until_it_recovers() {
+    let m = Metrics::new(false);
+    m.set_ready(true);
+    assert!(m.is_ready());
+    m.watch_event("sealos.io/*/clusterendpoints", "clusterendpoints", false);
+    m.watch_event("sealos.io/*/clusterendpoints", "clusterendpoints", false);
+    assert!(!m.is_ready());
+    let text = m.encode().expect("encodes");
+    assert_eq!(
+        series(&text, "kube_endpoints_watch_errors_total"),
+        ["kube_endpoints_watch_errors_total{resource=\"clusterendpoints\"} 2"]
+    );
+    assert_eq!(
+        series(&text, "kube_endpoints_watches_failing"),
+        ["kube_endpoints_watches_failing 1"]
+    );
+    m.watch_event("sealos.io/*/clusterendpoints", "clusterendpoints", true);
+    assert!(m.is_ready());
+    m.watch_event("x/*/services", "services", false);
+    m.watch_stopped("x/*/services");
+    assert!(m.is_ready());
+}

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use kube_endpoints_api::{
     ClusterEndpointPort, ClusterEndpointSpec, HttpGetHandler, MAX_HOSTS, MAX_PORTS, MAX_SECONDS,
-    MAX_THRESHOLD,
+    MAX_THRESHOLD, OWNED_HEADERS, UdpData,
 };
 use kube_endpoints_probe::{HttpGet, Probe, Scheme, TargetId, TargetSpec, Thresholds};
 
@@ -30,7 +30,9 @@ pub struct Plan {
 /// One (Service port, target port) pair. A spec port with
 /// `additionalTargetPorts` becomes several: the first keeps the spec port's
 /// name, the others are named `<name>-<targetPort>`; all share the Service
-/// port named `service_port`.
+/// port named `service_port`. The one port of a single-port object may be
+/// unnamed, as in endpoints-operator (and a Kubernetes Service): its Service
+/// port stays unnamed and its key is `<protocol>-<port>` (`tcp-80`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PortPlan {
     /// Unique key: names the EndpointSlices and the status entry.
@@ -93,6 +95,17 @@ impl Plan {
         targets
     }
 }
+
+/// Bounds the CRD's schema also enforces (see the api crate); repeated here
+/// for objects stored before our CRD replaced the predecessor's.
+const MAX_ADDITIONAL_TARGET_PORTS: usize = 10;
+const MAX_UDP_DATA: usize = 8192;
+const MAX_PATH: usize = 2048;
+const MAX_HEADERS: usize = 32;
+const MAX_HEADER_NAME: usize = 256;
+const MAX_HEADER_VALUE: usize = 4096;
+const MAX_GRPC_SERVICE: usize = 253;
+const MAX_VHOST: usize = 253;
 
 /// One problem with one field, in the apiserver's own style
 /// (`spec.ports[1].targetPort: must be between 1 and 65535, got 0`).
@@ -185,8 +198,18 @@ pub fn plan(name: &str, spec: &ClusterEndpointSpec) -> Result<Plan, InvalidSpec>
     let mut names = BTreeSet::new();
     let mut service_ports = BTreeSet::new();
     let mut ports = Vec::with_capacity(spec.ports.len());
+    let single = spec.ports.len() == 1;
     for (i, port) in spec.ports.iter().enumerate() {
         let field = format!("spec.ports[{i}]");
+        if port.additional_target_ports.len() > MAX_ADDITIONAL_TARGET_PORTS {
+            errors.push(
+                format!("{field}.additionalTargetPorts"),
+                format!(
+                    "must have at most {MAX_ADDITIONAL_TARGET_PORTS} entries, got {}",
+                    port.additional_target_ports.len()
+                ),
+            );
+        }
         if !names.insert(port.name.as_str()) {
             errors.push(
                 format!("{field}.name"),
@@ -205,6 +228,7 @@ pub fn plan(name: &str, spec: &ClusterEndpointSpec) -> Result<Plan, InvalidSpec>
         if let Some(p) = plan_port(
             &field,
             port,
+            single,
             spec.period_seconds,
             &legacy_hosts,
             &mut errors,
@@ -252,12 +276,14 @@ pub fn plan(name: &str, spec: &ClusterEndpointSpec) -> Result<Plan, InvalidSpec>
 fn plan_port(
     field: &str,
     port: &ClusterEndpointPort,
+    single: bool,
     spec_period: i32,
     legacy_hosts: &[IpAddr],
     errors: &mut Errors,
 ) -> Option<PortPlan> {
     let before = errors.0.len();
-    if !is_dns1123_label(&port.name) {
+    let unnamed = single && port.name.is_empty();
+    if !unnamed && !is_dns1123_label(&port.name) {
         errors.push(
             format!("{field}.name"),
             format!(
@@ -329,8 +355,13 @@ fn plan_port(
     if errors.0.len() != before {
         return None;
     }
+    let name = if unnamed {
+        format!("{}-{}", port.protocol.to_ascii_lowercase(), port.port)
+    } else {
+        port.name.clone()
+    };
     Some(PortPlan {
-        name: port.name.clone(),
+        name,
         service_port: port.name.clone(),
         primary: true,
         protocol: port.protocol.clone(),
@@ -358,12 +389,19 @@ fn plan_probe(field: &str, port: &ClusterEndpointPort, errors: &mut Errors) -> O
     {
         handlers.push(("httpGet", probe));
     }
-    if let Some(udp) = port.udp_socket.as_ref().filter(|h| h.enable) {
-        let data = udp.data.clone().unwrap_or_default().into_bytes();
+    if let Some(udp) = port.udp_socket.as_ref().filter(|h| h.enable)
+        && let Some(data) = udp_data(&format!("{field}.udpSocket.data"), &udp.data, errors)
+    {
         handlers.push(("udpSocket", Probe::Udp { data }));
     }
     if let Some(grpc) = port.grpc.as_ref().filter(|h| h.enable) {
         let service = grpc.service.clone().unwrap_or_default();
+        if service.len() > MAX_GRPC_SERVICE {
+            errors.push(
+                format!("{field}.grpc.service"),
+                format!("must be at most {MAX_GRPC_SERVICE} characters"),
+            );
+        }
         handlers.push(("grpc", Probe::Grpc { service }));
     }
     if handlers.len() > 1 {
@@ -378,6 +416,42 @@ fn plan_probe(field: &str, port: &ClusterEndpointPort, errors: &mut Errors) -> O
         return None;
     }
     handlers.pop().map(|(_, probe)| probe)
+}
+
+/// The UDP payload as bytes: a string's UTF-8 bytes, or the byte values
+/// of endpoints-operator's stored form.
+fn udp_data(field: &str, data: &Option<UdpData>, errors: &mut Errors) -> Option<Vec<u8>> {
+    let bytes = match data {
+        None => Vec::new(),
+        Some(UdpData::Text(text)) => {
+            if text.chars().count() > MAX_UDP_DATA {
+                errors.push(field, format!("must be at most {MAX_UDP_DATA} characters"));
+                return None;
+            }
+            text.clone().into_bytes()
+        }
+        Some(UdpData::Bytes(values)) => {
+            if values.len() > MAX_UDP_DATA {
+                errors.push(field, format!("must be at most {MAX_UDP_DATA} bytes"));
+                return None;
+            }
+            let mut bytes = Vec::with_capacity(values.len());
+            for (i, v) in values.iter().enumerate() {
+                match u8::try_from(*v) {
+                    Ok(b) => bytes.push(b),
+                    Err(_) => {
+                        errors.push(
+                            format!("{field}[{i}]"),
+                            format!("must be a byte value between 0 and 255, got {v}"),
+                        );
+                        return None;
+                    }
+                }
+            }
+            bytes
+        }
+    };
+    Some(bytes)
 }
 
 fn plan_http(field: &str, http: &HttpGetHandler, errors: &mut Errors) -> Option<Probe> {
@@ -402,38 +476,174 @@ fn plan_http(field: &str, http: &HttpGetHandler, errors: &mut Errors) -> Option<
         errors.push(format!("{field}.path"), "must not contain whitespace");
         return None;
     }
+    if path.chars().count() > MAX_PATH {
+        errors.push(
+            format!("{field}.path"),
+            format!("must be at most {MAX_PATH} characters"),
+        );
+        return None;
+    }
     if !path.starts_with('/') {
         path.insert(0, '/');
     }
+    if http.http_headers.len() > MAX_HEADERS {
+        errors.push(
+            format!("{field}.httpHeaders"),
+            format!(
+                "must have at most {MAX_HEADERS} entries, got {}",
+                http.http_headers.len()
+            ),
+        );
+        return None;
+    }
     let mut headers = Vec::with_capacity(http.http_headers.len());
     for (i, h) in http.http_headers.iter().enumerate() {
-        let valid_name = !h.name.is_empty()
-            && h.name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-!#$%&'*+.^_`|~".contains(&b));
-        if !valid_name {
-            errors.push(
-                format!("{field}.httpHeaders[{i}].name"),
-                format!("{:?} is not a valid HTTP header name", h.name),
-            );
-            return None;
-        }
-        if h.value.contains(['\r', '\n']) {
-            errors.push(
-                format!("{field}.httpHeaders[{i}].value"),
-                "must not contain line breaks",
-            );
+        if let Err(message) = header(&h.name, &h.value) {
+            errors.push(format!("{field}.httpHeaders[{i}].{}", message.0), message.1);
             return None;
         }
         headers.push((h.name.clone(), h.value.clone()));
     }
     let host = http.host.clone().filter(|h| !h.is_empty());
+    if let Some(host) = &host
+        && let Err(message) = validate_virtual_host(host)
+    {
+        errors.push(format!("{field}.host"), format!("{host:?} {message}"));
+        return None;
+    }
     Some(Probe::Http(HttpGet {
         scheme,
         path,
         host,
         headers,
     }))
+}
+
+/// Check one request header; the error names the part (`name` or
+/// `value`) and says why. The same rules as the CRD's schema and CEL.
+fn header(name: &str, value: &str) -> Result<(), (&'static str, String)> {
+    let token = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-!#$%&'*+.^_`|~".contains(&b));
+    if !token || name.len() > MAX_HEADER_NAME {
+        return Err((
+            "name",
+            format!(
+                "{name:?} is not a valid HTTP header name (a token of at most {MAX_HEADER_NAME} characters)"
+            ),
+        ));
+    }
+    if OWNED_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
+        return Err((
+            "name",
+            format!("{name} is set by the prober itself and cannot be set"),
+        ));
+    }
+    if value.chars().count() > MAX_HEADER_VALUE {
+        return Err((
+            "value",
+            format!("must be at most {MAX_HEADER_VALUE} characters"),
+        ));
+    }
+    if value.chars().any(|c| c != '\t' && (c.is_ascii_control())) {
+        return Err((
+            "value",
+            "must not contain control characters (tab excepted)".into(),
+        ));
+    }
+    if name.eq_ignore_ascii_case("host")
+        && let Err(message) = validate_host_header(value)
+    {
+        return Err(("value", format!("Host header {value:?} {message}")));
+    }
+    Ok(())
+}
+
+/// A virtual host (`httpGet.host`): an RFC 1123 host name of at most 253
+/// characters whose last label is not a number (URL parsers read `127.1`
+/// as an address), or an IP literal (IPv6 bare or in brackets). The same
+/// rule as the CRD's CEL rule and the prober's own check.
+pub fn validate_virtual_host(host: &str) -> Result<(), &'static str> {
+    if host.is_empty() {
+        return Err("must not be empty");
+    }
+    if let Some(inner) = host.strip_prefix('[') {
+        return match inner
+            .strip_suffix(']')
+            .map(str::parse::<std::net::Ipv6Addr>)
+        {
+            Some(Ok(_)) => Ok(()),
+            _ => Err("must be a DNS name or an IP address (invalid IPv6 literal)"),
+        };
+    }
+    if host.parse::<IpAddr>().is_ok() {
+        return Ok(());
+    }
+    if host.len() > MAX_VHOST {
+        return Err("must be at most 253 characters");
+    }
+    let labels: Vec<&str> = host.split('.').collect();
+    for label in &labels {
+        let valid = !label.is_empty()
+            && label.len() <= 63
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !label.starts_with('-')
+            && !label.ends_with('-');
+        if !valid {
+            return Err(
+                "must be a DNS name (labels of letters, digits and '-', at most 63 characters) or an IP address",
+            );
+        }
+    }
+    let last = labels.last().copied().unwrap_or_default();
+    let hex = last
+        .strip_prefix("0x")
+        .or_else(|| last.strip_prefix("0X"))
+        .is_some_and(|h| h.bytes().all(|b| b.is_ascii_hexdigit()));
+    if hex || last.bytes().all(|b| b.is_ascii_digit()) {
+        return Err("must be a DNS name or an IP address (ends in a number)");
+    }
+    Ok(())
+}
+
+/// A `Host` header value: a virtual host as [`validate_virtual_host`]
+/// accepts it, optionally followed by `:port` (1-65535); an IPv6 literal
+/// then in brackets.
+pub fn validate_host_header(value: &str) -> Result<(), &'static str> {
+    let valid_port = |p: &str| {
+        !p.is_empty()
+            && p.len() <= 5
+            && p.bytes().all(|b| b.is_ascii_digit())
+            && p.parse::<u16>().is_ok_and(|p| p != 0)
+    };
+    if let Some(rest) = value.strip_prefix('[') {
+        let Some((inner, after)) = rest.split_once(']') else {
+            return Err("must be a DNS name or an IP address (invalid IPv6 literal)");
+        };
+        if inner.parse::<std::net::Ipv6Addr>().is_err() {
+            return Err("must be a DNS name or an IP address (invalid IPv6 literal)");
+        }
+        return match after.strip_prefix(':') {
+            None if after.is_empty() => Ok(()),
+            Some(port) if valid_port(port) => Ok(()),
+            Some(_) => Err("has an invalid port (must be 1-65535)"),
+            None => Err("must be a host, optionally followed by :port"),
+        };
+    }
+    let (host, port) = match value.split_once(':') {
+        Some((host, port)) => (host, Some(port)),
+        None => (value, None),
+    };
+    if port.is_some_and(|p| p.contains(':')) {
+        return Err("must put an IPv6 address in brackets");
+    }
+    if port.is_some_and(|p| !valid_port(p)) {
+        return Err("has an invalid port (must be 1-65535)");
+    }
+    validate_virtual_host(host)
 }
 
 /// Parse, check and sort a host list; errors name the exact item.

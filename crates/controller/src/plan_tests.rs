@@ -253,7 +253,7 @@ fn http_handler_is_normalised_and_checked() {
 
     for (name, value, field, needle) in [
         ("Bad Header", "x", "name", "not a valid HTTP header name"),
-        ("X", "a\r\nInjected: 1", "value", "line breaks"),
+        ("X", "a\r\nInjected: 1", "value", "control characters"),
     ] {
         let mut spec = wordpress();
         let header = kube_endpoints_api::HttpHeader {

@@ -7,24 +7,26 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use k8s_openapi::api::core::v1::{Endpoints, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::core::DynamicObject;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
-use kube_endpoints_api::{ClusterEndpointStatus, DynClusterEndpoint};
+use kube_endpoints_api::ClusterEndpointStatus;
 use kube_endpoints_probe::{Health, HealthState, TargetId};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde_json::json;
+use serde_json::{Value, json};
 use tracing::{debug, info, warn};
 
 use crate::FIELD_MANAGER;
-use crate::builder::{self, Desired, Owner};
+use crate::builder::{self, Desired, LABEL_SERVICE_NAME, LABEL_SKIP_MIRROR, Owner};
 use crate::context::{CepKey, Context};
+use crate::decode::decode;
 use crate::error::{Error, Result};
 use crate::events;
 use crate::metrics::ReasonLabels;
@@ -32,38 +34,33 @@ use crate::plan::{Plan, plan};
 use crate::status::{self, StatusInput, SyncOutcome, Synced};
 use crate::writes::{self, Kind, Live, Object, Refusal, Write};
 
-/// How long to wait before retrying a sync that failed (the API may recover,
-/// or the user may fix a conflicting object, which also triggers us).
-const RETRY_AFTER: Duration = Duration::from_secs(30);
-
-/// How long to wait after an error that stopped the reconcile itself (the
-/// status write failed, or the object lacks a field): short, because such
-/// errors are transient API trouble far more often than anything lasting.
-const ERROR_REQUEUE: Duration = Duration::from_secs(5);
-
-pub async fn reconcile(cep: Arc<DynClusterEndpoint>, ctx: Arc<Context>) -> Result<Action> {
+pub async fn reconcile(object: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Action> {
     let started = std::time::Instant::now();
     ctx.metrics.reconciles.inc();
-    let result = reconcile_inner(&cep, &ctx).await;
+    let result = reconcile_inner(&object, &ctx).await;
     ctx.metrics
         .reconcile_duration
         .observe(started.elapsed().as_secs_f64());
     result
 }
 
-pub fn error_policy(_cep: Arc<DynClusterEndpoint>, error: &Error, ctx: Arc<Context>) -> Action {
+/// A reconcile that failed (a write, usually the status) is retried with
+/// the object's backoff.
+pub fn error_policy(object: Arc<DynamicObject>, error: &Error, ctx: Arc<Context>) -> Action {
     let reason = error.reason().to_string();
     ctx.metrics
         .reconcile_errors
         .get_or_create(&ReasonLabels { reason })
         .inc();
-    warn!(reason = error.reason(), %error, "reconcile failed");
-    Action::requeue(ERROR_REQUEUE)
+    let delay = CepKey::of(object.as_ref())
+        .map_or(crate::backoff::FIRST_RETRY, |key| ctx.backoff.failed(&key));
+    warn!(reason = error.reason(), %error, retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
 }
 
-async fn reconcile_inner(cep: &DynClusterEndpoint, ctx: &Context) -> Result<Action> {
-    let key = CepKey::of(cep)?;
-    if cep.metadata.deletion_timestamp.is_some() {
+async fn reconcile_inner(object: &DynamicObject, ctx: &Context) -> Result<Action> {
+    let key = CepKey::of(object)?;
+    if object.metadata.deletion_timestamp.is_some() {
         // Owner references let the garbage collector remove what we wrote.
         ctx.forget(&key);
         return Ok(Action::await_change());
@@ -73,15 +70,33 @@ async fn reconcile_inner(cep: &DynClusterEndpoint, ctx: &Context) -> Result<Acti
         kind: ctx.resource.kind.clone(),
         name: key.name.clone(),
         namespace: key.namespace.clone(),
-        uid: cep.uid().ok_or(Error::MissingField("metadata.uid"))?,
+        uid: object.uid().ok_or(Error::MissingField("metadata.uid"))?,
     };
-    let planned = plan(&key.name, &cep.spec);
+    let decoded = decode(object);
+    let planned = decoded
+        .spec
+        .as_ref()
+        .map_err(Clone::clone)
+        .and_then(|spec| plan(&key.name, spec));
     let (spec, health) = match &planned {
         Ok(plan) => {
-            let own_slices = own_slices(ctx, &owner);
-            let health = probe(ctx, &key, plan, &own_slices);
-            let desired = builder::desired(&owner, plan, &health, &ctx.settings.build);
-            let (service, endpoints) = sync(ctx, &desired, &own_slices).await;
+            let slices = service_slices(ctx, &owner);
+            let endpoints = cached(&ctx.caches.endpoints, &owner);
+            let health = probe(ctx, &key, plan, &slices, endpoints.as_deref());
+            if !still_there(ctx, &key, &owner) {
+                // Deleted while we were starting its probes: the delete
+                // event may have been handled before, so stop them here.
+                ctx.forget(&key);
+                return Ok(Action::await_change());
+            }
+            let id = &ctx.settings.build.controller_id;
+            let own: Vec<&EndpointSlice> = slices
+                .iter()
+                .map(Arc::as_ref)
+                .filter(|s| builder::is_own_slice(s, &owner, id))
+                .collect();
+            let desired = builder::desired(&owner, plan, &health, &ctx.settings.build, &own);
+            let (service, endpoints) = sync(ctx, &desired, &own, endpoints.as_deref()).await;
             let synced = Synced {
                 plan,
                 service,
@@ -92,7 +107,7 @@ async fn reconcile_inner(cep: &DynClusterEndpoint, ctx: &Context) -> Result<Acti
         Err(invalid) => {
             // Stop probing a spec we cannot trust; keep what was written so
             // far in place rather than tearing down working endpoints.
-            ctx.forget(&key);
+            ctx.scheduler.remove(&key);
             (Err(invalid), BTreeMap::new())
         }
     };
@@ -101,36 +116,59 @@ async fn reconcile_inner(cep: &DynClusterEndpoint, ctx: &Context) -> Result<Acti
         .is_ok_and(|s| s.service.is_failed() || s.endpoints.is_failed());
 
     let now = status::rfc3339(SystemTime::now());
-    let previous = cep.status.as_ref();
+    let previous = decoded.status.as_ref();
     let status = status::status(&StatusInput {
-        generation: cep.metadata.generation,
+        generation: object.metadata.generation,
         spec,
         health: &health,
         previous,
         now: &now,
     });
-    for event in events::condition_events(previous, &status) {
-        events::publish(ctx, cep, event).await;
+    let announced = {
+        let mut announced = ctx.announced.lock().unwrap_or_else(|e| e.into_inner());
+        let before = announced
+            .get(&key)
+            .cloned()
+            .or_else(|| previous.map(|p| p.conditions.clone()))
+            .unwrap_or_default();
+        announced.insert(key.clone(), status.conditions.clone());
+        before
+    };
+    for event in events::condition_events(&announced, &status) {
+        events::publish(ctx, object, event).await;
     }
     if previous != Some(&status) {
-        write_status(ctx, &key, &status).await?;
+        write_status(ctx, &key, &status, decoded.foreign_form).await?;
     }
     Ok(if failed {
-        Action::requeue(RETRY_AFTER)
+        Action::requeue(ctx.backoff.failed(&key))
     } else {
+        ctx.backoff.reset(&key);
         Action::await_change()
     })
 }
 
-/// Hand the plan's targets to the probe engine (seeded from our slices after
-/// a restart) and take a health snapshot.
+/// Whether the object is still in the cache as this very object (not
+/// deleted, not deleted and recreated).
+fn still_there(ctx: &Context, key: &CepKey, owner: &Owner) -> bool {
+    ctx.objects
+        .get(&key.object_ref(&ctx.resource))
+        .is_some_and(|o| o.uid().as_deref() == Some(owner.uid.as_str()))
+}
+
+/// Hand the plan's targets to the probe engine and take a health snapshot.
+/// Targets it does not know yet start from the health recorded in the
+/// Service's slices and Endpoints ([`builder::seed`]): after a restart, a
+/// failover, an adoption or a migration, nothing changes until a probe
+/// says so.
 fn probe(
     ctx: &Context,
     key: &CepKey,
     plan: &Plan,
-    own_slices: &[Arc<EndpointSlice>],
+    slices: &[Arc<EndpointSlice>],
+    endpoints: Option<&Endpoints>,
 ) -> BTreeMap<TargetId, Health> {
-    let seed = builder::seed_from_slices(plan, own_slices.iter().map(Arc::as_ref));
+    let seed = builder::seed(plan, slices.iter().map(Arc::as_ref), endpoints);
     ctx.scheduler
         .sync(key, plan.targets(), |id: &TargetId| seed.get(id).copied());
     let health = ctx.scheduler.health(key);
@@ -151,17 +189,31 @@ fn probe(
 async fn sync(
     ctx: &Context,
     desired: &Desired,
-    own_slices: &[Arc<EndpointSlice>],
+    own_slices: &[&EndpointSlice],
+    endpoints: Option<&Endpoints>,
 ) -> (SyncOutcome, SyncOutcome) {
     let owner = &desired.owner;
     let service = cached(&ctx.caches.services, owner);
-    let endpoints = cached(&ctx.caches.endpoints, owner);
     let live = Live {
         service: service.as_deref(),
-        endpoints: endpoints.as_deref(),
-        slices: own_slices.iter().map(Arc::as_ref).collect(),
+        endpoints,
+        slices: own_slices.to_vec(),
     };
     let plan = writes::plan_writes(desired, &live);
+    if let Err(refusal) = plan.service {
+        // Our slices come off a Service that is not ours to serve.
+        let removed = execute(ctx, owner, Ok(plan.slices)).await;
+        let not_synced = removed.map_or_else(
+            |e| outcome(&e),
+            |()| {
+                SyncOutcome::failed(
+                    "ServiceNotSynced",
+                    "endpoints are not written until the Service is synced",
+                )
+            },
+        );
+        return (outcome(&Error::Refused(refusal)), not_synced);
+    }
     if let Err(e) = execute(ctx, owner, plan.service).await {
         let not_synced = SyncOutcome::failed(
             "ServiceNotSynced",
@@ -169,13 +221,19 @@ async fn sync(
         );
         return (outcome(&e), not_synced);
     }
-    let endpoints = match execute(ctx, owner, Ok(plan.slices)).await {
-        Ok(()) => execute(ctx, owner, plan.endpoints).await,
-        failed => failed,
+    let slices = execute(ctx, owner, Ok(plan.slices)).await;
+    // A slice name taken by somebody else stops only that slice.
+    let rest = match &slices {
+        Err(Error::Refused(_)) | Ok(()) => {
+            let unmirror = execute(ctx, owner, Ok(plan.unmirror.into_iter().collect())).await;
+            let endpoints = execute(ctx, owner, plan.endpoints).await;
+            slices.and(unmirror).and(endpoints)
+        }
+        Err(_) => slices,
     };
     (
         SyncOutcome::Done,
-        endpoints.map_or_else(|e| outcome(&e), |()| SyncOutcome::Done),
+        rest.map_or_else(|e| outcome(&e), |()| SyncOutcome::Done),
     )
 }
 
@@ -190,22 +248,35 @@ where
     store.get(&ObjectRef::new(&owner.name).within(&owner.namespace))
 }
 
-fn own_slices(ctx: &Context, owner: &Owner) -> Vec<Arc<EndpointSlice>> {
-    let id = &ctx.settings.build.controller_id;
-    ctx.caches
-        .slices
-        .state_filter(|s| builder::is_own_slice(s, owner, id))
+/// The cached slices of the object's Service: ours, and any other of our
+/// controller id (orphaned, or another served group's object of the same
+/// name).
+fn service_slices(ctx: &Context, owner: &Owner) -> Vec<Arc<EndpointSlice>> {
+    ctx.caches.slices.state_filter(|s| {
+        s.metadata.namespace.as_deref() == Some(owner.namespace.as_str())
+            && s.labels().get(LABEL_SERVICE_NAME) == Some(&owner.name)
+    })
 }
 
-/// Execute one step's writes in order; the first failure stops the step.
+/// Execute one step's writes in order. A refusal (a slice name that is
+/// somebody else's) stops only its own write: the first is returned at the
+/// end. Any other failure stops the step.
 async fn execute(ctx: &Context, owner: &Owner, step: Result<Vec<Write>, Refusal>) -> Result<()> {
     let ns = owner.namespace.as_str();
     let mut applied_service = None;
+    let mut refused = None;
     for write in step.map_err(Error::Refused)? {
         match write {
             Write::Apply(object) => {
                 applied_service = apply_object(ctx, ns, object).await?.or(applied_service);
             }
+            Write::Create(object) => match create_object(ctx, owner, object).await {
+                Err(Error::Refused(r)) => {
+                    warn!(namespace = ns, name = %owner.name, reason = r.reason, "{}", r.message);
+                    refused.get_or_insert(r);
+                }
+                other => other?,
+            },
             Write::Adopt(object) => {
                 info!(namespace = ns, name = %object.name(), kind = ?object.kind(), "adopting an existing object");
                 applied_service = apply_object(ctx, ns, object).await?.or(applied_service);
@@ -222,9 +293,53 @@ async fn execute(ctx: &Context, owner: &Owner, step: Result<Vec<Write>, Refusal>
                 Kind::EndpointSlice => delete::<EndpointSlice>(ctx, ns, &name, kind).await?,
                 Kind::Endpoints => delete::<Endpoints>(ctx, ns, &name, kind).await?,
             },
+            Write::SkipMirror { name } => {
+                info!(namespace = ns, name = %name, "labelling an Endpoints we do not manage skip-mirror");
+                let label = json!({
+                    "apiVersion": "v1",
+                    "kind": "Endpoints",
+                    "metadata": {"name": name, "namespace": ns, "labels": {LABEL_SKIP_MIRROR: "true"}},
+                });
+                let api: Api<Endpoints> = Api::namespaced(ctx.client.clone(), ns);
+                let params = PatchParams::apply(FIELD_MANAGER).force();
+                api.patch(&name, &params, &Patch::Apply(&label)).await?;
+                ctx.metrics.count_write(Kind::Endpoints.resource(), "apply");
+            }
         }
     }
-    Ok(())
+    refused.map_or(Ok(()), |r| Err(Error::Refused(r)))
+}
+
+/// Create a slice we know nothing of. When one of its name exists after
+/// all, write it only if it is ours (our cache was behind); otherwise
+/// refuse, naming who has it.
+async fn create_object(ctx: &Context, owner: &Owner, object: Object) -> Result<()> {
+    let ns = owner.namespace.as_str();
+    let Object::EndpointSlice(slice) = object else {
+        return apply_object(ctx, ns, object).await.map(drop);
+    };
+    let api: Api<EndpointSlice> = Api::namespaced(ctx.client.clone(), ns);
+    let params = PostParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..PostParams::default()
+    };
+    match api.create(&params, &slice).await {
+        Ok(_) => {
+            ctx.metrics
+                .count_write(Kind::EndpointSlice.resource(), "create");
+            Ok(())
+        }
+        Err(kube::Error::Api(s)) if s.code == 409 => {
+            let name = slice.name_any();
+            let existing = api.get_opt(&name).await?;
+            let controller_id = &ctx.settings.build.controller_id;
+            match existing.and_then(|e| writes::slice_conflict(&e, owner, controller_id)) {
+                Some(refusal) => Err(Error::Refused(refusal)),
+                None => apply(ctx, ns, &slice, Kind::EndpointSlice).await.map(drop),
+            }
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Apply `object`; the applied Service when it is one (its ports may need pruning).
@@ -299,9 +414,28 @@ async fn prune_service_ports(
     Ok(())
 }
 
-async fn write_status(ctx: &Context, key: &CepKey, status: &ClusterEndpointStatus) -> Result<()> {
-    let api: Api<DynClusterEndpoint> =
+/// Write the status: server-side apply, or for an object stored in a form
+/// server-side apply cannot type against our schema (endpoints-operator's
+/// forms, or no valid form), a merge patch that replaces every field of it.
+async fn write_status(
+    ctx: &Context,
+    key: &CepKey,
+    status: &ClusterEndpointStatus,
+    foreign_form: bool,
+) -> Result<()> {
+    let api: Api<DynamicObject> =
         Api::namespaced_with(ctx.client.clone(), &key.namespace, &ctx.resource);
+    if foreign_form {
+        let body = json!({ "status": merge_status(status)? });
+        let params = PatchParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..PatchParams::default()
+        };
+        api.patch_status(&key.name, &params, &Patch::Merge(&body))
+            .await?;
+        ctx.metrics.count_write("clusterendpoints/status", "patch");
+        return Ok(());
+    }
     let body = json!({
         "apiVersion": ctx.resource.api_version,
         "kind": ctx.resource.kind,
@@ -312,4 +446,22 @@ async fn write_status(ctx: &Context, key: &CepKey, status: &ClusterEndpointStatu
         .await?;
     ctx.metrics.count_write("clusterendpoints/status", "apply");
     Ok(())
+}
+
+/// `status` as a merge patch: every field we may write, absent ones as
+/// `null` so that they are removed.
+fn merge_status(status: &ClusterEndpointStatus) -> Result<Value> {
+    let mut value = serde_json::to_value(status).map_err(|_| Error::MissingField("status"))?;
+    if let Some(map) = value.as_object_mut() {
+        for field in [
+            "observedGeneration",
+            "phase",
+            "ready",
+            "conditions",
+            "ports",
+        ] {
+            map.entry(field).or_insert(Value::Null);
+        }
+    }
+    Ok(value)
 }

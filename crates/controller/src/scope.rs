@@ -5,15 +5,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{Stream, StreamExt};
+use futures::StreamExt;
 use kube::api::{Api, ListParams};
-use kube::core::ApiResource;
+use kube::core::{ApiResource, DynamicObject};
 use kube::runtime::controller::{self, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
-use kube_endpoints_api::{DynClusterEndpoint, api_resource};
+use kube_endpoints_api::api_resource;
 use kube_endpoints_probe::{HealthState, Prober, Scheduler, Transition};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -21,6 +21,7 @@ use tracing::{info, warn};
 
 use crate::FIELD_MANAGER;
 use crate::builder::LABEL_MANAGED_BY;
+use crate::coalesce::coalesce;
 use crate::context::{Caches, CepKey, Context, Settings};
 use crate::events::{self, host_transition_event};
 use crate::metrics::{Metrics, ProbeObserver, TargetCounter, TransitionLabels};
@@ -74,7 +75,10 @@ impl Scope {
     ) -> Result<(), ScopeError> {
         let resource = api_resource(&self.group);
         let ns = self.namespace.as_deref();
-        let ceps: Api<DynClusterEndpoint> = match ns {
+        // Untyped: each object is decoded on its own in reconcile, so that
+        // one that does not decode is reported on its status instead of
+        // failing the whole list (and with it every object of the group).
+        let ceps: Api<DynamicObject> = match ns {
             Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
             None => Api::all_with(client.clone(), &resource),
         };
@@ -84,9 +88,12 @@ impl Scope {
                 group: self.group.clone(),
                 source,
             })?;
+        let watch_name = |what: &str| format!("{}/{}/{what}", self.group, ns.unwrap_or("*"));
 
-        // Child watches fill the caches and trigger the owning object's reconcile.
-        let (trigger_tx, trigger_rx) = mpsc::unbounded_channel::<ObjectRef<DynClusterEndpoint>>();
+        // Child watches fill the caches and ask for a reconcile of the
+        // owning object; so do health transitions. The requests are
+        // coalesced with a maximum delay.
+        let (trigger_tx, trigger_rx) = mpsc::unbounded_channel::<ObjectRef<DynamicObject>>();
         let slice_selector = format!("{LABEL_MANAGED_BY}={}", settings.build.controller_id);
         let children = Children {
             client: &client,
@@ -94,11 +101,16 @@ impl Scope {
             owner: &resource,
             trigger: &trigger_tx,
             shutdown: &shutdown,
+            metrics: &metrics,
+            scope: watch_name(""),
         };
         let caches = Caches {
-            services: children.cache(watcher::Config::default()),
-            endpoints: children.cache(watcher::Config::default()),
-            slices: children.cache(watcher::Config::default().labels(&slice_selector)),
+            services: children.cache(watcher::Config::default(), "services"),
+            endpoints: children.cache(watcher::Config::default(), "endpoints"),
+            slices: children.cache(
+                watcher::Config::default().labels(&slice_selector),
+                "endpointslices",
+            ),
         };
         // Seeding health from the slices needs a complete cache, or a restart
         // would briefly take every host out of rotation.
@@ -126,6 +138,8 @@ impl Scope {
             controller: FIELD_MANAGER.to_string(),
             instance: std::env::var("POD_NAME").ok(),
         };
+        let writer = reflector::store::Writer::new(resource.clone());
+        let writer_store = writer.as_reader();
         let ctx = Arc::new(Context {
             client: client.clone(),
             resource: resource.clone(),
@@ -134,16 +148,25 @@ impl Scope {
             caches,
             metrics: metrics.clone(),
             recorder: Recorder::new(client.clone(), reporter),
+            objects: writer_store.clone(),
+            backoff: Default::default(),
+            announced: Default::default(),
         });
 
-        let writer = reflector::store::Writer::new(resource.clone());
-        let writer_store = writer.as_reader();
         let (sweep_ctx, sweep_store) = (ctx.clone(), writer_store.clone());
+        let cep_watch = watch_name("clusterendpoints");
+        let watch_metrics = metrics.clone();
         let cep_stream = watcher(ceps.clone(), watcher::Config::default())
             .default_backoff()
             .modify(drop_managed_fields)
             .reflect(writer)
-            .inspect(move |event| forget_deleted(event, &sweep_ctx, &sweep_store))
+            .inspect(move |event| {
+                if let Err(e) = event {
+                    warn!(watch = %cep_watch, error = %e, "watch error; retrying with backoff");
+                }
+                watch_metrics.watch_event(&cep_watch, "clusterendpoints", event.is_ok());
+                forget_deleted(event, &sweep_ctx, &sweep_store);
+            })
             .touched_objects();
 
         let transition_task = tokio::spawn(handle_transitions(
@@ -152,20 +175,23 @@ impl Scope {
             writer_store.clone(),
             trigger_tx.clone(),
         ));
+        drop(trigger_tx);
         info!(group = %self.group, namespace = ns.unwrap_or("*"), "controller started");
         metrics.set_ready(true);
 
         let stop = shutdown.clone();
         // Bounded concurrency keeps a burst of new objects from stampeding the
-        // apiserver (10,000 Service creates at once time out and are retried);
-        // the debounce folds the transitions of one object's hosts, which
-        // arrive together, into one reconcile and one write per object.
-        let config = controller::Config::default()
-            .concurrency(ctx.settings.max_concurrent_reconciles)
-            .debounce(RECONCILE_DEBOUNCE);
+        // apiserver (10,000 Service creates at once time out and are retried).
+        // Requests from transitions and child changes come coalesced (one
+        // reconcile per burst, within a maximum delay); kube-runtime adds no
+        // debounce of its own, which would restart on every request and
+        // could postpone a busy object forever.
+        let config =
+            controller::Config::default().concurrency(ctx.settings.max_concurrent_reconciles);
+        let requests = coalesce(trigger_rx, RECONCILE_DEBOUNCE, RECONCILE_MAX_DELAY);
         Controller::for_stream_with(cep_stream, writer_store, resource.clone())
             .with_config(config)
-            .reconcile_on(receiver_stream(trigger_rx))
+            .reconcile_on(requests)
             .graceful_shutdown_on(async move { stop.cancelled().await })
             .run(reconcile::reconcile, reconcile::error_policy, ctx)
             .for_each(|_| futures::future::ready(()))
@@ -173,6 +199,14 @@ impl Scope {
         scheduler.shutdown();
         drop(counter);
         transition_task.abort();
+        for what in [
+            "clusterendpoints",
+            "services",
+            "endpoints",
+            "endpointslices",
+        ] {
+            metrics.watch_stopped(&watch_name(what));
+        }
         Ok(())
     }
 }
@@ -180,6 +214,8 @@ impl Scope {
 /// How long a reconcile request waits for more requests about the same
 /// object. Short against any probe period, long enough to fold a burst.
 const RECONCILE_DEBOUNCE: Duration = Duration::from_millis(200);
+/// The longest a request waits however many follow it.
+const RECONCILE_MAX_DELAY: Duration = Duration::from_secs(1);
 
 /// Caches never read managed fields; dropping them saves much of each
 /// cached object's memory.
@@ -187,20 +223,12 @@ fn drop_managed_fields<K: Resource>(obj: &mut K) {
     obj.meta_mut().managed_fields = None;
 }
 
-fn receiver_stream<T: Send + 'static>(
-    rx: mpsc::UnboundedReceiver<T>,
-) -> impl Stream<Item = T> + Send {
-    futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
-    })
-}
-
 /// Stop probing objects that are gone: on a delete event, and after every
 /// re-list (deletes missed while the watch was down show up only there).
 fn forget_deleted(
-    event: &Result<watcher::Event<DynClusterEndpoint>, watcher::Error>,
+    event: &Result<watcher::Event<DynamicObject>, watcher::Error>,
     ctx: &Context,
-    store: &Store<DynClusterEndpoint>,
+    store: &Store<DynamicObject>,
 ) {
     let gone = match event {
         Ok(watcher::Event::Delete(obj)) => CepKey::of(obj).ok().into_iter().collect(),
@@ -208,7 +236,7 @@ fn forget_deleted(
             let live: std::collections::BTreeSet<CepKey> = store
                 .state()
                 .iter()
-                .filter_map(|o| CepKey::of(o).ok())
+                .filter_map(|o| CepKey::of(o.as_ref()).ok())
                 .collect();
             ctx.scheduler.retain(|key| live.contains(key))
         }
@@ -227,14 +255,17 @@ struct Children<'a> {
     /// The ClusterEndpoint resource: a change to an object it controls
     /// triggers a reconcile of that ClusterEndpoint.
     owner: &'a ApiResource,
-    trigger: &'a mpsc::UnboundedSender<ObjectRef<DynClusterEndpoint>>,
+    trigger: &'a mpsc::UnboundedSender<ObjectRef<DynamicObject>>,
     shutdown: &'a CancellationToken,
+    metrics: &'a Arc<Metrics>,
+    /// `<group>/<namespace>/`, to name the watches in metrics.
+    scope: String,
 }
 
 impl Children<'_> {
     /// A cache of `K` whose changes trigger a reconcile of the owning
     /// ClusterEndpoint (found through the controller owner reference).
-    fn cache<K>(&self, config: watcher::Config) -> Store<K>
+    fn cache<K>(&self, config: watcher::Config, resource: &'static str) -> Store<K>
     where
         K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
             + Clone
@@ -247,12 +278,15 @@ impl Children<'_> {
         let (reader, writer) = reflector::store();
         let owner = self.owner.clone();
         let trigger = self.trigger.clone();
+        let metrics = self.metrics.clone();
+        let watch = format!("{}{resource}", self.scope);
         let stream = watcher(api::<K>(self.client, self.namespace), config)
             .default_backoff()
             .modify(drop_managed_fields)
             .reflect(writer)
             .touched_objects()
             .for_each(move |obj| {
+                metrics.watch_event(&watch, resource, obj.is_ok());
                 match obj {
                     Ok(obj) => {
                         for r in obj.owner_references() {
@@ -266,7 +300,9 @@ impl Children<'_> {
                             }
                         }
                     }
-                    Err(e) => warn!(error = %e, "watch error; retrying with backoff"),
+                    Err(e) => {
+                        warn!(watch = %watch, error = %e, "watch error; retrying with backoff")
+                    }
                 }
                 futures::future::ready(())
             });
@@ -285,8 +321,8 @@ impl Children<'_> {
 async fn handle_transitions(
     mut transitions: mpsc::UnboundedReceiver<Transition<CepKey>>,
     ctx: Arc<Context>,
-    store: Store<DynClusterEndpoint>,
-    trigger: mpsc::UnboundedSender<ObjectRef<DynClusterEndpoint>>,
+    store: Store<DynamicObject>,
+    trigger: mpsc::UnboundedSender<ObjectRef<DynamicObject>>,
 ) {
     while let Some(t) = transitions.recv().await {
         let to = match t.to.state {
@@ -309,6 +345,6 @@ async fn handle_transitions(
         };
         info!(namespace = %t.owner.namespace, name = %t.owner.name, host = %t.target.host, port = %t.target.port, reason = %event.reason, "host transition");
         let ctx = ctx.clone();
-        tokio::spawn(async move { events::publish(&ctx, &cep, event).await });
+        tokio::spawn(async move { events::publish(&ctx, cep.as_ref(), event).await });
     }
 }

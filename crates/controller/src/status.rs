@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use kube_endpoints_api::{
     CONDITION_INITIALIZED, CONDITION_READY, CONDITION_SYNC_ENDPOINT, CONDITION_SYNC_SERVICE,
-    ClusterEndpointStatus, Condition, Phase, PortStatus, UnhealthyHost,
+    ClusterEndpointStatus, Condition, MAX_UNHEALTHY_LISTED, Phase, PortStatus, UnhealthyHost,
 };
 use kube_endpoints_probe::{Health, HealthState, TargetId};
 
@@ -208,6 +208,7 @@ fn port_status(
         .unwrap_or_default();
     let mut ready = 0;
     let mut unhealthy = Vec::new();
+    let mut omitted = 0;
     for host in &port.hosts {
         if is_ready(port, *host, input.health) {
             ready += 1;
@@ -224,6 +225,10 @@ fn port_status(
         else {
             continue; // pending: no verdict yet, so nothing to report
         };
+        if unhealthy.len() == MAX_UNHEALTHY_LISTED {
+            omitted += 1;
+            continue;
+        }
         let host = host.to_string();
         // A host that was already listed keeps its entry: it has been out of
         // rotation all along, and a restart must not rewrite the status.
@@ -243,6 +248,7 @@ fn port_status(
         ready,
         total: i32::try_from(port.hosts.len()).unwrap_or(i32::MAX),
         unhealthy,
+        unhealthy_omitted: (omitted > 0).then_some(omitted),
     }
 }
 

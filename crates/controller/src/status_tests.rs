@@ -170,3 +170,50 @@ fn invalid_spec_and_refusals_show_in_conditions() {
     let ready = condition(&s, CONDITION_READY);
     assert_eq!(state(ready), ("False", "ServiceHasSelector"));
 }
+
+#[test]
+fn a_large_outage_lists_a_bounded_number_of_hosts_and_counts_the_rest() {
+    let hosts: Vec<String> = (0..1000)
+        .map(|i| format!("198.18.{}.{}", i / 200, i % 200 + 1))
+        .collect();
+    let spec: kube_endpoints_api::ClusterEndpointSpec = serde_json::from_value(serde_json::json!({
+        "ports": [
+            {"name": "a", "port": 80, "targetPort": 80, "hosts": hosts, "tcpSocket": {"enable": true}},
+            {"name": "b", "port": 81, "targetPort": 81, "hosts": hosts, "tcpSocket": {"enable": true}},
+        ]
+    }))
+    .expect("spec");
+    let plan = crate::plan::plan("big", &spec).expect("valid");
+    let health = health_all(&plan, HealthState::NotReady);
+    let s = status(&StatusInput {
+        generation: Some(1),
+        spec: done(&plan),
+        health: &health,
+        previous: None,
+        now: "2026-11-24T10:00:00Z",
+    });
+    for port in &s.ports {
+        assert_eq!(
+            port.unhealthy.len(),
+            kube_endpoints_api::MAX_UNHEALTHY_LISTED
+        );
+        assert_eq!(port.unhealthy_omitted, Some(950));
+        assert_eq!((port.ready, port.total), (0, 1000));
+        // The first hosts in address order.
+        assert_eq!(port.unhealthy[0].host, "198.18.0.1");
+    }
+    let size = serde_json::to_vec(&s).expect("json").len();
+    assert!(
+        size < 32 * 1024,
+        "status of 2,000 unhealthy host-ports is {size} bytes"
+    );
+    // Stable: the same outage gives the same status.
+    let again = status(&StatusInput {
+        generation: Some(1),
+        spec: done(&plan),
+        health: &health,
+        previous: Some(&s),
+        now: "2026-11-24T10:05:00Z",
+    });
+    assert_eq!(again, s);
+}

@@ -157,7 +157,81 @@ pub const CASES: &[Case] = &[
         admission: "spec.ports[0].additionalTargetPorts[0]",
         plan_field: "spec.ports[0].additionalTargetPorts[0]",
     },
+    Case {
+        what: "control character in a header value",
+        spec: "  ports: [{name: a, port: 80, targetPort: 80, hosts: [198.18.0.2], httpGet: {httpHeaders: [{name: X-A, value: \"a\\u0001b\"}]}}]",
+        admission: "spec.ports[0].httpGet.httpHeaders[0].value",
+        plan_field: "spec.ports[0].httpGet.httpHeaders[0].value",
+    },
+    Case {
+        what: "header the prober owns",
+        spec: "  ports: [{name: a, port: 80, targetPort: 80, hosts: [198.18.0.2], httpGet: {httpHeaders: [{name: Transfer-Encoding, value: chunked}]}}]",
+        admission: "spec.ports[0].httpGet.httpHeaders[0].name",
+        plan_field: "spec.ports[0].httpGet.httpHeaders[0].name",
+    },
+    Case {
+        what: "invalid Host header",
+        spec: "  ports: [{name: a, port: 80, targetPort: 80, hosts: [198.18.0.2], httpGet: {httpHeaders: [{name: Host, value: 'x@evil:80'}]}}]",
+        admission: "spec.ports[0].httpGet.httpHeaders[0].value",
+        plan_field: "spec.ports[0].httpGet.httpHeaders[0].value",
+    },
+    Case {
+        what: "Host header with a bad port",
+        spec: "  ports: [{name: a, port: 80, targetPort: 80, hosts: [198.18.0.2], httpGet: {httpHeaders: [{name: host, value: 'db.internal:70000'}]}}]",
+        admission: "spec.ports[0].httpGet.httpHeaders[0].value",
+        plan_field: "spec.ports[0].httpGet.httpHeaders[0].value",
+    },
+    Case {
+        what: "virtual host with a percent sign",
+        spec: "  ports: [{name: a, port: 80, targetPort: 80, hosts: [198.18.0.2], httpGet: {host: '%65vil'}}]",
+        admission: "spec.ports[0].httpGet.host",
+        plan_field: "spec.ports[0].httpGet.host",
+    },
+    Case {
+        what: "virtual host ending in a number",
+        spec: "  ports: [{name: a, port: 80, targetPort: 80, hosts: [198.18.0.2], httpGet: {host: '127.1'}}]",
+        admission: "spec.ports[0].httpGet.host",
+        plan_field: "spec.ports[0].httpGet.host",
+    },
+    Case {
+        what: "virtual host with a port",
+        spec: "  ports: [{name: a, port: 80, targetPort: 80, hosts: [198.18.0.2], httpGet: {host: 'db.internal:80'}}]",
+        admission: "spec.ports[0].httpGet.host",
+        plan_field: "spec.ports[0].httpGet.host",
+    },
+    Case {
+        what: "too many extra target ports",
+        spec: "  ports: [{name: a, port: 80, targetPort: 80, hosts: [198.18.0.2], additionalTargetPorts: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]}]",
+        admission: "spec.ports[0].additionalTargetPorts",
+        plan_field: "spec.ports[0].additionalTargetPorts",
+    },
+    Case {
+        what: "path too long",
+        spec: PATH_TOO_LONG,
+        admission: "spec.ports[0].httpGet.path",
+        plan_field: "spec.ports[0].httpGet.path",
+    },
+    Case {
+        what: "gRPC service too long",
+        spec: GRPC_SERVICE_TOO_LONG,
+        admission: "spec.ports[0].grpc.service",
+        plan_field: "spec.ports[0].grpc.service",
+    },
 ];
+
+/// A path of 2049 characters (the bound is 2048).
+const PATH_TOO_LONG: &str = concat!(
+    "  ports: [{name: a, port: 80, targetPort: 80, hosts: [198.18.0.2], httpGet: {path: '/",
+    include_str!("validation_cases_2048.txt"),
+    "'}}]"
+);
+
+/// A gRPC service name of 254 characters (the bound is 253).
+const GRPC_SERVICE_TOO_LONG: &str = concat!(
+    "  ports: [{name: a, port: 80, targetPort: 80, hosts: [198.18.0.2], grpc: {enable: true, service: 'x",
+    include_str!("validation_cases_253.txt"),
+    "'}}]"
+);
 
 /// The manifest of a case: a ClusterEndpoint named `name` of `group`.
 pub fn manifest(group: &str, name: &str, spec: &str) -> String {

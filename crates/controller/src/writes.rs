@@ -13,7 +13,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 use kube::ResourceExt;
 use serde::Serialize;
 
-use crate::builder::{Desired, Owner};
+use crate::builder::{
+    Desired, LABEL_MANAGED_BY, LABEL_SERVICE_NAME, LABEL_SKIP_MIRROR, Owner, is_own_slice,
+};
 use crate::diff::contains;
 
 /// What is in the cluster now (from the watch caches).
@@ -79,8 +81,13 @@ pub type PortKey = (i32, String);
 /// One write, executed in order within its step.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Write {
-    /// Server-side apply of an object that is ours or new.
+    /// Server-side apply of an object that is ours.
     Apply(Object),
+    /// Create an object that we do not know of. Never overwrites: if one of
+    /// its name exists after all (the cache was behind, or it is somebody
+    /// else's), the shell reads it and applies only when
+    /// [`slice_conflict`] finds it is ours.
+    Create(Object),
     /// Server-side apply that takes over a hand-made, unowned object in place.
     Adopt(Object),
     /// Follows the Service's apply: ports another manager wrote (an adopted
@@ -90,6 +97,11 @@ pub enum Write {
     PrunePorts { keep: Vec<PortKey> },
     /// Delete one of our objects (a missing one is not an error).
     Delete { kind: Kind, name: String },
+    /// Label an Endpoints that is not ours `skip-mirror`, touching nothing
+    /// else: the EndpointSliceMirroring controller then removes the slices
+    /// it made from it, which would keep listing its hosts as ready next to
+    /// ours, whatever their health.
+    SkipMirror { name: String },
 }
 
 /// The writes for one ClusterEndpoint, by step. Each step is either its
@@ -104,6 +116,9 @@ pub struct WritePlan {
     pub slices: Vec<Write>,
     /// The compatibility Endpoints (applied, or removed when switched off).
     pub endpoints: Result<Vec<Write>, Refusal>,
+    /// An Endpoints of the object's name that we do not manage (switched
+    /// off, or refused) is kept from being mirrored into slices.
+    pub unmirror: Option<Write>,
 }
 
 impl WritePlan {
@@ -116,23 +131,42 @@ impl WritePlan {
             .iter()
             .chain(&self.slices)
             .chain(self.endpoints.as_deref().unwrap_or(none))
+            .chain(&self.unmirror)
     }
 }
 
 /// Compare `desired` with `live` and decide every write.
 pub fn plan_writes(desired: &Desired, live: &Live<'_>) -> WritePlan {
     let owner = &desired.owner;
-    let service = match service_ownership(live.service, owner, is_headless(&desired.service)) {
+    let service = match service_ownership(live.service, owner, &desired.service) {
         Ownership::Refuse(r) => Err(r),
         decision => Ok(service_writes(&desired.service, live.service, &decision)),
     };
+    let delete = |name: String| Write::Delete {
+        kind: Kind::EndpointSlice,
+        name,
+    };
+    if let Err(refusal) = service {
+        // Somebody else's Service now (a selector was added, its type
+        // changed...): our slices would attach our hosts to it.
+        return WritePlan {
+            service: Err(refusal),
+            slices: live.slices.iter().map(|s| delete(s.name_any())).collect(),
+            endpoints: Ok(Vec::new()),
+            unmirror: None,
+        };
+    }
     let mut slices: Vec<Write> = desired
         .slices
         .iter()
         .filter_map(|slice| {
             let name = slice.name_any();
-            let live = live.slices.iter().copied().find(|l| l.name_any() == name);
-            apply_if_changed(live, slice, Ownership::Owned, Object::EndpointSlice)
+            match live.slices.iter().copied().find(|l| l.name_any() == name) {
+                Some(live) => {
+                    apply_if_changed(Some(live), slice, Ownership::Owned, Object::EndpointSlice)
+                }
+                None => Some(Write::Create(Object::EndpointSlice(slice.clone()))),
+            }
         })
         .collect();
     let wanted: BTreeSet<String> = desired.slices.iter().map(ResourceExt::name_any).collect();
@@ -141,22 +175,35 @@ pub fn plan_writes(desired: &Desired, live: &Live<'_>) -> WritePlan {
             .iter()
             .map(|s| s.name_any())
             .filter(|name| !wanted.contains(name))
-            .map(|name| Write::Delete {
-                kind: Kind::EndpointSlice,
-                name,
-            }),
+            .map(delete),
     );
-    let endpoints = match (
-        &desired.endpoints,
-        endpoints_ownership(live.endpoints, owner),
-    ) {
-        // Switched off: remove ours, leave anybody else's alone.
+    let ownership = endpoints_ownership(live.endpoints, owner);
+    let unmirror = match (&desired.endpoints, &ownership, live.endpoints) {
+        (None, Ownership::Adopt | Ownership::Refuse(_), Some(ep))
+        | (Some(_), Ownership::Refuse(_), Some(ep))
+            if !skips_mirroring(ep) =>
+        {
+            Some(Write::SkipMirror {
+                name: owner.name.clone(),
+            })
+        }
+        _ => None,
+    };
+    let endpoints = match (&desired.endpoints, ownership) {
+        // Switched off: remove ours; anybody else's is only kept from
+        // being mirrored (`unmirror`).
         (None, Ownership::Owned) => Ok(vec![Write::Delete {
             kind: Kind::Endpoints,
             name: owner.name.clone(),
         }]),
         (None, _) => Ok(Vec::new()),
-        (Some(_), Ownership::Refuse(r)) => Err(r),
+        (Some(_), Ownership::Refuse(r)) => Err(Refusal {
+            reason: r.reason,
+            message: format!(
+                "{}; it is labelled {LABEL_SKIP_MIRROR} so that its hosts are not mirrored into EndpointSlices of the Service",
+                r.message
+            ),
+        }),
         (Some(desired), decision) => {
             Ok(
                 apply_if_changed(live.endpoints, desired, decision, Object::Endpoints)
@@ -169,7 +216,45 @@ pub fn plan_writes(desired: &Desired, live: &Live<'_>) -> WritePlan {
         service,
         slices,
         endpoints,
+        unmirror,
     }
+}
+
+/// Whether the EndpointSliceMirroring controller leaves `endpoints` alone.
+fn skips_mirroring(endpoints: &Endpoints) -> bool {
+    endpoints
+        .labels()
+        .get(LABEL_SKIP_MIRROR)
+        .map(String::as_str)
+        == Some("true")
+}
+
+/// Why an existing EndpointSlice of a name we want may not be written, or
+/// `None` when it is ours after all ([`is_own_slice`]).
+pub fn slice_conflict(
+    existing: &EndpointSlice,
+    owner: &Owner,
+    controller_id: &str,
+) -> Option<Refusal> {
+    if is_own_slice(existing, owner, controller_id) {
+        return None;
+    }
+    let labels = existing.labels();
+    let by = |key: &str| labels.get(key).map_or("nobody", String::as_str).to_string();
+    let controller = controller_ref(&existing.metadata).map_or_else(
+        || "no owner".to_string(),
+        |r| format!("{} {}", r.kind, r.name),
+    );
+    Some(Refusal {
+        reason: "SliceNameConflict",
+        message: format!(
+            "EndpointSlice {}/{} already exists (Service {}, managed by {}, {controller}); refusing to overwrite it: rename or delete it",
+            owner.namespace,
+            existing.name_any(),
+            by(LABEL_SERVICE_NAME),
+            by(LABEL_MANAGED_BY),
+        ),
+    })
 }
 
 fn service_writes(desired: &Service, live: Option<&Service>, decision: &Ownership) -> Vec<Write> {
@@ -292,24 +377,30 @@ fn ownership_by_refs(meta: &ObjectMeta, owner: &Owner, what: &str) -> Ownership 
     }
 }
 
-/// Decide whether an existing Service may be managed: adopt an unowned
-/// selector-less ClusterIP Service (keeping its clusterIP, labels and
-/// annotations); refuse anything else, saying why.
-pub fn service_ownership(existing: Option<&Service>, owner: &Owner, headless: bool) -> Ownership {
+/// Decide whether an existing Service may be managed as `desired`: adopt
+/// an unowned selector-less ClusterIP Service (keeping its clusterIP,
+/// labels and annotations); refuse anything else, saying why.
+pub fn service_ownership(
+    existing: Option<&Service>,
+    owner: &Owner,
+    desired: &Service,
+) -> Ownership {
     let Some(svc) = existing else {
         return Ownership::Create;
     };
+    let headless = is_headless(desired);
     let decision = ownership_by_refs(&svc.metadata, owner, "Service");
     if matches!(decision, Ownership::Refuse(_)) {
         return decision;
     }
     let spec = svc.spec.clone().unwrap_or_default();
     let refuse = |reason, message: String| Ownership::Refuse(Refusal { reason, message });
+    let what = "kube-endpoints publishes no EndpointSlices for it";
     if spec.selector.as_ref().is_some_and(|s| !s.is_empty()) {
         return refuse(
             "ServiceHasSelector",
             format!(
-                "Service {}/{} has a selector, so Kubernetes manages its endpoints; remove the selector or choose another name",
+                "Service {}/{} has a selector, so Kubernetes manages its endpoints; remove the selector or choose another name ({what})",
                 owner.namespace, owner.name
             ),
         );
@@ -319,7 +410,7 @@ pub fn service_ownership(existing: Option<&Service>, owner: &Owner, headless: bo
         return refuse(
             "ServiceTypeConflict",
             format!(
-                "Service {}/{} is of type {type_}; only ClusterIP Services can be managed",
+                "Service {}/{} is of type {type_}; only ClusterIP Services can be managed ({what})",
                 owner.namespace, owner.name
             ),
         );
@@ -335,7 +426,24 @@ pub fn service_ownership(existing: Option<&Service>, owner: &Owner, headless: bo
         return refuse(
             "ClusterIPConflict",
             format!(
-                "Service {}/{} is {have} Service but spec.clusterIP asks for {want} one; clusterIP is immutable, delete the Service or change spec.clusterIP",
+                "Service {}/{} is {have} Service but spec.clusterIP asks for {want} one; clusterIP is immutable, delete the Service or change spec.clusterIP ({what})",
+                owner.namespace, owner.name
+            ),
+        );
+    }
+    let primary = |s: &Service| {
+        s.spec
+            .as_ref()
+            .and_then(|s| s.ip_families.as_ref())
+            .and_then(|f| f.first().cloned())
+    };
+    if let (Some(have), Some(want)) = (primary(svc), primary(desired))
+        && have != want
+    {
+        return refuse(
+            "IPFamilyConflict",
+            format!(
+                "Service {}/{} has primary IP family {have}, but the hosts are {want} only; the primary family of a Service is immutable: delete the Service (it is recreated with an {want} ClusterIP) or add {have} hosts ({what})",
                 owner.namespace, owner.name
             ),
         );

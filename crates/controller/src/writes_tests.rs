@@ -72,17 +72,23 @@ impl Cluster {
     }
 }
 
-/// `spec` with every host ready.
-fn healthy(spec: &kube_endpoints_api::ClusterEndpointSpec) -> Desired {
+/// `spec` with every host ready, over what `cluster` holds.
+fn healthy(spec: &kube_endpoints_api::ClusterEndpointSpec, cluster: &Cluster) -> Desired {
     let plan = plan("wordpress", spec).expect("valid");
     let health = health_all(&plan, HealthState::Ready);
-    desired(&owner(), &plan, &health, &settings(true))
+    desired(
+        &owner(),
+        &plan,
+        &health,
+        &settings(true),
+        &cluster.live().slices,
+    )
 }
 
 fn healthy_wordpress(compat_endpoints: bool) -> Desired {
     let plan = wordpress_plan();
     let health = health_all(&plan, HealthState::Ready);
-    desired(&owner(), &plan, &health, &settings(compat_endpoints))
+    desired(&owner(), &plan, &health, &settings(compat_endpoints), &[])
 }
 
 /// (kind, name, verb) of every write in order.
@@ -90,6 +96,8 @@ fn summary(plan: &WritePlan) -> Vec<(Kind, String, &'static str)> {
     plan.writes()
         .map(|w| match w {
             Write::Apply(o) => (o.kind(), o.name(), "apply"),
+            Write::Create(o) => (o.kind(), o.name(), "create"),
+            Write::SkipMirror { name } => (Kind::Endpoints, name.clone(), "skip-mirror"),
             Write::Adopt(o) => (o.kind(), o.name(), "adopt"),
             Write::PrunePorts { .. } => (Kind::Service, String::new(), "prune-ports"),
             Write::Delete { kind, name } => (*kind, name.clone(), "delete"),
@@ -108,8 +116,8 @@ fn a_new_object_writes_everything_once() {
     for port in ["wp-grpc", "wp-http", "wp-https", "wp-udp"] {
         expected.push((
             Kind::EndpointSlice,
-            format!("wordpress-{port}-ipv4-0"),
-            "apply",
+            format!("wordpress.{port}.ipv4.0"),
+            "create",
         ));
     }
     expected.push((Kind::Endpoints, "wordpress".to_string(), "apply"));
@@ -132,14 +140,14 @@ fn one_host_added_writes_one_slice_and_the_endpoints() {
     let cluster = Cluster::after(&before);
     let mut spec = wordpress();
     spec.ports[1].hosts.push("198.18.0.9".into()); // wp-http
-    let after = healthy(&spec);
+    let after = healthy(&spec, &cluster);
     let writes = plan_writes(&after, &cluster.live());
     assert_eq!(
         summary(&writes),
         [
             (
                 Kind::EndpointSlice,
-                "wordpress-wp-http-ipv4-0".into(),
+                "wordpress.wp-http.ipv4.0".into(),
                 "apply"
             ),
             (Kind::Endpoints, "wordpress".into(), "apply"),
@@ -152,13 +160,19 @@ fn one_host_leaving_rotation_writes_its_slice_and_the_endpoints() {
     let plan = wordpress_plan();
     let cluster = Cluster::after(&healthy_wordpress(true));
     let health = all_ready_but(&plan, "wp-udp", "10.33.40.151", down(5, "udp: no reply"));
-    let after = desired(&owner(), &plan, &health, &settings(true));
+    let after = desired(
+        &owner(),
+        &plan,
+        &health,
+        &settings(true),
+        &cluster.live().slices,
+    );
     assert_eq!(
         summary(&plan_writes(&after, &cluster.live())),
         [
             (
                 Kind::EndpointSlice,
-                "wordpress-wp-udp-ipv4-0".into(),
+                "wordpress.wp-udp.ipv4.0".into(),
                 "apply"
             ),
             (Kind::Endpoints, "wordpress".into(), "apply"),
@@ -172,7 +186,7 @@ fn stale_slices_are_deleted_after_the_new_ones_are_applied() {
     let mut spec = wordpress();
     spec.ports.retain(|p| p.name != "wp-grpc");
     spec.ports[0].hosts = vec!["fd00::7".into()]; // wp-https moves to IPv6
-    let after = healthy(&spec);
+    let after = healthy(&spec, &cluster);
     let writes = plan_writes(&after, &cluster.live());
     assert_eq!(
         summary(&writes),
@@ -181,17 +195,17 @@ fn stale_slices_are_deleted_after_the_new_ones_are_applied() {
             (Kind::Service, String::new(), "prune-ports"),
             (
                 Kind::EndpointSlice,
-                "wordpress-wp-https-ipv6-0".into(),
-                "apply"
+                "wordpress.wp-https.ipv6.0".into(),
+                "create"
             ),
             (
                 Kind::EndpointSlice,
-                "wordpress-wp-grpc-ipv4-0".into(),
+                "wordpress.wp-grpc.ipv4.0".into(),
                 "delete"
             ),
             (
                 Kind::EndpointSlice,
-                "wordpress-wp-https-ipv4-0".into(),
+                "wordpress.wp-https.ipv4.0".into(),
                 "delete"
             ),
             (Kind::Endpoints, "wordpress".into(), "apply"),
@@ -283,6 +297,17 @@ fn switched_off_endpoints_are_removed_only_when_ours() {
         ..cluster.live()
     };
     assert_eq!(summary(&plan_writes(&off, &live)), []);
+    // A hand-made Endpoints that is still mirrored into slices (with its
+    // hosts ready, whatever their health) is labelled to stop that.
+    foreign.metadata.labels = None;
+    let live = Live {
+        endpoints: Some(&foreign),
+        ..cluster.live()
+    };
+    assert_eq!(
+        summary(&plan_writes(&off, &live)),
+        [(Kind::Endpoints, "wordpress".into(), "skip-mirror")]
+    );
 }
 
 #[test]
@@ -298,7 +323,13 @@ fn foreign_endpoints_are_refused_after_the_slices_are_planned() {
         block_owner_deletion: None,
     }]);
     let health = all_ready_but(&wordpress_plan(), "wp-http", "10.33.40.152", down(1, "503"));
-    let after = desired(&owner(), &wordpress_plan(), &health, &settings(true));
+    let after = desired(
+        &owner(),
+        &wordpress_plan(),
+        &health,
+        &settings(true),
+        &cluster.live().slices,
+    );
     let live = Live {
         endpoints: Some(&foreign),
         ..cluster.live()
@@ -309,6 +340,112 @@ fn foreign_endpoints_are_refused_after_the_slices_are_planned() {
         Err("OwnedByAnotherController")
     );
     assert_eq!(plan.slices.len(), 1, "{:?}", plan.slices);
+    // Ours carried skip-mirror; another controller's need not.
+    assert_eq!(plan.unmirror, None);
+    foreign.metadata.labels = None;
+    let live = Live {
+        endpoints: Some(&foreign),
+        ..cluster.live()
+    };
+    let plan = plan_writes(&after, &live);
+    assert_eq!(
+        plan.unmirror,
+        Some(Write::SkipMirror {
+            name: "wordpress".into()
+        })
+    );
+    let message = plan.endpoints.expect_err("refused").message;
+    assert!(message.contains("skip-mirror"), "{message}");
+}
+
+#[test]
+fn a_service_refused_later_takes_our_slices_with_it() {
+    let cluster = Cluster::after(&healthy_wordpress(true));
+    let mut taken = cluster.service.clone();
+    taken.spec.as_mut().expect("spec").selector =
+        Some(BTreeMap::from([("app".into(), "x".into())]));
+    let live = Live {
+        service: Some(&taken),
+        ..cluster.live()
+    };
+    let plan = plan_writes(&healthy_wordpress(true), &live);
+    let refusal = plan.service.clone().expect_err("refused");
+    assert!(
+        refusal.message.contains("no EndpointSlices"),
+        "{}",
+        refusal.message
+    );
+    let deleted: Vec<&'static str> = summary(&plan).iter().map(|(_, _, verb)| *verb).collect();
+    assert_eq!(deleted, ["delete"; 4]);
+}
+
+#[test]
+fn a_slice_of_our_name_is_written_only_when_it_is_ours() {
+    let desired = healthy_wordpress(true);
+    let o = owner();
+    let mut slice = Cluster::after(&desired).slices[0].clone();
+    assert_eq!(slice_conflict(&slice, &o, CONTROLLER_ID), None);
+    // Orphaned (its owner was deleted with --cascade=orphan): ours to take.
+    slice.metadata.owner_references = None;
+    assert_eq!(slice_conflict(&slice, &o, CONTROLLER_ID), None);
+    // Another object's, or another controller's: never overwritten.
+    let mut other = slice.clone();
+    other.metadata.owner_references = Some(vec![OwnerReference {
+        api_version: o.api_version.clone(),
+        kind: "ClusterEndpoint".into(),
+        name: "wordpress-x".into(),
+        uid: "uid-2".into(),
+        controller: Some(true),
+        block_owner_deletion: None,
+    }]);
+    let refusal = slice_conflict(&other, &o, CONTROLLER_ID).expect("conflict");
+    assert_eq!(refusal.reason, "SliceNameConflict");
+    assert!(
+        refusal.message.contains("ClusterEndpoint wordpress-x"),
+        "{}",
+        refusal.message
+    );
+    let mut mirrored = slice;
+    mirrored.metadata.labels = Some(BTreeMap::from([
+        (
+            "endpointslice.kubernetes.io/managed-by".into(),
+            "endpointslicemirroring-controller.k8s.io".into(),
+        ),
+        ("kubernetes.io/service-name".into(), "wordpress".into()),
+    ]));
+    let refusal = slice_conflict(&mirrored, &o, CONTROLLER_ID).expect("conflict");
+    assert!(
+        refusal.message.contains("endpointslicemirroring"),
+        "{}",
+        refusal.message
+    );
+}
+
+#[test]
+fn an_existing_service_of_another_primary_family_is_refused() {
+    let o = owner();
+    let mut spec = wordpress();
+    for p in &mut spec.ports {
+        p.hosts = vec!["fd00::7".into()];
+    }
+    let v6 = plan("wordpress", &spec).expect("valid");
+    let want = crate::builder::service(&o, &v6);
+    let ipv4 = existing_service(|s| {
+        s.metadata.owner_references = Some(vec![o.owner_reference()]);
+        s.spec.as_mut().expect("spec").ip_families = Some(vec!["IPv4".into()]);
+    });
+    match service_ownership(Some(&ipv4), &o, &want) {
+        Ownership::Refuse(r) => {
+            assert_eq!(r.reason, "IPFamilyConflict");
+            assert!(r.message.contains("IPv6"), "{}", r.message);
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    // Adding a second family is allowed (the Service becomes dual-stack).
+    spec.ports[0].hosts.push("198.18.0.7".into());
+    let both = plan("wordpress", &spec).expect("valid");
+    let want = crate::builder::service(&o, &both);
+    assert_eq!(service_ownership(Some(&ipv4), &o, &want), Ownership::Owned);
 }
 
 fn existing_service(f: impl FnOnce(&mut Service)) -> Service {
@@ -345,18 +482,26 @@ fn service_with_selector() -> Service {
 fn adoption_decisions() {
     let plan = wordpress_plan();
     let o = owner();
-    assert_eq!(service_ownership(None, &o, false), Ownership::Create);
+    let clusterip = crate::builder::service(&o, &plan);
+    let mut headless_svc = clusterip.clone();
+    headless_svc.spec.as_mut().expect("spec").cluster_ip = Some("None".into());
+    let want = |headless: bool| if headless { &headless_svc } else { &clusterip };
+    assert_eq!(service_ownership(None, &o, want(false)), Ownership::Create);
     assert_eq!(
-        service_ownership(Some(&existing_service(|_| {})), &o, false),
+        service_ownership(Some(&existing_service(|_| {})), &o, want(false)),
         Ownership::Adopt
     );
     let ours = existing_service(|s| s.metadata.owner_references = Some(vec![o.owner_reference()]));
-    assert_eq!(service_ownership(Some(&ours), &o, false), Ownership::Owned);
+    assert_eq!(
+        service_ownership(Some(&ours), &o, want(false)),
+        Ownership::Owned
+    );
 
-    let reason = |svc: Service, headless: bool| match service_ownership(Some(&svc), &o, headless) {
-        Ownership::Refuse(r) => r.reason,
-        other => panic!("expected a refusal, got {other:?}"),
-    };
+    let reason =
+        |svc: Service, headless: bool| match service_ownership(Some(&svc), &o, want(headless)) {
+            Ownership::Refuse(r) => r.reason,
+            other => panic!("expected a refusal, got {other:?}"),
+        };
     let with_selector = service_with_selector();
     assert_eq!(reason(with_selector, false), "ServiceHasSelector");
     let foreign = existing_service(|s| {
