@@ -338,3 +338,52 @@ fn the_admission_cases_are_rejected_by_plan_too() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// A `Host` header is checked by `plan` only (a CEL rule over header values
+/// would exceed the apiserver's cost budget; see the api crate).
+#[test]
+fn host_headers_must_be_hosts_with_an_optional_port() {
+    for ok in [
+        "db.internal",
+        "db.internal:8443",
+        "10.0.0.1:80",
+        "[fd00::1]:443",
+        "[fd00::1]",
+    ] {
+        assert_eq!(validate_host_header(ok), Ok(()), "{ok}");
+    }
+    for bad in [
+        "x@evil:80",
+        "db.internal:70000",
+        "db.internal:0",
+        "fd00::1",
+        "127.1",
+        "a b",
+        "[zz]",
+        "",
+    ] {
+        assert!(validate_host_header(bad).is_err(), "{bad}");
+    }
+    for ok in [
+        "db.internal",
+        "DB.Internal",
+        "1db",
+        "10.0.0.1",
+        "::1",
+        "[::1]",
+    ] {
+        assert_eq!(validate_virtual_host(ok), Ok(()), "{ok}");
+    }
+    for bad in [
+        "%65vil",
+        "127.1",
+        "0x7f.1",
+        "a..b",
+        "-a",
+        "db.internal:80",
+        "x/y",
+        "",
+    ] {
+        assert!(validate_virtual_host(bad).is_err(), "{bad}");
+    }
+}

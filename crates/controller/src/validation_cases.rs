@@ -170,18 +170,6 @@ pub const CASES: &[Case] = &[
         plan_field: "spec.ports[0].httpGet.httpHeaders[0].name",
     },
     Case {
-        what: "invalid Host header",
-        spec: "  ports: [{name: a, port: 80, targetPort: 80, hosts: [198.18.0.2], httpGet: {httpHeaders: [{name: Host, value: 'x@evil:80'}]}}]",
-        admission: "spec.ports[0].httpGet.httpHeaders[0].value",
-        plan_field: "spec.ports[0].httpGet.httpHeaders[0].value",
-    },
-    Case {
-        what: "Host header with a bad port",
-        spec: "  ports: [{name: a, port: 80, targetPort: 80, hosts: [198.18.0.2], httpGet: {httpHeaders: [{name: host, value: 'db.internal:70000'}]}}]",
-        admission: "spec.ports[0].httpGet.httpHeaders[0].value",
-        plan_field: "spec.ports[0].httpGet.httpHeaders[0].value",
-    },
-    Case {
         what: "virtual host with a percent sign",
         spec: "  ports: [{name: a, port: 80, targetPort: 80, hosts: [198.18.0.2], httpGet: {host: '%65vil'}}]",
         admission: "spec.ports[0].httpGet.host",
