@@ -96,6 +96,12 @@ pub struct ControlPlaneOptions {
     pub garbage_collector: bool,
     /// Extra kube-apiserver flags (`--name=value`), appended last.
     pub extra_apiserver_args: Vec<String>,
+    /// kube-controller-manager controllers to run besides the garbage
+    /// collector (e.g. `endpointslicemirroring`); needs `garbage_collector`.
+    pub extra_controllers: Vec<String>,
+    /// Extra etcd flags (`--name=value`), appended last (e.g. a smaller
+    /// `--max-request-bytes`, to reach the object size limit with less data).
+    pub extra_etcd_args: Vec<String>,
 }
 
 impl Default for ControlPlaneOptions {
@@ -104,6 +110,8 @@ impl Default for ControlPlaneOptions {
             service_cluster_ip_range: "10.0.0.0/24".into(),
             garbage_collector: true,
             extra_apiserver_args: Vec::new(),
+            extra_controllers: Vec::new(),
+            extra_etcd_args: Vec::new(),
         }
     }
 }
@@ -505,7 +513,7 @@ impl ControlPlane {
     async fn start_etcd(&mut self) -> Result<()> {
         let client = self.etcd_url();
         let peer = format!("http://127.0.0.1:{}", self.etcd_peer_port);
-        let args = vec![
+        let mut args: Vec<String> = vec![
             "--name=default".into(),
             format!("--data-dir={}", self.dir.join("etcd").display()),
             format!("--listen-client-urls={client}"),
@@ -521,6 +529,7 @@ impl ControlPlane {
             "--auto-compaction-retention=5m".into(),
             "--log-level=warn".into(),
         ];
+        args.extend(self.options.extra_etcd_args.iter().cloned());
         self.etcd = Some(self.spawn("etcd", &args)?);
         let port = self.etcd_port;
         let log = self.log_path("etcd");
@@ -582,9 +591,13 @@ impl ControlPlane {
     }
 
     fn start_controller_manager(&mut self) -> Result<()> {
+        let controllers = std::iter::once("garbagecollector".to_string())
+            .chain(self.options.extra_controllers.iter().cloned())
+            .collect::<Vec<_>>()
+            .join(",");
         let args = vec![
             format!("--kubeconfig={}", self.kubeconfig.display()),
-            "--controllers=garbagecollector".into(),
+            format!("--controllers={controllers}"),
             "--leader-elect=false".into(),
             "--secure-port=0".into(),
             "--concurrent-gc-syncs=5".into(),

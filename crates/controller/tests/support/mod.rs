@@ -22,7 +22,7 @@ use kube::{Client, ResourceExt};
 use kube_endpoints_api::{DynClusterEndpoint, Phase, api_resource, crd_for_group};
 pub use kube_endpoints_testkit::controller::ControllerProcess as Controller;
 use kube_endpoints_testkit::controller::Launch;
-use kube_endpoints_testkit::controlplane::ControlPlane;
+use kube_endpoints_testkit::controlplane::{ControlPlane, ControlPlaneOptions};
 use kube_endpoints_testkit::netns::{Backend, BackendPorts, TestHost};
 use serde_json::{Value, json};
 
@@ -33,6 +33,13 @@ pub const DEADLINE: Duration = Duration::from_secs(60);
 /// parallel, each in its own namespace). Started on a dedicated runtime so
 /// that it outlives any single test's runtime.
 pub fn control_plane() -> &'static ControlPlane {
+    control_plane_with(ControlPlaneOptions::default)
+}
+
+/// [`control_plane`], started with `options()` if it is not running yet (a
+/// test binary whose tests need other options calls this first, always
+/// with the same options).
+pub fn control_plane_with(options: fn() -> ControlPlaneOptions) -> &'static ControlPlane {
     static CP: OnceLock<ControlPlane> = OnceLock::new();
     CP.get_or_init(|| {
         let (tx, rx) = std::sync::mpsc::channel();
@@ -41,7 +48,7 @@ pub fn control_plane() -> &'static ControlPlane {
                 .enable_all()
                 .build()
                 .expect("runtime for the control plane");
-            let _ = tx.send(rt.block_on(ControlPlane::start()));
+            let _ = tx.send(rt.block_on(ControlPlane::start_with(options())));
             // The control plane's processes die with the thread that started
             // them (PR_SET_PDEATHSIG), so this thread lives as long as the
             // test binary does.
