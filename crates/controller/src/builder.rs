@@ -180,7 +180,7 @@ pub fn service(owner: &Owner, plan: &Plan) -> Service {
         .iter()
         .filter(|p| p.primary)
         .map(|p| ServicePort {
-            name: Some(p.name.clone()),
+            name: Some(p.service_port.clone()),
             port: p.port,
             protocol: Some(p.protocol.clone()),
             target_port: Some(IntOrString::Int(p.target_port.into())),
