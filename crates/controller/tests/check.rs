@@ -132,7 +132,7 @@ async fn check_probes_every_host_once_and_reports_each_verdict() {
     for kind in ["kind: Service", "kind: EndpointSlice", "kind: Endpoints"] {
         assert!(text.contains(kind), "{kind} missing:\n{text}");
     }
-    assert!(text.contains("wordpress-wp-http-ipv4-0"), "{text}");
+    assert!(text.contains("wordpress.wp-http.ipv4.0"), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

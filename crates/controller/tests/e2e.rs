@@ -568,12 +568,12 @@ async fn ipv6_hosts_land_in_ipv6_slices() {
         summary,
         vec![
             (
-                "dual-web-ipv4-0".to_string(),
+                "dual.web.ipv4.0".to_string(),
                 "IPv4".to_string(),
                 vec![h1.ipv4().to_string()]
             ),
             (
-                "dual-web-ipv6-0".to_string(),
+                "dual.web.ipv6.0".to_string(),
                 "IPv6".to_string(),
                 vec![h1.ipv6().to_string()]
             ),

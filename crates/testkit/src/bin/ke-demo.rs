@@ -176,7 +176,7 @@ async fn demo() -> DemoResult<()> {
     let took = wait_phase(&cp, "UnHealthy").await?;
     println!("UnHealthy after {took:.1?} (failureThreshold 3 x period 2s)");
     show(&cp, &["get", "cep,endpointslices,endpoints"]).await?;
-    show(&cp, &["get", "endpointslice", "wordpress-wp-http-ipv4-0", "-o", "jsonpath={range .endpoints[*]}{.addresses[0]}{\" ready=\"}{.conditions.ready}{\"\\n\"}{end}"]).await?;
+    show(&cp, &["get", "endpointslice", "wordpress.wp-http.ipv4.0", "-o", "jsonpath={range .endpoints[*]}{.addresses[0]}{\" ready=\"}{.conditions.ready}{\"\\n\"}{end}"]).await?;
     show(
         &cp,
         &[
