@@ -243,6 +243,7 @@ async fn fixture(w: &Workload, opts: &Options, phase: &Phase) -> Result<Fixture>
         // writes a minute that are nobody's controller. Off, so the steady
         // figure is the controller's alone.
         extra_apiserver_args: vec!["--feature-gates=APIServerIdentity=false".into()],
+        ..ControlPlaneOptions::default()
     })
     .await?;
     let client = cp.client().await?;

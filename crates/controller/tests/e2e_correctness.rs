@@ -20,7 +20,7 @@ use k8s_openapi::api::core::v1::{Endpoints, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use kube_endpoints_api::{GROUP, Phase, SEALOS_GROUP};
 use kube_endpoints_testkit::controlplane::ControlPlaneOptions;
@@ -156,8 +156,8 @@ async fn objects_whose_slice_names_collided_both_keep_their_endpoints() {
         })
         .await;
     }
-    assert_eq!(addresses("a").await, [h1.clone()]);
-    assert_eq!(addresses("a-b").await, [h2.clone()]);
+    assert_eq!(addresses("a").await, vec![h1.clone()]);
+    assert_eq!(addresses("a-b").await, vec![h2.clone()]);
 
     // A slice of our name that somebody else made is never overwritten.
     let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), &ns);
@@ -486,7 +486,7 @@ async fn adoption_never_takes_a_serving_host_out_of_rotation() {
             .collect();
         assert_eq!(
             ready,
-            [ip.clone()],
+            vec![ip.clone()],
             "{ip} left `addresses` (rv {:?})",
             e.resource_version()
         );
