@@ -171,9 +171,10 @@ pub fn is_ready(port: &PortPlan, host: IpAddr, health: &BTreeMap<TargetId, Healt
 /// The selector-less Service. Only the fields we own are set, so server-side
 /// apply leaves an adopted Service's clusterIP, labels and annotations alone.
 ///
-/// The IP families follow the hosts: one family gives a single-stack
-/// Service of that family (so that IPv6-only hosts get an IPv6 ClusterIP
-/// even where IPv4 is the cluster's default), both give `PreferDualStack`.
+/// The IP families of a ClusterIP Service follow the hosts: one family
+/// gives a single-stack Service of that family (so that IPv6-only hosts get
+/// an IPv6 ClusterIP even where IPv4 is the cluster's default), both give
+/// `PreferDualStack`.
 pub fn service(owner: &Owner, plan: &Plan) -> Service {
     let ports = plan
         .ports
@@ -189,10 +190,13 @@ pub fn service(owner: &Owner, plan: &Plan) -> Service {
         .collect();
     let families = host_families(plan);
     let (policy, ip_families) = match families.as_slice() {
-        [only] => ("SingleStack", Some(vec![(*only).to_string()])),
+        // A headless Service has no ClusterIP to route through: its
+        // families are left to Kubernetes' defaults.
+        _ if plan.headless => (None, None),
+        [only] => (Some("SingleStack"), Some(vec![(*only).to_string()])),
         // Both: the cluster's default family first; a single-stack cluster
         // gives one ClusterIP rather than refusing the Service.
-        _ => ("PreferDualStack", None),
+        _ => (Some("PreferDualStack"), None),
     };
     Service {
         metadata: owner.meta(owner.name.clone(), BTreeMap::new()),
@@ -200,7 +204,7 @@ pub fn service(owner: &Owner, plan: &Plan) -> Service {
             type_: Some("ClusterIP".into()),
             cluster_ip: plan.headless.then(|| "None".to_string()),
             ports: Some(ports),
-            ip_family_policy: Some(policy.into()),
+            ip_family_policy: policy.map(Into::into),
             ip_families,
             ..ServiceSpec::default()
         }),

@@ -514,6 +514,13 @@ fn the_service_family_follows_the_hosts() {
         families(&["198.18.0.1", "fd00::1"]),
         (Some("PreferDualStack".into()), None)
     );
+    // Headless: no ClusterIP, so nothing to choose.
+    let mut spec = wordpress();
+    spec.cluster_ip = Some("None".into());
+    spec.ports[0].hosts = vec!["fd00::1".into()];
+    let p = plan("wordpress", &spec).expect("valid");
+    let svc = service(&owner(), &p).spec.expect("spec");
+    assert_eq!((svc.ip_family_policy, svc.ip_families), (None, None));
 }
 
 #[test]

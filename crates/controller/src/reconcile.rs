@@ -107,7 +107,7 @@ async fn reconcile_inner(object: &DynamicObject, ctx: &Context) -> Result<Action
         Err(invalid) => {
             // Stop probing a spec we cannot trust; keep what was written so
             // far in place rather than tearing down working endpoints.
-            ctx.scheduler.remove(&key);
+            ctx.forget(&key);
             (Err(invalid), BTreeMap::new())
         }
     };
