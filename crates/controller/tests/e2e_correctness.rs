@@ -334,6 +334,19 @@ async fn objects_stored_by_the_predecessor_never_stop_their_group() {
         0.0
     );
     assert!(controller.get("/readyz").await.is_some());
+
+    // A served group whose watch fails is not being reconciled: /readyz
+    // says so, and the metrics count it.
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    crds.delete("clusterendpoints.sealos.io", &Default::default())
+        .await
+        .expect("the CRD is deleted");
+    eventually("/readyz to fail while the watch fails", || async {
+        let failing = controller.metric("kube_endpoints_watches_failing").await >= 1.0;
+        let errors = controller.metric("kube_endpoints_watch_errors_total").await >= 1.0;
+        (failing && errors && controller.get("/readyz").await.is_none()).then_some(())
+    })
+    .await;
 }
 
 /// Every version of `K` objects of `ns` (with `label`) seen from now on,
