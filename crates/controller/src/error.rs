@@ -11,6 +11,8 @@ pub enum Error {
     Kube(#[from] kube::Error),
     #[error("object has no {0}")]
     MissingField(&'static str),
+    #[error("cannot encode {0}: {1}")]
+    Encode(&'static str, serde_json::Error),
     /// An object of our name that we may not manage (reported in a
     /// condition, never retried by itself: a change to it triggers us).
     #[error("{}", .0.message)]
@@ -24,6 +26,7 @@ impl Error {
             Error::Kube(kube::Error::Api(status)) if status.code == 422 => "Invalid",
             Error::Kube(_) => "ApiError",
             Error::MissingField(_) => "MissingField",
+            Error::Encode(..) => "EncodeFailed",
             Error::Refused(r) => r.reason,
         }
     }

@@ -451,7 +451,7 @@ async fn write_status(
 /// `status` as a merge patch: every field we may write, absent ones as
 /// `null` so that they are removed.
 fn merge_status(status: &ClusterEndpointStatus) -> Result<Value> {
-    let mut value = serde_json::to_value(status).map_err(|_| Error::MissingField("status"))?;
+    let mut value = serde_json::to_value(status).map_err(|e| Error::Encode("status", e))?;
     if let Some(map) = value.as_object_mut() {
         for field in [
             "observedGeneration",
