@@ -385,6 +385,7 @@ fn monitoring_objects_match_the_metrics_service() {
         "KubeEndpointsProbesFailing",
         "KubeEndpointsNoLeader",
         "KubeEndpointsReconcileErrors",
+        "KubeEndpointsWatchFailing",
     ] {
         assert!(names.contains(needed), "missing alert {needed}");
     }
