@@ -465,3 +465,7 @@ fn merge_status(status: &ClusterEndpointStatus) -> Result<Value> {
     }
     Ok(value)
 }
+
+#[cfg(test)]
+#[path = "reconcile_tests.rs"]
+mod tests;
