@@ -82,7 +82,9 @@ pub struct PortStatus {
     /// `unhealthyOmitted` counts the rest, so that a large outage cannot
     /// grow the object past the size etcd accepts.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["host"], "maxItems" = MAX_UNHEALTHY_LISTED))]
+    // No `maxItems`: a controller rolled back to a version that lists every
+    // host must still be able to write its status.
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["host"]))]
     pub unhealthy: Vec<UnhealthyHost>,
     /// Unhealthy hosts not listed in `unhealthy`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
