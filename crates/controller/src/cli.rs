@@ -12,13 +12,15 @@ use kube::api::Api;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube_endpoints_probe::Prober;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
+use crate::fence::{ClientOptions, Fence};
 use crate::import::{ImportOptions, ProbeChoice};
 use crate::leader::{LeaseConfig, run_while_leading};
 use crate::metrics::Metrics;
 use crate::reconcile::Settings;
 use crate::run::{Scope, run_scope};
+use crate::server::Liveness;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -317,6 +319,11 @@ async fn read_service_from_cluster(
 }
 
 async fn client(kubeconfig: Option<&PathBuf>) -> Result<Client, String> {
+    let config = kube_config(kubeconfig).await?;
+    Client::try_from(config).map_err(|e| format!("cannot build the Kubernetes client: {e}"))
+}
+
+async fn kube_config(kubeconfig: Option<&PathBuf>) -> Result<kube::Config, String> {
     let config = match kubeconfig {
         Some(path) => {
             let kc = Kubeconfig::read_from(path)
@@ -333,14 +340,44 @@ async fn client(kubeconfig: Option<&PathBuf>) -> Result<Client, String> {
     // requests, not more; a failed reconcile is requeued, a watch backs off.
     let mut config = config;
     config.default_retry = false;
-    Client::try_from(config).map_err(|e| format!("cannot build the Kubernetes client: {e}"))
+    Ok(config)
 }
 
 async fn run(args: RunArgs) -> ExitCode {
-    let client = match client(args.kubeconfig.as_ref()).await {
+    raise_open_files_limit();
+    let config = match kube_config(args.kubeconfig.as_ref()).await {
         Ok(c) => c,
         Err(e) => {
             error!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let lease = args.leader_election.then(|| LeaseConfig {
+        name: args.lease_name.clone(),
+        namespace: args
+            .lease_namespace
+            .clone()
+            .unwrap_or_else(crate::leader::default_namespace),
+        identity: crate::leader::identity(),
+        duration_seconds: args.lease_duration_seconds,
+    });
+    // With leader election every write of the controllers passes the fence
+    // (see `fence`); the Lease has a client of its own.
+    let fence = Fence::new();
+    let options = |fenced: bool| ClientOptions {
+        user_agent: Some(match &lease {
+            Some(l) => format!("{} ({})", crate::user_agent(), l.identity),
+            None => crate::user_agent(),
+        }),
+        tcp_user_timeout: lease.as_ref().map(LeaseConfig::tcp_user_timeout),
+        fence: (fenced && lease.is_some()).then(|| fence.clone()),
+    };
+    let clients = crate::fence::client(config.clone(), options(true))
+        .and_then(|controllers| Ok((controllers, crate::fence::client(config, options(false))?)));
+    let (client, lease_client) = match clients {
+        Ok(c) => c,
+        Err(e) => {
+            error!("cannot build the Kubernetes client: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -360,9 +397,11 @@ async fn run(args: RunArgs) -> ExitCode {
         }
     };
     let shutdown = CancellationToken::new();
+    let liveness = Liveness::default();
     tokio::spawn(crate::server::serve(
         listener,
         metrics.clone(),
+        liveness.clone(),
         shutdown.clone(),
     ));
     tokio::spawn(stop_on_signal(shutdown.clone()));
@@ -388,30 +427,51 @@ async fn run(args: RunArgs) -> ExitCode {
             })
         })
         .collect();
+    // Called anew at every takeover.
     let controllers = {
         let (client, metrics) = (client.clone(), metrics.clone());
-        move |stop: CancellationToken| run_scopes(client, scopes, settings, metrics, prober, stop)
+        move |stop: CancellationToken| {
+            let scopes = scopes
+                .iter()
+                .map(|s| Scope {
+                    group: s.group.clone(),
+                    namespace: s.namespace.clone(),
+                })
+                .collect();
+            run_scopes(
+                client.clone(),
+                scopes,
+                settings.clone(),
+                metrics.clone(),
+                prober.clone(),
+                stop,
+            )
+        }
     };
-    if !args.leader_election {
+    let Some(lease) = lease else {
         metrics.leader.set(1);
         return controllers(shutdown).await;
-    }
-    let lease = LeaseConfig {
-        name: args.lease_name.clone(),
-        namespace: args
-            .lease_namespace
-            .clone()
-            .unwrap_or_else(crate::leader::default_namespace),
-        identity: crate::leader::identity(),
-        duration_seconds: args.lease_duration_seconds,
     };
-    match run_while_leading(client, lease, &metrics, shutdown, controllers).await {
-        Ok(code) => code.unwrap_or(ExitCode::SUCCESS),
-        Err(e) => {
-            // Exit so that the pod restarts as a clean standby.
-            error!(reason = e.reason(), "{e}");
-            ExitCode::FAILURE
-        }
+    run_while_leading(
+        lease_client,
+        lease,
+        &metrics,
+        &liveness,
+        fence,
+        shutdown,
+        controllers,
+    )
+    .await
+    .unwrap_or(ExitCode::SUCCESS)
+}
+
+/// Raise the soft limit of open files to the hard limit: every probe and
+/// connection needs a descriptor, and container runtimes often start
+/// processes with a soft limit of 1024 (Go does this by itself; Rust does not).
+fn raise_open_files_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => info!(limit, "open files limit"),
+        Err(e) => warn!(error = %e, "cannot raise the open files limit"),
     }
 }
 

@@ -13,6 +13,7 @@ pub mod check;
 pub mod cli;
 pub mod diff;
 pub mod error;
+pub mod fence;
 pub mod import;
 pub mod leader;
 pub mod metrics;
