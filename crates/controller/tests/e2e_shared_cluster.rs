@@ -1,0 +1,654 @@
+//! Safe on a shared cluster, end to end against the real control plane:
+//!
+//! - an idle-connection flood on the unauthenticated metrics port cannot
+//!   exhaust the controller's file descriptors: probing and reconciling go
+//!   on, and `/metrics` answers again once the idle connections are cut;
+//! - leader election is fenced: when the leader's apiserver traffic is
+//!   blackholed (an nftables rule on its uid) it steps down before its Lease
+//!   can expire, and the apiserver's own audit log shows that the old
+//!   leader's last write precedes the new leader's first write — also after
+//!   the partition heals and anything the old leader had queued could land.
+//!
+//! The control plane runs with an audit log of every write (who, which user
+//! agent, when), which is how the second test tells the replicas apart: each
+//! replica's `User-Agent` names its identity.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use kube_endpoints_api::{GROUP, Phase};
+use kube_endpoints_testkit::controlplane::{ControlPlane, ControlPlaneOptions};
+use kube_endpoints_testkit::netns::{BackendPorts, TestHost};
+use serde_json::Value;
+use support::{
+    DEADLINE, apply_yaml, events, eventually, free_port, http_get, install_crd, namespace,
+    slice_readiness, sum_metric, wait_phase,
+};
+use tokio::process::{Child, Command};
+
+/// Both tests load the machine (5,000 connections; timing of a failover):
+/// they run one at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+struct Audited {
+    cp: ControlPlane,
+    audit_log: PathBuf,
+}
+
+/// One control plane for this binary, with kube-apiserver's audit log on:
+/// every write (create, update, patch, delete) at Metadata level.
+fn audited() -> &'static Audited {
+    static CP: OnceLock<Audited> = OnceLock::new();
+    CP.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("ke-audit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("audit dir");
+        let policy = dir.join("policy.yaml");
+        std::fs::write(
+            &policy,
+            "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\nrules:\n- level: Metadata\n  verbs: [create, update, patch, delete, deletecollection]\n- level: None\n",
+        )
+        .expect("audit policy");
+        let audit_log = dir.join("audit.log");
+        let options = ControlPlaneOptions {
+            extra_apiserver_args: vec![
+                format!("--audit-policy-file={}", policy.display()),
+                format!("--audit-log-path={}", audit_log.display()),
+                "--audit-log-format=json".into(),
+                "--audit-log-mode=blocking".into(),
+            ],
+            ..ControlPlaneOptions::default()
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime for the control plane");
+            let _ = tx.send(rt.block_on(ControlPlane::start_with(options)));
+            // The control plane's processes die with this thread.
+            loop {
+                std::thread::park();
+            }
+        });
+        let cp = rx
+            .recv()
+            .expect("control plane thread")
+            .expect("control plane starts");
+        Audited { cp, audit_log }
+    })
+}
+
+async fn admin() -> kube::Client {
+    audited().cp.client().await.expect("client")
+}
+
+fn api_port() -> u16 {
+    audited()
+        .cp
+        .server_url()
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("apiserver port")
+}
+
+/// A `kube-endpoints run` process, optionally as another user (so that
+/// nftables can match its packets) or under an open-files limit.
+struct Replica {
+    child: Child,
+    metrics_port: u16,
+    log: PathBuf,
+}
+
+#[derive(Default)]
+struct Spawn<'a> {
+    uid: Option<u32>,
+    /// `prlimit --nofile=SOFT:HARD`.
+    nofile: Option<(u64, u64)>,
+    /// `POD_NAME`: the first part of the leader-election identity.
+    pod_name: Option<&'a str>,
+    extra: &'a [&'a str],
+}
+
+impl Replica {
+    async fn start(ns: &str, how: Spawn<'_>) -> Replica {
+        let metrics_port = free_port();
+        let log = std::env::temp_dir().join(format!("ke-e2e-{ns}-{metrics_port}.log"));
+        let log_file = std::fs::File::create(&log).expect("log file");
+        let stdout = log_file.try_clone().expect("log file");
+        let bin = env!("CARGO_BIN_EXE_kube-endpoints");
+        let mut cmd = match how.nofile {
+            Some((soft, hard)) => {
+                let mut c = Command::new("prlimit");
+                c.arg(format!("--nofile={soft}:{hard}")).arg("--").arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
+        cmd.arg("run")
+            .arg("--kubeconfig")
+            .arg(audited().cp.kubeconfig_path())
+            .args(["--namespace", ns])
+            .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
+            .args(how.extra)
+            .env("RUST_LOG", "info,kube_endpoints=debug")
+            .stdout(Stdio::from(stdout))
+            .stderr(Stdio::from(log_file))
+            .kill_on_drop(true);
+        if let Some(uid) = how.uid {
+            cmd.uid(uid).gid(uid);
+        }
+        if let Some(name) = how.pod_name {
+            cmd.env("POD_NAME", name);
+        }
+        let child = cmd.spawn().expect("kube-endpoints starts");
+        let r = Replica {
+            child,
+            metrics_port,
+            log,
+        };
+        let start = Instant::now();
+        while http_get(r.metrics_port, "/readyz").await.as_deref() != Some("ok\n") {
+            assert!(
+                start.elapsed() < DEADLINE,
+                "not ready after {DEADLINE:?}; log:\n{}",
+                r.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        r
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id().expect("running")
+    }
+
+    async fn metric(&self, name: &str) -> Option<f64> {
+        let text = http_get(self.metrics_port, "/metrics").await?;
+        Some(sum_metric(&text, name))
+    }
+
+    async fn leads(&self) -> bool {
+        self.metric("kube_endpoints_leader").await == Some(1.0)
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// `Max open files` soft and hard limits of a process.
+fn open_files_limit(pid: u32) -> (u64, u64) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("limits");
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("open files line");
+    let numbers: Vec<u64> = line
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    (numbers[0], numbers[1])
+}
+
+fn tcp_backend() -> BackendPorts {
+    BackendPorts {
+        tcp: vec![443],
+        http: vec![],
+        udp: vec![],
+        grpc: vec![],
+    }
+}
+
+fn cep_yaml(name: &str, hosts: &[String]) -> String {
+    format!(
+        "apiVersion: {GROUP}/v1beta1\nkind: ClusterEndpoint\nmetadata: {{name: {name}}}\nspec:\n  periodSeconds: 1\n  ports:\n  - {{name: tls, port: 443, targetPort: 443, hosts: [{}], tcpSocket: {{enable: true}}, failureThreshold: 1}}\n",
+        hosts.join(", ")
+    )
+}
+
+/// Whether the server closed `s` (EOF or reset) within `within`.
+async fn closed_by_server(s: &mut tokio::net::TcpStream, within: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 16];
+    matches!(
+        tokio::time::timeout(within, s.read(&mut buf)).await,
+        Ok(Ok(0) | Err(_))
+    )
+}
+
+const FLOOD: usize = 5_000;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idle_connection_flood_on_the_metrics_port_does_not_stop_probing() {
+    let _serial = SERIAL.lock().await;
+    let client = admin().await;
+    install_crd(&client, GROUP).await;
+    let ns = namespace(&client, "e2e-flood").await;
+    let hosts = [
+        TestHost::create().await.expect("host"),
+        TestHost::create().await.expect("host"),
+        TestHost::create().await.expect("host"),
+    ];
+    let _steady = hosts[0]
+        .start_backend(tcp_backend())
+        .await
+        .expect("backend");
+    let mut doomed = hosts[1]
+        .start_backend(tcp_backend())
+        .await
+        .expect("backend");
+    let _bystander = hosts[2]
+        .start_backend(tcp_backend())
+        .await
+        .expect("backend");
+    let ip = |i: usize| hosts[i].ipv4().to_string();
+
+    // Started with a soft limit far below the hard one, and a hard limit
+    // far below the flood: the controller raises the soft limit itself, and
+    // without its connection cap the flood would take every descriptor.
+    let controller = Replica::start(
+        &ns,
+        Spawn {
+            nofile: Some((256, 1024)),
+            ..Spawn::default()
+        },
+    )
+    .await;
+    assert_eq!(
+        open_files_limit(controller.pid()),
+        (1024, 1024),
+        "the soft open-files limit is raised to the hard limit"
+    );
+    apply_yaml(&client, &ns, GROUP, &cep_yaml("victim", &[ip(0), ip(1)]))
+        .await
+        .expect("applies");
+    apply_yaml(&client, &ns, GROUP, &cep_yaml("bystander", &[ip(2)]))
+        .await
+        .expect("applies");
+    wait_phase(&client, &ns, GROUP, "victim", Phase::Healthy).await;
+    wait_phase(&client, &ns, GROUP, "bystander", Phase::Healthy).await;
+    let probes_before = controller
+        .metric("kube_endpoints_probes_total")
+        .await
+        .expect("metrics answer before the flood");
+
+    // The flood: FLOOD connections that never send a byte, all held open.
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], controller.metrics_port));
+    let mut held = Vec::with_capacity(FLOOD);
+    let mut connecting = tokio::task::JoinSet::new();
+    for _ in 0..FLOOD {
+        connecting.spawn(tokio::time::timeout(
+            Duration::from_secs(5),
+            tokio::net::TcpStream::connect(addr),
+        ));
+        if connecting.len() >= 256
+            && let Some(Ok(Ok(Ok(s)))) = connecting.join_next().await
+        {
+            held.push(s);
+        }
+    }
+    while let Some(done) = connecting.join_next().await {
+        if let Ok(Ok(Ok(s))) = done {
+            held.push(s);
+        }
+    }
+    eprintln!("flood: {} of {FLOOD} connections opened", held.len());
+    // More idle connections than the controller may have descriptors.
+    assert!(held.len() > 1024, "only {} connections opened", held.len());
+
+    // During the flood a backend dies: the controller must still probe,
+    // reconcile and write.
+    doomed.stop().await.expect("stop");
+    wait_phase(&client, &ns, GROUP, "victim", Phase::UnHealthy).await;
+    eventually("the stopped host to be out of rotation", || async {
+        let r = slice_readiness(&client, &ns, "victim").await;
+        let down = r.iter().find(|((_, _, a), _)| *a == ip(1)).map(|(_, v)| *v);
+        let up = r.iter().find(|((_, _, a), _)| *a == ip(0)).map(|(_, v)| *v);
+        (down == Some(false) && up == Some(true)).then_some(())
+    })
+    .await;
+
+    // Every idle connection is cut by the server (at once beyond the cap,
+    // the rest after the header-read timeout), while the test still holds
+    // its ends open.
+    let mut waiting = tokio::task::JoinSet::new();
+    for mut s in held {
+        waiting.spawn(async move { closed_by_server(&mut s, Duration::from_secs(30)).await });
+    }
+    let still_open = waiting
+        .join_all()
+        .await
+        .into_iter()
+        .filter(|closed| !closed)
+        .count();
+    assert_eq!(still_open, 0, "idle connections the server kept open");
+    let answered = eventually("/metrics to answer again", || async {
+        http_get(controller.metrics_port, "/metrics").await
+    })
+    .await;
+    assert!(sum_metric(&answered, "kube_endpoints_probes_total") > probes_before);
+
+    // Nothing else noticed: no host but the stopped one ever left rotation,
+    // and the controller never ran out of descriptors.
+    wait_phase(&client, &ns, GROUP, "bystander", Phase::Healthy).await;
+    let unhealthy: Vec<_> = events(&client, &ns, "victim")
+        .await
+        .into_iter()
+        .chain(events(&client, &ns, "bystander").await)
+        .filter(|(reason, _)| reason == "HostUnhealthy")
+        .collect();
+    assert_eq!(unhealthy.len(), 1, "{unhealthy:?}");
+    assert!(unhealthy[0].1.contains(&ip(1)), "{unhealthy:?}");
+    let log = controller.log_text();
+    assert!(
+        !log.contains("Too many open files") && !log.contains("os error 24"),
+        "the controller ran out of file descriptors:\n{log}"
+    );
+}
+
+// ------------------------------------------------------------------ fencing
+
+const LEASE_SECONDS: &str = "9";
+const UID_A: u32 = 64_001;
+const UID_B: u32 = 64_002;
+
+/// An nftables table that drops every packet a user sends to the apiserver
+/// port; removed on drop.
+struct Blackhole {
+    table: String,
+}
+
+fn nft(args: &[&str]) {
+    let out = std::process::Command::new("nft")
+        .args(args)
+        .output()
+        .expect("nft runs");
+    assert!(
+        out.status.success(),
+        "nft {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Blackhole {
+    fn user(uid: u32, port: u16) -> Blackhole {
+        let table = format!("ke_fence_{}", std::process::id());
+        nft(&["add", "table", "inet", &table]);
+        nft(&[
+            "add",
+            "chain",
+            "inet",
+            &table,
+            "out",
+            "{ type filter hook output priority 0 ; policy accept ; }",
+        ]);
+        nft(&[
+            "add",
+            "rule",
+            "inet",
+            &table,
+            "out",
+            "meta",
+            "skuid",
+            &uid.to_string(),
+            "tcp",
+            "dport",
+            &port.to_string(),
+            "drop",
+        ]);
+        Blackhole { table }
+    }
+}
+
+impl Drop for Blackhole {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("nft")
+            .args(["delete", "table", "inet", &self.table])
+            .status();
+    }
+}
+
+/// One successful write in the audit log.
+#[derive(Debug, Clone)]
+struct Write {
+    received: DateTime<Utc>,
+    completed: DateTime<Utc>,
+    user_agent: String,
+    what: String,
+}
+
+fn audit_writes() -> Vec<Write> {
+    let text = std::fs::read_to_string(&audited().audit_log).unwrap_or_default();
+    let time = |v: &Value| {
+        v.as_str()
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.with_timezone(&Utc))
+    };
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|e| e["stage"] == "ResponseComplete")
+        .filter(|e| {
+            e["responseStatus"]["code"]
+                .as_i64()
+                .is_some_and(|c| c < 400)
+        })
+        .filter_map(|e| {
+            Some(Write {
+                received: time(&e["requestReceivedTimestamp"])?,
+                completed: time(&e["stageTimestamp"])?,
+                user_agent: e["userAgent"].as_str().unwrap_or_default().to_string(),
+                what: format!(
+                    "{} {}",
+                    e["verb"].as_str().unwrap_or_default(),
+                    e["requestURI"].as_str().unwrap_or_default()
+                ),
+            })
+        })
+        .collect()
+}
+
+/// Sockets to the apiserver port with data the peer has not acknowledged
+/// (`tx_queue` in /proc/net/tcp).
+fn unacknowledged_sockets(port: u16) -> usize {
+    let text = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    let remote = format!(":{port:04X}");
+    text.lines()
+        .skip(1)
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 4
+                && f[2].ends_with(&remote)
+                && f[4]
+                    .split(':')
+                    .next()
+                    .is_some_and(|tx| u64::from_str_radix(tx, 16).unwrap_or(0) > 0)
+        })
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_partitioned_leader_stops_writing_before_the_standby_starts() {
+    let _serial = SERIAL.lock().await;
+    let client = admin().await;
+    install_crd(&client, GROUP).await;
+    let ns = namespace(&client, "e2e-fence").await;
+    let hosts = [
+        TestHost::create().await.expect("host"),
+        TestHost::create().await.expect("host"),
+    ];
+    let _steady = hosts[0]
+        .start_backend(tcp_backend())
+        .await
+        .expect("backend");
+    let mut flapping = hosts[1]
+        .start_backend(tcp_backend())
+        .await
+        .expect("backend");
+    let ip = |i: usize| hosts[i].ipv4().to_string();
+    let election = [
+        "--leader-election=true",
+        "--lease-name",
+        "ke-fence",
+        "--lease-namespace",
+        &ns,
+        "--lease-duration-seconds",
+        LEASE_SECONDS,
+    ];
+    let a = Replica::start(
+        &ns,
+        Spawn {
+            uid: Some(UID_A),
+            pod_name: Some("replica-a"),
+            extra: &election,
+            ..Spawn::default()
+        },
+    )
+    .await;
+    eventually("replica A to lead", || async {
+        a.leads().await.then_some(())
+    })
+    .await;
+    let b = Replica::start(
+        &ns,
+        Spawn {
+            uid: Some(UID_B),
+            pod_name: Some("replica-b"),
+            extra: &election,
+            ..Spawn::default()
+        },
+    )
+    .await;
+    apply_yaml(&client, &ns, GROUP, &cep_yaml("db", &[ip(0), ip(1)]))
+        .await
+        .expect("applies");
+    wait_phase(&client, &ns, GROUP, "db", Phase::Healthy).await;
+    assert!(!b.leads().await, "only one replica leads");
+
+    // Partition A from the apiserver, then give it something to write.
+    let partition = Blackhole::user(UID_A, api_port());
+    let partitioned = Instant::now();
+    flapping.stop().await.expect("stop");
+    eventually("replica A to step down", || async {
+        (a.metric("kube_endpoints_leader").await == Some(0.0)).then_some(())
+    })
+    .await;
+    let stepped_down = partitioned.elapsed();
+    eventually("replica B to take over", || async {
+        b.leads().await.then_some(())
+    })
+    .await;
+    eprintln!(
+        "A stepped down {stepped_down:?} after the partition; B led {:?} after it",
+        partitioned.elapsed()
+    );
+    // B does the work A could not.
+    wait_phase(&client, &ns, GROUP, "db", Phase::UnHealthy).await;
+    // Heal the partition: whatever A still had queued could land now.
+    drop(partition);
+    eventually("A to read the Lease again, as a standby", || async {
+        a.log_text()
+            .contains("the Lease is held by another replica")
+            .then_some(())
+    })
+    .await;
+    eventually("every socket to the apiserver to be drained", || async {
+        (unacknowledged_sockets(api_port()) == 0).then_some(())
+    })
+    .await;
+    flapping.start().await.expect("start");
+    wait_phase(&client, &ns, GROUP, "db", Phase::Healthy).await;
+    assert!(b.leads().await && !a.leads().await);
+
+    // The apiserver's view: every successful write, by replica.
+    let writes = audit_writes();
+    let by = |who: &str| -> Vec<Write> {
+        writes
+            .iter()
+            .filter(|w| w.user_agent.contains(&format!("({who}_")))
+            .cloned()
+            .collect()
+    };
+    let (a_writes, b_writes) = (by("replica-a"), by("replica-b"));
+    assert!(
+        a_writes
+            .iter()
+            .any(|w| w.what.contains("/clusterendpoints/")),
+        "A wrote the object while it led: {a_writes:#?}"
+    );
+    assert!(
+        b_writes
+            .iter()
+            .any(|w| w.what.contains("/clusterendpoints/")),
+        "B wrote the object after the takeover: {b_writes:#?}"
+    );
+    let a_last = a_writes
+        .iter()
+        .max_by_key(|w| w.completed)
+        .expect("A wrote");
+    let b_first = b_writes.iter().min_by_key(|w| w.received).expect("B wrote");
+    eprintln!(
+        "A's last write {} ({}), B's first write {} ({}): {:?} apart",
+        a_last.completed,
+        a_last.what,
+        b_first.received,
+        b_first.what,
+        (b_first.received - a_last.completed).to_std().ok()
+    );
+    assert!(
+        a_last.completed < b_first.received,
+        "two replicas wrote at once: A's last write {a_last:?} ended after B's first {b_first:?}"
+    );
+
+    // A stepped down because its renewal hung, and the fence stopped
+    // what it was writing.
+    let a_log = a.log_text();
+    assert!(
+        a_log.contains("stepped down so that two replicas never write at once"),
+        "A did not step down for the failed renewal:\n{a_log}"
+    );
+    assert!(
+        a_log.contains("not the leader"),
+        "A never had a write fenced off:\n{a_log}"
+    );
+
+    // The Lease was written under a field manager per replica; our objects
+    // under the one shared manager.
+    let lease: k8s_openapi::api::coordination::v1::Lease =
+        kube::Api::namespaced(client.clone(), &ns)
+            .get("ke-fence")
+            .await
+            .expect("lease");
+    let managers: BTreeMap<String, ()> = lease
+        .metadata
+        .managed_fields
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|m| Some((m.manager?, ())))
+        .collect();
+    assert!(
+        managers
+            .keys()
+            .any(|m| m.starts_with("kube-endpoints-lease-replica-a_"))
+            && managers
+                .keys()
+                .any(|m| m.starts_with("kube-endpoints-lease-replica-b_")),
+        "{managers:?}"
+    );
+    for slice in support::slices(&client, &ns, "db").await {
+        let managers: Vec<String> = slice
+            .metadata
+            .managed_fields
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|m| m.manager)
+            .collect();
+        assert_eq!(managers, vec!["kube-endpoints".to_string()]);
+    }
+}
