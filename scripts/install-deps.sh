@@ -15,4 +15,10 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get update -qq && apt-get install -y -qq "${need_apt[@]}"
 fi
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt
+# cargo-deny (licenses, bans, sources in scripts/test.sh), pinned; built from
+# crates.io once.
+cargo_deny_version=0.20.2
+if ! cargo deny --version 2>/dev/null | grep -qx "cargo-deny $cargo_deny_version"; then
+  cargo install --locked cargo-deny --version "$cargo_deny_version"
+fi
 command -v go >/dev/null || { echo "Go is required to build the control plane" >&2; exit 1; }
