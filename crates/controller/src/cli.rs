@@ -19,7 +19,7 @@ use crate::import::{ImportOptions, ProbeChoice};
 use crate::leader::{LeaseConfig, run_while_leading};
 use crate::metrics::Metrics;
 use crate::reconcile::Settings;
-use crate::run::{Scope, run_scope};
+use crate::run::{RunError, Scope, run_scope};
 use crate::server::Liveness;
 
 #[derive(Parser, Debug)]
@@ -475,8 +475,13 @@ fn raise_open_files_limit() {
     }
 }
 
+/// Retries of a served group whose CRD is missing: doubling from the first
+/// to the last.
+const SCOPE_RETRY_MIN: std::time::Duration = std::time::Duration::from_secs(5);
+const SCOPE_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Every (group, namespace) controller, until `stop` is cancelled or one of
-/// them cannot start.
+/// them fails for good.
 async fn run_scopes(
     client: Client,
     scopes: Vec<Scope>,
@@ -488,14 +493,45 @@ async fn run_scopes(
     let tasks: Vec<_> = scopes
         .into_iter()
         .map(|scope| {
-            tokio::spawn(run_scope(
+            let (client, settings, metrics, prober, stop) = (
                 client.clone(),
-                scope,
                 settings.clone(),
                 metrics.clone(),
                 prober.clone(),
                 stop.clone(),
-            ))
+            );
+            // A group whose CRD is missing (or not yet readable) is retried
+            // with backoff while the other groups run: one missing CRD must
+            // not stop every group, nor crash-loop the pod.
+            tokio::spawn(async move {
+                let mut pause = SCOPE_RETRY_MIN;
+                loop {
+                    let scope = Scope {
+                        group: scope.group.clone(),
+                        namespace: scope.namespace.clone(),
+                    };
+                    match run_scope(
+                        client.clone(),
+                        scope,
+                        settings.clone(),
+                        metrics.clone(),
+                        prober.clone(),
+                        stop.clone(),
+                    )
+                    .await
+                    {
+                        Err(e @ RunError::CrdMissing { .. }) => {
+                            error!(reason = e.reason(), retry_in = ?pause, "{e}; the other served groups keep running");
+                        }
+                        other => return other,
+                    }
+                    tokio::select! {
+                        () = stop.cancelled() => return Ok(()),
+                        () = tokio::time::sleep(pause) => {}
+                    }
+                    pause = (pause * 2).min(SCOPE_RETRY_MAX);
+                }
+            })
         })
         .collect();
     let mut code = ExitCode::SUCCESS;

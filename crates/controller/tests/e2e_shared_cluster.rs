@@ -22,7 +22,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use kube_endpoints_api::{GROUP, Phase};
+use kube_endpoints_api::{GROUP, Phase, SEALOS_GROUP};
 use kube_endpoints_testkit::controlplane::{ControlPlane, ControlPlaneOptions};
 use kube_endpoints_testkit::netns::{BackendPorts, TestHost};
 use serde_json::Value;
@@ -178,6 +178,11 @@ impl Replica {
         self.metric("kube_endpoints_leader").await == Some(1.0)
     }
 
+    /// Still the process that was started (it never exited).
+    fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
     fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -207,20 +212,29 @@ fn tcp_backend() -> BackendPorts {
 }
 
 fn cep_yaml(name: &str, hosts: &[String]) -> String {
+    cep_yaml_in(GROUP, name, hosts)
+}
+
+fn cep_yaml_in(group: &str, name: &str, hosts: &[String]) -> String {
     format!(
-        "apiVersion: {GROUP}/v1beta1\nkind: ClusterEndpoint\nmetadata: {{name: {name}}}\nspec:\n  periodSeconds: 1\n  ports:\n  - {{name: tls, port: 443, targetPort: 443, hosts: [{}], tcpSocket: {{enable: true}}, failureThreshold: 1}}\n",
+        "apiVersion: {group}/v1beta1\nkind: ClusterEndpoint\nmetadata: {{name: {name}}}\nspec:\n  periodSeconds: 1\n  ports:\n  - {{name: tls, port: 443, targetPort: 443, hosts: [{}], tcpSocket: {{enable: true}}, failureThreshold: 1}}\n",
         hosts.join(", ")
     )
 }
 
-/// Whether the server closed `s` (EOF or reset) within `within`.
-async fn closed_by_server(s: &mut tokio::net::TcpStream, within: Duration) -> bool {
-    use tokio::io::AsyncReadExt;
-    let mut buf = [0u8; 16];
-    matches!(
-        tokio::time::timeout(within, s.read(&mut buf)).await,
-        Ok(Ok(0) | Err(_))
-    )
+/// Established TCP connections whose local end is `port` on 127.0.0.1
+/// (the server's side of the connections to it), from /proc/net/tcp.
+fn established_server_sockets(port: u16) -> usize {
+    let text = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    let local = format!("0100007F:{port:04X}");
+    text.lines()
+        .skip(1)
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            // st 01 = ESTABLISHED
+            f.len() > 3 && f[1] == local && f[3] == "01"
+        })
+        .count()
 }
 
 const FLOOD: usize = 5_000;
@@ -316,24 +330,18 @@ async fn an_idle_connection_flood_on_the_metrics_port_does_not_stop_probing() {
     .await;
 
     // Every idle connection is cut by the server (at once beyond the cap,
-    // the rest after the header-read timeout), while the test still holds
-    // its ends open.
-    let mut waiting = tokio::task::JoinSet::new();
-    for mut s in held {
-        waiting.spawn(async move { closed_by_server(&mut s, Duration::from_secs(30)).await });
-    }
-    let still_open = waiting
-        .join_all()
-        .await
-        .into_iter()
-        .filter(|closed| !closed)
-        .count();
-    assert_eq!(still_open, 0, "idle connections the server kept open");
+    // the rest after the header-read timeout) while the test still holds its
+    // ends open: no server-side connection stays established.
+    eventually("the server to close every idle connection", || async {
+        (established_server_sockets(controller.metrics_port) == 0).then_some(())
+    })
+    .await;
     let answered = eventually("/metrics to answer again", || async {
         http_get(controller.metrics_port, "/metrics").await
     })
     .await;
     assert!(sum_metric(&answered, "kube_endpoints_probes_total") > probes_before);
+    drop(held);
 
     // Nothing else noticed: no host but the stopped one ever left rotation,
     // and the controller never ran out of descriptors.
@@ -501,7 +509,7 @@ async fn a_partitioned_leader_stops_writing_before_the_standby_starts() {
         "--lease-duration-seconds",
         LEASE_SECONDS,
     ];
-    let a = Replica::start(
+    let mut a = Replica::start(
         &ns,
         Spawn {
             uid: Some(UID_A),
@@ -565,6 +573,17 @@ async fn a_partitioned_leader_stops_writing_before_the_standby_starts() {
     flapping.start().await.expect("start");
     wait_phase(&client, &ns, GROUP, "db", Phase::Healthy).await;
     assert!(b.leads().await && !a.leads().await);
+    // Losing the Lease sent A back to standby in-process: no exit, no
+    // CrashLoopBackOff, and it is ready to take over again.
+    assert!(a.is_running(), "A exited after losing the Lease");
+    assert_eq!(
+        http_get(a.metrics_port, "/readyz").await.as_deref(),
+        Some("ok\n")
+    );
+    assert_eq!(
+        http_get(a.metrics_port, "/healthz").await.as_deref(),
+        Some("ok\n")
+    );
 
     // The apiserver's view: every successful write, by replica.
     let writes = audit_writes();
@@ -651,4 +670,51 @@ async fn a_partitioned_leader_stops_writing_before_the_standby_starts() {
             .collect();
         assert_eq!(managers, vec!["kube-endpoints".to_string()]);
     }
+}
+
+// ------------------------------------------------------------ served groups
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_crd_stops_only_its_group_until_it_is_installed() {
+    let _serial = SERIAL.lock().await;
+    let client = admin().await;
+    install_crd(&client, GROUP).await;
+    let ns = namespace(&client, "e2e-groups").await;
+    let host = TestHost::create().await.expect("host");
+    let _backend = host.start_backend(tcp_backend()).await.expect("backend");
+    let hosts = [host.ipv4().to_string()];
+    // sealos.io is served but its CRD is not installed (yet).
+    let mut controller = Replica::start(
+        &ns,
+        Spawn {
+            extra: &["--group", GROUP, "--group", SEALOS_GROUP],
+            ..Spawn::default()
+        },
+    )
+    .await;
+    apply_yaml(&client, &ns, GROUP, &cep_yaml("db", &hosts))
+        .await
+        .expect("applies");
+    wait_phase(&client, &ns, GROUP, "db", Phase::Healthy).await;
+    eventually("the missing CRD to be reported", || async {
+        controller.log_text().contains("CrdMissing").then_some(())
+    })
+    .await;
+    assert!(
+        controller.is_running(),
+        "one missing CRD stopped the process"
+    );
+
+    install_crd(&client, SEALOS_GROUP).await;
+    apply_yaml(
+        &client,
+        &ns,
+        SEALOS_GROUP,
+        &cep_yaml_in(SEALOS_GROUP, "legacy", &hosts),
+    )
+    .await
+    .expect("applies");
+    wait_phase(&client, &ns, SEALOS_GROUP, "legacy", Phase::Healthy).await;
+    assert!(controller.is_running(), "the process restarted");
+    wait_phase(&client, &ns, GROUP, "db", Phase::Healthy).await;
 }
