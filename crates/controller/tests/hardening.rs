@@ -3,7 +3,8 @@
 //! - the chart's NetworkPolicy admits only the configured scrapers, and only
 //!   to the metrics port (rendered with the real `helm`; the chart tests
 //!   also lint it and dry-run it against kube-apiserver);
-//! - every base image in every Dockerfile is pinned by digest;
+//! - every base image in every Dockerfile is pinned by digest, and the chart
+//!   can pin the controller's image by digest;
 //! - CI runs the cargo-deny gate against the policy in `deny.toml`.
 
 mod support;
@@ -95,6 +96,35 @@ fn the_network_policy_takes_the_prometheus_selectors_and_extra_rules() {
 #[test]
 fn the_network_policy_can_be_turned_off() {
     assert!(network_policies(&["--set", "networkPolicy.enabled=false"]).is_empty());
+}
+
+#[test]
+fn the_chart_can_pin_the_controller_image_by_digest() {
+    let image = |extra: &[&str]| -> String {
+        render_chart("kube-endpoints", "ke-system", extra)
+            .into_iter()
+            .find(|o| o["kind"] == "Deployment")
+            .and_then(|d| {
+                d["spec"]["template"]["spec"]["containers"][0]["image"]
+                    .as_str()
+                    .map(String::from)
+            })
+            .expect("the Deployment's image")
+    };
+    let digest = format!("sha256:{}", "0123456789abcdef".repeat(4));
+    let pinned = image(&["--set", &format!("image.digest={digest}")]);
+    assert!(pinned.ends_with(&format!("@{digest}")), "{pinned}");
+    assert!(!image(&[]).contains('@'));
+    // Anything but a sha256 digest is refused by the values schema.
+    let chart = repo_root().join("charts/kube-endpoints");
+    let out = support::helm_command()
+        .args(["template", "t"])
+        .arg(&chart)
+        .args(["--set", "image.digest=latest"])
+        .output()
+        .expect("helm runs");
+    assert!(!out.status.success(), "a tag was accepted as a digest");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("schema"));
 }
 
 /// `FROM` lines whose image is not pinned by an `@sha256:` digest.
