@@ -718,3 +718,105 @@ async fn a_missing_crd_stops_only_its_group_until_it_is_installed() {
     assert!(controller.is_running(), "the process restarted");
     wait_phase(&client, &ns, GROUP, "db", Phase::Healthy).await;
 }
+
+// ------------------------------------------------------- racing standbys
+
+/// When the leader releases the Lease, every standby races for it at once;
+/// the conditional update lets exactly one win. Electors in one process, so
+/// that one monotonic clock orders their periods of leadership.
+#[tokio::test(flavor = "multi_thread")]
+async fn standbys_racing_for_a_released_lease_never_lead_at_once() {
+    use kube_endpoints::fence::Fence;
+    use kube_endpoints::leader::{LeaseConfig, run_while_leading};
+    use kube_endpoints::metrics::Metrics;
+    use kube_endpoints::server::Liveness;
+    use std::sync::{Arc, Mutex};
+    use tokio_util::sync::CancellationToken;
+
+    let _serial = SERIAL.lock().await;
+    let client = admin().await;
+    let ns = namespace(&client, "e2e-race").await;
+    // (elector, started leading, stopped leading)
+    type Period = (usize, Instant, Option<Instant>);
+    let periods: Arc<Mutex<Vec<Period>>> = Arc::default();
+    const ROUNDS: usize = 10;
+    const RACERS: usize = 3;
+    for round in 0..ROUNDS {
+        let mut electors = Vec::new();
+        for i in 0..RACERS {
+            let shutdown = CancellationToken::new();
+            let config = LeaseConfig {
+                name: "ke-race".into(),
+                namespace: ns.clone(),
+                identity: format!("racer-{round}-{i}"),
+                duration_seconds: 3,
+            };
+            let periods = periods.clone();
+            let id = round * RACERS + i;
+            let client = client.clone();
+            let token = shutdown.clone();
+            let task = tokio::spawn(async move {
+                let metrics = Metrics::new(false);
+                run_while_leading(
+                    client,
+                    config,
+                    &metrics,
+                    &Liveness::default(),
+                    Fence::new(),
+                    token,
+                    move |stop: CancellationToken| {
+                        let periods = periods.clone();
+                        async move {
+                            let at = {
+                                let mut p = periods.lock().expect("lock");
+                                p.push((id, Instant::now(), None));
+                                p.len() - 1
+                            };
+                            stop.cancelled().await;
+                            periods.lock().expect("lock")[at].2 = Some(Instant::now());
+                        }
+                    },
+                )
+                .await
+            });
+            electors.push((id, shutdown, task));
+        }
+        // Stop whoever leads; the others race for the released Lease.
+        for _ in 0..RACERS {
+            let leader = eventually("one elector to lead", || async {
+                let p = periods.lock().expect("lock");
+                let leading: Vec<usize> = p
+                    .iter()
+                    .filter(|(_, _, end)| end.is_none())
+                    .map(|(id, _, _)| *id)
+                    .collect();
+                assert!(leading.len() <= 1, "electors {leading:?} led at once");
+                leading.first().copied()
+            })
+            .await;
+            let (_, shutdown, task) = electors
+                .iter_mut()
+                .find(|(id, _, _)| *id == leader)
+                .expect("the leader is ours");
+            shutdown.cancel();
+            task.await.expect("elector ends");
+        }
+    }
+    let mut periods = periods.lock().expect("lock").clone();
+    assert_eq!(
+        periods.len(),
+        ROUNDS * RACERS,
+        "every elector led exactly once: {periods:?}"
+    );
+    periods.sort_by_key(|(_, start, _)| *start);
+    for pair in periods.windows(2) {
+        let (first, second) = (&pair[0], &pair[1]);
+        let first_end = first.2.expect("every period ended");
+        assert!(
+            first_end <= second.1,
+            "electors {} and {} led at once",
+            first.0,
+            second.0
+        );
+    }
+}
