@@ -7,7 +7,11 @@
 //!   blackholed (an nftables rule on its uid) it steps down before its Lease
 //!   can expire, and the apiserver's own audit log shows that the old
 //!   leader's last write precedes the new leader's first write — also after
-//!   the partition heals and anything the old leader had queued could land.
+//!   the partition heals and anything the old leader had queued could land;
+//!   the old leader stands by again without restarting;
+//! - standbys racing for a released Lease never lead at once;
+//! - a served group whose CRD is missing does not stop the others, and
+//!   starts once its CRD is installed.
 //!
 //! The control plane runs with an audit log of every write (who, which user
 //! agent, when), which is how the second test tells the replicas apart: each
@@ -46,6 +50,15 @@ struct Audited {
 fn audited() -> &'static Audited {
     static CP: OnceLock<Audited> = OnceLock::new();
     CP.get_or_init(|| {
+        // Audit logs of earlier runs whose process is gone.
+        for entry in std::fs::read_dir(std::env::temp_dir()).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some(pid) = name.strip_prefix("ke-audit-")
+                && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+            {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
         let dir = std::env::temp_dir().join(format!("ke-audit-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("audit dir");
         let policy = dir.join("policy.yaml");
@@ -122,14 +135,18 @@ impl Replica {
         let log = std::env::temp_dir().join(format!("ke-e2e-{ns}-{metrics_port}.log"));
         let log_file = std::fs::File::create(&log).expect("log file");
         let stdout = log_file.try_clone().expect("log file");
-        let bin = env!("CARGO_BIN_EXE_kube-endpoints");
+        let bin = if how.uid.is_some() {
+            accessible_binary()
+        } else {
+            PathBuf::from(env!("CARGO_BIN_EXE_kube-endpoints"))
+        };
         let mut cmd = match how.nofile {
             Some((soft, hard)) => {
                 let mut c = Command::new("prlimit");
-                c.arg(format!("--nofile={soft}:{hard}")).arg("--").arg(bin);
+                c.arg(format!("--nofile={soft}:{hard}")).arg("--").arg(&bin);
                 c
             }
-            None => Command::new(bin),
+            None => Command::new(&bin),
         };
         cmd.arg("run")
             .arg("--kubeconfig")
@@ -186,6 +203,32 @@ impl Replica {
     fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+}
+
+/// The controller binary at a path every user can reach: the checkout may
+/// live under a directory other users cannot enter.
+fn accessible_binary() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join("ke-e2e-bin");
+        std::fs::create_dir_all(&dir).expect("binary dir");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        // Copies of test processes that are gone.
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let pid = name.strip_prefix("kube-endpoints-").unwrap_or_default();
+            if !std::path::Path::new(&format!("/proc/{pid}")).exists() || pid.is_empty() {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+        let bin = dir.join(format!("kube-endpoints-{}", std::process::id()));
+        let _ = std::fs::remove_file(&bin);
+        std::fs::copy(env!("CARGO_BIN_EXE_kube-endpoints"), &bin).expect("binary copied");
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        bin
+    })
+    .clone()
 }
 
 /// `Max open files` soft and hard limits of a process.
