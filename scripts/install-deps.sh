@@ -6,9 +6,12 @@ set -euo pipefail
 need_apt=()
 command -v ip >/dev/null || need_apt+=(iproute2)
 command -v openssl >/dev/null || need_apt+=(openssl)
-# The bench harness (make bench): per-address fault rules in test namespaces
-# and a font for the plots' text.
+# nftables: the bench harness's per-address fault rules in test namespaces,
+# and the e2e test that cuts a replica off the apiserver. prlimit: the e2e
+# test that runs a controller under an open-files limit. The font: the
+# bench plots' text.
 command -v nft >/dev/null || need_apt+=(nftables)
+command -v prlimit >/dev/null || need_apt+=(util-linux)
 [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need_apt+=(fonts-dejavu-core)
 command -v protoc >/dev/null || true   # not needed: tonic-health ships generated code
 if [ ${#need_apt[@]} -gt 0 ]; then

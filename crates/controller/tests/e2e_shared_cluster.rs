@@ -336,7 +336,14 @@ async fn an_idle_connection_flood_on_the_metrics_port_does_not_stop_probing() {
         .await
         .expect("metrics answer before the flood");
 
-    // The flood: FLOOD connections that never send a byte, all held open.
+    // The flood: FLOOD connections that never send a byte, all held open
+    // (the test process itself needs that many descriptors).
+    let limit = rlimit::increase_nofile_limit(u64::MAX).expect("open files limit");
+    assert!(
+        limit > 2 * FLOOD as u64,
+        "the test needs an open-files limit above {}, got {limit}",
+        2 * FLOOD
+    );
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], controller.metrics_port));
     let mut held = Vec::with_capacity(FLOOD);
     let mut connecting = tokio::task::JoinSet::new();
