@@ -21,6 +21,7 @@ pub mod context;
 pub mod diff;
 pub mod error;
 pub mod events;
+pub mod fence;
 pub mod import;
 pub mod leader;
 pub mod metrics;

@@ -159,8 +159,8 @@ fn display_command(program: &str, args: &[&str]) -> String {
 }
 
 /// Run a short command to completion; fail with its stderr on a non-zero
-/// exit. Blocking: call from `spawn_blocking` or `Drop`.
-pub(crate) fn run(program: &str, args: &[&str]) -> Result<String> {
+/// exit. Blocking: call from `spawn_blocking` or `Drop` (or a test's setup).
+pub fn run(program: &str, args: &[&str]) -> Result<String> {
     run_with_stdin(program, args, None)
 }
 

@@ -21,8 +21,8 @@ use kube::core::DynamicObject;
 use kube::{Client, ResourceExt};
 use kube_endpoints_api::{DynClusterEndpoint, Phase, api_resource, crd_for_group};
 pub use kube_endpoints_testkit::controller::ControllerProcess as Controller;
-use kube_endpoints_testkit::controller::Launch;
-use kube_endpoints_testkit::controlplane::ControlPlane;
+pub use kube_endpoints_testkit::controller::Launch;
+use kube_endpoints_testkit::controlplane::{ControlPlane, ControlPlaneOptions};
 use kube_endpoints_testkit::netns::{Backend, BackendPorts, TestHost};
 use serde_json::{Value, json};
 
@@ -34,25 +34,27 @@ pub const DEADLINE: Duration = Duration::from_secs(60);
 /// that it outlives any single test's runtime.
 pub fn control_plane() -> &'static ControlPlane {
     static CP: OnceLock<ControlPlane> = OnceLock::new();
-    CP.get_or_init(|| {
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime for the control plane");
-            let _ = tx.send(rt.block_on(ControlPlane::start()));
-            // The control plane's processes die with the thread that started
-            // them (PR_SET_PDEATHSIG), so this thread lives as long as the
-            // test binary does.
-            loop {
-                std::thread::park();
-            }
-        });
-        rx.recv()
-            .expect("control plane thread")
-            .expect("control plane starts")
-    })
+    CP.get_or_init(|| start_control_plane(ControlPlaneOptions::default()))
+}
+
+/// A control plane started on a thread of its own that lives as long as the
+/// test binary: its processes die with the thread that started them
+/// (PR_SET_PDEATHSIG).
+pub fn start_control_plane(options: ControlPlaneOptions) -> ControlPlane {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime for the control plane");
+        let _ = tx.send(rt.block_on(ControlPlane::start_with(options)));
+        loop {
+            std::thread::park();
+        }
+    });
+    rx.recv()
+        .expect("control plane thread")
+        .expect("control plane starts")
 }
 
 pub async fn client() -> Client {
@@ -100,6 +102,14 @@ pub async fn start_controller(namespace: &str, extra: &[&str]) -> Controller {
 /// A `kube-endpoints run` process watching `namespace` with `kubeconfig`;
 /// returns once it is ready.
 pub async fn start_controller_as(namespace: &str, extra: &[&str], kubeconfig: &Path) -> Controller {
+    Controller::start(controller_launch(namespace, extra, kubeconfig))
+        .await
+        .expect("the controller starts")
+}
+
+/// How [`start_controller_as`] starts its process, for tests that start it
+/// differently (as another user, under a resource limit).
+pub fn controller_launch(namespace: &str, extra: &[&str], kubeconfig: &Path) -> Launch {
     let metrics_port = free_port();
     let log = std::env::temp_dir().join(format!("ke-e2e-{namespace}-{metrics_port}.log"));
     let mut command: Vec<String> = [env!("CARGO_BIN_EXE_kube-endpoints"), "run", "--kubeconfig"]
@@ -112,9 +122,7 @@ pub async fn start_controller_as(namespace: &str, extra: &[&str], kubeconfig: &P
     let mut launch = Launch::new(command, metrics_port, log);
     launch.env = vec![("RUST_LOG".into(), "info,kube_endpoints=debug".into())];
     launch.ready_timeout = DEADLINE;
-    Controller::start(launch)
-        .await
-        .expect("the controller starts")
+    launch
 }
 
 /// The target ports of the wordpress example, served by every test backend.
@@ -129,11 +137,13 @@ pub fn wordpress_ports() -> BackendPorts {
 
 /// A test host running a backend on the wordpress example's ports.
 pub async fn host_with_backend() -> (TestHost, Backend) {
+    host_with(wordpress_ports()).await
+}
+
+/// A test host running a backend on `ports`.
+pub async fn host_with(ports: BackendPorts) -> (TestHost, Backend) {
     let host = TestHost::create().await.expect("test host is created");
-    let backend = host
-        .start_backend(wordpress_ports())
-        .await
-        .expect("backend starts");
+    let backend = host.start_backend(ports).await.expect("backend starts");
     (host, backend)
 }
 
