@@ -714,7 +714,7 @@ fn write_file(path: &Path, text: &str) -> Result<()> {
     std::fs::write(path, text).map_err(io_err(format!("writing {}", path.display())))
 }
 
-fn kubeconfig_yaml(server: &str, token: &str) -> String {
+pub(crate) fn kubeconfig_yaml(server: &str, token: &str) -> String {
     format!(
         "apiVersion: v1
 kind: Config

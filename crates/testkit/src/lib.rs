@@ -8,6 +8,9 @@
 //!   root namespace by a veth pair, with addresses from the benchmarking range
 //!   198.18.0.0/15 and a ULA IPv6 prefix, running `ke-testbackend` (TCP, HTTP,
 //!   UDP echo and gRPC health listeners).
+//! - [`node`]: a network namespace playing a node, running the real
+//!   kube-proxy, wired to test hosts, with `ke-client` processes that
+//!   connect to Services' ClusterIPs from inside it.
 //!
 //! Traffic goes only to loopback and to namespaces created here. Everything
 //! is killed and removed on drop; on a panic (a failing test) the log
@@ -20,6 +23,7 @@
 
 pub mod controlplane;
 pub mod netns;
+pub mod node;
 
 use std::io;
 use std::os::fd::AsRawFd;
