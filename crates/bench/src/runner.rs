@@ -28,7 +28,7 @@ use crate::sys;
 use crate::watch::{Combined, Tracker, spawn_watches};
 use crate::workload::{BreakMode, Probe, Profile, Workload};
 
-const NAMESPACE: &str = "bench";
+pub(crate) const NAMESPACE: &str = "bench";
 const POLL: Duration = Duration::from_millis(100);
 const SERIES_EVERY: Duration = Duration::from_millis(250);
 
@@ -532,7 +532,7 @@ async fn apiserver_counts(cp: &ControlPlane) -> Result<BTreeMap<prom::RequestKey
     Ok(prom::request_counts(&samples))
 }
 
-async fn install_crd(client: &Client, group: &str) -> Result<()> {
+pub(crate) async fn install_crd(client: &Client, group: &str) -> Result<()> {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     let crd = kube_endpoints_api::crd_for_group(group);
     let name = crd.name_any();
@@ -567,7 +567,7 @@ async fn install_crd(client: &Client, group: &str) -> Result<()> {
     }
 }
 
-async fn create_namespace(client: &Client) -> Result<()> {
+pub(crate) async fn create_namespace(client: &Client) -> Result<()> {
     let api: Api<Namespace> = Api::all(client.clone());
     let ns: Namespace =
         serde_json::from_value(serde_json::json!({"metadata": {"name": NAMESPACE}}))?;
@@ -631,7 +631,7 @@ fn retriable(e: &kube::Error) -> bool {
 }
 
 /// The controller under test, as a child process.
-struct Controller {
+pub(crate) struct Controller {
     child: Child,
     pid: u32,
     metrics_port: u16,
@@ -640,7 +640,11 @@ struct Controller {
 }
 
 impl Controller {
-    async fn start(opts: &Options, cp: &ControlPlane, log: &std::path::Path) -> Result<Controller> {
+    pub(crate) async fn start(
+        opts: &Options,
+        cp: &ControlPlane,
+        log: &std::path::Path,
+    ) -> Result<Controller> {
         let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
@@ -711,7 +715,7 @@ impl Controller {
         lines[lines.len().saturating_sub(20)..].join("\n")
     }
 
-    async fn check_alive(&mut self) -> Result<()> {
+    pub(crate) async fn check_alive(&mut self) -> Result<()> {
         match self.child.try_wait() {
             Ok(None) => Ok(()),
             Ok(Some(status)) => Err(Error::Controller(format!(
@@ -747,7 +751,7 @@ impl Controller {
         http_get(self.metrics_port, "/metrics").await
     }
 
-    async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         let _ = self.child.kill().await;
     }
 }

@@ -51,8 +51,9 @@
 //! *before* kube-proxy starts, and waits on kube-proxy's `/healthz` (200
 //! only after a successful sync) instead of sleeping. Per Service, the
 //! signal that kube-proxy has applied a change is the rule set itself
-//! ([`Node::programmed_endpoints`]); kube-proxy's `--*-min-sync-period`
-//! (1 s by default) bounds how often it applies changes after that.
+//! ([`Node::programmed_endpoints`]); kube-proxy's `minSyncPeriod` (flag
+//! `--iptables-min-sync-period`, which also governs nftables mode; 1 s by
+//! default) bounds how often it applies changes after that.
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
