@@ -140,8 +140,8 @@ pub fn repo_root() -> PathBuf {
         .map_or_else(|| manifest.join("../.."), Path::to_path_buf)
 }
 
-/// The directory with kube-apiserver, etcd, kubectl and
-/// kube-controller-manager: `$KE_CONTROL_PLANE_BIN`, or what
+/// The directory with kube-apiserver, etcd, kubectl, kube-controller-manager
+/// and kube-proxy: `$KE_CONTROL_PLANE_BIN`, or what
 /// `scripts/build-control-plane.sh` prints (building on a cold cache). The
 /// script runs at most once per process, and under a file lock so that
 /// concurrent test processes never build the same binaries twice at once.
