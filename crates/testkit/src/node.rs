@@ -244,6 +244,8 @@ impl Node {
         let client = cp.client().await?;
 
         setup_node_network(&host, &options.service_cidrs).await?;
+        let token = proxier_token(&client).await?;
+        create_node_object(&client, &name, host.ipv4(), host.ipv6()).await?;
         // kube-apiserver listens on loopback only: forward from the root
         // side of the node's link.
         let api: SocketAddr = cp
@@ -260,10 +262,6 @@ impl Node {
         let forwarded = listener
             .local_addr()
             .map_err(io_err("reading the forwarder's port"))?;
-        let forwarder = tokio::spawn(forward(listener, api));
-
-        let token = proxier_token(&client).await?;
-        create_node_object(&client, &name, host.ipv4(), host.ipv6()).await?;
         let kubeconfig = host.dir().join("kube-proxy.kubeconfig");
         std::fs::write(
             &kubeconfig,
@@ -271,6 +269,7 @@ impl Node {
         )
         .map_err(io_err(format!("writing {}", kubeconfig.display())))?;
 
+        // From here on, Drop stops the forwarder and kube-proxy.
         let mut node = Node {
             log: host.dir().join("kube-proxy.log"),
             name,
@@ -279,7 +278,7 @@ impl Node {
             index,
             links: AtomicU32::new(0),
             kube_proxy: None,
-            forwarder,
+            forwarder: tokio::spawn(forward(listener, api)),
         };
         let bin = crate::controlplane::resolve_bin_dir()
             .await?
