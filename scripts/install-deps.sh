@@ -12,6 +12,10 @@ command -v openssl >/dev/null || need_apt+=(openssl)
 # bench plots' text.
 command -v nft >/dev/null || need_apt+=(nftables)
 command -v prlimit >/dev/null || need_apt+=(util-linux)
+# The data-plane tests: kube-proxy's iptables mode (iptables-nft) and curl
+# (kube-proxy's metrics inside a node namespace; the demo).
+command -v iptables-save >/dev/null || need_apt+=(iptables)
+command -v curl >/dev/null || need_apt+=(curl)
 [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need_apt+=(fonts-dejavu-core)
 command -v protoc >/dev/null || true   # not needed: tonic-health ships generated code
 if [ ${#need_apt[@]} -gt 0 ]; then

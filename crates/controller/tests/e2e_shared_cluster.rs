@@ -214,19 +214,23 @@ fn cep_yaml_in(group: &str, name: &str, hosts: &[String]) -> String {
     )
 }
 
-/// Established TCP connections whose local end is `port` on 127.0.0.1
-/// (the server's side of the connections to it), from /proc/net/tcp.
-fn established_server_sockets(port: u16) -> usize {
+/// IPv4 TCP sockets whose fields (the columns of /proc/net/tcp:
+/// local address, remote address, state, tx_queue:rx_queue, ...) match.
+fn tcp_sockets(matching: impl Fn(&[&str]) -> bool) -> usize {
     let text = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
-    let local = format!("0100007F:{port:04X}");
     text.lines()
         .skip(1)
-        .filter(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            // st 01 = ESTABLISHED
-            f.len() > 3 && f[1] == local && f[3] == "01"
-        })
+        .map(|l| l.split_whitespace().skip(1).collect::<Vec<&str>>())
+        .filter(|f| f.len() > 3 && matching(f))
         .count()
+}
+
+/// Established TCP connections whose local end is `port` on 127.0.0.1
+/// (the server's side of the connections to it).
+fn established_server_sockets(port: u16) -> usize {
+    let local = format!("0100007F:{port:04X}");
+    // state 01 = ESTABLISHED
+    tcp_sockets(|f| f[0] == local && f[2] == "01")
 }
 
 const FLOOD: usize = 5_000;
@@ -431,20 +435,14 @@ fn audit_writes() -> Vec<Write> {
 /// Sockets to the apiserver port with data the peer has not acknowledged
 /// (`tx_queue` in /proc/net/tcp).
 fn unacknowledged_sockets(port: u16) -> usize {
-    let text = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
     let remote = format!(":{port:04X}");
-    text.lines()
-        .skip(1)
-        .filter(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            f.len() > 4
-                && f[2].ends_with(&remote)
-                && f[4]
-                    .split(':')
-                    .next()
-                    .is_some_and(|tx| u64::from_str_radix(tx, 16).unwrap_or(0) > 0)
-        })
-        .count()
+    tcp_sockets(|f| {
+        f[1].ends_with(&remote)
+            && f[3]
+                .split(':')
+                .next()
+                .is_some_and(|tx| u64::from_str_radix(tx, 16).unwrap_or(0) > 0)
+    })
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -462,30 +460,19 @@ async fn a_partitioned_leader_stops_writing_before_the_standby_starts() {
         "--lease-duration-seconds",
         LEASE_SECONDS,
     ];
-    let a = start_replica(
-        &ns,
-        Spawn {
-            uid: Some(UID_A),
-            pod_name: Some("replica-a"),
-            extra: &election,
-            ..Spawn::default()
-        },
-    )
-    .await;
+    // Each replica as its own user (for the nftables rule) and pod name.
+    let replica = |uid: u32, pod_name: &'static str| Spawn {
+        uid: Some(uid),
+        pod_name: Some(pod_name),
+        extra: &election,
+        ..Spawn::default()
+    };
+    let a = start_replica(&ns, replica(UID_A, "replica-a")).await;
     eventually("replica A to lead", || async {
         leads(&a).await.then_some(())
     })
     .await;
-    let b = start_replica(
-        &ns,
-        Spawn {
-            uid: Some(UID_B),
-            pod_name: Some("replica-b"),
-            extra: &election,
-            ..Spawn::default()
-        },
-    )
-    .await;
+    let b = start_replica(&ns, replica(UID_B, "replica-b")).await;
     must_apply(&client, &ns, GROUP, &cep_yaml("db", &[ip(0), ip(1)])).await;
     wait_phase(&client, &ns, GROUP, "db", Phase::Healthy).await;
     assert!(!leads(&b).await, "only one replica leads");

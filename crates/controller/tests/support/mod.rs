@@ -37,24 +37,34 @@ pub fn control_plane() -> &'static ControlPlane {
     CP.get_or_init(|| start_control_plane(ControlPlaneOptions::default()))
 }
 
-/// A control plane started on a thread of its own that lives as long as the
-/// test binary: its processes die with the thread that started them
-/// (PR_SET_PDEATHSIG).
+/// A control plane started on a thread of its own (see [`on_own_thread`]).
 pub fn start_control_plane(options: ControlPlaneOptions) -> ControlPlane {
+    on_own_thread(move || ControlPlane::start_with(options)).expect("control plane starts")
+}
+
+/// What `start` makes, made on a thread of its own whose runtime keeps
+/// running for as long as the test binary: fixtures shared by the tests of a
+/// binary outlive any one test's runtime, their processes die only with the
+/// thread that started them (PR_SET_PDEATHSIG), and their background tasks
+/// keep running.
+pub fn on_own_thread<T, F, Fut>(start: F) -> T
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = T>,
+    T: Send + 'static,
+{
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .expect("runtime for the control plane");
-        let _ = tx.send(rt.block_on(ControlPlane::start_with(options)));
-        loop {
-            std::thread::park();
-        }
+            .expect("runtime for a shared fixture");
+        rt.block_on(async {
+            let _ = tx.send(start().await);
+            std::future::pending::<()>().await
+        });
     });
-    rx.recv()
-        .expect("control plane thread")
-        .expect("control plane starts")
+    rx.recv().expect("the fixture's thread")
 }
 
 pub async fn client() -> Client {
