@@ -118,7 +118,7 @@ fn seed_000_plans_four_ports_with_their_probes() {
             .find(|p| p.name == n)
             .expect("port exists")
     };
-    assert_eq!(by_name("wp-https").probe, Some(Probe::Tcp));
+    assert_eq!(by_name("wp-https").probe, Some(Probe::tcp()));
     assert_eq!(
         by_name("wp-http").probe,
         Some(Probe::Http(HttpGet {
@@ -126,19 +126,22 @@ fn seed_000_plans_four_ports_with_their_probes() {
             path: "/healthz".into(),
             host: None,
             headers: vec![],
+            ..HttpGet::default()
         }))
     );
     assert_eq!(
         by_name("wp-udp").probe,
-        Some(Probe::Udp {
-            data: b"This is flag data for UDP svc test".to_vec()
-        })
+        Some(Probe::Udp(UdpProbe {
+            data: b"This is flag data for UDP svc test".to_vec(),
+            expect: None,
+        }))
     );
     assert_eq!(
         by_name("wp-grpc").probe,
-        Some(Probe::Grpc {
-            service: String::new()
-        })
+        Some(Probe::Grpc(GrpcProbe {
+            service: String::new(),
+            tls: None,
+        }))
     );
     assert_eq!(by_name("wp-udp").protocol, "UDP");
     assert_eq!(by_name("wp-http").period, Duration::from_secs(10));
@@ -345,6 +348,7 @@ fn http_handler_is_normalised_and_checked() {
             path: "/healthz".into(),
             host: Some("db.internal".into()),
             headers: vec![("X-Probe".into(), "1".into())],
+            ..HttpGet::default()
         }))
     );
 
