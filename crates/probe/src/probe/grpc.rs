@@ -51,13 +51,17 @@ pub(super) async fn probe(
         }
         None => None,
     };
-    let authority = match (&g.tls, addr.ip()) {
-        (Some(tls), _) if tls.server_name.is_some() => {
-            let name = tls.server_name.clone().unwrap_or_default();
-            format!("{name}:{}", addr.port())
+    // The `:authority`: the TLS server name if set (validated above by
+    // `server_name`), else the address; never used to connect.
+    let authority = match g.tls.as_ref().and_then(|t| t.server_name.as_deref()) {
+        Some(name) if name.parse::<std::net::Ipv6Addr>().is_ok() => {
+            format!("[{name}]:{}", addr.port())
         }
-        (_, IpAddr::V4(ip)) => format!("{ip}:{}", addr.port()),
-        (_, IpAddr::V6(ip)) => format!("[{ip}]:{}", addr.port()),
+        Some(name) => format!("{name}:{}", addr.port()),
+        None => match addr.ip() {
+            IpAddr::V4(ip) => format!("{ip}:{}", addr.port()),
+            IpAddr::V6(ip) => format!("[{ip}]:{}", addr.port()),
+        },
     };
     let endpoint = match tonic::transport::Endpoint::from_shared(format!("http://{authority}")) {
         Ok(e) => e.connect_timeout(timeout).timeout(timeout),

@@ -263,81 +263,88 @@ async fn request(
     } else {
         (Stream::Plain(tcp), false, None)
     };
-    // The Host: as configured, else the address with its port (as Go
-    // writes `host:port` URLs), else, after a redirect, the URL's.
-    let host = match &plan.host {
-        Some(h) => h.clone(),
-        None if first => match addr {
-            SocketAddr::V4(a) => a.to_string(),
-            SocketAddr::V6(a) => format!("[{}]:{}", a.ip(), a.port()),
-        },
-        None => match (url.host_str(), url.port()) {
-            (Some(h), Some(p)) => format!("{h}:{p}"),
-            (Some(h), None) => h.to_string(),
-            (None, _) => return Err(Report::config(what, "redirect without a host")),
-        },
+    // Whatever fails after the handshake still reports the certificate.
+    let exchange_on_connection = async {
+        // The Host: as configured, else the address with its port (as Go
+        // writes `host:port` URLs), else, after a redirect, the URL's.
+        let host = match &plan.host {
+            Some(h) => h.clone(),
+            None if first => match addr {
+                SocketAddr::V4(a) => a.to_string(),
+                SocketAddr::V6(a) => format!("[{}]:{}", a.ip(), a.port()),
+            },
+            None => match (url.host_str(), url.port()) {
+                (Some(h), Some(p)) => format!("{h}:{p}"),
+                (Some(h), None) => h.to_string(),
+                (None, _) => return Err(Report::config(what, "redirect without a host")),
+            },
+        };
+        let target = match url.query() {
+            Some(q) => format!("{}?{q}", url.path()),
+            None => url.path().to_string(),
+        };
+        let uri = if h2 {
+            format!("{}://{host}{target}", url.scheme())
+        } else {
+            target
+        };
+        let uri: Uri = uri
+            .parse()
+            .map_err(|_| Report::config(what, "invalid request path"))?;
+        let mut req = Request::builder()
+            .method(match method {
+                HttpMethod::Get => Method::GET,
+                HttpMethod::Head => Method::HEAD,
+                HttpMethod::Post => Method::POST,
+                HttpMethod::Options => Method::OPTIONS,
+            })
+            .uri(uri)
+            .body(Full::new(body))
+            .map_err(|_| Report::config(what, "invalid request"))?;
+        *req.headers_mut() = plan.headers.clone();
+        if !h2 {
+            let value =
+                HeaderValue::from_str(&host).map_err(|_| Report::config(what, "invalid Host"))?;
+            req.headers_mut().insert(HOST, value);
+            req.headers_mut()
+                .insert(CONNECTION, HeaderValue::from_static("close"));
+        }
+        let io = TokioIo::new(stream);
+        let exchange = |resp: Response<Incoming>| decide(plan, url, resp, what, timeout, deadline);
+        let hop = if h2 {
+            let (mut sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+                .handshake::<_, Full<Bytes>>(io)
+                .await
+                .map_err(|e| Report::problem(what, classify(&e)))?;
+            drive(conn, async move {
+                let resp = sender
+                    .send_request(req)
+                    .await
+                    .map_err(|e| Report::problem(what, classify(&e)))?;
+                Ok::<_, Report>(exchange(resp).await)
+            })
+            .await?
+        } else {
+            let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
+                .title_case_headers(true)
+                .handshake::<_, Full<Bytes>>(io)
+                .await
+                .map_err(|e| Report::problem(what, classify(&e)))?;
+            drive(conn, async move {
+                let resp = sender
+                    .send_request(req)
+                    .await
+                    .map_err(|e| Report::problem(what, classify(&e)))?;
+                Ok::<_, Report>(exchange(resp).await)
+            })
+            .await?
+        };
+        Ok::<_, Report>(hop)
     };
-    let target = match url.query() {
-        Some(q) => format!("{}?{q}", url.path()),
-        None => url.path().to_string(),
-    };
-    let uri = if h2 {
-        format!("{}://{host}{target}", url.scheme())
-    } else {
-        target
-    };
-    let uri: Uri = uri
-        .parse()
-        .map_err(|_| Report::config(what, "invalid request path"))?;
-    let mut req = Request::builder()
-        .method(match method {
-            HttpMethod::Get => Method::GET,
-            HttpMethod::Head => Method::HEAD,
-            HttpMethod::Post => Method::POST,
-            HttpMethod::Options => Method::OPTIONS,
-        })
-        .uri(uri)
-        .body(Full::new(body))
-        .map_err(|_| Report::config(what, "invalid request"))?;
-    *req.headers_mut() = plan.headers.clone();
-    if !h2 {
-        let value =
-            HeaderValue::from_str(&host).map_err(|_| Report::config(what, "invalid Host"))?;
-        req.headers_mut().insert(HOST, value);
-        req.headers_mut()
-            .insert(CONNECTION, HeaderValue::from_static("close"));
+    match exchange_on_connection.await {
+        Ok(hop) => Ok((hop, not_after)),
+        Err(report) => Err(report.with_cert(not_after)),
     }
-    let io = TokioIo::new(stream);
-    let exchange = |resp: Response<Incoming>| decide(plan, url, resp, what, timeout, deadline);
-    let hop = if h2 {
-        let (mut sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
-            .handshake::<_, Full<Bytes>>(io)
-            .await
-            .map_err(|e| Report::problem(what, classify(&e)))?;
-        drive(conn, async move {
-            let resp = sender
-                .send_request(req)
-                .await
-                .map_err(|e| Report::problem(what, classify(&e)))?;
-            Ok::<_, Report>(exchange(resp).await)
-        })
-        .await?
-    } else {
-        let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
-            .title_case_headers(true)
-            .handshake::<_, Full<Bytes>>(io)
-            .await
-            .map_err(|e| Report::problem(what, classify(&e)))?;
-        drive(conn, async move {
-            let resp = sender
-                .send_request(req)
-                .await
-                .map_err(|e| Report::problem(what, classify(&e)))?;
-            Ok::<_, Report>(exchange(resp).await)
-        })
-        .await?
-    };
-    Ok((hop, not_after))
 }
 
 /// Run `work` while driving the connection `conn` in the same task (no

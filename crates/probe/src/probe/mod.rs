@@ -14,9 +14,9 @@
 //! query string. Repeated failures therefore give byte-equal messages and
 //! cause no status writes, and a host cannot write into `status`.
 //!
-//! Modules: [`http`](self) HTTP(S), `tcp`, `udp`, `grpc`, `tls` (client
-//! configuration, certificate expiry), `net` (dialling, error
-//! classification), `vhost` (virtual host validation).
+//! Modules: `http` (HTTP(S) on hyper), `tcp`, `udp`, `grpc`, `tls` (client
+//! configuration, handshake, certificate expiry), `net` (dialling, closing,
+//! error classification), `vhost` (virtual host validation).
 
 mod grpc;
 mod http;
