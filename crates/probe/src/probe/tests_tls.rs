@@ -107,6 +107,8 @@ pub(crate) struct Seen {
     pub(super) version: Option<String>,
     pub(super) host: Option<String>,
     pub(super) handshake_ok: bool,
+    /// Whether the handshake resumed an earlier session.
+    pub(super) resumed: bool,
 }
 
 pub(crate) type Log = Arc<Mutex<Vec<Seen>>>;
@@ -180,6 +182,7 @@ pub(super) fn tls_serve(
                         .alpn_protocol()
                         .map(|p| String::from_utf8_lossy(p).into_owned()),
                     handshake_ok: true,
+                    resumed: session.handshake_kind() == Some(rustls::HandshakeKind::Resumed),
                     ..Seen::default()
                 };
                 let h2 = seen.alpn.as_deref() == Some("h2");
@@ -316,6 +319,14 @@ async fn https_without_verification_accepts_any_certificate_and_reports_its_expi
     let seen = last(&log);
     assert_eq!(seen.sni, None, "no SNI for an IP address");
     assert_eq!(seen.version.as_deref(), Some("HTTP/1.1"));
+    // Every probe does a full handshake (and so sees the certificate).
+    let again = prober();
+    for _ in 0..2 {
+        let o = again.probe(&https(None), addr, T).await;
+        assert_eq!(o.verdict, Verdict::Success, "{}", o.message);
+        assert_eq!(unix(&o), Some(leaf.not_after_unix));
+    }
+    assert!(log.lock().expect("lock").iter().all(|s| !s.resumed));
 }
 
 #[tokio::test]

@@ -9,9 +9,10 @@
 //! signatures, which ring cannot verify). Go's `InsecureSkipVerify` client
 //! accepts those too.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rustls::client::WebPkiServerVerifier;
@@ -83,7 +84,7 @@ pub enum TlsVersion {
 
 /// ALPN protocols offered: HTTPS offers h2 and HTTP/1.1 (as the kubelet's
 /// Go transport does), gRPC h2 only, TCP none.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum Alpn {
     Http,
     Grpc,
@@ -100,13 +101,20 @@ impl Alpn {
     }
 }
 
+/// Distinct TLS settings whose configurations are kept; past this the
+/// cache starts over (a fleet has a handful of distinct settings).
+const MAX_CACHED: usize = 256;
+
 /// The process-wide parts: the configurations without options (shared by
-/// every probe that has no `tls` settings) and the system roots, loaded
-/// once on first use.
+/// every probe that has no `tls` settings), the configurations built from
+/// settings (cached, since parsing a CA bundle and a client key for every
+/// probe of every host would cost a core at scale), and the system roots,
+/// loaded once on first use.
 pub(crate) struct TlsContext {
     http: Arc<ClientConfig>,
     grpc: Arc<ClientConfig>,
     tcp: Arc<ClientConfig>,
+    cache: Mutex<HashMap<Alpn, HashMap<TlsConfig, Arc<ClientConfig>>>>,
     system_roots: OnceLock<Result<Arc<RootCertStore>, String>>,
 }
 
@@ -128,6 +136,7 @@ impl TlsContext {
             http: build(Alpn::Http)?,
             grpc: build(Alpn::Grpc)?,
             tcp: build(Alpn::None)?,
+            cache: Mutex::new(HashMap::new()),
             system_roots: OnceLock::new(),
         })
     }
@@ -146,15 +155,30 @@ impl TlsContext {
                 Alpn::None => self.tcp.clone(),
             });
         };
+        let lock = || self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(config) = lock().get(&alpn).and_then(|by_tls| by_tls.get(tls)) {
+            return Ok(config.clone());
+        }
         let roots = if tls.verifies() && tls.ca_pem.is_none() {
             Some(self.system_roots()?)
         } else {
             None
         };
-        build_config(tls, alpn, roots).map_err(|e| match e {
+        // Built outside the lock; errors are not cached (they are rare, and
+        // the next probe reports them again).
+        let config = build_config(tls, alpn, roots).map_err(|e| match e {
             ConfigFailure::Invalid(d) => d,
             ConfigFailure::Rustls(e) => format!("tls: {}", tls_words(&e)),
-        })
+        })?;
+        let mut cache = lock();
+        if cache.values().map(HashMap::len).sum::<usize>() >= MAX_CACHED {
+            cache.clear();
+        }
+        cache
+            .entry(alpn)
+            .or_default()
+            .insert(tls.clone(), config.clone());
+        Ok(config)
     }
 
     fn system_roots(&self) -> Result<Arc<RootCertStore>, String> {
@@ -239,6 +263,11 @@ fn build_config(
         }
     };
     config.alpn_protocols = alpn.protocols();
+    // Every probe does a full handshake, as the kubelet's (Go's default
+    // has no session cache): a resumed session would skip the certificate,
+    // hiding an expiry or a changed certificate for the ticket's lifetime,
+    // and hosts sharing a server name would be offered each other's tickets.
+    config.resumption = rustls::client::Resumption::disabled();
     Ok(Arc::new(config))
 }
 
@@ -558,6 +587,44 @@ mod tests {
         let shown = format!("{tls:?}");
         assert!(!shown.contains("BYTES"), "{shown}");
         assert!(shown.contains("<redacted>"), "{shown}");
+    }
+
+    #[test]
+    fn configurations_from_settings_are_built_once() {
+        let context = TlsContext::new().expect("context");
+        let tls = TlsConfig {
+            server_name: Some("db.internal".into()),
+            min_version: Some(TlsVersion::Tls13),
+            ..TlsConfig::default()
+        };
+        let a = context.config(Some(&tls), Alpn::Http).expect("config");
+        let b = context.config(Some(&tls), Alpn::Http).expect("config");
+        assert!(Arc::ptr_eq(&a, &b), "cached");
+        let grpc = context.config(Some(&tls), Alpn::Grpc).expect("config");
+        assert!(!Arc::ptr_eq(&a, &grpc), "one per ALPN set");
+        assert_eq!(grpc.alpn_protocols, [b"h2".to_vec()]);
+        let other = TlsConfig {
+            min_version: None,
+            ..tls.clone()
+        };
+        let c = context.config(Some(&other), Alpn::Http).expect("config");
+        assert!(!Arc::ptr_eq(&a, &c), "other settings, other configuration");
+        // Bounded: past the limit the cache starts over.
+        for i in 0..MAX_CACHED + 10 {
+            let t = TlsConfig {
+                server_name: Some(format!("h{i}.internal")),
+                ..TlsConfig::default()
+            };
+            context.config(Some(&t), Alpn::None).expect("config");
+        }
+        let size: usize = context
+            .cache
+            .lock()
+            .expect("lock")
+            .values()
+            .map(HashMap::len)
+            .sum();
+        assert!(size <= MAX_CACHED, "{size}");
     }
 
     #[test]
