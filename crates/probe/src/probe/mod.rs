@@ -218,8 +218,8 @@ impl StatusRange {
 pub enum Expect {
     /// These bytes appear somewhere (empty: always true).
     Contains(Vec<u8>),
-    /// The regular expression matches somewhere (over bytes; `(?-u)` not
-    /// needed).
+    /// The regular expression matches somewhere in the raw bytes (UTF-8
+    /// aware, as `regex::bytes` is by default).
     Regex(BoundedRegex),
 }
 

@@ -758,3 +758,60 @@ async fn https_virtual_hosts_are_the_sni_only() {
     }
     assert_eq!(evil_hits.load(Ordering::SeqCst), 0);
 }
+
+/// Whether a socket with local port `port` on 127.0.0.1 is in TIME_WAIT.
+fn in_time_wait(port: u16) -> bool {
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
+    let local = format!("0100007F:{port:04X}");
+    table.lines().skip(1).any(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        fields.get(1) == Some(&local.as_str()) && fields.get(3) == Some(&"06")
+    })
+}
+
+/// A listener that reports each client's port once the client has closed.
+async fn close_watcher(http: bool) -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<u16>) {
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = l.local_addr().expect("addr");
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut s, peer)) = l.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                if http {
+                    let _ = s.read(&mut buf).await;
+                    let _ = s
+                        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                        .await;
+                }
+                // Until the client closes (EOF or reset).
+                while let Ok(n) = s.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                }
+                let _ = tx.send(peer.port());
+            });
+        }
+    });
+    (addr, rx)
+}
+
+#[tokio::test]
+async fn probe_connections_leave_no_time_wait_behind() {
+    // The control: a plain connect-and-close from here does leave one, so
+    // the check below can see it.
+    let (addr, mut closed) = close_watcher(false).await;
+    drop(std::net::TcpStream::connect(addr).expect("connect"));
+    let port = closed.recv().await.expect("closed");
+    assert!(in_time_wait(port), "the control left no TIME_WAIT socket");
+
+    for (probe, http) in [(Probe::tcp(), false), (Probe::Http(http("/")), true)] {
+        let (addr, mut closed) = close_watcher(http).await;
+        let o = prober().probe(&probe, addr, T).await;
+        assert_eq!(o.verdict, Verdict::Success, "{}", o.message);
+        let port = closed.recv().await.expect("closed");
+        assert!(!in_time_wait(port), "{probe:?} left a TIME_WAIT socket");
+    }
+}
