@@ -41,7 +41,7 @@ pub struct TlsConfig {
     /// The TLS server name (SNI), also the name verified. `None`: the
     /// HTTP virtual host if there is one, else the address (an IP address
     /// sends no SNI and is verified against the certificate's IP SANs).
-    /// Must pass [`validate_virtual_host`](super::validate_virtual_host).
+    /// Must pass [`validate_virtual_host`].
     pub server_name: Option<String>,
     /// Client certificate chain (PEM, leaf first) for mutual TLS. Needs
     /// `client_key_pem`.
