@@ -16,7 +16,9 @@ use kube_endpoints_api::{
     ClusterEndpointPort, ClusterEndpointSpec, HttpGetHandler, MAX_HOSTS, MAX_PORTS, MAX_SECONDS,
     MAX_THRESHOLD,
 };
-use kube_endpoints_probe::{HttpGet, Probe, Scheme, TargetId, TargetSpec, Thresholds};
+use kube_endpoints_probe::{
+    GrpcProbe, HttpGet, Intervals, Probe, Scheme, TargetId, TargetSpec, Thresholds, UdpProbe,
+};
 
 /// A validated, normalised ClusterEndpoint: everything the builder and the
 /// probe engine need, with no optional fields left.
@@ -62,12 +64,14 @@ impl PortPlan {
     fn target_spec(&self) -> Option<TargetSpec> {
         let probe = self.probe.clone()?;
         Some(TargetSpec {
-            probe,
+            probe: std::sync::Arc::new(probe),
             target_port: self.target_port,
+            probe_port: None,
             period: self.period,
             timeout: self.timeout,
             thresholds: self.thresholds,
             initial_delay: self.initial_delay,
+            intervals: Intervals::default(),
         })
     }
 }
@@ -351,7 +355,7 @@ fn plan_port(
 fn plan_probe(field: &str, port: &ClusterEndpointPort, errors: &mut Errors) -> Option<Probe> {
     let mut handlers: Vec<(&str, Probe)> = Vec::new();
     if port.tcp_socket.as_ref().is_some_and(|h| h.enable) {
-        handlers.push(("tcpSocket", Probe::Tcp));
+        handlers.push(("tcpSocket", Probe::tcp()));
     }
     if let Some(http) = &port.http_get
         && let Some(probe) = plan_http(&format!("{field}.httpGet"), http, errors)
@@ -360,11 +364,11 @@ fn plan_probe(field: &str, port: &ClusterEndpointPort, errors: &mut Errors) -> O
     }
     if let Some(udp) = port.udp_socket.as_ref().filter(|h| h.enable) {
         let data = udp.data.clone().unwrap_or_default().into_bytes();
-        handlers.push(("udpSocket", Probe::Udp { data }));
+        handlers.push(("udpSocket", Probe::Udp(UdpProbe { data, expect: None })));
     }
     if let Some(grpc) = port.grpc.as_ref().filter(|h| h.enable) {
         let service = grpc.service.clone().unwrap_or_default();
-        handlers.push(("grpc", Probe::Grpc { service }));
+        handlers.push(("grpc", Probe::Grpc(GrpcProbe { service, tls: None })));
     }
     if handlers.len() > 1 {
         let set: Vec<&str> = handlers.iter().map(|(n, _)| *n).collect();
@@ -433,6 +437,7 @@ fn plan_http(field: &str, http: &HttpGetHandler, errors: &mut Errors) -> Option<
         path,
         host,
         headers,
+        ..HttpGet::default()
     }))
 }
 
