@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # One-command demo on a fresh machine: builds what is missing (the
-# control-plane binaries from their Go modules, the controller), then brings
-# up etcd + kube-apiserver, two network-namespace hosts with TCP/HTTP/UDP/gRPC
-# backends and the controller; applies the wordpress example (examples/wordpress.yaml) pointed at those
-# hosts, shows `kubectl get cep,svc,endpointslices`, stops one backend, shows
-# the change, and cleans everything up. Needs root (network namespaces).
+# control-plane binaries and kube-proxy from their Go modules, the
+# controller), then brings up etcd + kube-apiserver, two network-namespace
+# hosts with TCP/HTTP/UDP/gRPC backends and the controller; applies the
+# wordpress example (examples/wordpress.yaml) pointed at those hosts, shows
+# `kubectl get cep,svc,endpointslices`, starts a node namespace running
+# kube-proxy and `curl`s the Service's ClusterIP from it (both hosts answer),
+# stops one backend, shows the change and `curl` answered only by the other,
+# brings it back, and cleans everything up. Needs root (network namespaces).
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"

@@ -24,6 +24,10 @@ echo "helm ready in $(( $(date +%s) - start ))s: $KE_HELM_BIN"
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 
+echo "== cargo deny (licenses, bans, sources; offline)"
+cargo fetch --locked
+cargo deny --frozen check --hide-inclusion-graph licenses bans sources
+
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 

@@ -49,7 +49,12 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
 {{- define "kube-endpoints.image" -}}
-{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
+{{- $ref := printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" $ref .Values.image.digest }}
+{{- else }}
+{{- $ref }}
+{{- end }}
 {{- end }}
 
 {{/* The Lease the replicas elect a leader on (in the release namespace). */}}

@@ -2,6 +2,7 @@
 //! controller, measured against a real kube-apiserver + etcd with
 //! network-namespace test hosts. See BENCHMARKS.md (which it writes).
 
+mod datapath;
 mod error;
 mod options;
 mod plots;
@@ -26,7 +27,9 @@ use crate::report::Report;
 #[derive(Parser, Debug)]
 #[command(name = "kube-endpoints-bench", version, about)]
 struct Cli {
-    /// Profiles to run, comma-separated, or `all`: smoke, 10k, 100k, unreachable, mixed.
+    /// Profiles to run, comma-separated, or `all`: smoke, 10k, 100k,
+    /// unreachable, mixed, datapath (through kube-proxy; run alone, it
+    /// updates only its own section of the Markdown report).
     #[arg(long, default_value = "all", value_delimiter = ',')]
     profile: Vec<String>,
     /// Where the JSON results and the plots go.
@@ -124,7 +127,8 @@ fn default_command(bin: PathBuf) -> Vec<String> {
 }
 
 async fn run(cli: Cli) -> Result<bool> {
-    let names: Vec<String> = if cli.profile.iter().any(|p| p == "all") {
+    let all = cli.profile.iter().any(|p| p == "all");
+    let names: Vec<String> = if all {
         workload::PROFILE_NAMES
             .iter()
             .map(|s| (*s).to_string())
@@ -132,6 +136,8 @@ async fn run(cli: Cli) -> Result<bool> {
     } else {
         cli.profile.clone()
     };
+    let run_datapath = all || names.iter().any(|n| n == datapath::NAME);
+    let names: Vec<String> = names.into_iter().filter(|n| n != datapath::NAME).collect();
     let mut profiles: Vec<workload::Profile> = Vec::new();
     for n in &names {
         profiles.push(workload::profile(n).ok_or_else(|| {
@@ -173,6 +179,49 @@ async fn run(cli: Cli) -> Result<bool> {
     };
 
     let started = Instant::now();
+    let datapath_result = if run_datapath {
+        eprintln!("== profile {}: through kube-proxy", datapath::NAME);
+        let r = datapath::run(&opts).await;
+        eprintln!(
+            "== profile {} took {:.0}s",
+            datapath::NAME,
+            r.duration_seconds
+        );
+        let path = cli.out_dir.join(format!("{}.json", datapath::NAME));
+        std::fs::write(&path, serde_json::to_string_pretty(&r)?)
+            .map_err(io_err(format!("writing {}", path.display())))?;
+        Some(r)
+    } else {
+        None
+    };
+    let datapath_section = datapath_result
+        .as_ref()
+        .map(|r| datapath::markdown(r, &now_utc()));
+    let datapath_ok = datapath_result.as_ref().is_none_or(|r| r.error.is_none());
+    if profiles.is_empty() {
+        // Only the data path: update its section, keep the rest.
+        let old = std::fs::read_to_string(&cli.markdown).unwrap_or_default();
+        if let Some(section) = &datapath_section {
+            std::fs::write(&cli.markdown, datapath::splice(&old, section))
+                .map_err(io_err(format!("writing {}", cli.markdown.display())))?;
+            eprintln!(
+                "updated the data-path section of {}",
+                cli.markdown.display()
+            );
+        }
+        if !tidy_work_dir(&work_dir, datapath_ok) {
+            eprintln!("kept the controller logs in {}", work_dir.display());
+        }
+        if cli.check
+            && !datapath_result
+                .as_ref()
+                .is_some_and(datapath::DataPathResult::has_figures)
+        {
+            eprintln!("check failed: no figures from {}", datapath::NAME);
+            return Ok(false);
+        }
+        return Ok(datapath_ok);
+    }
     let mut results = Vec::new();
     for p in &profiles {
         eprintln!("== profile {}: {}", p.name, p.description);
@@ -219,28 +268,36 @@ async fn run(cli: Cli) -> Result<bool> {
     // Hand-written analysis of the figures (what limits them), kept next to
     // the results and included verbatim.
     let analysis = std::fs::read_to_string(cli.out_dir.join("analysis.md")).ok();
-    std::fs::write(
-        &cli.markdown,
-        report::markdown(&report, &plots, analysis.as_deref()),
-    )
-    .map_err(io_err(format!("writing {}", cli.markdown.display())))?;
+    // The data-path section: this run's, or the one already in the report.
+    let datapath_section = datapath_section.or_else(|| {
+        datapath::existing_section(&std::fs::read_to_string(&cli.markdown).unwrap_or_default())
+    });
+    let mut markdown = report::markdown(&report, &plots, analysis.as_deref());
+    if let Some(section) = &datapath_section {
+        markdown = datapath::splice(&markdown, section);
+    }
+    std::fs::write(&cli.markdown, markdown)
+        .map_err(io_err(format!("writing {}", cli.markdown.display())))?;
     eprintln!(
         "wrote {}, {} and {}",
         cli.markdown.display(),
         path.display(),
         cli.out_dir.display()
     );
-    let ok = report.results.iter().all(|r| r.error.is_none());
+    let ok = report.results.iter().all(|r| r.error.is_none()) && datapath_ok;
     if !tidy_work_dir(&work_dir, ok) {
         eprintln!("kept the controller logs in {}", work_dir.display());
     }
     if cli.check {
-        let missing: Vec<&str> = report
+        let mut missing: Vec<&str> = report
             .results
             .iter()
             .filter(|r| !r.has_figures())
             .map(|r| r.profile.name)
             .collect();
+        if datapath_result.as_ref().is_some_and(|r| !r.has_figures()) {
+            missing.push(datapath::NAME);
+        }
         if !missing.is_empty() {
             eprintln!("check failed: no figures from {}", missing.join(", "));
             return Ok(false);

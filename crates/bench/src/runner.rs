@@ -27,7 +27,7 @@ use crate::sys;
 use crate::watch::{Combined, Tracker, spawn_watches};
 use crate::workload::{BreakMode, Probe, Profile, Workload};
 
-const NAMESPACE: &str = "bench";
+pub(crate) const NAMESPACE: &str = "bench";
 const POLL: Duration = Duration::from_millis(100);
 const SERIES_EVERY: Duration = Duration::from_millis(250);
 
@@ -270,9 +270,7 @@ async fn fixture(w: &Workload, opts: &Options, phase: &Phase) -> Result<Fixture>
         .await?;
 
     phase.set(format!("installing the CRD of {}", opts.group));
-    let crd = kube_endpoints_api::crd_for_group(&opts.group);
-    kube_endpoints_testkit::crd::install_and_wait(&client, &crd, "kube-endpoints-bench").await?;
-    create_namespace(&client).await?;
+    prepare_cluster(&client, &opts.group).await?;
     Ok(Fixture {
         cp,
         client,
@@ -634,6 +632,14 @@ async fn apiserver_counts(cp: &ControlPlane) -> Result<BTreeMap<prom::RequestKey
     Ok(prom::request_counts(&samples))
 }
 
+/// What every profile needs in the cluster before the controller starts:
+/// the CRD of `group` (served) and the bench's namespace.
+pub(crate) async fn prepare_cluster(client: &Client, group: &str) -> Result<()> {
+    let crd = kube_endpoints_api::crd_for_group(group);
+    kube_endpoints_testkit::crd::install_and_wait(client, &crd, "kube-endpoints-bench").await?;
+    create_namespace(client).await
+}
+
 async fn create_namespace(client: &Client) -> Result<()> {
     let api: Api<Namespace> = Api::all(client.clone());
     let ns: Namespace =
@@ -700,7 +706,7 @@ fn retriable(e: &kube::Error) -> bool {
 /// Start the controller under test: `opts.controller_cmd` with its
 /// placeholders filled in, ready once `/metrics` answers (any controller
 /// has that; not every one has `/readyz`).
-async fn start_controller(
+pub(crate) async fn start_controller(
     opts: &Options,
     cp: &ControlPlane,
     log: &std::path::Path,

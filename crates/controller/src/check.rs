@@ -149,7 +149,7 @@ async fn probe_all(
     let mut health = BTreeMap::new();
     let targets = c.plan.targets();
     let outcomes = join_all(targets.iter().map(|(id, spec)| async move {
-        let addr = SocketAddr::new(id.host, spec.target_port);
+        let addr = SocketAddr::new(id.host, spec.probed_port());
         (
             id,
             spec,
@@ -188,6 +188,7 @@ async fn probe_all(
                             Verdict::Success => "healthy",
                             Verdict::Failure => "unhealthy",
                             Verdict::ConfigError => "config-error",
+                            Verdict::LocalError => "local-error",
                         }
                         .to_string(),
                         format!("{:.1}ms", outcome.latency.as_secs_f64() * 1000.0),

@@ -12,14 +12,16 @@ use kube::Client;
 use kube::config::{InferConfigError, KubeConfigOptions, Kubeconfig, KubeconfigError};
 use kube_endpoints_probe::{ProbeError, Prober};
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::builder::BuildSettings;
 use crate::context::Settings;
+use crate::fence::{ClientOptions, Fence};
 use crate::import::{ImportError, ImportOptions, ProbeChoice, ReadError};
-use crate::leader::{LeaderError, LeaseConfig, run_while_leading};
+use crate::leader::{LeaseConfig, run_while_leading};
 use crate::metrics::Metrics;
 use crate::scope::{Scope, ScopeError};
+use crate::server::Liveness;
 use crate::yaml;
 
 #[derive(Parser, Debug)]
@@ -175,9 +177,6 @@ pub enum CliError {
     },
     #[error(transparent)]
     Scope(#[from] ScopeError),
-    /// Exit so that the pod restarts as a clean standby.
-    #[error(transparent)]
-    Leader(#[from] LeaderError),
     #[error("a controller task failed: {0}")]
     Task(tokio::task::JoinError),
 }
@@ -187,7 +186,6 @@ impl CliError {
     pub fn reason(&self) -> &'static str {
         match self {
             CliError::Scope(e) => e.reason(),
-            CliError::Leader(e) => e.reason(),
             CliError::Runtime(_) | CliError::Task(_) => "RuntimeFailed",
             CliError::Probes(_) => "ProbeSetupFailed",
             CliError::Kubeconfig { .. } | CliError::NoKubeconfig(_) | CliError::Client(_) => {
@@ -288,6 +286,10 @@ async fn import(args: ImportArgs) -> Result<ExitCode, CliError> {
 }
 
 async fn client(kubeconfig: Option<&PathBuf>) -> Result<Client, CliError> {
+    Client::try_from(kube_config(kubeconfig).await?).map_err(CliError::Client)
+}
+
+async fn kube_config(kubeconfig: Option<&PathBuf>) -> Result<kube::Config, CliError> {
     let mut config = match kubeconfig {
         Some(path) => {
             let invalid = |source| CliError::Kubeconfig {
@@ -306,11 +308,34 @@ async fn client(kubeconfig: Option<&PathBuf>) -> Result<Client, CliError> {
     // No blind retries of 429/503/504: an overloaded apiserver gets fewer
     // requests, not more; a failed reconcile is requeued, a watch backs off.
     config.default_retry = false;
-    Client::try_from(config).map_err(CliError::Client)
+    Ok(config)
 }
 
 async fn run(args: RunArgs) -> Result<ExitCode, CliError> {
-    let client = client(args.kubeconfig.as_ref()).await?;
+    raise_open_files_limit();
+    let config = kube_config(args.kubeconfig.as_ref()).await?;
+    let lease = args.leader_election.then(|| LeaseConfig {
+        name: args.lease_name.clone(),
+        namespace: args
+            .lease_namespace
+            .clone()
+            .unwrap_or_else(crate::leader::default_namespace),
+        identity: crate::leader::identity(),
+        duration_seconds: args.lease_duration_seconds,
+    });
+    // With leader election every write of the controllers passes the fence
+    // (see `fence`); the Lease has a client of its own.
+    let fence = Fence::new();
+    let options = |fenced: bool| ClientOptions {
+        user_agent: Some(match &lease {
+            Some(l) => format!("{} ({})", crate::user_agent(), l.identity),
+            None => crate::user_agent(),
+        }),
+        tcp_user_timeout: lease.as_ref().map(LeaseConfig::tcp_user_timeout),
+        fence: (fenced && lease.is_some()).then(|| fence.clone()),
+    };
+    let client = crate::fence::client(config.clone(), options(true)).map_err(CliError::Client)?;
+    let lease_client = crate::fence::client(config, options(false)).map_err(CliError::Client)?;
     let prober = Prober::new(crate::user_agent()).map_err(CliError::Probes)?;
     let metrics = Arc::new(Metrics::new(args.per_host_metrics));
     // Bind before anything runs, so that a bad address fails start-up.
@@ -321,9 +346,11 @@ async fn run(args: RunArgs) -> Result<ExitCode, CliError> {
             source,
         })?;
     let shutdown = CancellationToken::new();
+    let liveness = Liveness::default();
     tokio::spawn(crate::server::serve(
         listener,
         metrics.clone(),
+        liveness.clone(),
         shutdown.clone(),
     ));
     tokio::spawn(stop_on_signal(shutdown.clone()));
@@ -350,32 +377,58 @@ async fn run(args: RunArgs) -> Result<ExitCode, CliError> {
             })
         })
         .collect();
+    // Called anew at every takeover.
     let controllers = {
-        let (client, metrics) = (client.clone(), metrics.clone());
-        move |stop: CancellationToken| run_scopes(client, scopes, settings, metrics, prober, stop)
+        let metrics = metrics.clone();
+        move |stop: CancellationToken| {
+            run_scopes(
+                client.clone(),
+                scopes.clone(),
+                settings.clone(),
+                metrics.clone(),
+                prober.clone(),
+                stop,
+            )
+        }
     };
-    if !args.leader_election {
+    let Some(lease) = lease else {
         metrics.leader.set(1);
         controllers(shutdown).await?;
         return Ok(ExitCode::SUCCESS);
-    }
-    let lease = LeaseConfig {
-        name: args.lease_name.clone(),
-        namespace: args
-            .lease_namespace
-            .clone()
-            .unwrap_or_else(crate::leader::default_namespace),
-        identity: crate::leader::identity(),
-        duration_seconds: args.lease_duration_seconds,
     };
-    match run_while_leading(client, lease, &metrics, shutdown, controllers).await? {
-        Some(Err(e)) => Err(e),
-        Some(Ok(())) | None => Ok(ExitCode::SUCCESS),
+    // Losing the Lease is not an error: the replica stands by again
+    // in-process (see `leader`).
+    let led = run_while_leading(
+        lease_client,
+        lease,
+        &metrics,
+        &liveness,
+        fence,
+        shutdown,
+        controllers,
+    )
+    .await;
+    led.unwrap_or(Ok(())).map(|()| ExitCode::SUCCESS)
+}
+
+/// Raise the soft limit of open files to the hard limit: every probe and
+/// connection needs a descriptor, and container runtimes often start
+/// processes with a soft limit of 1024 (Go does this by itself; Rust does not).
+fn raise_open_files_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => info!(limit, "open files limit"),
+        Err(e) => warn!(error = %e, "cannot raise the open files limit"),
     }
 }
 
+/// Retries of a served group whose CRD is missing: doubling from the first
+/// to the last.
+const SCOPE_RETRY_MIN: std::time::Duration = std::time::Duration::from_secs(5);
+const SCOPE_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Every (group, namespace) controller, until `stop` is cancelled or one of
-/// them cannot start (then the others are stopped too).
+/// them fails for good (then the others are stopped too). A group whose CRD
+/// is missing is retried, see [`run_scope_retrying`].
 async fn run_scopes(
     client: Client,
     scopes: Vec<Scope>,
@@ -387,7 +440,8 @@ async fn run_scopes(
     let tasks: Vec<_> = scopes
         .into_iter()
         .map(|scope| {
-            tokio::spawn(scope.run(
+            tokio::spawn(run_scope_retrying(
+                scope,
                 client.clone(),
                 settings.clone(),
                 metrics.clone(),
@@ -413,6 +467,40 @@ async fn run_scopes(
     }
     info!("stopped");
     first_error.map_or(Ok(()), Err)
+}
+
+/// Run one scope; while its CRD is missing (or not yet readable), retry it
+/// with backoff: one missing CRD must neither stop the other served groups
+/// nor crash-loop the pod.
+async fn run_scope_retrying(
+    scope: Scope,
+    client: Client,
+    settings: Settings,
+    metrics: Arc<Metrics>,
+    prober: Prober,
+    stop: CancellationToken,
+) -> Result<(), ScopeError> {
+    let mut pause = SCOPE_RETRY_MIN;
+    loop {
+        let run = scope.clone().run(
+            client.clone(),
+            settings.clone(),
+            metrics.clone(),
+            prober.clone(),
+            stop.clone(),
+        );
+        match run.await {
+            Err(e @ ScopeError::CrdMissing { .. }) => {
+                error!(reason = e.reason(), retry_in = ?pause, "{e}; the other served groups keep running");
+            }
+            other => return other,
+        }
+        tokio::select! {
+            () = stop.cancelled() => return Ok(()),
+            () = tokio::time::sleep(pause) => {}
+        }
+        pause = (pause * 2).min(SCOPE_RETRY_MAX);
+    }
 }
 
 async fn stop_on_signal(shutdown: CancellationToken) {

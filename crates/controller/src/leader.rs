@@ -1,66 +1,130 @@
-//! High availability: run the controller only while this replica holds a
-//! coordination.k8s.io Lease.
+//! High availability: run the controllers only while this replica holds a
+//! coordination.k8s.io Lease, and never let two replicas write at once.
 //!
-//! The locking itself is `kube-lease-manager`'s (server-side apply on the
-//! Lease, expiry and renewal); this module adds what an operator needs around
-//! it:
+//! The election follows client-go's semantics rather than trusting clocks:
 //!
-//! - standby replicas run nothing: no watches of our objects, no probes, no
-//!   writes; they only wait for the Lease;
-//! - a replica that stops gracefully (SIGTERM) first stops its controllers,
-//!   then releases the Lease, and the standby — which watches the Lease —
-//!   takes it at once instead of waiting for it to expire;
-//! - a leader that cannot renew steps down before its Lease can expire, so
-//!   two replicas never write at the same time.
+//! - **Acquiring and renewing** are `update`s carrying the resourceVersion
+//!   last read, so of two replicas racing for a free or expired Lease
+//!   exactly one succeeds (the other gets 409). Each replica writes the
+//!   Lease under its own field manager, `kube-endpoints-lease-<identity>`.
+//! - **Expiry is judged on the standby's monotonic clock**: a standby takes
+//!   the Lease over only when the Lease has not changed (same
+//!   resourceVersion) for `leaseDurationSeconds` since the standby itself
+//!   saw it change. The holder's `renewTime` is never compared with the
+//!   local wall clock, so clock skew between nodes cannot cause a takeover.
+//! - **The leader steps down before the Lease can expire**: it renews every
+//!   [`LeaseConfig::renew_interval`]; every attempt is bounded by the time
+//!   left until [`LeaseConfig::renew_deadline`] after its last successful
+//!   renewal (measured from when that renewal was *sent*, which is no later
+//!   than any standby saw it), and when that deadline passes without a
+//!   successful renewal it steps down.
+//! - **Writes stop at that instant**: the controllers write through a client
+//!   gated by a [`Fence`] that this module opens until the renew deadline
+//!   and closes on step-down; writes in flight are abandoned, and the
+//!   kernel drops their unacknowledged bytes after
+//!   [`LeaseConfig::tcp_user_timeout`]. The renew deadline plus that timeout
+//!   is shorter than the Lease duration, so the deposed leader's last write
+//!   lands before a standby may take over.
+//!
+//! Standby replicas run nothing: no watches of our objects, no probes, no
+//! writes. A replica that stops gracefully (SIGTERM) stops its controllers,
+//! closes its fence and then releases the Lease; the standby — which
+//! watches the Lease — takes it at once instead of waiting for it to expire.
+//! A replica that loses the Lease (or cannot renew it) does not exit: it
+//! stops its controllers and stands by again in-process, so a long
+//! apiserver outage does not leave every replica in CrashLoopBackOff. If its
+//! controllers do not stop, `/healthz` fails and the kubelet restarts it.
 //!
 //! On takeover the controllers start from scratch: their caches sync and the
 //! probe engine is seeded from the EndpointSlices in the cluster, so a
 //! failover moves no endpoint and rewrites no status.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::Client;
-use kube::api::Api;
+use kube::api::{Api, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube_lease_manager::{LeaseManager, LeaseManagerBuilder};
 use tokio::sync::Notify;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, error, info, warn};
 
+use crate::fence::Fence;
 use crate::metrics::Metrics;
+use crate::server::Liveness;
 
-/// Where the Lease lives and how long it lasts.
+/// Where the Lease lives, who we are, and how long a Lease lasts.
 #[derive(Clone, Debug)]
 pub struct LeaseConfig {
     pub name: String,
     pub namespace: String,
     /// Unique among replicas (pod name plus a random suffix).
     pub identity: String,
-    /// Seconds a Lease stays valid after its last renewal; the holder renews
-    /// a third of this before expiry.
+    /// Seconds a Lease stays valid after its last renewal (at least 3).
     pub duration_seconds: u64,
 }
 
 impl LeaseConfig {
-    fn grace_seconds(&self) -> u64 {
-        (self.duration_seconds / 3).max(1)
+    pub fn duration(&self) -> Duration {
+        Duration::from_secs(self.duration_seconds.max(3))
+    }
+
+    /// How often the leader renews: a third of the duration, so that two
+    /// attempts fit before the renew deadline.
+    pub fn renew_interval(&self) -> Duration {
+        self.duration() / 3
+    }
+
+    /// The leader steps down (and stops writing) this long after its last
+    /// successful renewal was sent: two thirds of the duration.
+    pub fn renew_deadline(&self) -> Duration {
+        self.duration() * 2 / 3
+    }
+
+    /// `TCP_USER_TIMEOUT` of the controller's API connections: a sixth of
+    /// the duration. Renew deadline + this leaves a sixth of the duration
+    /// between the deposed leader's last possible write and the earliest
+    /// takeover.
+    pub fn tcp_user_timeout(&self) -> Duration {
+        self.duration() / 6
+    }
+
+    /// Pause after a failed Lease request.
+    fn retry(&self) -> Duration {
+        (self.duration() / 15).max(Duration::from_millis(200))
+    }
+
+    /// Each replica its own: with one shared manager, two replicas' writes
+    /// to the same fields would never conflict.
+    pub fn field_manager(&self) -> String {
+        let manager = format!("{}-lease-{}", crate::FIELD_MANAGER, self.identity);
+        // The apiserver allows at most 128 characters.
+        manager.chars().take(128).collect()
     }
 }
 
+/// How a period of leadership ended.
 #[derive(Debug, thiserror::Error)]
 pub enum LeaderError {
-    #[error("lost the Lease {namespace}/{name} to another replica")]
-    Lost { namespace: String, name: String },
+    #[error("lost the Lease {namespace}/{name} to {holder}")]
+    Lost {
+        namespace: String,
+        name: String,
+        holder: String,
+    },
     #[error(
-        "could not renew the Lease {namespace}/{name} in time ({source}); stepped down so that two replicas never lead at once"
+        "could not renew the Lease {namespace}/{name} within {deadline:?} ({last_error}); stepped down so that two replicas never write at once"
     )]
     RenewFailed {
         namespace: String,
         name: String,
-        source: kube_lease_manager::LeaseManagerError,
+        deadline: Duration,
+        last_error: String,
     },
 }
 
@@ -74,171 +138,478 @@ impl LeaderError {
     }
 }
 
-/// Pause between retries of a failed Lease request.
-const RETRY: Duration = Duration::from_millis(500);
+/// The liveness part this module beats.
+const LIVENESS_PART: &str = "leader-election";
 
-/// Wait for the Lease, run `work` while holding it, and return when
-/// `shutdown` is cancelled (after stopping `work` and releasing the Lease)
-/// or when leadership is lost (after stopping `work`). `work` gets a token
-/// that is cancelled when it must stop; its own result is passed through
-/// when it ends by itself.
-pub async fn run_while_leading<F, Fut, T>(
-    client: Client,
-    config: LeaseConfig,
-    metrics: &Metrics,
-    shutdown: CancellationToken,
-    work: F,
-) -> Result<Option<T>, LeaderError>
-where
-    F: FnOnce(CancellationToken) -> Fut,
-    Fut: Future<Output = T> + Send + 'static,
-    T: Send + 'static,
-{
-    let released = std::sync::Arc::new(Notify::new());
-    let watch = tokio::spawn(watch_releases(
-        Api::namespaced(client.clone(), &config.namespace),
-        config.name.clone(),
-        released.clone(),
-        shutdown.clone(),
-    ));
-    let result = lead(client, &config, metrics, shutdown, &released, work).await;
-    watch.abort();
-    metrics.leader.set(0);
-    result
+/// What a replica knows of the Lease, and when (on its own monotonic clock)
+/// it saw the Lease last change.
+#[derive(Clone, Debug, PartialEq)]
+struct Observation {
+    resource_version: String,
+    holder: Option<String>,
+    duration: Duration,
+    transitions: i32,
+    changed_at: Instant,
 }
 
-async fn lead<F, Fut, T>(
-    client: Client,
-    config: &LeaseConfig,
-    metrics: &Metrics,
-    shutdown: CancellationToken,
-    released: &Notify,
-    work: F,
-) -> Result<Option<T>, LeaderError>
-where
-    F: FnOnce(CancellationToken) -> Fut,
-    Fut: Future<Output = T> + Send + 'static,
-    T: Send + 'static,
-{
-    // Stand by until the Lease is ours.
-    let manager = loop {
-        let manager = tokio::select! {
-            () = shutdown.cancelled() => return Ok(None),
-            built = build_manager(&client, config) => built,
+impl Observation {
+    /// The observation after reading `lease` at `now`: the change time moves
+    /// only when the Lease changed.
+    fn next(
+        previous: Option<&Observation>,
+        lease: &Lease,
+        fallback: Duration,
+        now: Instant,
+    ) -> Self {
+        let resource_version = lease.metadata.resource_version.clone().unwrap_or_default();
+        let spec = lease.spec.as_ref();
+        let changed_at = match previous {
+            Some(p) if p.resource_version == resource_version => p.changed_at,
+            _ => now,
         };
-        let manager = match manager {
-            Ok(m) => m,
-            Err(e) => {
-                warn!(error = %e, "cannot read the Lease; retrying");
-                tokio::select! {
-                    () = shutdown.cancelled() => return Ok(None),
-                    () = tokio::time::sleep(RETRY) => continue,
-                }
-            }
-        };
-        metrics.set_ready(true);
-        info!(lease = %config.name, namespace = %config.namespace, identity = %config.identity, "standing by for the Lease");
-        let acquired = loop {
-            tokio::select! {
-                () = shutdown.cancelled() => return Ok(None),
-                // The holder let go: a fresh manager reads the Lease anew
-                // and takes it now rather than at its old expiry.
-                () = released.notified() => break false,
-                changed = manager.changed() => match changed {
-                    Ok(true) => break true,
-                    Ok(false) => {}
-                    Err(e) => {
-                        warn!(error = %e, "Lease request failed; retrying");
-                        tokio::time::sleep(RETRY).await;
-                    }
-                },
-            }
-        };
-        if acquired {
-            break manager;
+        Observation {
+            resource_version,
+            holder: spec
+                .and_then(|s| s.holder_identity.clone())
+                .filter(|h| !h.is_empty()),
+            duration: spec
+                .and_then(|s| s.lease_duration_seconds)
+                .and_then(|d| u64::try_from(d).ok())
+                .filter(|d| *d > 0)
+                .map_or(fallback, Duration::from_secs),
+            transitions: spec.and_then(|s| s.lease_transitions).unwrap_or(0),
+            changed_at,
         }
-    };
+    }
 
-    info!(lease = %config.name, identity = %config.identity, "acquired the Lease; starting the controllers");
-    metrics.leader.set(1);
-    let stop = shutdown.child_token();
-    let mut work = tokio::spawn(work(stop.clone()));
-    let grace = Duration::from_secs(config.grace_seconds());
-    let mut failing_since: Option<tokio::time::Instant> = None;
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => {
-                // Stop writing first, then let the standby in.
-                stop.cancel();
-                let result = work.await.ok();
-                metrics.leader.set(0);
-                if let Err(e) = manager.release().await {
-                    warn!(error = %e, "could not release the Lease; the standby takes over when it expires");
-                } else {
-                    info!(lease = %config.name, "released the Lease");
-                }
-                return Ok(result);
-            }
-            finished = &mut work => {
-                metrics.leader.set(0);
-                let _ = manager.release().await;
-                return Ok(finished.ok());
-            }
-            changed = manager.changed() => match changed {
-                Ok(true) => failing_since = None,
-                Ok(false) => {
-                    stop.cancel();
-                    let _ = work.await;
-                    return Err(LeaderError::Lost {
-                        namespace: config.namespace.clone(),
-                        name: config.name.clone(),
-                    });
-                }
-                Err(e) => {
-                    // Renewal failed. The Lease stays ours until `grace`
-                    // after the failed renewal; step down before that.
-                    let since = *failing_since.get_or_insert_with(tokio::time::Instant::now);
-                    if since.elapsed() + RETRY >= grace.mul_f32(0.8) {
-                        stop.cancel();
-                        let _ = work.await;
-                        return Err(LeaderError::RenewFailed {
-                            namespace: config.namespace.clone(),
-                            name: config.name.clone(),
-                            source: e,
-                        });
-                    }
-                    warn!(error = %e, "Lease renewal failed; retrying");
-                    tokio::time::sleep(RETRY).await;
-                }
+    /// Whether `identity` may try to take the Lease at `now`: it is free,
+    /// already ours, or unchanged for a whole duration.
+    fn may_take(&self, identity: &str, now: Instant) -> bool {
+        match &self.holder {
+            None => true,
+            Some(h) if h == identity => true,
+            Some(_) => now >= self.expires_at(),
+        }
+    }
+
+    fn expires_at(&self) -> Instant {
+        self.changed_at + self.duration
+    }
+}
+
+/// The Lease that makes `identity` the holder, based on what was read
+/// (`base`: its resourceVersion makes the update conditional).
+fn holding(base: Option<&Lease>, config: &LeaseConfig, now: MicroTime) -> Lease {
+    let spec = base.and_then(|l| l.spec.clone()).unwrap_or_default();
+    let ours = spec.holder_identity.as_deref() == Some(config.identity.as_str());
+    let transitions = spec.lease_transitions.unwrap_or(0);
+    Lease {
+        metadata: ObjectMeta {
+            name: Some(config.name.clone()),
+            namespace: Some(config.namespace.clone()),
+            resource_version: base.and_then(|l| l.metadata.resource_version.clone()),
+            ..ObjectMeta::default()
+        },
+        spec: Some(LeaseSpec {
+            holder_identity: Some(config.identity.clone()),
+            lease_duration_seconds: i32::try_from(config.duration().as_secs()).ok(),
+            acquire_time: if ours {
+                spec.acquire_time.clone()
+            } else {
+                Some(now.clone())
             },
+            renew_time: Some(now),
+            lease_transitions: Some(if ours || base.is_none() {
+                transitions
+            } else {
+                transitions + 1
+            }),
+            ..LeaseSpec::default()
+        }),
+    }
+}
+
+/// The Lease with no holder, for a graceful hand-over.
+fn released(base: &Lease) -> Lease {
+    let mut lease = base.clone();
+    lease.metadata.managed_fields = None;
+    if let Some(spec) = lease.spec.as_mut() {
+        spec.holder_identity = None;
+        spec.acquire_time = None;
+        spec.renew_time = None;
+    }
+    lease
+}
+
+fn now_micro() -> MicroTime {
+    MicroTime(k8s_openapi::jiff::Timestamp::now())
+}
+
+/// Lease API calls, each bounded by a deadline.
+struct LeaseApi {
+    api: Api<Lease>,
+    config: LeaseConfig,
+}
+
+#[derive(Debug)]
+enum Write {
+    Done(Box<Lease>),
+    /// Someone else changed the Lease since we read it.
+    Conflict,
+    Failed(String),
+}
+
+impl LeaseApi {
+    fn params(&self) -> PostParams {
+        PostParams {
+            field_manager: Some(self.config.field_manager()),
+            ..PostParams::default()
+        }
+    }
+
+    async fn get(&self, deadline: Instant) -> Result<Option<Lease>, String> {
+        match tokio::time::timeout_at(deadline, self.api.get_opt(&self.config.name)).await {
+            Ok(Ok(lease)) => Ok(lease),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("no answer in time".into()),
+        }
+    }
+
+    /// Create the Lease, or update it conditionally on its resourceVersion.
+    async fn write(&self, lease: Lease, deadline: Instant) -> Write {
+        let params = self.params();
+        let request = async {
+            if lease.metadata.resource_version.is_some() {
+                self.api.replace(&self.config.name, &params, &lease).await
+            } else {
+                self.api.create(&params, &lease).await
+            }
+        };
+        match tokio::time::timeout_at(deadline, request).await {
+            Ok(Ok(lease)) => Write::Done(Box::new(lease)),
+            Ok(Err(kube::Error::Api(e))) if e.code == 409 => Write::Conflict,
+            Ok(Err(e)) => Write::Failed(e.to_string()),
+            Err(_) => Write::Failed("no answer in time".into()),
         }
     }
 }
 
-async fn build_manager(
-    client: &Client,
-    config: &LeaseConfig,
-) -> Result<LeaseManager, kube_lease_manager::LeaseManagerError> {
-    LeaseManagerBuilder::new(client.clone(), &config.name)
-        .with_namespace(&config.namespace)
-        .with_identity(&config.identity)
-        .with_duration(config.duration_seconds)
-        .with_grace(config.grace_seconds())
-        .with_field_manager(format!("{}-lease", crate::FIELD_MANAGER))
-        .build()
+/// Hold the Lease whenever possible and run `work` while holding it; return
+/// when `shutdown` is cancelled (after stopping `work` and releasing the
+/// Lease) or when `work` ends by itself (its result). `work` gets a token
+/// that is cancelled when it must stop; it is started anew at every
+/// takeover. `client` is used for the Lease only (it must not be fenced);
+/// `fence` gates the writes of `work`'s client.
+#[allow(clippy::too_many_arguments)]
+pub async fn run_while_leading<F, Fut, T>(
+    client: Client,
+    config: LeaseConfig,
+    metrics: &Metrics,
+    liveness: &Liveness,
+    fence: Fence,
+    shutdown: CancellationToken,
+    work: F,
+) -> Option<T>
+where
+    F: Fn(CancellationToken) -> Fut,
+    Fut: Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    fence.close();
+    let lease = LeaseApi {
+        api: Api::namespaced(client, &config.namespace),
+        config: config.clone(),
+    };
+    let changed = Arc::new(Notify::new());
+    let watch = tokio::spawn(watch_lease(
+        lease.api.clone(),
+        config.name.clone(),
+        changed.clone(),
+        shutdown.clone(),
+    ));
+    let result = loop {
+        let Some(acquired) = stand_by(&lease, metrics, liveness, &changed, &shutdown).await else {
+            break None;
+        };
+        match lead(
+            &lease, acquired, metrics, liveness, &fence, &shutdown, &work,
+        )
         .await
+        {
+            Led::Done(result) => break result,
+            Led::Lost(e) => {
+                // Stand by again: the controllers have stopped, and a fresh
+                // set starts at the next takeover.
+                error!(reason = e.reason(), "{e}");
+            }
+            Led::Stuck => {
+                // /healthz now fails; the kubelet restarts the pod. Never
+                // lead again from this process meanwhile.
+                shutdown.cancelled().await;
+                break None;
+            }
+        }
+    };
+    watch.abort();
+    fence.close();
+    metrics.leader.set(0);
+    liveness.forget(LIVENESS_PART);
+    result
 }
 
-/// Notify when the Lease has no holder (released by a replica shutting
-/// down, or deleted), so the standby does not wait for the old expiry.
-async fn watch_releases(
+/// The Lease as we wrote it, and when that write was sent.
+struct Acquired {
+    lease: Lease,
+    sent_at: Instant,
+}
+
+/// Wait until this replica holds the Lease; `None` on shutdown.
+async fn stand_by(
+    lease: &LeaseApi,
+    metrics: &Metrics,
+    liveness: &Liveness,
+    changed: &Notify,
+    shutdown: &CancellationToken,
+) -> Option<Acquired> {
+    let config = &lease.config;
+    let mut observed: Option<Observation> = None;
+    info!(lease = %config.name, namespace = %config.namespace, identity = %config.identity, "standing by for the Lease");
+    loop {
+        liveness.beat(LIVENESS_PART, config.duration() * 4);
+        let read_deadline = Instant::now() + config.renew_deadline();
+        let current = tokio::select! {
+            () = shutdown.cancelled() => return None,
+            read = lease.get(read_deadline) => read,
+        };
+        let current = match current {
+            Ok(current) => current,
+            Err(e) => {
+                warn!(error = %e, "cannot read the Lease; retrying");
+                tokio::select! {
+                    () = shutdown.cancelled() => return None,
+                    () = tokio::time::sleep(config.retry()) => continue,
+                }
+            }
+        };
+        // A standby that can read the Lease is ready to take over.
+        metrics.set_ready(true);
+        let now = Instant::now();
+        let wait_until = match &current {
+            None => None,
+            Some(l) => {
+                let next = Observation::next(observed.as_ref(), l, config.duration(), now);
+                let wait = (!next.may_take(&config.identity, now)).then(|| next.expires_at());
+                if let Some(holder) = next.holder.as_ref().filter(|_| wait.is_some())
+                    && observed.as_ref().and_then(|o| o.holder.as_ref()) != Some(holder)
+                {
+                    debug!(%holder, "the Lease is held by another replica");
+                }
+                observed = Some(next);
+                wait
+            }
+        };
+        if let Some(until) = wait_until {
+            // Woken early when the Lease changes (a renewal, or a release).
+            let until = until.min(now + config.duration());
+            tokio::select! {
+                () = shutdown.cancelled() => return None,
+                () = changed.notified() => {}
+                () = tokio::time::sleep_until(until) => {}
+            }
+            continue;
+        }
+        let sent_at = Instant::now();
+        let ours = holding(current.as_ref(), config, now_micro());
+        let write = tokio::select! {
+            () = shutdown.cancelled() => return None,
+            write = lease.write(ours, sent_at + config.renew_deadline()) => write,
+        };
+        match write {
+            Write::Done(lease) => {
+                return Some(Acquired {
+                    lease: *lease,
+                    sent_at,
+                });
+            }
+            Write::Conflict => debug!("another replica changed the Lease first"),
+            Write::Failed(e) => {
+                warn!(error = %e, "cannot take the Lease; retrying");
+                tokio::select! {
+                    () = shutdown.cancelled() => return None,
+                    () = tokio::time::sleep(config.retry()) => {}
+                }
+            }
+        }
+    }
+}
+
+enum Led<T> {
+    /// Shutdown, or `work` ended by itself: the process is done.
+    Done(Option<T>),
+    /// Leadership ended; the controllers stopped.
+    Lost(LeaderError),
+    /// Leadership ended and the controllers did not stop.
+    Stuck,
+}
+
+/// Lead from `acquired` until shutdown, until `work` ends, or until the
+/// Lease is lost or cannot be renewed in time.
+async fn lead<F, Fut, T>(
+    lease: &LeaseApi,
+    acquired: Acquired,
+    metrics: &Metrics,
+    liveness: &Liveness,
+    fence: &Fence,
+    shutdown: &CancellationToken,
+    work: &F,
+) -> Led<T>
+where
+    F: Fn(CancellationToken) -> Fut,
+    Fut: Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    let config = &lease.config;
+    let Acquired {
+        lease: mut held,
+        sent_at,
+    } = acquired;
+    let mut deadline = sent_at + config.renew_deadline();
+    fence.open_until(deadline);
+    metrics.leader.set(1);
+    info!(lease = %config.name, identity = %config.identity, renew_deadline = ?config.renew_deadline(), "acquired the Lease; starting the controllers");
+    let stop = shutdown.child_token();
+    let mut running = tokio::spawn(work(stop.clone()));
+    let mut next_renewal = sent_at + config.renew_interval();
+    let mut last_error = String::from("no attempt");
+    let ended = loop {
+        liveness.beat(LIVENESS_PART, config.duration() * 4);
+        tokio::select! {
+            biased;
+            () = shutdown.cancelled() => {
+                // Let the controllers finish what they are writing while the
+                // Lease is still ours, then fence, then let the standby in.
+                stop.cancel();
+                let result = tokio::time::timeout_at(deadline, &mut running).await;
+                fence.close();
+                metrics.leader.set(0);
+                let result = match result {
+                    Ok(finished) => finished.ok(),
+                    Err(_) => {
+                        running.abort();
+                        warn!("the controllers did not stop before the renew deadline; abandoned them");
+                        None
+                    }
+                };
+                let release_by = Instant::now() + config.renew_deadline();
+                match lease.write(released(&held), release_by).await {
+                    Write::Done(_) => info!(lease = %config.name, "released the Lease"),
+                    Write::Conflict => info!(lease = %config.name, "the Lease was no longer ours to release"),
+                    Write::Failed(e) => warn!(error = %e, "could not release the Lease; the standby takes over when it expires"),
+                }
+                return Led::Done(result);
+            }
+            finished = &mut running => {
+                fence.close();
+                metrics.leader.set(0);
+                let _ = lease.write(released(&held), Instant::now() + config.renew_deadline()).await;
+                return Led::Done(finished.ok());
+            }
+            () = tokio::time::sleep_until(next_renewal) => {}
+        }
+        let attempt = Instant::now();
+        if attempt >= deadline {
+            break LeaderError::RenewFailed {
+                namespace: config.namespace.clone(),
+                name: config.name.clone(),
+                deadline: config.renew_deadline(),
+                last_error,
+            };
+        }
+        let renewal = holding(Some(&held), config, now_micro());
+        let written = tokio::select! {
+            biased;
+            () = shutdown.cancelled() => continue,
+            written = lease.write(renewal, deadline) => written,
+        };
+        match written {
+            Write::Done(lease) => {
+                held = *lease;
+                deadline = attempt + config.renew_deadline();
+                fence.open_until(deadline);
+                next_renewal = attempt + config.renew_interval();
+            }
+            Write::Conflict => {
+                // Changed behind our back: still ours only if it still
+                // names us (then renew on the fresh resourceVersion).
+                match lease.get(deadline).await {
+                    Ok(Some(current))
+                        if current
+                            .spec
+                            .as_ref()
+                            .and_then(|s| s.holder_identity.as_deref())
+                            == Some(config.identity.as_str()) =>
+                    {
+                        held = current;
+                        next_renewal = Instant::now();
+                    }
+                    Ok(current) => {
+                        break LeaderError::Lost {
+                            namespace: config.namespace.clone(),
+                            name: config.name.clone(),
+                            holder: current
+                                .and_then(|l| l.spec?.holder_identity)
+                                .unwrap_or_else(|| "nobody".into()),
+                        };
+                    }
+                    Err(e) => {
+                        last_error = e;
+                        next_renewal = Instant::now() + config.retry();
+                    }
+                }
+            }
+            Write::Failed(e) => {
+                warn!(error = %e, "Lease renewal failed; retrying");
+                last_error = e;
+                next_renewal = Instant::now() + config.retry();
+            }
+        }
+    };
+    // Step down: no write leaves from now on, then the controllers stop.
+    fence.close();
+    metrics.leader.set(0);
+    stop.cancel();
+    // Their writes fail at the fence, so they stop quickly; a controller
+    // that does not is a bug that only a restart clears.
+    let stop_within = config.duration() * 2;
+    if tokio::time::timeout(stop_within, &mut running)
+        .await
+        .is_err()
+    {
+        running.abort();
+        liveness.fail(
+            "controllers",
+            format!("still running {stop_within:?} after losing the Lease"),
+        );
+        error!(
+            reason = ended.reason(),
+            "{ended}; the controllers did not stop, so /healthz fails until the pod restarts"
+        );
+        return Led::Stuck;
+    }
+    Led::Lost(ended)
+}
+
+/// Wake the standby whenever the Lease changes (a renewal, a release, or a
+/// deletion), so that it observes renewals as they happen and takes a
+/// released Lease at once.
+async fn watch_lease(
     api: Api<Lease>,
     name: String,
-    released: std::sync::Arc<Notify>,
+    changed: Arc<Notify>,
     shutdown: CancellationToken,
 ) {
     let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
-    let stream = watcher(api, config).default_backoff().applied_objects();
+    let stream = watcher(api, config).default_backoff().touched_objects();
     futures::pin_mut!(stream);
     loop {
         let next = tokio::select! {
@@ -246,13 +617,8 @@ async fn watch_releases(
             next = stream.next() => next,
         };
         match next {
-            Some(Ok(lease)) => {
-                let holder = lease.spec.and_then(|s| s.holder_identity);
-                if holder.is_none_or(|h| h.is_empty()) {
-                    released.notify_one();
-                }
-            }
-            Some(Err(e)) => warn!(error = %e, "watching the Lease failed; retrying"),
+            Some(Ok(_)) => changed.notify_one(),
+            Some(Err(e)) => debug!(error = %e, "watching the Lease failed; retrying"),
             None => return,
         }
     }
@@ -289,3 +655,7 @@ pub fn default_namespace() -> String {
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "default".to_string())
 }
+
+#[cfg(test)]
+#[path = "leader_tests.rs"]
+mod tests;

@@ -24,6 +24,7 @@ pub mod decode;
 pub mod diff;
 pub mod error;
 pub mod events;
+pub mod fence;
 pub mod import;
 pub mod leader;
 pub mod metrics;

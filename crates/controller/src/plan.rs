@@ -16,7 +16,9 @@ use kube_endpoints_api::{
     ClusterEndpointPort, ClusterEndpointSpec, HttpGetHandler, MAX_HOSTS, MAX_PORTS, MAX_SECONDS,
     MAX_THRESHOLD, OWNED_HEADERS, UdpData,
 };
-use kube_endpoints_probe::{HttpGet, Probe, Scheme, TargetId, TargetSpec, Thresholds};
+use kube_endpoints_probe::{
+    GrpcProbe, HttpGet, Intervals, Probe, Scheme, TargetId, TargetSpec, Thresholds, UdpProbe,
+};
 
 /// A validated, normalised ClusterEndpoint: everything the builder and the
 /// probe engine need, with no optional fields left.
@@ -64,12 +66,14 @@ impl PortPlan {
     fn target_spec(&self) -> Option<TargetSpec> {
         let probe = self.probe.clone()?;
         Some(TargetSpec {
-            probe,
+            probe: std::sync::Arc::new(probe),
             target_port: self.target_port,
+            probe_port: None,
             period: self.period,
             timeout: self.timeout,
             thresholds: self.thresholds,
             initial_delay: self.initial_delay,
+            intervals: Intervals::default(),
         })
     }
 }
@@ -105,7 +109,6 @@ const MAX_HEADERS: usize = 32;
 const MAX_HEADER_NAME: usize = 256;
 const MAX_HEADER_VALUE: usize = 4096;
 const MAX_GRPC_SERVICE: usize = 253;
-const MAX_VHOST: usize = 253;
 
 /// One problem with one field, in the apiserver's own style
 /// (`spec.ports[1].targetPort: must be between 1 and 65535, got 0`).
@@ -382,7 +385,7 @@ fn plan_port(
 fn plan_probe(field: &str, port: &ClusterEndpointPort, errors: &mut Errors) -> Option<Probe> {
     let mut handlers: Vec<(&str, Probe)> = Vec::new();
     if port.tcp_socket.as_ref().is_some_and(|h| h.enable) {
-        handlers.push(("tcpSocket", Probe::Tcp));
+        handlers.push(("tcpSocket", Probe::tcp()));
     }
     if let Some(http) = &port.http_get
         && let Some(probe) = plan_http(&format!("{field}.httpGet"), http, errors)
@@ -392,7 +395,7 @@ fn plan_probe(field: &str, port: &ClusterEndpointPort, errors: &mut Errors) -> O
     if let Some(udp) = port.udp_socket.as_ref().filter(|h| h.enable)
         && let Some(data) = udp_data(&format!("{field}.udpSocket.data"), &udp.data, errors)
     {
-        handlers.push(("udpSocket", Probe::Udp { data }));
+        handlers.push(("udpSocket", Probe::Udp(UdpProbe { data, expect: None })));
     }
     if let Some(grpc) = port.grpc.as_ref().filter(|h| h.enable) {
         let service = grpc.service.clone().unwrap_or_default();
@@ -402,7 +405,7 @@ fn plan_probe(field: &str, port: &ClusterEndpointPort, errors: &mut Errors) -> O
                 format!("must be at most {MAX_GRPC_SERVICE} characters"),
             );
         }
-        handlers.push(("grpc", Probe::Grpc { service }));
+        handlers.push(("grpc", Probe::Grpc(GrpcProbe { service, tls: None })));
     }
     if handlers.len() > 1 {
         let set: Vec<&str> = handlers.iter().map(|(n, _)| *n).collect();
@@ -516,6 +519,7 @@ fn plan_http(field: &str, http: &HttpGetHandler, errors: &mut Errors) -> Option<
         path,
         host,
         headers,
+        ..HttpGet::default()
     }))
 }
 
@@ -560,91 +564,9 @@ fn header(name: &str, value: &str) -> Result<(), (&'static str, String)> {
     Ok(())
 }
 
-/// A virtual host (`httpGet.host`): an RFC 1123 host name of at most 253
-/// characters whose last label is not a number (URL parsers read `127.1`
-/// as an address), or an IP literal (IPv6 bare or in brackets). The same
-/// rule as the CRD's CEL rule and the prober's own check.
-pub fn validate_virtual_host(host: &str) -> Result<(), &'static str> {
-    if host.is_empty() {
-        return Err("must not be empty");
-    }
-    if let Some(inner) = host.strip_prefix('[') {
-        return match inner
-            .strip_suffix(']')
-            .map(str::parse::<std::net::Ipv6Addr>)
-        {
-            Some(Ok(_)) => Ok(()),
-            _ => Err("must be a DNS name or an IP address (invalid IPv6 literal)"),
-        };
-    }
-    if host.parse::<IpAddr>().is_ok() {
-        return Ok(());
-    }
-    if host.len() > MAX_VHOST {
-        return Err("must be at most 253 characters");
-    }
-    let labels: Vec<&str> = host.split('.').collect();
-    for label in &labels {
-        let valid = !label.is_empty()
-            && label.len() <= 63
-            && label
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-            && !label.starts_with('-')
-            && !label.ends_with('-');
-        if !valid {
-            return Err(
-                "must be a DNS name (labels of letters, digits and '-', at most 63 characters) or an IP address",
-            );
-        }
-    }
-    let last = labels.last().copied().unwrap_or_default();
-    let hex = last
-        .strip_prefix("0x")
-        .or_else(|| last.strip_prefix("0X"))
-        .is_some_and(|h| h.bytes().all(|b| b.is_ascii_hexdigit()));
-    if hex || last.bytes().all(|b| b.is_ascii_digit()) {
-        return Err("must be a DNS name or an IP address (ends in a number)");
-    }
-    Ok(())
-}
-
-/// A `Host` header value: a virtual host as [`validate_virtual_host`]
-/// accepts it, optionally followed by `:port` (1-65535); an IPv6 literal
-/// then in brackets.
-pub fn validate_host_header(value: &str) -> Result<(), &'static str> {
-    let valid_port = |p: &str| {
-        !p.is_empty()
-            && p.len() <= 5
-            && p.bytes().all(|b| b.is_ascii_digit())
-            && p.parse::<u16>().is_ok_and(|p| p != 0)
-    };
-    if let Some(rest) = value.strip_prefix('[') {
-        let Some((inner, after)) = rest.split_once(']') else {
-            return Err("must be a DNS name or an IP address (invalid IPv6 literal)");
-        };
-        if inner.parse::<std::net::Ipv6Addr>().is_err() {
-            return Err("must be a DNS name or an IP address (invalid IPv6 literal)");
-        }
-        return match after.strip_prefix(':') {
-            None if after.is_empty() => Ok(()),
-            Some(port) if valid_port(port) => Ok(()),
-            Some(_) => Err("has an invalid port (must be 1-65535)"),
-            None => Err("must be a host, optionally followed by :port"),
-        };
-    }
-    let (host, port) = match value.split_once(':') {
-        Some((host, port)) => (host, Some(port)),
-        None => (value, None),
-    };
-    if port.is_some_and(|p| p.contains(':')) {
-        return Err("must put an IPv6 address in brackets");
-    }
-    if port.is_some_and(|p| !valid_port(p)) {
-        return Err("has an invalid port (must be 1-65535)");
-    }
-    validate_virtual_host(host)
-}
+/// A virtual host (`httpGet.host`) and a `Host` header value are checked
+/// by the prober's own rules, the same as the CRD's CEL rule for the former.
+pub use kube_endpoints_probe::{validate_host_header, validate_virtual_host};
 
 /// Parse, check and sort a host list; errors name the exact item.
 fn parse_hosts(field: &str, hosts: &[String], errors: &mut Errors) -> Vec<IpAddr> {

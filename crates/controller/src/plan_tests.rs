@@ -22,7 +22,7 @@ fn the_example_plans_four_ports_with_their_probes() {
     let names: Vec<&str> = plan.ports.iter().map(|p| p.name.as_str()).collect();
     assert_eq!(names, ["wp-grpc", "wp-http", "wp-https", "wp-udp"]);
     let by_name = |n| port(&plan, n);
-    assert_eq!(by_name("wp-https").probe, Some(Probe::Tcp));
+    assert_eq!(by_name("wp-https").probe, Some(Probe::tcp()));
     assert_eq!(
         by_name("wp-http").probe,
         Some(Probe::Http(HttpGet {
@@ -30,19 +30,22 @@ fn the_example_plans_four_ports_with_their_probes() {
             path: "/healthz".into(),
             host: None,
             headers: vec![],
+            ..HttpGet::default()
         }))
     );
     assert_eq!(
         by_name("wp-udp").probe,
-        Some(Probe::Udp {
-            data: b"This is flag data for UDP svc test".to_vec()
-        })
+        Some(Probe::Udp(UdpProbe {
+            data: b"This is flag data for UDP svc test".to_vec(),
+            expect: None,
+        }))
     );
     assert_eq!(
         by_name("wp-grpc").probe,
-        Some(Probe::Grpc {
-            service: String::new()
-        })
+        Some(Probe::Grpc(GrpcProbe {
+            service: String::new(),
+            tls: None,
+        }))
     );
     assert_eq!(by_name("wp-udp").protocol, "UDP");
     assert_eq!(by_name("wp-http").period, Duration::from_secs(10));
@@ -244,6 +247,7 @@ fn http_handler_is_normalised_and_checked() {
             path: "/healthz".into(),
             host: Some("db.internal".into()),
             headers: vec![("X-Probe".into(), "1".into())],
+            ..HttpGet::default()
         }))
     );
 

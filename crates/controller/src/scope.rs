@@ -47,6 +47,7 @@ impl ScopeError {
 }
 
 /// One controller: one API group, all namespaces or one.
+#[derive(Clone, Debug)]
 pub struct Scope {
     pub group: String,
     pub namespace: Option<String>,

@@ -6,7 +6,9 @@
 //! - the chart's CRD copies are byte-equal to what the Rust types generate;
 //! - RBAC has no wildcards and nothing cluster-wide when namespaces are listed;
 //! - the Deployment is hardened and its arguments parse with the real CLI;
-//! - the monitoring objects query only metrics the controller exports.
+//! - the monitoring objects query only metrics the controller exports;
+//! - the NetworkPolicy admits only the configured scrapers, and only to the
+//!   metrics port; the image can be pinned by digest.
 //!
 //! `chart_cluster.rs` checks the same chart against a real apiserver.
 
@@ -427,6 +429,110 @@ fn monitoring_objects_match_the_metrics_service() {
             );
         }
     }
+}
+
+// ---------------------------------------------------------------- network policy and image
+
+#[test]
+fn the_network_policy_admits_only_the_monitoring_namespace_to_the_metrics_port() {
+    let listed = objects(&render("kube-endpoints", "ke-system", &[]));
+    let policy = one(&listed, "NetworkPolicy");
+    assert_eq!(policy["metadata"]["namespace"], "ke-system");
+    // It selects exactly the controller's pods...
+    let deployment = one(&listed, "Deployment");
+    assert_eq!(
+        policy["spec"]["podSelector"]["matchLabels"],
+        deployment["spec"]["selector"]["matchLabels"]
+    );
+    // ...for ingress only (probes and the apiserver are egress)...
+    assert_eq!(policy["spec"]["policyTypes"], json!(["Ingress"]));
+    // ...and admits one peer, on one port.
+    let ingress = policy["spec"]["ingress"].as_array().expect("ingress");
+    assert_eq!(ingress.len(), 1, "{ingress:#?}");
+    assert_eq!(
+        ingress[0]["from"],
+        json!([{
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+            "podSelector": {}
+        }])
+    );
+    assert_eq!(
+        ingress[0]["ports"],
+        json!([{"port": "metrics", "protocol": "TCP"}])
+    );
+    // The named port is the one the server listens on.
+    let ports = &deployment["spec"]["template"]["spec"]["containers"][0]["ports"];
+    assert!(
+        ports
+            .as_array()
+            .expect("ports")
+            .iter()
+            .any(|p| p["name"] == "metrics"),
+        "{ports}"
+    );
+}
+
+#[test]
+fn the_network_policy_takes_the_prometheus_selectors_and_extra_rules() {
+    let listed = objects(&render(
+        "kube-endpoints",
+        "ke-system",
+        &[
+            "--set",
+            "networkPolicy.metrics.namespaceSelector.matchLabels.team=observability",
+            "--set",
+            "networkPolicy.metrics.podSelector.matchLabels.app\\.kubernetes\\.io/name=prometheus",
+            "--set",
+            "networkPolicy.extraIngress[0].from[0].ipBlock.cidr=198.18.0.0/15",
+            "--set",
+            "networkPolicy.extraIngress[0].ports[0].port=metrics",
+        ],
+    ));
+    let ingress = one(&listed, "NetworkPolicy")["spec"]["ingress"]
+        .as_array()
+        .expect("ingress");
+    assert_eq!(ingress.len(), 2, "{ingress:#?}");
+    let peer = &ingress[0]["from"][0];
+    assert_eq!(
+        peer["namespaceSelector"]["matchLabels"]["team"],
+        "observability"
+    );
+    assert_eq!(
+        peer["podSelector"],
+        json!({"matchLabels": {"app.kubernetes.io/name": "prometheus"}})
+    );
+    assert_eq!(ingress[1]["from"][0]["ipBlock"]["cidr"], "198.18.0.0/15");
+}
+
+#[test]
+fn the_network_policy_can_be_turned_off() {
+    let listed = objects(&render(
+        "kube-endpoints",
+        "ke-system",
+        &["--set", "networkPolicy.enabled=false"],
+    ));
+    assert!(of_kind(&listed, "NetworkPolicy").is_empty());
+}
+
+#[test]
+fn the_chart_can_pin_the_controller_image_by_digest() {
+    let image = |extra: &[&str]| -> String {
+        let listed = objects(&render("kube-endpoints", "ke-system", extra));
+        one(&listed, "Deployment")["spec"]["template"]["spec"]["containers"][0]["image"]
+            .as_str()
+            .expect("the Deployment's image")
+            .to_string()
+    };
+    let digest = format!("sha256:{}", "0123456789abcdef".repeat(4));
+    let pinned = image(&["--set", &format!("image.digest={digest}")]);
+    assert!(pinned.ends_with(&format!("@{digest}")), "{pinned}");
+    assert!(!image(&[]).contains('@'));
+    // Anything but a sha256 digest is refused by the values schema.
+    let chart = chart_dir();
+    let chart = chart.to_str().expect("UTF-8 path");
+    let out = helm(&["template", "t", chart, "--set", "image.digest=latest"]);
+    assert!(!out.ok, "a tag was accepted as a digest");
+    assert!(out.stderr.contains("schema"), "{}", out.stderr);
 }
 
 /// The controller's real metrics registry with every family holding a

@@ -6,6 +6,7 @@
 mod support;
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 
 use k8s_openapi::api::core::v1::{Endpoints, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -204,29 +205,30 @@ async fn an_unhealthy_answer_and_a_silent_host_both_leave_rotation() {
     b1.set_healthy(false).expect("backend turns unhealthy");
     // h2 drops every packet: nothing answers, every probe must time out.
     h2.blackhole(true).await.expect("blackhole");
-    let (sick, silent) = (h1.ipv4().to_string(), h2.ipv4().to_string());
+    let (sick, silent) = (IpAddr::V4(h1.ipv4()), IpAddr::V4(h2.ipv4()));
+    // Status lists hosts in address order (198.18.0.10 after 198.18.0.9),
+    // so both sides are addresses, not strings.
+    let mut both = vec![sick, silent];
+    both.sort();
     let cep = eventually("the expected hosts to leave rotation", || async {
         let cep = get_cep(&client, &ns, GROUP, "wordpress").await?;
         let status = cep.status.clone()?;
-        let unhealthy: BTreeMap<String, Vec<String>> = status
+        let unhealthy: BTreeMap<String, Vec<IpAddr>> = status
             .ports
             .iter()
             .map(|p| {
-                (
-                    p.name.clone(),
-                    p.unhealthy.iter().map(|u| u.host.clone()).collect(),
-                )
+                let hosts = p.unhealthy.iter().filter_map(|u| u.host.parse().ok());
+                (p.name.clone(), hosts.collect())
             })
             .collect();
-        let mut both = vec![sick.clone(), silent.clone()];
-        both.sort();
         let ok = unhealthy.get("wp-http") == Some(&both)
             && unhealthy.get("wp-grpc") == Some(&both)
             && unhealthy.get("wp-udp") == Some(&both)
-            && unhealthy.get("wp-https") == Some(&vec![silent.clone()]);
+            && unhealthy.get("wp-https") == Some(&vec![silent]);
         ok.then_some(cep)
     })
     .await;
+    let sick = sick.to_string();
     let status = cep.status.expect("status");
     // Why the answering host is out: what its backend said.
     for (port, says) in [("wp-http", "503"), ("wp-grpc", "NOT_SERVING")] {

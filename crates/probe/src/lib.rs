@@ -4,10 +4,14 @@
 //! This crate knows nothing about Kubernetes: the controller hands it targets
 //! (an owner key, a port name and a host) and hears back only transitions.
 //!
-//! - [`probe`]: one probe of one address (TCP, HTTP(S), UDP, gRPC), always
-//!   finished by its timeout, never panicking on bad input.
+//! - [`probe`]: one probe of one address (TCP with optional send/expect and
+//!   TLS, HTTP(S) with methods, expected statuses and body matching, UDP
+//!   with an optional expected reply, gRPC plaintext or over TLS), always
+//!   finished by its timeout, never panicking on bad input, never
+//!   connecting anywhere but the address given.
 //! - [`threshold`]: the pure consecutive-results state machine.
-//! - [`scheduler`]: per-target workers on a fixed period, publishing changes.
+//! - [`scheduler`]: per-target workers on a (possibly adaptive, jittered)
+//!   period, under a global cap on probes in flight, publishing changes.
 
 #![forbid(unsafe_code)]
 
@@ -15,6 +19,13 @@ pub mod probe;
 pub mod scheduler;
 pub mod threshold;
 
-pub use probe::{HttpGet, Outcome, Probe, ProbeError, ProbeKind, Prober, Scheme, Verdict};
-pub use scheduler::{Observer, Scheduler, StateCounts, TargetId, TargetSpec, Transition};
+pub use probe::{
+    BoundedRegex, Expect, GrpcProbe, HttpGet, HttpMethod, MAX_READ, MAX_REQUESTS, Outcome, Probe,
+    ProbeError, ProbeKind, Prober, REASONS, Scheme, StatusRange, TcpProbe, TlsConfig, TlsVersion,
+    UdpProbe, Verdict, certificate_not_after, validate_host_header, validate_virtual_host,
+};
+pub use scheduler::{
+    DEFAULT_MAX_IN_FLIGHT, Intervals, Observer, Scheduler, StateCounts, TargetId, TargetSpec,
+    Transition,
+};
 pub use threshold::{Health, HealthState, SEEDED_MESSAGE, ThresholdTracker, Thresholds};

@@ -70,8 +70,9 @@ type Rx = mpsc::UnboundedReceiver<Transition<String>>;
 
 fn spec(port: u16, failure: u32) -> TargetSpec {
     TargetSpec {
-        probe: Probe::Tcp,
+        probe: Arc::new(Probe::tcp()),
         target_port: port,
+        probe_port: None,
         period: Duration::from_millis(100),
         timeout: Duration::from_millis(200),
         thresholds: Thresholds {
@@ -79,17 +80,17 @@ fn spec(port: u16, failure: u32) -> TargetSpec {
             success: 1,
         },
         initial_delay: Duration::ZERO,
+        intervals: Intervals::default(),
     }
 }
 
 fn http_spec(port: u16, period: Duration, timeout: Duration) -> TargetSpec {
     TargetSpec {
-        probe: Probe::Http(HttpGet {
+        probe: Arc::new(Probe::Http(HttpGet {
             scheme: Scheme::Http,
             path: "/".into(),
-            host: None,
-            headers: vec![],
-        }),
+            ..HttpGet::default()
+        })),
         period,
         timeout,
         ..spec(port, 1)
@@ -267,7 +268,7 @@ async fn sync_with_the_same_spec_keeps_state_and_removal_drops_it() {
 }
 
 #[tokio::test]
-async fn a_changed_spec_keeps_the_verdict_and_probes_at_once() {
+async fn a_changed_spec_keeps_the_verdict_and_restarts_the_worker() {
     let (_listener, port) = listener().await;
     let (s, mut rx, observer) = scheduler();
     let owner = "ns/a".to_string();
@@ -281,11 +282,13 @@ async fn a_changed_spec_keeps_the_verdict_and_probes_at_once() {
     assert_eq!(ready.state, HealthState::Ready);
     assert_eq!(observer.count(), 1);
 
+    // The restarted worker's first probe comes within one (new) period.
     let changed = TargetSpec {
         thresholds: Thresholds {
             failure: 5,
             success: 2,
         },
+        period: Duration::from_millis(300),
         ..slow
     };
     s.sync(&owner, BTreeMap::from([(id("x"), changed)]), |_| None);
@@ -294,7 +297,7 @@ async fn a_changed_spec_keeps_the_verdict_and_probes_at_once() {
         ready,
         "state and since are kept"
     );
-    until("the restarted worker's probe", || observer.count() == 2).await;
+    until("the restarted worker's probe", || observer.count() >= 2).await;
     assert_eq!(s.health(&owner)[&id("x")], ready);
     assert_eq!(
         workers_alive(&observer),
@@ -304,6 +307,65 @@ async fn a_changed_spec_keeps_the_verdict_and_probes_at_once() {
     // success=2 and only one success since the restart: still the same
     // Ready, and nothing to report.
     assert!(rx.try_recv().is_err());
+    s.shutdown();
+}
+
+#[tokio::test]
+async fn restarted_targets_are_spread_over_a_period_and_new_ones_probed_at_once() {
+    let (_listener, port) = listener().await;
+    let (s, mut rx, observer) = scheduler();
+    let owner = "ns/big".to_string();
+    let hosts: Vec<TargetId> = (1..=20).map(|i| id(&format!("p{i}"))).collect();
+    let slow = TargetSpec {
+        period: Duration::from_secs(600),
+        ..spec(port, 1)
+    };
+    let targets = |spec: &TargetSpec| -> BTreeMap<TargetId, TargetSpec> {
+        hosts.iter().map(|h| (h.clone(), spec.clone())).collect()
+    };
+    s.sync(&owner, targets(&slow), |_| None);
+    for _ in 0..20 {
+        next(&mut rx).await;
+    }
+    assert_eq!(observer.count_of(ProbeKind::Tcp), 20);
+
+    // One edit of the port's probe settings, and one new host.
+    let period = Duration::from_secs(2);
+    let edited = TargetSpec {
+        period,
+        timeout: Duration::from_millis(300),
+        ..slow
+    };
+    let (closed, closed_port) = listener().await;
+    drop(closed);
+    let mut all = targets(&edited);
+    all.insert(
+        id("new"),
+        http_spec(closed_port, period, Duration::from_millis(300)),
+    );
+    let start = std::time::Instant::now();
+    s.sync(&owner, all, |_| None);
+    let t = next(&mut rx).await;
+    assert_eq!((t.target, t.to.state), (id("new"), HealthState::NotReady));
+    until("every restarted target's first probe", || {
+        observer.count_of(ProbeKind::Tcp) >= 40
+    })
+    .await;
+    let restarted: Vec<Duration> = observer
+        .all()
+        .iter()
+        .filter(|p| p.kind == ProbeKind::Tcp)
+        .skip(20)
+        .map(|p| p.at - start)
+        .collect();
+    let first = restarted.iter().min().copied().unwrap_or_default();
+    let last = restarted.iter().max().copied().unwrap_or_default();
+    // Twenty uniform delays in [0, 2 s) span less than 0.5 s with a
+    // probability below 1e-10; all at once, they span milliseconds.
+    assert!(
+        last - first > Duration::from_millis(500),
+        "restarted probes were not spread: {restarted:?}"
+    );
     s.shutdown();
 }
 
@@ -604,4 +666,210 @@ async fn absurd_durations_do_not_panic() {
     let t = next(&mut rx).await;
     assert_eq!(t.to.state, HealthState::Ready);
     s.shutdown();
+}
+
+#[tokio::test]
+async fn in_flight_probes_are_capped_and_queued_probes_are_not_failed() {
+    let (port, requests, max_in_flight) = slow_http_server(Duration::from_millis(150)).await;
+    let observer = Arc::new(Recording::default());
+    let (s, _rx) = Scheduler::<String>::with_max_in_flight(
+        Prober::new("test").expect("prober"),
+        observer.clone(),
+        2,
+    );
+    let targets: BTreeMap<TargetId, TargetSpec> = (0..6)
+        .map(|i| {
+            (
+                id(&format!("t{i}")),
+                // A timeout shorter than the queue is long: waiting for a
+                // permit must not eat into it.
+                http_spec(port, Duration::from_millis(100), Duration::from_millis(400)),
+            )
+        })
+        .collect();
+    s.sync(&"ns/many".to_string(), targets, |_| None);
+    until("a dozen probes", || observer.count() >= 12).await;
+    s.shutdown();
+    assert_eq!(max_in_flight.load(Ordering::SeqCst), 2, "the cap held");
+    let probes = observer.all();
+    assert!(
+        probes.iter().all(|p| p.verdict == Verdict::Success),
+        "a queued probe was failed: {probes:?}"
+    );
+    assert!(requests.load(Ordering::SeqCst) >= 12);
+    assert!(
+        probes
+            .iter()
+            .any(|p| p.lateness >= Duration::from_millis(100)),
+        "queueing shows as lateness"
+    );
+    assert!(s.in_flight() <= 2);
+}
+
+#[tokio::test]
+async fn probe_port_is_probed_instead_of_the_target_port() {
+    let (_listener, open) = listener().await;
+    let (closed, closed_port) = listener().await;
+    drop(closed);
+    let (s, mut rx, _) = scheduler();
+    let owner = "ns/patroni".to_string();
+    let via_probe_port = TargetSpec {
+        probe_port: Some(open),
+        ..spec(closed_port, 1)
+    };
+    s.sync(&owner, BTreeMap::from([(id("pg"), via_probe_port)]), |_| {
+        None
+    });
+    let t = next(&mut rx).await;
+    assert_eq!(t.to.state, HealthState::Ready, "{}", t.to.message);
+    // And the other way round: the message names the probed port.
+    let other = TargetSpec {
+        probe_port: Some(closed_port),
+        ..spec(open, 1)
+    };
+    s.sync(&owner, BTreeMap::from([(id("pg"), other)]), |_| None);
+    let t = next(&mut rx).await;
+    assert_eq!(
+        t.to.message,
+        format!("tcp connect 127.0.0.1:{closed_port}: connection refused")
+    );
+    s.shutdown();
+}
+
+#[tokio::test]
+async fn unhealthy_period_slows_probing_of_failing_targets() {
+    let (closed, port) = listener().await;
+    drop(closed);
+    let (s, mut rx, observer) = scheduler();
+    let owner = "ns/dead".to_string();
+    let spec = TargetSpec {
+        intervals: Intervals {
+            unhealthy_period: Some(Duration::from_secs(600)),
+            ..Intervals::default()
+        },
+        ..spec(port, 1)
+    };
+    s.sync(&owner, BTreeMap::from([(id("x"), spec.clone())]), |_| None);
+    assert_eq!(next(&mut rx).await.to.state, HealthState::NotReady);
+    // At the usual 100 ms period there would be several probes by now.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        observer.count(),
+        1,
+        "a NotReady target waits its own period"
+    );
+
+    // Without it, the same target is probed every period.
+    let plain = TargetSpec {
+        intervals: Intervals::default(),
+        ..spec
+    };
+    s.sync(&owner, BTreeMap::from([(id("x"), plain)]), |_| None);
+    until("probing at the usual period", || observer.count() >= 4).await;
+    s.shutdown();
+}
+
+#[tokio::test]
+async fn edge_period_confirms_a_transition_at_once() {
+    let (_listener, port) = listener().await;
+    let (s, mut rx, observer) = scheduler();
+    let owner = "ns/edge".to_string();
+    let slow = TargetSpec {
+        period: Duration::from_secs(600),
+        ..spec(port, 1)
+    };
+    let confirming = TargetSpec {
+        intervals: Intervals {
+            edge_period: Some(Duration::ZERO),
+            ..Intervals::default()
+        },
+        ..slow.clone()
+    };
+    s.sync(
+        &owner,
+        BTreeMap::from([(id("plain"), slow), (id("confirm"), confirming)]),
+        |_| None,
+    );
+    next(&mut rx).await;
+    next(&mut rx).await;
+    // Pending → Ready is a transition: the confirming target is probed
+    // again at once, the plain one waits its 600 s.
+    until("the confirmation probe", || observer.count() >= 3).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(observer.count(), 3, "one confirmation, then the period");
+    s.shutdown();
+}
+
+#[tokio::test]
+async fn configuration_errors_keep_the_state() {
+    let (_listener, port) = listener().await;
+    let (s, mut rx, observer) = scheduler();
+    let owner = "ns/bad".to_string();
+    let bad = TargetSpec {
+        probe: Arc::new(Probe::Http(HttpGet {
+            headers: vec![("bad header".into(), "x".into())],
+            ..HttpGet::default()
+        })),
+        ..spec(port, 1)
+    };
+    s.sync(&owner, BTreeMap::from([(id("x"), bad)]), |_| Some(true));
+    until("a few probes", || observer.count() >= 3).await;
+    assert!(
+        observer
+            .all()
+            .iter()
+            .all(|p| p.verdict == Verdict::ConfigError)
+    );
+    assert_eq!(s.health(&owner)[&id("x")].state, HealthState::Ready);
+    assert!(rx.try_recv().is_err(), "no transition");
+    s.shutdown();
+}
+
+#[tokio::test]
+async fn tls_certificate_expiry_is_kept_per_target() {
+    use crate::probe::tests_tls::{Pki, Serve, server_config, tls_server};
+    use crate::probe::{Expect, TcpProbe};
+    let pki = Pki::new("scheduler test CA");
+    let leaf = pki.leaf(2040, false);
+    let (addr, _) = tls_server(server_config(&leaf, &[], None), Serve::Redis).await;
+    let (s, mut rx, _) = scheduler();
+    let owner = "ns/tls".to_string();
+    let tls = TargetSpec {
+        probe: Arc::new(Probe::Tcp(TcpProbe {
+            send: b"PING\r\n".to_vec(),
+            expect: Some(Expect::Contains(b"+PONG".to_vec())),
+            tls: Some(pki.tls()),
+        })),
+        ..spec(addr.port(), 1)
+    };
+    s.sync(
+        &owner,
+        BTreeMap::from([(id("tls"), tls), (id("plain"), spec(addr.port(), 1))]),
+        |_| None,
+    );
+    assert_eq!(next(&mut rx).await.to.state, HealthState::Ready);
+    next(&mut rx).await;
+    let expiry = s.cert_not_after(&owner);
+    assert_eq!(expiry.keys().cloned().collect::<Vec<_>>(), [id("tls")]);
+    let secs = expiry[&id("tls")]
+        .duration_since(UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs();
+    assert_eq!(secs as i64, leaf.not_after_unix);
+    s.shutdown();
+}
+
+#[test]
+fn jitter_percent_stays_within_its_share_of_the_period() {
+    let period = Duration::from_secs(10);
+    let samples: Vec<Duration> = (0..200).map(|_| jitter_percent(period, 20)).collect();
+    assert!(samples.iter().all(|d| *d < Duration::from_secs(2)));
+    let distinct: std::collections::BTreeSet<_> = samples.iter().collect();
+    assert!(distinct.len() > 100, "{} distinct values", distinct.len());
+    assert_eq!(jitter_percent(period, 0), Duration::ZERO);
+    assert!(
+        (0..100).all(|_| jitter_percent(period, 250) < period),
+        "capped at 100%"
+    );
+    assert!(jitter_percent(Duration::MAX, 100) <= Duration::MAX);
 }

@@ -12,7 +12,11 @@
 //! - Ready becomes NotReady after `failure` consecutive failures; NotReady
 //!   becomes Ready after `success` consecutive successes. A result of the
 //!   other kind resets the count.
-//! - A configuration error counts as a failure.
+//! - A configuration error or a local error (no file descriptors, ...)
+//!   says nothing about the host: it is ignored, neither counting nor
+//!   resetting anything, so the target keeps its state. (The kubelet
+//!   likewise throws away results its prober could not produce.) The
+//!   scheduler's observer still sees it, for metrics and logs.
 
 use std::time::SystemTime;
 
@@ -113,6 +117,9 @@ impl ThresholdTracker {
     /// a state returns `None` and keeps the first message, so a host failing
     /// for a new reason does not rewrite status every period.
     pub fn observe(&mut self, outcome: &Outcome, now: SystemTime) -> Option<Health> {
+        if !outcome.verdict.is_about_the_host() {
+            return None;
+        }
         let next = if outcome.verdict == Verdict::Success {
             self.failures = 0;
             self.successes = self.successes.saturating_add(1);
@@ -152,20 +159,22 @@ mod tests {
         UNIX_EPOCH + Duration::from_secs(s)
     }
 
-    fn ok() -> Outcome {
+    fn outcome(verdict: Verdict, message: &str) -> Outcome {
         Outcome {
-            verdict: Verdict::Success,
-            message: String::new(),
+            verdict,
+            message: message.into(),
+            reason: "test",
             latency: Duration::from_millis(1),
+            cert_not_after: None,
         }
     }
 
+    fn ok() -> Outcome {
+        outcome(Verdict::Success, "")
+    }
+
     fn fail(msg: &str) -> Outcome {
-        Outcome {
-            verdict: Verdict::Failure,
-            message: msg.into(),
-            latency: Duration::from_millis(1),
-        }
+        outcome(Verdict::Failure, msg)
     }
 
     fn states(tracker: &mut ThresholdTracker, results: &[bool]) -> Vec<Option<HealthState>> {
@@ -300,17 +309,34 @@ mod tests {
     }
 
     #[test]
-    fn config_errors_count_as_failures() {
-        let mut tr = ThresholdTracker::new_seeded(ONE, true, t(0));
-        let o = Outcome {
-            verdict: Verdict::ConfigError,
-            message: "configuration error: bad header".into(),
-            latency: Duration::ZERO,
-        };
-        assert_eq!(
-            tr.observe(&o, t(1)).map(|h| h.state),
-            Some(HealthState::NotReady)
-        );
+    fn config_and_local_errors_change_nothing() {
+        for verdict in [Verdict::ConfigError, Verdict::LocalError] {
+            let problem = outcome(verdict, "configuration error: bad header");
+            // A ready host stays ready, however many come in a row.
+            let mut tr = ThresholdTracker::new_seeded(ONE, true, t(0));
+            for i in 1..5 {
+                assert_eq!(tr.observe(&problem, t(i)), None, "{verdict:?}");
+            }
+            assert_eq!(tr.health().state, HealthState::Ready);
+            assert_eq!(tr.health().since, t(0));
+            // A pending target stays pending (not NotReady).
+            let mut tr = ThresholdTracker::new_pending(ONE, t(0));
+            assert_eq!(tr.observe(&problem, t(1)), None);
+            assert_eq!(tr.health().state, HealthState::Pending);
+            // They neither count nor reset: two failures around one of
+            // them reach a threshold of two.
+            let two = Thresholds {
+                failure: 2,
+                success: 1,
+            };
+            let mut tr = ThresholdTracker::new_seeded(two, true, t(0));
+            assert_eq!(tr.observe(&fail("down"), t(1)), None);
+            assert_eq!(tr.observe(&problem, t(2)), None);
+            let h = tr
+                .observe(&fail("down"), t(3))
+                .expect("second failure flips");
+            assert_eq!(h.state, HealthState::NotReady);
+        }
     }
 
     #[test]

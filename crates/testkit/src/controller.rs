@@ -20,6 +20,9 @@ pub struct Launch {
     /// Start from an empty environment (only `PATH` kept, then `env`), as a
     /// Deployment's container would.
     pub clear_env: bool,
+    /// Run as this user id (and the group of the same id) instead of ours,
+    /// for example so that an nftables rule can match its packets.
+    pub uid: Option<u32>,
     /// Where its stdout and stderr go.
     pub log: PathBuf,
     /// The loopback port of its HTTP endpoints.
@@ -36,6 +39,7 @@ impl Launch {
             command,
             env: Vec::new(),
             clear_env: false,
+            uid: None,
             log,
             metrics_port,
             ready_path: "/readyz".into(),
@@ -76,6 +80,9 @@ impl ControllerProcess {
         if launch.clear_env {
             cmd.env_clear()
                 .env("PATH", std::env::var_os("PATH").unwrap_or_default());
+        }
+        if let Some(uid) = launch.uid {
+            cmd.uid(uid).gid(uid);
         }
         cmd.envs(launch.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())

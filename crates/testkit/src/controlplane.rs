@@ -148,8 +148,8 @@ pub fn repo_root() -> PathBuf {
         .map_or_else(|| manifest.join("../.."), Path::to_path_buf)
 }
 
-/// The directory with kube-apiserver, etcd, kubectl and
-/// kube-controller-manager: `$KE_CONTROL_PLANE_BIN`, or what
+/// The directory with kube-apiserver, etcd, kubectl, kube-controller-manager
+/// and kube-proxy: `$KE_CONTROL_PLANE_BIN`, or what
 /// `scripts/build-control-plane.sh` prints (building on a cold cache). The
 /// script runs at most once per process, and under a file lock so that
 /// concurrent test processes never build the same binaries twice at once.
@@ -376,6 +376,11 @@ impl ControlPlane {
         .into_iter()
         .filter_map(|(name, child)| Some((name, child.as_ref()?.id()?)))
         .collect()
+    }
+
+    /// Its `--service-cluster-ip-range` (comma-separated when dual-stack).
+    pub fn service_cluster_ip_range(&self) -> &str {
+        &self.options.service_cluster_ip_range
     }
 
     /// `https://127.0.0.1:<port>`.
@@ -727,7 +732,7 @@ fn write_file(path: &Path, text: &str) -> Result<()> {
     std::fs::write(path, text).map_err(io_err(format!("writing {}", path.display())))
 }
 
-fn kubeconfig_yaml(server: &str, token: &str) -> String {
+pub(crate) fn kubeconfig_yaml(server: &str, token: &str) -> String {
     format!(
         "apiVersion: v1
 kind: Config

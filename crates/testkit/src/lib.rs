@@ -10,6 +10,9 @@
 //!   UDP echo and gRPC health listeners).
 //! - [`controller`]: a controller under test as its own process, [`crd`]:
 //!   installing a CRD, [`http`]: `GET` on loopback and a free port.
+//! - [`node`]: a network namespace playing a node, running the real
+//!   kube-proxy, wired to test hosts, with `ke-client` processes that
+//!   connect to Services' ClusterIPs from inside it.
 //!
 //! Traffic goes only to loopback and to namespaces created here. Everything
 //! is killed and removed on drop; on a panic (a failing test) the log
@@ -25,6 +28,7 @@ pub mod controlplane;
 pub mod crd;
 pub mod http;
 pub mod netns;
+pub mod node;
 
 use std::io;
 use std::os::fd::AsRawFd;
@@ -159,8 +163,8 @@ fn display_command(program: &str, args: &[&str]) -> String {
 }
 
 /// Run a short command to completion; fail with its stderr on a non-zero
-/// exit. Blocking: call from `spawn_blocking` or `Drop`.
-pub(crate) fn run(program: &str, args: &[&str]) -> Result<String> {
+/// exit. Blocking: call from `spawn_blocking` or `Drop` (or a test's setup).
+pub fn run(program: &str, args: &[&str]) -> Result<String> {
     run_with_stdin(program, args, None)
 }
 
@@ -220,9 +224,14 @@ pub(crate) fn pid_alive(pid: u32) -> bool {
 /// Base directory for per-instance scratch directories: tmpfs when there is
 /// one.
 pub(crate) fn scratch_base() -> PathBuf {
-    let shm = Path::new("/dev/shm");
-    if shm.is_dir() {
-        shm.to_path_buf()
+    dir_or_temp("/dev/shm")
+}
+
+/// `dir` when it exists, else the temporary directory.
+fn dir_or_temp(dir: &str) -> PathBuf {
+    let dir = Path::new(dir);
+    if dir.is_dir() {
+        dir.to_path_buf()
     } else {
         std::env::temp_dir()
     }
@@ -319,10 +328,5 @@ impl Drop for FileLock {
 
 /// Directory for the testkit's cross-process lock files.
 pub(crate) fn lock_dir() -> PathBuf {
-    let run_lock = Path::new("/run/lock");
-    if run_lock.is_dir() {
-        run_lock.to_path_buf()
-    } else {
-        std::env::temp_dir()
-    }
+    dir_or_temp("/run/lock")
 }

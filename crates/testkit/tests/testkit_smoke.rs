@@ -284,15 +284,7 @@ async fn stale_test_hosts_of_dead_processes_are_removed() {
     let ns = format!("ke-{dead}-99999");
     let link = "ke-99999";
     let sh = |args: &[&str]| {
-        let out = std::process::Command::new("ip")
-            .args(args)
-            .output()
-            .expect("ip");
-        assert!(
-            out.status.success(),
-            "ip {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        kube_endpoints_testkit::run("ip", args).unwrap_or_else(|e| panic!("{e}"));
     };
     sh(&["netns", "add", &ns]);
     sh(&[

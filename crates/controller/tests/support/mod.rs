@@ -21,7 +21,7 @@ use kube::core::DynamicObject;
 use kube::{Client, ResourceExt};
 use kube_endpoints_api::{DynClusterEndpoint, Phase, api_resource, crd_for_group};
 pub use kube_endpoints_testkit::controller::ControllerProcess as Controller;
-use kube_endpoints_testkit::controller::Launch;
+pub use kube_endpoints_testkit::controller::Launch;
 use kube_endpoints_testkit::controlplane::{ControlPlane, ControlPlaneOptions};
 use kube_endpoints_testkit::netns::{Backend, BackendPorts, TestHost};
 use serde_json::{Value, json};
@@ -41,25 +41,37 @@ pub fn control_plane() -> &'static ControlPlane {
 /// with the same options).
 pub fn control_plane_with(options: fn() -> ControlPlaneOptions) -> &'static ControlPlane {
     static CP: OnceLock<ControlPlane> = OnceLock::new();
-    CP.get_or_init(|| {
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime for the control plane");
-            let _ = tx.send(rt.block_on(ControlPlane::start_with(options())));
-            // The control plane's processes die with the thread that started
-            // them (PR_SET_PDEATHSIG), so this thread lives as long as the
-            // test binary does.
-            loop {
-                std::thread::park();
-            }
+    CP.get_or_init(|| start_control_plane(options()))
+}
+
+/// A control plane started on a thread of its own (see [`on_own_thread`]).
+pub fn start_control_plane(options: ControlPlaneOptions) -> ControlPlane {
+    on_own_thread(move || ControlPlane::start_with(options)).expect("control plane starts")
+}
+
+/// What `start` makes, made on a thread of its own whose runtime keeps
+/// running for as long as the test binary: fixtures shared by the tests of a
+/// binary outlive any one test's runtime, their processes die only with the
+/// thread that started them (PR_SET_PDEATHSIG), and their background tasks
+/// keep running.
+pub fn on_own_thread<T, F, Fut>(start: F) -> T
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = T>,
+    T: Send + 'static,
+{
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime for a shared fixture");
+        rt.block_on(async {
+            let _ = tx.send(start().await);
+            std::future::pending::<()>().await
         });
-        rx.recv()
-            .expect("control plane thread")
-            .expect("control plane starts")
-    })
+    });
+    rx.recv().expect("the fixture's thread")
 }
 
 pub async fn client() -> Client {
@@ -107,6 +119,14 @@ pub async fn start_controller(namespace: &str, extra: &[&str]) -> Controller {
 /// A `kube-endpoints run` process watching `namespace` with `kubeconfig`;
 /// returns once it is ready.
 pub async fn start_controller_as(namespace: &str, extra: &[&str], kubeconfig: &Path) -> Controller {
+    Controller::start(controller_launch(namespace, extra, kubeconfig))
+        .await
+        .expect("the controller starts")
+}
+
+/// How [`start_controller_as`] starts its process, for tests that start it
+/// differently (as another user, under a resource limit).
+pub fn controller_launch(namespace: &str, extra: &[&str], kubeconfig: &Path) -> Launch {
     let metrics_port = free_port();
     let log = std::env::temp_dir().join(format!("ke-e2e-{namespace}-{metrics_port}.log"));
     let mut command: Vec<String> = [env!("CARGO_BIN_EXE_kube-endpoints"), "run", "--kubeconfig"]
@@ -119,9 +139,7 @@ pub async fn start_controller_as(namespace: &str, extra: &[&str], kubeconfig: &P
     let mut launch = Launch::new(command, metrics_port, log);
     launch.env = vec![("RUST_LOG".into(), "info,kube_endpoints=debug".into())];
     launch.ready_timeout = DEADLINE;
-    Controller::start(launch)
-        .await
-        .expect("the controller starts")
+    launch
 }
 
 /// The target ports of the wordpress example, served by every test backend.
@@ -136,11 +154,13 @@ pub fn wordpress_ports() -> BackendPorts {
 
 /// A test host running a backend on the wordpress example's ports.
 pub async fn host_with_backend() -> (TestHost, Backend) {
+    host_with(wordpress_ports()).await
+}
+
+/// A test host running a backend on `ports`.
+pub async fn host_with(ports: BackendPorts) -> (TestHost, Backend) {
     let host = TestHost::create().await.expect("test host is created");
-    let backend = host
-        .start_backend(wordpress_ports())
-        .await
-        .expect("backend starts");
+    let backend = host.start_backend(ports).await.expect("backend starts");
     (host, backend)
 }
 

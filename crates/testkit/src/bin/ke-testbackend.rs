@@ -8,9 +8,16 @@
 //! backend is unhealthy (HTTP `/healthz` 503, gRPC NOT_SERVING, UDP silent).
 //! It is read every 100 ms and on SIGUSR1; after applying a new content the
 //! backend writes the same content to `PATH.ack`.
+//!
+//! Who answered: every listener reports the address a request arrived at
+//! (the host's address that kube-proxy or the client chose), so that the
+//! data-plane tests can tell which backend served each connection: TCP
+//! writes it and closes, HTTP `/whoami` returns it, a UDP datagram `whoami`
+//! gets it back, and every gRPC response carries it in the
+//! `x-backend-address` header.
 
 use std::convert::Infallible;
-use std::net::{Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -33,21 +40,25 @@ const GRPC_SERVICES: [&str; 2] = ["", "backend"];
 #[derive(Parser, Debug)]
 #[command(about = "TCP/HTTP/UDP/gRPC-health test backend for kube-endpoints' test hosts")]
 struct Args {
-    /// Accept and close TCP connections on this port (repeatable).
+    /// Accept TCP connections on this port, write the address the connection
+    /// arrived at and a newline, and close (repeatable).
     #[arg(long, value_name = "PORT")]
     tcp: Vec<u16>,
     /// Serve HTTP/1.1 on this port (repeatable): /healthz (200 "ok", 503 while
-    /// unhealthy; / likewise), /status/{code}, /redirect-same (301 to
-    /// /healthz), /redirect-off (302 to host off-host.invalid), /slow/{ms}
-    /// (answers like /healthz after that delay).
+    /// unhealthy; / likewise), /whoami (200, the address the request arrived
+    /// at), /status/{code}, /redirect-same (301 to /healthz), /redirect-off
+    /// (302 to host off-host.invalid), /slow/{ms} (answers like /healthz after
+    /// that delay).
     #[arg(long, value_name = "PORT")]
     http: Vec<u16>,
     /// Echo UDP datagrams on this port (repeatable); an empty datagram gets
-    /// "ok". Silent while unhealthy.
+    /// "ok", a datagram `whoami` the address it was sent to. Silent while
+    /// unhealthy.
     #[arg(long, value_name = "PORT")]
     udp: Vec<u16>,
     /// Serve grpc.health.v1 for services "" and "backend" on this port
-    /// (repeatable): SERVING, NOT_SERVING while unhealthy.
+    /// (repeatable): SERVING, NOT_SERVING while unhealthy; every response has
+    /// the header `x-backend-address`.
     #[arg(long, value_name = "PORT")]
     grpc: Vec<u16>,
     /// Unhealthy while this file contains "unhealthy".
@@ -106,9 +117,9 @@ async fn run(args: Args) -> Result<(), String> {
         let listener = tcp_listener("tcp", port)?;
         tokio::spawn(async move {
             loop {
-                // Accept and close; keep going on transient errors (EMFILE…).
+                // Keep going on transient errors (EMFILE…).
                 if let Ok((stream, _)) = listener.accept().await {
-                    drop(stream);
+                    tokio::spawn(tell_address(stream));
                 }
             }
         });
@@ -121,14 +132,23 @@ async fn run(args: Args) -> Result<(), String> {
     // alias: so also one socket per address present at start (they win over
     // the wildcard one); the wildcard socket covers addresses added later.
     let local = local_addresses();
+    // What the wildcard socket reports to `whoami` (it cannot tell which
+    // address a datagram was sent to): the host's first address.
+    let primary = local
+        .first()
+        .map_or_else(|| "unknown".to_string(), ToString::to_string);
     for &port in &args.udp {
-        tokio::spawn(serve_udp(udp_socket(port)?, healthy.clone()));
+        tokio::spawn(serve_udp(
+            udp_socket(port)?,
+            healthy.clone(),
+            primary.clone(),
+        ));
         for ip in &local {
             // Best effort: the wildcard socket still answers for an address
             // that cannot be bound (e.g. one still in duplicate detection).
             match udp_socket_on(*ip, port) {
                 Ok(socket) => {
-                    tokio::spawn(serve_udp(socket, healthy.clone()));
+                    tokio::spawn(serve_udp(socket, healthy.clone(), ip.to_string()));
                 }
                 Err(e) => eprintln!("ke-testbackend: {e}; the wildcard socket answers instead"),
             }
@@ -139,7 +159,7 @@ async fn run(args: Args) -> Result<(), String> {
         let service = grpc_service.clone();
         tokio::spawn(async move {
             if let Err(e) = tonic::transport::Server::builder()
-                .add_service(service)
+                .add_service(AddressHeader(service))
                 .serve_with_incoming(incoming)
                 .await
             {
@@ -279,7 +299,24 @@ fn local_addresses() -> Vec<std::net::IpAddr> {
     out
 }
 
-async fn serve_udp(socket: UdpSocket, healthy: Arc<AtomicBool>) {
+/// `addr` as the client addressed it: an IPv4 address that arrived on a
+/// dual-stack socket as `::ffff:a.b.c.d` is shown as `a.b.c.d`.
+fn canonical(addr: SocketAddr) -> IpAddr {
+    addr.ip().to_canonical()
+}
+
+/// TCP: write the address the connection arrived at, then close.
+async fn tell_address(mut stream: tokio::net::TcpStream) {
+    use tokio::io::AsyncWriteExt;
+    if let Ok(local) = stream.local_addr() {
+        let _ = stream
+            .write_all(format!("{}\n", canonical(local)).as_bytes())
+            .await;
+        let _ = stream.shutdown().await;
+    }
+}
+
+async fn serve_udp(socket: UdpSocket, healthy: Arc<AtomicBool>, address: String) {
     let mut buf = vec![0u8; 65536];
     loop {
         let Ok((n, from)) = socket.recv_from(&mut buf).await else {
@@ -287,7 +324,11 @@ async fn serve_udp(socket: UdpSocket, healthy: Arc<AtomicBool>) {
         };
         if healthy.load(Ordering::SeqCst) {
             // An empty datagram is no answer to a prober: say "ok" instead.
-            let reply = if n == 0 { &b"ok"[..] } else { &buf[..n] };
+            let reply = match &buf[..n] {
+                b"" => &b"ok"[..],
+                b"whoami" => address.as_bytes(),
+                data => data,
+            };
             let _ = socket.send_to(reply, from).await;
         }
     }
@@ -299,10 +340,14 @@ async fn serve_http(listener: TcpListener, healthy: Arc<AtomicBool>) {
             continue;
         };
         let healthy = healthy.clone();
+        let address = stream
+            .local_addr()
+            .map_or_else(|_| "unknown".to_string(), |a| canonical(a).to_string());
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                 let healthy = healthy.clone();
-                async move { Ok::<_, Infallible>(route(req.uri().path(), &healthy).await) }
+                let address = address.clone();
+                async move { Ok::<_, Infallible>(route(req.uri().path(), &healthy, &address).await) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
@@ -311,7 +356,10 @@ async fn serve_http(listener: TcpListener, healthy: Arc<AtomicBool>) {
     }
 }
 
-async fn route(path: &str, healthy: &AtomicBool) -> Response<Full<Bytes>> {
+async fn route(path: &str, healthy: &AtomicBool, address: &str) -> Response<Full<Bytes>> {
+    if path == "/whoami" {
+        return Response::new(Full::new(Bytes::from(format!("{address}\n"))));
+    }
     let health = |healthy: &AtomicBool| {
         if healthy.load(Ordering::SeqCst) {
             (StatusCode::OK, None)
@@ -355,4 +403,49 @@ async fn route(path: &str, healthy: &AtomicBool) -> Response<Full<Bytes>> {
         );
     }
     response
+}
+
+/// The gRPC health service, with the address each request arrived at in the
+/// response header `x-backend-address` (tonic puts the connection's
+/// addresses into every request's extensions).
+#[derive(Clone)]
+struct AddressHeader<S>(S);
+
+impl<S: tonic::server::NamedService> tonic::server::NamedService for AddressHeader<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+impl<S, B, R> tower_service::Service<http::Request<B>> for AddressHeader<S>
+where
+    S: tower_service::Service<http::Request<B>, Response = http::Response<R>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let address = req
+            .extensions()
+            .get::<tonic::transport::server::TcpConnectInfo>()
+            .and_then(tonic::transport::server::TcpConnectInfo::local_addr)
+            .and_then(|a| http::HeaderValue::try_from(canonical(a).to_string()).ok());
+        let response = self.0.call(req);
+        Box::pin(async move {
+            let mut response = response.await?;
+            if let Some(address) = address {
+                response.headers_mut().insert("x-backend-address", address);
+            }
+            Ok(response)
+        })
+    }
 }
