@@ -1,6 +1,6 @@
 use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
 use kube_endpoints_api::UdpData;
-use kube_endpoints_probe::Probe;
+use kube_endpoints_probe::{Probe, UdpProbe};
 use serde_json::json;
 
 use super::*;
@@ -53,9 +53,10 @@ fn the_predecessors_unnamed_port_and_byte_list_are_read() {
     );
     assert_eq!(
         port.probe,
-        Some(Probe::Udp {
-            data: vec![0, 1, 255, 10]
-        }),
+        Some(Probe::Udp(UdpProbe {
+            data: vec![0, 1, 255, 10],
+            expect: None
+        })),
         "sent as those bytes"
     );
 }

@@ -46,7 +46,7 @@ const SPREAD_ATTEMPTS: u64 = 40;
 /// does, the IPv6 test makes the Service itself (an IPv6-only, selector-less
 /// Service that the ClusterEndpoint adopts, keeping its spec). Set to true
 /// once the controller chooses the family, so the test proves that too.
-const CONTROLLER_SETS_IP_FAMILIES: bool = false;
+const CONTROLLER_SETS_IP_FAMILIES: bool = true;
 
 fn control_plane() -> &'static ControlPlane {
     static CP: OnceLock<ControlPlane> = OnceLock::new();
