@@ -14,17 +14,22 @@
 
 #![forbid(unsafe_code)]
 
+pub mod budget;
 pub mod builder;
 pub mod check;
 pub mod cli;
+pub mod cluster_ranges;
+pub mod consent;
 pub mod context;
 pub mod diff;
 pub mod error;
+pub mod event_limit;
 pub mod events;
 pub mod import;
 pub mod leader;
 pub mod metrics;
 pub mod plan;
+pub mod policy;
 pub mod reconcile;
 pub mod scope;
 pub mod server;

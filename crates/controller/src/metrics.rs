@@ -90,6 +90,8 @@ pub struct Metrics {
     pub reconcile_errors: Family<ReasonLabels, Counter>,
     pub api_writes: Family<WriteLabels, Counter>,
     pub leader: Gauge,
+    /// Events not sent because their object exceeded its Event rate.
+    pub events_suppressed: Counter,
     host_ports: Family<StateLabels, Gauge>,
     /// Per-host readiness; `None` unless `--per-host-metrics`.
     host_ready: Option<Family<HostLabels, Gauge>>,
@@ -163,6 +165,12 @@ impl Metrics {
             "1 while this replica leads and runs the controller",
             leader.clone(),
         );
+        let events_suppressed = Counter::default();
+        registry.register(
+            "events_suppressed",
+            "Events not published because their ClusterEndpoint exceeded its Event rate limit",
+            events_suppressed.clone(),
+        );
         let host_ports = Family::<StateLabels, Gauge>::default();
         registry.register(
             "host_ports",
@@ -194,6 +202,7 @@ impl Metrics {
             reconcile_errors,
             api_writes,
             leader,
+            events_suppressed,
             ready: AtomicBool::new(false),
         }
     }

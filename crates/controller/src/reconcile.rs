@@ -23,13 +23,15 @@ use serde_json::json;
 use tracing::{debug, info, warn};
 
 use crate::FIELD_MANAGER;
+use crate::budget::{self, Verdict};
 use crate::builder::{self, Desired, Owner};
 use crate::context::{CepKey, Context};
 use crate::error::{Error, Result};
 use crate::events;
 use crate::metrics::ReasonLabels;
 use crate::plan::{Plan, plan};
-use crate::status::{self, StatusInput, SyncOutcome, Synced};
+use crate::policy;
+use crate::status::{self, NotInitialized, StatusInput, SyncOutcome, Synced};
 use crate::writes::{self, Kind, Live, Object, Refusal, Write};
 
 /// How long to wait before retrying a sync that failed (the API may recover,
@@ -75,7 +77,7 @@ async fn reconcile_inner(cep: &DynClusterEndpoint, ctx: &Context) -> Result<Acti
         namespace: key.namespace.clone(),
         uid: cep.uid().ok_or(Error::MissingField("metadata.uid"))?,
     };
-    let planned = plan(&key.name, &cep.spec);
+    let planned = admitted(ctx, cep, &key);
     let (spec, health) = match &planned {
         Ok(plan) => {
             let own_slices = own_slices(ctx, &owner);
@@ -89,11 +91,12 @@ async fn reconcile_inner(cep: &DynClusterEndpoint, ctx: &Context) -> Result<Acti
             };
             (Ok(synced), health)
         }
-        Err(invalid) => {
-            // Stop probing a spec we cannot trust; keep what was written so
-            // far in place rather than tearing down working endpoints.
+        Err(not_initialized) => {
+            // Stop probing a spec we cannot trust (or carry); keep what was
+            // written so far in place rather than tearing down working
+            // endpoints.
             ctx.forget(&key);
-            (Err(invalid), BTreeMap::new())
+            (Err(not_initialized.clone()), BTreeMap::new())
         }
     };
     let failed = spec
@@ -120,6 +123,23 @@ async fn reconcile_inner(cep: &DynClusterEndpoint, ctx: &Context) -> Result<Acti
     } else {
         Action::await_change()
     })
+}
+
+/// The plan to act on: valid, within the target budgets, and without the
+/// hosts the address policy denies ([`policy::restrict`]); or why there is
+/// none.
+fn admitted(ctx: &Context, cep: &DynClusterEndpoint, key: &CepKey) -> Result<Plan, NotInitialized> {
+    let plan = plan(&key.name, &cep.spec).map_err(|invalid| NotInitialized::from(&invalid))?;
+    let claim = budget::claim(cep, plan.target_count());
+    let budget_key = budget::key(&ctx.resource.group, key);
+    if let Verdict::Exceeded(exceeded) = ctx.shared.budget.update(&budget_key, Some(claim)) {
+        return Err(NotInitialized {
+            reason: "BudgetExceeded",
+            message: exceeded.to_string(),
+        });
+    }
+    let ranges = ctx.shared.ranges.borrow().clone();
+    Ok(policy::restrict(plan, &ctx.settings.policy, &ranges))
 }
 
 /// Hand the plan's targets to the probe engine (seeded from our slices after
@@ -161,7 +181,7 @@ async fn sync(
         endpoints: endpoints.as_deref(),
         slices: own_slices.iter().map(Arc::as_ref).collect(),
     };
-    let plan = writes::plan_writes(desired, &live);
+    let plan = writes::plan_writes_with(desired, &live, &ctx.settings.adoption);
     if let Err(e) = execute(ctx, owner, plan.service).await {
         let not_synced = SyncOutcome::failed(
             "ServiceNotSynced",

@@ -20,10 +20,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::FIELD_MANAGER;
+use crate::budget;
 use crate::builder::LABEL_MANAGED_BY;
-use crate::context::{Caches, CepKey, Context, Settings};
+use crate::context::{Caches, CepKey, Context, Settings, Shared};
+use crate::event_limit::{self, EventLimiter};
 use crate::events::{self, host_transition_event};
 use crate::metrics::{Metrics, ProbeObserver, TargetCounter, TransitionLabels};
+use crate::policy;
 use crate::reconcile;
 
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +73,7 @@ impl Scope {
         settings: Settings,
         metrics: Arc<Metrics>,
         prober: Prober,
+        shared: Shared,
         shutdown: CancellationToken,
     ) -> Result<(), ScopeError> {
         let resource = api_resource(&self.group);
@@ -117,8 +121,11 @@ impl Scope {
             }
         }
 
-        let (scheduler, transitions) =
-            Scheduler::<CepKey>::new(prober, Arc::new(ProbeObserver(metrics.clone())));
+        let (scheduler, transitions) = probe_engine(
+            prober,
+            Arc::new(ProbeObserver(metrics.clone())),
+            settings.max_in_flight_probes,
+        );
         // Counted on every scrape for as long as this controller runs.
         let counter: Arc<dyn TargetCounter> = Arc::new(scheduler.clone());
         metrics.register_targets(Arc::downgrade(&counter));
@@ -134,20 +141,36 @@ impl Scope {
             caches,
             metrics: metrics.clone(),
             recorder: Recorder::new(client.clone(), reporter),
+            shared,
+            event_limiter: EventLimiter::new(event_limit::BURST, event_limit::REFILL),
         });
+        // A budget freed elsewhere (another scope's object was deleted)
+        // reconciles this scope's objects that now fit.
+        ctx.shared
+            .budget
+            .subscribe(&self.group, ns, resource.clone(), trigger_tx.clone());
 
         let writer = reflector::store::Writer::new(resource.clone());
         let writer_store = writer.as_reader();
         let (sweep_ctx, sweep_store) = (ctx.clone(), writer_store.clone());
+        let scope_ns = self.namespace.clone();
         let cep_stream = watcher(ceps.clone(), watcher::Config::default())
             .default_backoff()
             .modify(drop_managed_fields)
             .reflect(writer)
-            .inspect(move |event| forget_deleted(event, &sweep_ctx, &sweep_store))
+            .inspect(move |event| {
+                claim_budget(event, &sweep_ctx, scope_ns.as_deref(), &sweep_store);
+                forget_deleted(event, &sweep_ctx, &sweep_store);
+            })
             .touched_objects();
 
         let transition_task = tokio::spawn(handle_transitions(
             transitions,
+            ctx.clone(),
+            writer_store.clone(),
+            trigger_tx.clone(),
+        ));
+        let ranges_task = tokio::spawn(reconcile_on_range_changes(
             ctx.clone(),
             writer_store.clone(),
             trigger_tx.clone(),
@@ -173,7 +196,84 @@ impl Scope {
         scheduler.shutdown();
         drop(counter);
         transition_task.abort();
+        ranges_task.abort();
         Ok(())
+    }
+}
+
+/// The probe engine of one scope, running at most `max_in_flight` probes
+/// at once (`--max-in-flight-probes`). The scheduler this build links takes
+/// no cap yet: this is the one place that passes it on once it does.
+fn probe_engine(
+    prober: Prober,
+    observer: Arc<ProbeObserver>,
+    max_in_flight: usize,
+) -> (
+    Scheduler<CepKey>,
+    mpsc::UnboundedReceiver<Transition<CepKey>>,
+) {
+    tracing::debug!(max_in_flight, "starting the probe engine");
+    Scheduler::<CepKey>::new(prober, observer)
+}
+
+/// Keep the target budgets told about every object of this scope: its
+/// claim on each change, its removal on delete, and after a re-list the
+/// removal of objects deleted meanwhile.
+fn claim_budget(
+    event: &Result<watcher::Event<DynClusterEndpoint>, watcher::Error>,
+    ctx: &Context,
+    namespace: Option<&str>,
+    store: &Store<DynClusterEndpoint>,
+) {
+    let group = ctx.resource.group.as_str();
+    let budget = &ctx.shared.budget;
+    match event {
+        Ok(watcher::Event::Apply(cep) | watcher::Event::InitApply(cep)) => {
+            if let Ok(key) = CepKey::of(cep) {
+                let targets =
+                    crate::plan::plan(&key.name, &cep.spec).map_or(0, |p| p.target_count());
+                budget.update(&budget::key(group, &key), Some(budget::claim(cep, targets)));
+            }
+        }
+        Ok(watcher::Event::Delete(cep)) => {
+            if let Ok(key) = CepKey::of(cep) {
+                budget.update(&budget::key(group, &key), None);
+            }
+        }
+        Ok(watcher::Event::InitDone) => {
+            let live: std::collections::BTreeSet<budget::ObjectKey> = store
+                .state()
+                .iter()
+                .filter_map(|o| CepKey::of(o).ok())
+                .map(|k| budget::key(group, &k))
+                .collect();
+            budget.retain(group, namespace, |k| live.contains(k));
+        }
+        _ => {}
+    }
+}
+
+/// When the cluster's ranges change, reconcile the objects whose hosts
+/// they now judge differently (a host that became denied leaves its
+/// slices; one that was freed is probed and written).
+async fn reconcile_on_range_changes(
+    ctx: Arc<Context>,
+    store: Store<DynClusterEndpoint>,
+    trigger: mpsc::UnboundedSender<ObjectRef<DynClusterEndpoint>>,
+) {
+    let mut ranges = ctx.shared.ranges.clone();
+    let mut seen = ranges.borrow_and_update().clone();
+    while ranges.changed().await.is_ok() {
+        let now = ranges.borrow_and_update().clone();
+        for cep in store.state() {
+            let hosts = policy::hosts_of(&cep.spec);
+            if policy::affected(&hosts, &ctx.settings.policy, &seen, &now)
+                && let Ok(key) = CepKey::of(&cep)
+            {
+                let _ = trigger.send(key.object_ref(&ctx.resource));
+            }
+        }
+        seen = now;
     }
 }
 
@@ -216,6 +316,7 @@ fn forget_deleted(
     };
     for key in gone {
         ctx.forget(&key);
+        ctx.event_limiter.forget(&key);
     }
 }
 
