@@ -26,7 +26,6 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::builder::LABEL_SERVICE_NAME;
 use crate::policy::{ClusterRanges, RangeKind};
 
 /// Which of the cluster's ranges are denied (`--deny-cluster-ranges`).
@@ -216,7 +215,7 @@ pub async fn discover(
         slices: settings.wants(RangeSource::Apiserver).then(|| {
             cache(
                 Api::<EndpointSlice>::namespaced(client.clone(), "default"),
-                watcher::Config::default().labels(&format!("{LABEL_SERVICE_NAME}=kubernetes")),
+                watcher::Config::default().fields("metadata.name=kubernetes"),
                 drop_managed_fields,
                 &changed_tx,
                 &shutdown,
