@@ -28,18 +28,17 @@ use tracing::{info, warn};
 
 use crate::policy::{ClusterRanges, RangeKind};
 
-/// Which of the cluster's ranges are denied (`--deny-cluster-ranges`).
+/// Which of the cluster's ranges are denied (`--deny-cluster-ranges`):
+/// `services` (ServiceCIDRs and `--service-cidrs`), `pods` (the nodes'
+/// `spec.podCIDRs`), `nodes` (the nodes' `status.addresses`), `apiserver`
+/// (the endpoints of `default/kubernetes`), or `none`. (No doc comments on
+/// the variants: clap would switch all of `--help` to its long layout.)
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, clap::ValueEnum)]
 pub enum RangeSource {
-    /// Service CIDRs (ServiceCIDR objects and `--service-cidrs`).
     Services,
-    /// The nodes' `spec.podCIDRs`.
     Pods,
-    /// The nodes' `status.addresses`.
     Nodes,
-    /// kube-apiserver's addresses (the endpoints of `default/kubernetes`).
     Apiserver,
-    /// None of them.
     None,
 }
 

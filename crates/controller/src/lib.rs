@@ -3,7 +3,9 @@
 //!
 //! The pipeline for one ClusterEndpoint reads top to bottom, pure until the
 //! last step:
-//! [`plan`] (validate and normalise the spec) → [`builder`] (the desired
+//! [`plan`] (validate and normalise the spec) → [`budget`] and [`policy`]
+//! (is the object within the target budgets; which hosts the address
+//! policy denies — they leave the plan) → [`builder`] (the desired
 //! Service, EndpointSlices and Endpoints from the plan and a health
 //! snapshot) → [`writes`] (what to apply or delete, against the caches, per
 //! [`diff`]) → [`reconcile`] (the thin shell that executes the writes) →
