@@ -928,6 +928,43 @@ async fn the_apiservers_service_and_other_tools_services_are_never_adopted() {
     c.check_running().expect("the controller is still running");
 }
 
+/// `kube-endpoints check -f` (no cluster) applies the built-in denies: a
+/// manifest listing the metadata addresses makes no packet go to them.
+#[tokio::test(flavor = "multi_thread")]
+async fn check_never_probes_a_metadata_address() {
+    let guard = Guard::new("check", &METADATA);
+    let hosts: Vec<String> = METADATA.iter().map(|h| format!("'{h}'")).collect();
+    let yaml = cep(
+        "meta",
+        "web",
+        &format!(
+            "{{name: a, port: 80, targetPort: 80, hosts: [{}], tcpSocket: {{enable: true}}}}",
+            hosts.join(", ")
+        ),
+    );
+    let file = std::env::temp_dir().join(format!("ke-check-metadata-{}.yaml", std::process::id()));
+    std::fs::write(&file, yaml).expect("manifest");
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_kube-endpoints"))
+        .args(["check", "-f"])
+        .arg(&file)
+        .output()
+        .await
+        .expect("check runs");
+    let _ = std::fs::remove_file(&file);
+    let text = String::from_utf8_lossy(&out.stdout);
+    for h in METADATA {
+        let row = text
+            .lines()
+            .find(|l| l.split_whitespace().nth(2) == Some(h))
+            .unwrap_or_else(|| panic!("no row for {h}:\n{text}"));
+        assert!(
+            row.contains(" denied ") && row.contains("(denied by the address policy)"),
+            "{row}"
+        );
+        assert_eq!(guard.packets(h), 0, "check sent a packet to {h}");
+    }
+}
+
 /// 100 ports × 11 target ports × 10 legacy hosts: 11,000 host-ports.
 fn over_target_cap() -> String {
     let hosts: Vec<String> = (2..12).map(|i| format!("198.18.0.{i}")).collect();
