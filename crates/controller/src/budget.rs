@@ -193,6 +193,8 @@ struct Subscriber {
 struct Ledger {
     claims: BTreeMap<ObjectKey, Claim>,
     verdicts: BTreeMap<ObjectKey, Verdict>,
+    /// Claims changed since the verdicts were computed.
+    dirty: bool,
 }
 
 /// The budgets shared by every scope of the process.
@@ -228,36 +230,72 @@ impl Budget {
         });
     }
 
+    /// Whether any budget is set (else every object is admitted and claims
+    /// need not even be computed).
+    pub fn is_limited(&self) -> bool {
+        !self.limits.is_unlimited()
+    }
+
     /// Record `claim` for `key` (`None`: the object is gone) and return the
     /// verdict on it.
     pub fn update(&self, key: &ObjectKey, claim: Option<Claim>) -> Verdict {
         if self.limits.is_unlimited() {
             return Verdict::Admitted;
         }
-        self.change(|claims| match claim {
-            Some(c) => claims.insert(key.clone(), c.clone()) != Some(c),
-            None => claims.remove(key).is_some(),
+        self.change(|ledger| match claim {
+            Some(c) => {
+                let old = ledger.claims.insert(key.clone(), c.clone());
+                // An admitted object whose status now records its admission
+                // changes no verdict (it was admitted in the same place
+                // already): skip the recomputation, which every newly
+                // admitted object would otherwise cost once.
+                let recorded = old.as_ref().is_some_and(|o| {
+                    !o.incumbent
+                        && c.incumbent
+                        && o.targets == c.targets
+                        && o.created == c.created
+                        && ledger.verdicts.get(key) == Some(&Verdict::Admitted)
+                });
+                old != Some(c) && !recorded
+            }
+            None => ledger.claims.remove(key).is_some(),
         });
         self.verdict(key)
     }
 
+    /// Record `claim` without recomputing the verdicts yet: for the initial
+    /// list of a scope, which [`Budget::retain`] closes.
+    pub fn record(&self, key: &ObjectKey, claim: Claim) {
+        if self.limits.is_unlimited() {
+            return;
+        }
+        let mut ledger = lock(&self.ledger);
+        if ledger.claims.insert(key.clone(), claim.clone()) != Some(claim) {
+            ledger.dirty = true;
+        }
+    }
+
     /// Forget the objects of `group` in `namespace` (or all namespaces)
-    /// that `keep` rejects (after a re-list: deletes missed meanwhile).
+    /// that `keep` rejects (after a re-list: deletes missed meanwhile), and
+    /// judge every claim recorded since the last judgement.
     pub fn retain(&self, group: &str, namespace: Option<&str>, keep: impl Fn(&ObjectKey) -> bool) {
         if self.limits.is_unlimited() {
             return;
         }
-        self.change(|claims| {
-            let before = claims.len();
-            claims.retain(|k, _| {
+        self.change(|ledger| {
+            let before = ledger.claims.len();
+            ledger.claims.retain(|k, _| {
                 k.group != group || namespace.is_some_and(|ns| ns != k.namespace) || keep(k)
             });
-            claims.len() != before
+            ledger.claims.len() != before
         });
     }
 
     /// The current verdict on `key` (admitted when it is unknown).
     pub fn verdict(&self, key: &ObjectKey) -> Verdict {
+        if lock(&self.ledger).dirty {
+            self.change(|_| false);
+        }
         lock(&self.ledger)
             .verdicts
             .get(key)
@@ -265,14 +303,17 @@ impl Budget {
             .unwrap_or(Verdict::Admitted)
     }
 
-    /// Apply `edit` to the claims; when it changed them, recompute the
-    /// verdicts and ask for a reconcile of every object whose verdict moved.
-    fn change(&self, edit: impl FnOnce(&mut BTreeMap<ObjectKey, Claim>) -> bool) {
+    /// Apply `edit` to the claims; when it (or an earlier [`Budget::record`])
+    /// changed them, recompute the verdicts and ask for a reconcile of every
+    /// object whose verdict moved.
+    fn change(&self, edit: impl FnOnce(&mut Ledger) -> bool) {
         let moved: Vec<ObjectKey> = {
             let mut ledger = lock(&self.ledger);
-            if !edit(&mut ledger.claims) {
+            let edited = edit(&mut ledger);
+            if !edited && !ledger.dirty {
                 return;
             }
+            ledger.dirty = false;
             let verdicts = admit(&ledger.claims, &self.limits);
             let moved = verdicts
                 .iter()

@@ -216,3 +216,46 @@ fn incumbency_is_read_from_the_status() {
     };
     assert!(!is_incumbent(Some(&refused), 0));
 }
+
+#[test]
+fn an_initial_list_is_judged_once_it_is_complete_and_in_creation_order() {
+    let limits = Limits {
+        global: Some(5),
+        per_namespace: None,
+    };
+    let budget = Budget::new(limits);
+    // Listed newest first: recorded, not judged one by one.
+    budget.record(&key("a", "new"), claim("02", 5, false));
+    budget.record(&key("a", "old"), claim("01", 5, false));
+    budget.retain("khulnasoft-lab.github.io", None, |_| true);
+    assert_eq!(budget.verdict(&key("a", "old")), Verdict::Admitted);
+    assert!(matches!(
+        budget.verdict(&key("a", "new")),
+        Verdict::Exceeded(_)
+    ));
+}
+
+#[test]
+fn an_admitted_object_becoming_incumbent_moves_nobody() {
+    let limits = Limits {
+        global: Some(10),
+        per_namespace: None,
+    };
+    let budget = Budget::new(limits);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    budget.subscribe(
+        "khulnasoft-lab.github.io",
+        None,
+        kube_endpoints_api::api_resource("khulnasoft-lab.github.io"),
+        tx,
+    );
+    budget.update(&key("a", "x"), Some(claim("01", 6, false)));
+    budget.update(&key("b", "y"), Some(claim("02", 6, false)));
+    budget.update(&key("a", "x"), Some(claim("01", 6, true)));
+    assert_eq!(budget.verdict(&key("a", "x")), Verdict::Admitted);
+    assert!(matches!(
+        budget.verdict(&key("b", "y")),
+        Verdict::Exceeded(_)
+    ));
+    assert!(rx.try_recv().is_err(), "no verdict moved");
+}

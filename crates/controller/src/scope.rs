@@ -227,12 +227,25 @@ fn claim_budget(
 ) {
     let group = ctx.resource.group.as_str();
     let budget = &ctx.shared.budget;
+    if !budget.is_limited() {
+        return;
+    }
+    let claim = |cep: &DynClusterEndpoint| {
+        let key = CepKey::of(cep).ok()?;
+        let targets = crate::plan::plan(&key.name, &cep.spec).map_or(0, |p| p.target_count());
+        Some((budget::key(group, &key), budget::claim(cep, targets)))
+    };
     match event {
-        Ok(watcher::Event::Apply(cep) | watcher::Event::InitApply(cep)) => {
-            if let Ok(key) = CepKey::of(cep) {
-                let targets =
-                    crate::plan::plan(&key.name, &cep.spec).map_or(0, |p| p.target_count());
-                budget.update(&budget::key(group, &key), Some(budget::claim(cep, targets)));
+        Ok(watcher::Event::Apply(cep)) => {
+            if let Some((key, claim)) = claim(cep) {
+                budget.update(&key, Some(claim));
+            }
+        }
+        // The initial list is judged once, when it is complete (InitDone):
+        // judging it object by object would cost the square of its size.
+        Ok(watcher::Event::InitApply(cep)) => {
+            if let Some((key, claim)) = claim(cep) {
+                budget.record(&key, claim);
             }
         }
         Ok(watcher::Event::Delete(cep)) => {
@@ -247,6 +260,7 @@ fn claim_budget(
                 .filter_map(|o| CepKey::of(o).ok())
                 .map(|k| budget::key(group, &k))
                 .collect();
+            // Also judges what the initial list recorded.
             budget.retain(group, namespace, |k| live.contains(k));
         }
         _ => {}
