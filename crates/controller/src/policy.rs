@@ -36,6 +36,18 @@ pub const METADATA: [(&str, &str); 3] = [
     ),
 ];
 
+/// [`METADATA`], parsed once.
+fn metadata() -> &'static [(IpNet, &'static str)] {
+    static PARSED: std::sync::LazyLock<Vec<(IpNet, &'static str)>> =
+        std::sync::LazyLock::new(|| {
+            METADATA
+                .iter()
+                .filter_map(|(net, what)| Some((net.parse().ok()?, *what)))
+                .collect()
+        });
+    &PARSED
+}
+
 /// Why a range belongs to the cluster. The order is the priority when the
 /// same range has several reasons.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -158,10 +170,8 @@ fn refusal(host: IpAddr, policy: &AddressPolicy, cluster: &ClusterRanges) -> Opt
     if let Some(net) = policy.denied.iter().find(|n| n.contains(&host)) {
         return Some(format!("is inside {net}, listed in --denied-cidrs"));
     }
-    for (net, what) in METADATA {
-        if net.parse::<IpNet>().is_ok_and(|n| n.contains(&host)) {
-            return Some(format!("is {what}"));
-        }
+    if let Some((_, what)) = metadata().iter().find(|(net, _)| net.contains(&host)) {
+        return Some(format!("is {what}"));
     }
     if !policy.allowed.is_empty() && !policy.allowed.iter().any(|n| n.contains(&host)) {
         let allowed: Vec<String> = policy.allowed.iter().map(ToString::to_string).collect();

@@ -222,3 +222,8 @@ fn hosts_of_reads_both_host_lists() {
     let hosts = hosts_of(&spec);
     assert_eq!(hosts.into_iter().collect::<Vec<_>>(), [ip("10.33.40.151")]);
 }
+
+#[test]
+fn every_metadata_range_parses() {
+    assert_eq!(metadata().len(), METADATA.len());
+}

@@ -909,6 +909,26 @@ async fn the_apiservers_service_and_other_tools_services_are_never_adopted() {
         )
         .await
         .expect("annotated");
+    // An adoption carries the resourceVersion it was decided on: the
+    // apiserver refuses an apply made on a stale one (here, from before the
+    // annotation), so an object that changed meanwhile is decided again.
+    let stale: Service = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "db", "namespace": ns, "resourceVersion": before.resource_version()},
+        "spec": {"ports": [{"name": "web", "port": 8080}]}
+    }))
+    .expect("service");
+    match services(&ns)
+        .patch(
+            "db",
+            &PatchParams::apply("e2e-stale").force(),
+            &Patch::Apply(&stale),
+        )
+        .await
+    {
+        Err(kube::Error::Api(s)) => assert_eq!(s.code, 409, "{s:?}"),
+        other => panic!("an apply on a stale resourceVersion was not refused: {other:?}"),
+    }
     // (The phase says nothing here: the hosts were probed, and healthy, all
     // along; only the Service was refused.)
     let adopted = eventually("db to be adopted", || async {
