@@ -255,34 +255,3 @@ fn a_refused_adoption_writes_nothing_for_the_service_and_its_endpoints() {
         Ok([Write::Adopt(_)])
     ));
 }
-
-#[test]
-fn an_object_created_meanwhile_is_ours_only_when_we_created_it() {
-    use crate::writes::{Kind, created_meanwhile};
-    let ours = ObjectMeta {
-        owner_references: Some(vec![owner().owner_reference()]),
-        ..ObjectMeta::default()
-    };
-    assert_eq!(created_meanwhile(&ours, &owner(), Kind::Service), Ok(()));
-    for theirs in [
-        ObjectMeta::default(),
-        ObjectMeta {
-            owner_references: Some(vec![
-                Owner {
-                    uid: "uid-other".into(),
-                    ..owner()
-                }
-                .owner_reference(),
-            ]),
-            ..ObjectMeta::default()
-        },
-    ] {
-        let refused = created_meanwhile(&theirs, &owner(), Kind::Endpoints).expect_err("refused");
-        assert_eq!(refused.reason, "CreatedMeanwhile");
-        assert!(
-            refused
-                .message
-                .starts_with("Endpoints default/wordpress was created by someone else")
-        );
-    }
-}

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use k8s_openapi::api::core::v1::{Endpoints, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
@@ -226,9 +226,6 @@ async fn execute(ctx: &Context, owner: &Owner, step: Result<Vec<Write>, Refusal>
             Write::Apply(object) => {
                 applied_service = apply_object(ctx, ns, object).await?.or(applied_service);
             }
-            Write::Create(object) => {
-                applied_service = create_object(ctx, owner, object).await?.or(applied_service);
-            }
             Write::Adopt(object) => {
                 info!(namespace = ns, name = %object.name(), kind = ?object.kind(), "adopting an existing object");
                 applied_service = apply_object(ctx, ns, object).await?.or(applied_service);
@@ -257,48 +254,6 @@ async fn apply_object(ctx: &Context, ns: &str, object: Object) -> Result<Option<
         Object::Service(o) => apply(ctx, ns, &o, kind).await.map(Some),
         Object::EndpointSlice(o) => apply(ctx, ns, &o, kind).await.map(|_| None),
         Object::Endpoints(o) => apply(ctx, ns, &o, kind).await.map(|_| None),
-    }
-}
-
-/// Create `object` (the caches had none of its name); the created Service
-/// when it is one.
-async fn create_object(ctx: &Context, owner: &Owner, object: Object) -> Result<Option<Service>> {
-    let kind = object.kind();
-    match object {
-        Object::Service(o) => create(ctx, owner, &o, kind).await.map(Some),
-        Object::EndpointSlice(o) => create(ctx, owner, &o, kind).await.map(|_| None),
-        Object::Endpoints(o) => create(ctx, owner, &o, kind).await.map(|_| None),
-    }
-}
-
-/// POST `object`. An object of its name that appeared since the caches were
-/// read makes the create fail (409) instead of being taken over: if it is
-/// ours after all (the caches lag behind our own create) it is applied as
-/// planned, else the step is refused until the next sync decides on it.
-async fn create<K>(ctx: &Context, owner: &Owner, object: &K, kind: Kind) -> Result<K>
-where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + Serialize
-        + DeserializeOwned
-        + std::fmt::Debug,
-{
-    let api: Api<K> = Api::namespaced(ctx.client.clone(), &owner.namespace);
-    let params = PostParams {
-        field_manager: Some(FIELD_MANAGER.to_string()),
-        ..PostParams::default()
-    };
-    match api.create(&params, object).await {
-        Ok(created) => {
-            ctx.metrics.count_write(kind.resource(), "create");
-            Ok(created)
-        }
-        Err(kube::Error::Api(status)) if status.code == 409 => {
-            let existing = api.get(&object.name_any()).await?;
-            writes::created_meanwhile(existing.meta(), owner, kind).map_err(Error::Refused)?;
-            apply(ctx, &owner.namespace, object, kind).await
-        }
-        Err(e) => Err(e.into()),
     }
 }
 

@@ -37,15 +37,6 @@ pub enum Kind {
 }
 
 impl Kind {
-    /// The kind, as said in messages.
-    pub fn name(self) -> &'static str {
-        match self {
-            Kind::Service => "Service",
-            Kind::EndpointSlice => "EndpointSlice",
-            Kind::Endpoints => "Endpoints",
-        }
-    }
-
     /// The API resource, as used in the `resource` label of write metrics.
     pub fn resource(self) -> &'static str {
         match self {
@@ -89,12 +80,8 @@ pub type PortKey = (i32, String);
 /// One write, executed in order within its step.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Write {
-    /// Server-side apply of an object that is ours.
+    /// Server-side apply of an object that is ours or new.
     Apply(Object),
-    /// Create an object the caches do not have (a POST, not an apply): if
-    /// one of that name appeared since they were read, the create fails
-    /// rather than taking it over, and [`created_meanwhile`] decides.
-    Create(Object),
     /// Server-side apply that takes over a hand-made, unowned object in
     /// place. The object carries the resourceVersion the decision was made
     /// on, so the apply fails (409) if the object changed since — it may
@@ -251,28 +238,8 @@ pub fn apply_if_changed<K: Serialize + Clone + kube::Resource>(
                 live.and_then(|l| l.meta().resource_version.clone());
             Write::Adopt(object(adopted))
         }
-        Ownership::Create => Write::Create(object(desired.clone())),
         _ => Write::Apply(object(desired.clone())),
     })
-}
-
-/// A create found an object of the name the caches did not have: ours when
-/// we created it a moment ago and the caches lag behind (then it is applied
-/// as planned), else somebody else's, which is not touched — the next sync
-/// decides on it as it is.
-pub fn created_meanwhile(existing: &ObjectMeta, owner: &Owner, kind: Kind) -> Result<(), Refusal> {
-    match controller_ref(existing) {
-        Some(r) if r.uid == owner.uid => Ok(()),
-        _ => Err(Refusal {
-            reason: "CreatedMeanwhile",
-            message: format!(
-                "{} {}/{} was created by someone else while this ClusterEndpoint was creating it; it is not taken over",
-                kind.name(),
-                owner.namespace,
-                owner.name
-            ),
-        }),
-    }
 }
 
 /// An adoption the consent rules forbid becomes a refusal; every other

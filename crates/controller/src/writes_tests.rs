@@ -90,7 +90,6 @@ fn summary(plan: &WritePlan) -> Vec<(Kind, String, &'static str)> {
     plan.writes()
         .map(|w| match w {
             Write::Apply(o) => (o.kind(), o.name(), "apply"),
-            Write::Create(o) => (o.kind(), o.name(), "create"),
             Write::Adopt(o) => (o.kind(), o.name(), "adopt"),
             Write::PrunePorts { .. } => (Kind::Service, String::new(), "prune-ports"),
             Write::Delete { kind, name } => (*kind, name.clone(), "delete"),
@@ -102,10 +101,8 @@ fn summary(plan: &WritePlan) -> Vec<(Kind, String, &'static str)> {
 fn a_new_object_writes_everything_once() {
     let desired = healthy_wordpress(true);
     let plan = plan_writes(&desired, &Live::default());
-    // The Service and Endpoints are created (not applied): one that
-    // appears meanwhile is never taken over.
     let mut expected = vec![
-        (Kind::Service, "wordpress".to_string(), "create"),
+        (Kind::Service, "wordpress".to_string(), "apply"),
         (Kind::Service, String::new(), "prune-ports"),
     ];
     for port in ["wp-grpc", "wp-http", "wp-https", "wp-udp"] {
@@ -115,7 +112,7 @@ fn a_new_object_writes_everything_once() {
             "apply",
         ));
     }
-    expected.push((Kind::Endpoints, "wordpress".to_string(), "create"));
+    expected.push((Kind::Endpoints, "wordpress".to_string(), "apply"));
     assert_eq!(summary(&plan), expected);
 }
 
