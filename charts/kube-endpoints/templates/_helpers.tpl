@@ -102,3 +102,8 @@ from crates/controller/src/{run,reconcile}.rs:
   resources: [events]
   verbs: [create, patch]
 {{- end }}
+
+{{/* A CIDR from a CIDR or a single address (its /32 or /128). */}}
+{{- define "kube-endpoints.cidr" -}}
+{{- if contains "/" . }}{{ . }}{{- else if contains ":" . }}{{ . }}/128{{- else }}{{ . }}/32{{- end }}
+{{- end }}

@@ -20,6 +20,10 @@ pub const MAX_PORTS: usize = 100;
 pub const MAX_HOSTS: usize = 1000;
 pub const MAX_SECONDS: i32 = 3600;
 pub const MAX_THRESHOLD: i32 = 1000;
+/// Host-ports one object may declare: the sum over its ports of hosts ×
+/// (1 + additionalTargetPorts). Ten ports of a thousand hosts fit; the
+/// 1.1 million targets the list limits alone would allow do not.
+pub const MAX_TARGETS_PER_OBJECT: usize = 10_000;
 
 /// CEL rule text shared by `spec.hosts` and `spec.ports[].hosts`. `isGlobalUnicast`
 /// excludes exactly what EndpointSlice validation refuses (loopback,
@@ -65,6 +69,22 @@ const HOST_MESSAGE: &str = "must be a unicast IPv4 or IPv6 address literal (e.g.
     {
         "rule": "self.ports.all(p, self.ports.filter(q, q.port == p.port && q.protocol == p.protocol).size() == 1)",
         "message": "spec.ports[].port must be unique per protocol: the Service cannot expose the same port and protocol twice",
+        "fieldPath": ".ports",
+        "reason": "FieldValueInvalid"
+    },
+    // Budgets (the controller checks the same in `plan`): one object cannot
+    // declare more targets than one controller should carry for it, and a
+    // probe never outlives its period (so probes of a target cannot pile up
+    // sockets behind a slow host).
+    {
+        "rule": "self.ports.map(p, ((has(p.hosts) && size(p.hosts) > 0) ? size(p.hosts) : (has(self.hosts) ? size(self.hosts) : 0)) * (1 + (has(p.additionalTargetPorts) ? size(p.additionalTargetPorts) : 0))).sum() <= 10000",
+        "message": "spec.ports: at most 10000 host-ports per object (the sum over ports of hosts × (1 + additionalTargetPorts)); split the hosts over several ClusterEndpoints",
+        "fieldPath": ".ports",
+        "reason": "FieldValueForbidden"
+    },
+    {
+        "rule": "self.ports.all(p, !has(p.timeoutSeconds) || p.timeoutSeconds <= (has(p.periodSeconds) ? p.periodSeconds : (has(self.periodSeconds) ? self.periodSeconds : 10)))",
+        "message": "spec.ports[].timeoutSeconds must not exceed the port's probe period (spec.ports[].periodSeconds, else spec.periodSeconds)",
         "fieldPath": ".ports",
         "reason": "FieldValueInvalid"
     },

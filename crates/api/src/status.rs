@@ -13,6 +13,8 @@ pub const CONDITION_INITIALIZED: &str = "Initialized";
 pub const CONDITION_SYNC_SERVICE: &str = "SyncServiceReady";
 pub const CONDITION_SYNC_ENDPOINT: &str = "SyncEndpointReady";
 pub const CONDITION_READY: &str = "Ready";
+/// Whether every listed host is allowed by the controller's address policy.
+pub const CONDITION_HOSTS_ALLOWED: &str = "HostsAllowed";
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema, Default)]
 #[serde(rename_all = "camelCase")]
@@ -89,6 +91,21 @@ pub struct PortStatus {
     /// Unhealthy hosts not listed in `unhealthy`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unhealthy_omitted: Option<i32>,
+    /// Hosts the controller's address policy refuses: never probed, never
+    /// written to an EndpointSlice or Endpoints (counted in `total`, never
+    /// in `ready`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["host"]))]
+    pub denied: Vec<DeniedHost>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeniedHost {
+    pub host: String,
+    /// Which range denies it, e.g. `10.0.0.1 is inside the Service range
+    /// 10.0.0.0/24 (denied by the address policy)`.
+    pub message: String,
 }
 
 /// The most unhealthy hosts listed per port in status.

@@ -8,13 +8,14 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::SystemTime;
 
-use futures::future::join_all;
+use futures::StreamExt;
 use kube_endpoints_api::{ClusterEndpointSpec, GROUP, VERSION};
 use kube_endpoints_probe::{Health, HealthState, Prober, TargetId, Verdict};
 use serde::Deserialize;
 
 use crate::builder::{self, BuildSettings, Owner};
 use crate::plan::{Plan, plan};
+use crate::policy::{self, AddressPolicy, ClusterRanges};
 use crate::yaml;
 
 #[derive(Deserialize)]
@@ -86,7 +87,11 @@ pub async fn check(file: &Path, prober: &Prober, yaml: bool) -> Result<Report, y
                 continue;
             }
         };
-        match plan(&name, &spec) {
+        // Without a cluster only the built-in denies apply: `check` never
+        // probes a cloud metadata address from the machine it runs on.
+        match plan(&name, &spec)
+            .map(|p| policy::restrict(p, &AddressPolicy::default(), &ClusterRanges::default()))
+        {
             Ok(plan) => {
                 let _ = writeln!(out, "{label}: valid");
                 let api_version = if manifest.api_version.is_empty() {
@@ -141,6 +146,9 @@ pub async fn check(file: &Path, prober: &Prober, yaml: bool) -> Result<Report, y
     Ok(Report { text: out, invalid })
 }
 
+/// Probes `check` runs at once.
+const CONCURRENT_PROBES: usize = 64;
+
 async fn probe_all(
     c: &Checked,
     prober: &Prober,
@@ -148,7 +156,9 @@ async fn probe_all(
 ) -> BTreeMap<TargetId, Health> {
     let mut health = BTreeMap::new();
     let targets = c.plan.targets();
-    let outcomes = join_all(targets.iter().map(|(id, spec)| async move {
+    // A bounded number at once: a manifest of thousands of host-ports must
+    // not open thousands of sockets on the machine `check` runs on.
+    let outcomes: Vec<_> = futures::stream::iter(targets.iter().map(|(id, spec)| async move {
         let addr = SocketAddr::new(id.host, spec.probed_port());
         (
             id,
@@ -156,12 +166,25 @@ async fn probe_all(
             prober.probe(&spec.probe, addr, spec.timeout).await,
         )
     }))
+    .buffer_unordered(CONCURRENT_PROBES)
+    .collect()
     .await;
     let mut by_id = BTreeMap::new();
     for (id, spec, outcome) in outcomes {
         by_id.insert(id.clone(), (spec.probe.kind().as_str(), outcome));
     }
     for port in &c.plan.ports {
+        for denied in &port.denied {
+            rows.push([
+                format!("{}/{}", c.owner.namespace, c.owner.name),
+                format!("{}:{}", port.name, port.target_port),
+                denied.host.to_string(),
+                "none".into(),
+                "denied".into(),
+                "-".into(),
+                denied.message.clone(),
+            ]);
+        }
         for host in &port.hosts {
             let id = TargetId {
                 port: port.name.clone(),

@@ -14,12 +14,16 @@ use kube_endpoints_probe::{ProbeError, Prober};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use crate::budget::{Budget, Limits};
 use crate::builder::BuildSettings;
-use crate::context::Settings;
+use crate::cluster_ranges::{self, DiscoverySettings, RangeSource};
+use crate::consent::AdoptionPolicy;
+use crate::context::{Settings, Shared};
 use crate::fence::{ClientOptions, Fence};
 use crate::import::{ImportError, ImportOptions, ProbeChoice, ReadError};
 use crate::leader::{LeaseConfig, run_while_leading};
 use crate::metrics::Metrics;
+use crate::policy::AddressPolicy;
 use crate::scope::{Scope, ScopeError};
 use crate::server::Liveness;
 use crate::yaml;
@@ -138,6 +142,78 @@ pub struct RunArgs {
     /// Also export kube_endpoints_host_ready{namespace,name,port,host}: one series per probed host-port (cardinality grows with the fleet).
     #[arg(long, env = "PER_HOST_METRICS", default_value_t = false, action = clap::ArgAction::Set)]
     pub per_host_metrics: bool,
+    /// Address policy: when set, hosts must be inside one of these CIDRs (comma-separated or repeated); the denies below still apply.
+    #[arg(long = "allowed-cidrs", env = "ALLOWED_CIDRS", value_delimiter = ',', value_parser = parse_cidr)]
+    pub allowed_cidrs: Vec<ipnet::IpNet>,
+    /// Address policy: hosts inside these CIDRs are never probed nor written, on top of the cluster's own ranges and the cloud metadata addresses (always denied).
+    #[arg(long = "denied-cidrs", env = "DENIED_CIDRS", value_delimiter = ',', value_parser = parse_cidr)]
+    pub denied_cidrs: Vec<ipnet::IpNet>,
+    /// Address policy: which of the cluster's own ranges are denied, discovered at start and whenever they change (services: ServiceCIDRs and --service-cidrs; pods: the nodes' podCIDRs; nodes: the nodes' addresses; apiserver: the endpoints of default/kubernetes), or none.
+    #[arg(
+        long,
+        env = "DENY_CLUSTER_RANGES",
+        value_enum,
+        value_delimiter = ',',
+        default_value = "services,pods,nodes,apiserver"
+    )]
+    pub deny_cluster_ranges: Vec<RangeSource>,
+    /// The cluster's Service CIDRs, for apiservers that serve no networking.k8s.io/v1 ServiceCIDRs (before Kubernetes 1.33); added to the discovered ones otherwise.
+    #[arg(long = "service-cidrs", env = "SERVICE_CIDRS", value_delimiter = ',', value_parser = parse_cidr)]
+    pub service_cidrs: Vec<ipnet::IpNet>,
+    /// Target budget: host-ports the controller carries in all; 0 is unlimited. An object that does not fit is refused whole (Initialized=False, BudgetExceeded); objects are admitted oldest first and keep their targets.
+    #[arg(long, env = "MAX_TARGETS", default_value_t = 0)]
+    pub max_targets: usize,
+    /// Target budget: host-ports the controller carries per namespace; 0 is unlimited.
+    #[arg(long, env = "MAX_TARGETS_PER_NAMESPACE", default_value_t = 0)]
+    pub max_targets_per_namespace: usize,
+    /// Probes in flight at once (per served group and namespace), so that many slow or silent hosts cannot exhaust file descriptors.
+    #[arg(long, env = "MAX_IN_FLIGHT_PROBES", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_in_flight_probes: u32,
+    /// Adopt a hand-made Service or Endpoints only when it is annotated kube-endpoints.io/adopt: "true" (recommended in multi-tenant clusters); by default any unowned one is adopted, except default/kubernetes, kube-system, kube-public and other tools' objects.
+    #[arg(long, env = "REQUIRE_ADOPT_ANNOTATION", default_value_t = false, action = clap::ArgAction::Set)]
+    pub require_adopt_annotation: bool,
+}
+
+/// A CIDR, or a single address (its /32 or /128).
+fn parse_cidr(s: &str) -> Result<ipnet::IpNet, String> {
+    cluster_ranges::parse_net(s)
+        .ok_or_else(|| format!("{s:?} is neither a CIDR (10.0.0.0/8, fd00::/8) nor an IP address"))
+}
+
+impl RunArgs {
+    fn settings(&self) -> Settings {
+        Settings {
+            build: BuildSettings {
+                controller_id: self.controller_id.clone(),
+                compat_endpoints: self.compat_endpoints,
+            },
+            max_concurrent_reconciles: self.max_concurrent_reconciles,
+            policy: AddressPolicy {
+                allowed: self.allowed_cidrs.clone(),
+                denied: self.denied_cidrs.clone(),
+            },
+            adoption: AdoptionPolicy {
+                require_annotation: self.require_adopt_annotation,
+                our_names: vec![crate::FIELD_MANAGER.to_string(), self.controller_id.clone()],
+            },
+            max_in_flight_probes: usize::try_from(self.max_in_flight_probes).unwrap_or(usize::MAX),
+        }
+    }
+
+    fn discovery(&self) -> DiscoverySettings {
+        DiscoverySettings {
+            sources: self.deny_cluster_ranges.iter().copied().collect(),
+            service_cidrs: self.service_cidrs.clone(),
+        }
+    }
+
+    fn limits(&self) -> Limits {
+        let limit = |n: usize| (n > 0).then_some(n);
+        Limits {
+            global: limit(self.max_targets),
+            per_namespace: limit(self.max_targets_per_namespace),
+        }
+    }
 }
 
 fn controller_id(value: &str) -> Result<String, String> {
@@ -355,13 +431,9 @@ async fn run(args: RunArgs) -> Result<ExitCode, CliError> {
     ));
     tokio::spawn(stop_on_signal(shutdown.clone()));
 
-    let settings = Settings {
-        build: BuildSettings {
-            controller_id: args.controller_id.clone(),
-            compat_endpoints: args.compat_endpoints,
-        },
-        max_concurrent_reconciles: args.max_concurrent_reconciles,
-    };
+    let settings = args.settings();
+    let discovery = args.discovery();
+    let limits = args.limits();
     let namespaces: Vec<Option<String>> = if args.namespaces.is_empty() {
         vec![None]
     } else {
@@ -385,6 +457,8 @@ async fn run(args: RunArgs) -> Result<ExitCode, CliError> {
                 client.clone(),
                 scopes.clone(),
                 settings.clone(),
+                discovery.clone(),
+                limits,
                 metrics.clone(),
                 prober.clone(),
                 stop,
@@ -428,15 +502,35 @@ const SCOPE_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Every (group, namespace) controller, until `stop` is cancelled or one of
 /// them fails for good (then the others are stopped too). A group whose CRD
-/// is missing is retried, see [`run_scope_retrying`].
+/// is missing is retried, see [`run_scope_retrying`]. They share the
+/// cluster's ranges (discovered first: nothing is probed or written before
+/// the address policy knows them) and the target budgets.
+#[allow(clippy::too_many_arguments)]
 async fn run_scopes(
     client: Client,
     scopes: Vec<Scope>,
     settings: Settings,
+    discovery: DiscoverySettings,
+    limits: Limits,
     metrics: Arc<Metrics>,
     prober: Prober,
     stop: CancellationToken,
 ) -> Result<(), CliError> {
+    let ranges = if discovery.sources.iter().any(|s| *s != RangeSource::None)
+        && !discovery.sources.contains(&RangeSource::None)
+    {
+        match cluster_ranges::discover(client.clone(), discovery, stop.clone()).await {
+            Ok(ranges) => ranges,
+            // Stopped before it was ready: nothing ran, nothing to undo.
+            Err(_) => return Ok(()),
+        }
+    } else {
+        cluster_ranges::fixed(&discovery)
+    };
+    let shared = Shared {
+        ranges,
+        budget: Arc::new(Budget::new(limits)),
+    };
     let tasks: Vec<_> = scopes
         .into_iter()
         .map(|scope| {
@@ -446,6 +540,7 @@ async fn run_scopes(
                 settings.clone(),
                 metrics.clone(),
                 prober.clone(),
+                shared.clone(),
                 stop.clone(),
             ))
         })
@@ -478,6 +573,7 @@ async fn run_scope_retrying(
     settings: Settings,
     metrics: Arc<Metrics>,
     prober: Prober,
+    shared: Shared,
     stop: CancellationToken,
 ) -> Result<(), ScopeError> {
     let mut pause = SCOPE_RETRY_MIN;
@@ -487,6 +583,7 @@ async fn run_scope_retrying(
             settings.clone(),
             metrics.clone(),
             prober.clone(),
+            shared.clone(),
             stop.clone(),
         );
         match run.await {

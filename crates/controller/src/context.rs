@@ -15,9 +15,14 @@ use kube_endpoints_api::Condition;
 use kube_endpoints_probe::Scheduler;
 
 use crate::backoff::Backoff;
+use crate::budget::Budget;
 use crate::builder::BuildSettings;
+use crate::cluster_ranges::RangesReceiver;
+use crate::consent::AdoptionPolicy;
 use crate::error::{Error, Result};
+use crate::event_limit::EventLimiter;
 use crate::metrics::Metrics;
+use crate::policy::AddressPolicy;
 
 /// Identifies a ClusterEndpoint within one controller (whose group is fixed).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -48,6 +53,21 @@ pub struct Settings {
     pub build: BuildSettings,
     /// Reconciles running at once, per served group and namespace scope.
     pub max_concurrent_reconciles: u16,
+    /// The operator's address policy (`--allowed-cidrs`, `--denied-cidrs`).
+    pub policy: AddressPolicy,
+    /// When a hand-made Service or Endpoints may be adopted.
+    pub adoption: AdoptionPolicy,
+    /// Probes in flight at once, per scope's probe engine.
+    pub max_in_flight_probes: usize,
+}
+
+/// What every scope of the process shares.
+#[derive(Clone)]
+pub struct Shared {
+    /// The cluster's own ranges, kept current by discovery.
+    pub ranges: RangesReceiver,
+    /// The target budgets.
+    pub budget: Arc<Budget>,
 }
 
 /// Caches of the objects the controller writes, kept by watches so that a
@@ -77,6 +97,9 @@ pub struct Context {
     /// The conditions each object's Warning Events were last decided on,
     /// so that a status write that keeps failing does not repeat them.
     pub announced: Mutex<HashMap<CepKey, Vec<Condition>>>,
+    pub shared: Shared,
+    /// Per-object Event rate.
+    pub event_limiter: EventLimiter<CepKey>,
 }
 
 impl Context {
@@ -85,6 +108,7 @@ impl Context {
         self.scheduler.remove(key);
         self.metrics.forget_object(&key.namespace, &key.name);
         self.backoff.reset(key);
+        self.event_limiter.forget(key);
         self.announced
             .lock()
             .unwrap_or_else(|e| e.into_inner())

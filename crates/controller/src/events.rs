@@ -75,8 +75,15 @@ pub fn condition_events(previous: &[Condition], status: &ClusterEndpointStatus) 
         .collect()
 }
 
-/// Publish an Event about `cep`; failures are logged, never fatal.
+/// Publish an Event about `cep`; failures are logged, never fatal. Events
+/// over the object's rate limit ([`crate::event_limit`]) are dropped.
 pub async fn publish<K: Resource<DynamicType = ApiResource>>(ctx: &Context, cep: &K, event: Event) {
+    if let Ok(key) = crate::context::CepKey::of(cep)
+        && !ctx.event_limiter.allow(&key)
+    {
+        ctx.metrics.events_suppressed.inc();
+        return;
+    }
     let reference = cep.object_ref(&ctx.resource);
     match ctx.recorder.publish(&event, &reference).await {
         Ok(()) => ctx.metrics.count_write("events", "create"),

@@ -3,7 +3,9 @@
 //!
 //! The pipeline for one ClusterEndpoint reads top to bottom, pure until the
 //! last step:
-//! [`plan`] (validate and normalise the spec) → [`builder`] (the desired
+//! [`plan`] (validate and normalise the spec) → [`budget`] and [`policy`]
+//! (is the object within the target budgets; which hosts the address
+//! policy denies — they leave the plan) → [`builder`] (the desired
 //! Service, EndpointSlices and Endpoints from the plan and a health
 //! snapshot) → [`writes`] (what to apply or delete, against the caches, per
 //! [`diff`]) → [`reconcile`] (the thin shell that executes the writes) →
@@ -15,14 +17,18 @@
 #![forbid(unsafe_code)]
 
 pub mod backoff;
+pub mod budget;
 pub mod builder;
 pub mod check;
 pub mod cli;
+pub mod cluster_ranges;
 pub mod coalesce;
+pub mod consent;
 pub mod context;
 pub mod decode;
 pub mod diff;
 pub mod error;
+pub mod event_limit;
 pub mod events;
 pub mod fence;
 pub mod import;
@@ -30,6 +36,7 @@ pub mod leader;
 pub mod metrics;
 pub mod placement;
 pub mod plan;
+pub mod policy;
 pub mod reconcile;
 pub mod scope;
 pub mod server;

@@ -97,6 +97,8 @@ pub struct Metrics {
     pub leader: Gauge,
     pub watch_errors: Family<WatchLabels, Counter>,
     pub watches_failing: Gauge,
+    /// Events not sent because their object exceeded its Event rate.
+    pub events_suppressed: Counter,
     host_ports: Family<StateLabels, Gauge>,
     /// Per-host readiness; `None` unless `--per-host-metrics`.
     host_ready: Option<Family<HostLabels, Gauge>>,
@@ -184,6 +186,12 @@ impl Metrics {
             "Watches whose last attempt failed; /readyz answers 503 while any does",
             watches_failing.clone(),
         );
+        let events_suppressed = Counter::default();
+        registry.register(
+            "events_suppressed",
+            "Events not published because their ClusterEndpoint exceeded its Event rate limit",
+            events_suppressed.clone(),
+        );
         let host_ports = Family::<StateLabels, Gauge>::default();
         registry.register(
             "host_ports",
@@ -217,6 +225,7 @@ impl Metrics {
             leader,
             watch_errors,
             watches_failing,
+            events_suppressed,
             ready: AtomicBool::new(false),
             failing: Mutex::new(std::collections::BTreeSet::new()),
         }

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use kube_endpoints_api::{
     ClusterEndpointPort, ClusterEndpointSpec, HttpGetHandler, MAX_HOSTS, MAX_PORTS, MAX_SECONDS,
-    MAX_THRESHOLD, OWNED_HEADERS, UdpData,
+    MAX_TARGETS_PER_OBJECT, MAX_THRESHOLD, OWNED_HEADERS, UdpData,
 };
 use kube_endpoints_probe::{
     GrpcProbe, HttpGet, Intervals, Probe, Scheme, TargetId, TargetSpec, Thresholds, UdpProbe,
@@ -47,8 +47,11 @@ pub struct PortPlan {
     pub protocol: String,
     pub port: i32,
     pub target_port: u16,
-    /// Sorted, unique.
+    /// Sorted, unique; probed and written.
     pub hosts: Vec<IpAddr>,
+    /// Listed hosts the address policy refuses (see [`crate::policy`]):
+    /// never probed, never written, only reported. Empty as `plan` makes it.
+    pub denied: Vec<crate::policy::Denial>,
     /// `None` for a static port: always ready, never probed.
     pub probe: Option<Probe>,
     pub period: Duration,
@@ -79,6 +82,15 @@ impl PortPlan {
 }
 
 impl Plan {
+    /// Host-ports the object declares (allowed or denied), what the target
+    /// budgets count.
+    pub fn target_count(&self) -> usize {
+        self.ports
+            .iter()
+            .map(|p| p.hosts.len() + p.denied.len())
+            .sum()
+    }
+
     /// Every probed (port, host) target and how to probe it.
     pub fn targets(&self) -> BTreeMap<TargetId, TargetSpec> {
         let mut targets = BTreeMap::new();
@@ -269,6 +281,15 @@ pub fn plan(name: &str, spec: &ClusterEndpointSpec) -> Result<Plan, InvalidSpec>
             );
         }
     }
+    let targets: usize = ports.iter().map(|p| p.hosts.len()).sum();
+    if targets > MAX_TARGETS_PER_OBJECT {
+        errors.push(
+            "spec.ports",
+            format!(
+                "at most {MAX_TARGETS_PER_OBJECT} host-ports per object (the sum over ports of hosts × (1 + additionalTargetPorts)), got {targets}; split the hosts over several ClusterEndpoints"
+            ),
+        );
+    }
     if !errors.0.is_empty() {
         return Err(InvalidSpec(errors.0));
     }
@@ -342,6 +363,16 @@ fn plan_port(
             MAX_SECONDS.into(),
         );
     }
+    let period = port.period_seconds.unwrap_or(spec_period);
+    if port.timeout_seconds > period && (1..=MAX_SECONDS).contains(&period) {
+        errors.push(
+            format!("{field}.timeoutSeconds"),
+            format!(
+                "must not exceed the probe period ({period}s), got {}",
+                port.timeout_seconds
+            ),
+        );
+    }
     let own_hosts = parse_hosts(&format!("{field}.hosts"), &port.hosts, errors);
     let hosts = if port.hosts.is_empty() {
         if legacy_hosts.is_empty() {
@@ -371,8 +402,9 @@ fn plan_port(
         port: port.port,
         target_port: u16::try_from(port.target_port).ok()?,
         hosts,
+        denied: Vec::new(),
         probe,
-        period: seconds(port.period_seconds.unwrap_or(spec_period)),
+        period: seconds(period),
         timeout: seconds(port.timeout_seconds),
         thresholds: Thresholds {
             failure: u32::try_from(port.failure_threshold).ok()?,

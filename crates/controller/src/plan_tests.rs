@@ -391,3 +391,53 @@ fn host_headers_must_be_hosts_with_an_optional_port() {
         assert!(validate_virtual_host(bad).is_err(), "{bad}");
     }
 }
+/// The budget block of the shared table, through `plan()`.
+#[test]
+fn the_budget_cases_are_rejected_by_plan_too() {
+    use crate::validation_cases::{budget_cases, manifest};
+    for case in budget_cases() {
+        let yaml = manifest(kube_endpoints_api::GROUP, "bad", &case.spec);
+        let cep: ClusterEndpoint = parse(&yaml);
+        let errors = errors_of("bad", &cep.spec);
+        assert!(
+            errors.iter().any(|e| e.field == case.plan_field),
+            "{}: no error on {}: {errors:?}",
+            case.what,
+            case.plan_field
+        );
+    }
+}
+
+#[test]
+fn the_target_cap_counts_hosts_times_target_ports_and_admits_the_limit() {
+    // 10 ports × 1000 hosts: exactly the cap.
+    let hosts: Vec<String> = (0..1000)
+        .map(|i| format!("198.18.{}.{}", i / 250, i % 250 + 1))
+        .collect();
+    let ports: Vec<serde_json::Value> = (0..10)
+        .map(|p| serde_json::json!({"name": format!("p{p}"), "port": 100 + p, "targetPort": 80, "hosts": hosts}))
+        .collect();
+    let spec: ClusterEndpointSpec =
+        serde_json::from_value(serde_json::json!({"ports": ports})).expect("spec");
+    let planned = plan("big", &spec).expect("10,000 host-ports are allowed");
+    assert_eq!(planned.target_count(), 10_000);
+    let mut one_more = spec.clone();
+    one_more.ports[0].additional_target_ports = vec![81];
+    let errors = errors_of("big", &one_more);
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.field == "spec.ports" && e.message.contains("got 11000")),
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn timeout_may_equal_the_period() {
+    let spec: ClusterEndpointSpec = serde_json::from_value(serde_json::json!({
+        "periodSeconds": 3,
+        "ports": [{"name": "a", "port": 80, "targetPort": 80, "hosts": ["198.18.0.2"], "timeoutSeconds": 3}]
+    }))
+    .expect("spec");
+    assert!(plan("a", &spec).is_ok());
+}

@@ -24,14 +24,16 @@ use serde_json::{Value, json};
 use tracing::{debug, info, warn};
 
 use crate::FIELD_MANAGER;
+use crate::budget::{self, Verdict};
 use crate::builder::{self, Desired, LABEL_SERVICE_NAME, LABEL_SKIP_MIRROR, Owner};
 use crate::context::{CepKey, Context};
-use crate::decode::decode;
+use crate::decode::{Decoded, decode};
 use crate::error::{Error, Result};
 use crate::events;
 use crate::metrics::ReasonLabels;
 use crate::plan::{Plan, plan};
-use crate::status::{self, StatusInput, SyncOutcome, Synced};
+use crate::policy;
+use crate::status::{self, NotInitialized, StatusInput, SyncOutcome, Synced};
 use crate::writes::{self, Kind, Live, Object, Refusal, Write};
 
 pub async fn reconcile(object: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Action> {
@@ -73,11 +75,7 @@ async fn reconcile_inner(object: &DynamicObject, ctx: &Context) -> Result<Action
         uid: object.uid().ok_or(Error::MissingField("metadata.uid"))?,
     };
     let decoded = decode(object);
-    let planned = decoded
-        .spec
-        .as_ref()
-        .map_err(Clone::clone)
-        .and_then(|spec| plan(&key.name, spec));
+    let planned = admitted(ctx, object, &decoded, &key);
     let (spec, health) = match &planned {
         Ok(plan) => {
             let slices = service_slices(ctx, &owner);
@@ -104,11 +102,12 @@ async fn reconcile_inner(object: &DynamicObject, ctx: &Context) -> Result<Action
             };
             (Ok(synced), health)
         }
-        Err(invalid) => {
-            // Stop probing a spec we cannot trust; keep what was written so
-            // far in place rather than tearing down working endpoints.
+        Err(not_initialized) => {
+            // Stop probing a spec we cannot trust (or carry); keep what was
+            // written so far in place rather than tearing down working
+            // endpoints.
             ctx.forget(&key);
-            (Err(invalid), BTreeMap::new())
+            (Err(not_initialized.clone()), BTreeMap::new())
         }
     };
     let failed = spec
@@ -156,6 +155,33 @@ fn still_there(ctx: &Context, key: &CepKey, owner: &Owner) -> bool {
         .is_some_and(|o| o.uid().as_deref() == Some(owner.uid.as_str()))
 }
 
+/// The plan to act on: decoded, valid, within the target budgets, and
+/// without the hosts the address policy denies ([`policy::restrict`]); or
+/// why there is none.
+fn admitted(
+    ctx: &Context,
+    object: &DynamicObject,
+    decoded: &Decoded,
+    key: &CepKey,
+) -> Result<Plan, NotInitialized> {
+    let spec = decoded.spec.as_ref().map_err(NotInitialized::from)?;
+    let plan = plan(&key.name, spec).map_err(|invalid| NotInitialized::from(&invalid))?;
+    let claim = budget::claim(
+        &object.metadata,
+        decoded.status.as_ref(),
+        plan.target_count(),
+    );
+    let budget_key = budget::key(&ctx.resource.group, key);
+    if let Verdict::Exceeded(exceeded) = ctx.shared.budget.update(&budget_key, Some(claim)) {
+        return Err(NotInitialized {
+            reason: "BudgetExceeded",
+            message: exceeded.to_string(),
+        });
+    }
+    let ranges = ctx.shared.ranges.borrow().clone();
+    Ok(policy::restrict(plan, &ctx.settings.policy, &ranges))
+}
+
 /// Hand the plan's targets to the probe engine and take a health snapshot.
 /// Targets it does not know yet start from the health recorded in the
 /// Service's slices and Endpoints ([`builder::seed`]): after a restart, a
@@ -199,7 +225,7 @@ async fn sync(
         endpoints,
         slices: own_slices.to_vec(),
     };
-    let plan = writes::plan_writes(desired, &live);
+    let plan = writes::plan_writes_with(desired, &live, &ctx.settings.adoption);
     if let Err(refusal) = plan.service {
         // Our slices come off a Service that is not ours to serve.
         let removed = execute(ctx, owner, Ok(plan.slices)).await;

@@ -20,11 +20,15 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::FIELD_MANAGER;
+use crate::budget;
 use crate::builder::LABEL_MANAGED_BY;
 use crate::coalesce::coalesce;
-use crate::context::{Caches, CepKey, Context, Settings};
+use crate::context::{Caches, CepKey, Context, Settings, Shared};
+use crate::decode::decode;
+use crate::event_limit::{self, EventLimiter};
 use crate::events::{self, host_transition_event};
 use crate::metrics::{Metrics, ProbeObserver, TargetCounter, TransitionLabels};
+use crate::policy;
 use crate::reconcile;
 
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +76,7 @@ impl Scope {
         settings: Settings,
         metrics: Arc<Metrics>,
         prober: Prober,
+        shared: Shared,
         shutdown: CancellationToken,
     ) -> Result<(), ScopeError> {
         let resource = api_resource(&self.group);
@@ -130,8 +135,11 @@ impl Scope {
             }
         }
 
-        let (scheduler, transitions) =
-            Scheduler::<CepKey>::new(prober, Arc::new(ProbeObserver(metrics.clone())));
+        let (scheduler, transitions) = probe_engine(
+            prober,
+            Arc::new(ProbeObserver(metrics.clone())),
+            settings.max_in_flight_probes,
+        );
         // Counted on every scrape for as long as this controller runs.
         let counter: Arc<dyn TargetCounter> = Arc::new(scheduler.clone());
         metrics.register_targets(Arc::downgrade(&counter));
@@ -152,11 +160,19 @@ impl Scope {
             objects: writer_store.clone(),
             backoff: Default::default(),
             announced: Default::default(),
+            shared,
+            event_limiter: EventLimiter::new(event_limit::BURST, event_limit::REFILL),
         });
+        // A budget freed elsewhere (another scope's object was deleted)
+        // reconciles this scope's objects that now fit.
+        ctx.shared
+            .budget
+            .subscribe(&self.group, ns, resource.clone(), trigger_tx.clone());
 
         let (sweep_ctx, sweep_store) = (ctx.clone(), writer_store.clone());
         let cep_watch = watch_name("clusterendpoints");
         let watch_metrics = metrics.clone();
+        let scope_ns = self.namespace.clone();
         let cep_stream = watcher(ceps.clone(), watcher::Config::default())
             .default_backoff()
             .modify(drop_managed_fields)
@@ -166,12 +182,18 @@ impl Scope {
                     warn!(watch = %cep_watch, error = %e, "watch error; retrying with backoff");
                 }
                 watch_metrics.watch_event(&cep_watch, "clusterendpoints", event.is_ok());
+                claim_budget(event, &sweep_ctx, scope_ns.as_deref(), &sweep_store);
                 forget_deleted(event, &sweep_ctx, &sweep_store);
             })
             .touched_objects();
 
         let transition_task = tokio::spawn(handle_transitions(
             transitions,
+            ctx.clone(),
+            writer_store.clone(),
+            trigger_tx.clone(),
+        ));
+        let ranges_task = tokio::spawn(reconcile_on_range_changes(
             ctx.clone(),
             writer_store.clone(),
             trigger_tx.clone(),
@@ -200,6 +222,7 @@ impl Scope {
         scheduler.shutdown();
         drop(counter);
         transition_task.abort();
+        ranges_task.abort();
         for what in [
             "clusterendpoints",
             "services",
@@ -209,6 +232,102 @@ impl Scope {
             metrics.watch_stopped(&watch_name(what));
         }
         Ok(())
+    }
+}
+
+/// The probe engine of one scope, running at most `max_in_flight` probes
+/// at once (`--max-in-flight-probes`), so that many slow or silent hosts
+/// cannot exhaust the controller's file descriptors.
+fn probe_engine(
+    prober: Prober,
+    observer: Arc<ProbeObserver>,
+    max_in_flight: usize,
+) -> (
+    Scheduler<CepKey>,
+    mpsc::UnboundedReceiver<Transition<CepKey>>,
+) {
+    Scheduler::<CepKey>::with_max_in_flight(prober, observer, max_in_flight)
+}
+
+/// Keep the target budgets told about every object of this scope: its
+/// claim on each change, its removal on delete, and after a re-list the
+/// removal of objects deleted meanwhile.
+fn claim_budget(
+    event: &Result<watcher::Event<DynamicObject>, watcher::Error>,
+    ctx: &Context,
+    namespace: Option<&str>,
+    store: &Store<DynamicObject>,
+) {
+    let group = ctx.resource.group.as_str();
+    let budget = &ctx.shared.budget;
+    if !budget.is_limited() {
+        return;
+    }
+    let claim = |object: &DynamicObject| {
+        let key = CepKey::of(object).ok()?;
+        let decoded = decode(object);
+        let targets = decoded.spec.as_ref().ok().map_or(0, |spec| {
+            crate::plan::plan(&key.name, spec).map_or(0, |p| p.target_count())
+        });
+        let claim = budget::claim(&object.metadata, decoded.status.as_ref(), targets);
+        Some((budget::key(group, &key), claim))
+    };
+    match event {
+        Ok(watcher::Event::Apply(cep)) => {
+            if let Some((key, claim)) = claim(cep) {
+                budget.update(&key, Some(claim));
+            }
+        }
+        // The initial list is judged once, when it is complete (InitDone):
+        // judging it object by object would cost the square of its size.
+        Ok(watcher::Event::InitApply(cep)) => {
+            if let Some((key, claim)) = claim(cep) {
+                budget.record(&key, claim);
+            }
+        }
+        Ok(watcher::Event::Delete(cep)) => {
+            if let Ok(key) = CepKey::of(cep) {
+                budget.update(&budget::key(group, &key), None);
+            }
+        }
+        Ok(watcher::Event::InitDone) => {
+            let live: std::collections::BTreeSet<budget::ObjectKey> = store
+                .state()
+                .iter()
+                .filter_map(|o| CepKey::of(o.as_ref()).ok())
+                .map(|k| budget::key(group, &k))
+                .collect();
+            // Also judges what the initial list recorded.
+            budget.retain(group, namespace, |k| live.contains(k));
+        }
+        _ => {}
+    }
+}
+
+/// When the cluster's ranges change, reconcile the objects whose hosts
+/// they now judge differently (a host that became denied leaves its
+/// slices; one that was freed is probed and written).
+async fn reconcile_on_range_changes(
+    ctx: Arc<Context>,
+    store: Store<DynamicObject>,
+    trigger: mpsc::UnboundedSender<ObjectRef<DynamicObject>>,
+) {
+    let mut ranges = ctx.shared.ranges.clone();
+    let mut seen = ranges.borrow_and_update().clone();
+    while ranges.changed().await.is_ok() {
+        let now = ranges.borrow_and_update().clone();
+        for object in store.state() {
+            let Ok(spec) = decode(&object).spec else {
+                continue;
+            };
+            let hosts = policy::hosts_of(&spec);
+            if policy::affected(&hosts, &ctx.settings.policy, &seen, &now)
+                && let Ok(key) = CepKey::of(object.as_ref())
+            {
+                let _ = trigger.send(key.object_ref(&ctx.resource));
+            }
+        }
+        seen = now;
     }
 }
 

@@ -8,8 +8,9 @@
 use std::collections::BTreeMap;
 
 use kube_endpoints_api::{
-    CONDITION_INITIALIZED, CONDITION_READY, CONDITION_SYNC_ENDPOINT, CONDITION_SYNC_SERVICE,
-    ClusterEndpointStatus, Condition, MAX_UNHEALTHY_LISTED, Phase, PortStatus, UnhealthyHost,
+    CONDITION_HOSTS_ALLOWED, CONDITION_INITIALIZED, CONDITION_READY, CONDITION_SYNC_ENDPOINT,
+    CONDITION_SYNC_SERVICE, ClusterEndpointStatus, Condition, DeniedHost, MAX_UNHEALTHY_LISTED,
+    Phase, PortStatus, UnhealthyHost,
 };
 use kube_endpoints_probe::{Health, HealthState, TargetId};
 
@@ -37,6 +38,32 @@ impl SyncOutcome {
     }
 }
 
+/// Denied hosts listed per port in `status.ports[].denied`; the
+/// `HostsAllowed` condition counts them all. Keeps the status of an object
+/// with thousands of denied hosts far below the apiserver's size limit.
+pub const MAX_DENIED_LISTED: usize = 20;
+
+/// Denials quoted in the `HostsAllowed` condition's message.
+const DENIALS_QUOTED: usize = 3;
+
+/// Why a spec is not acted on at all (nothing probed, nothing synced):
+/// the reason and message of its `Initialized` condition.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NotInitialized {
+    /// Stable, CamelCase (`InvalidSpec`, `BudgetExceeded`).
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl From<&InvalidSpec> for NotInitialized {
+    fn from(invalid: &InvalidSpec) -> Self {
+        NotInitialized {
+            reason: "InvalidSpec",
+            message: invalid.to_string(),
+        }
+    }
+}
+
 /// A valid spec and what syncing its objects did.
 #[derive(Clone, Debug)]
 pub struct Synced<'a> {
@@ -48,8 +75,8 @@ pub struct Synced<'a> {
 /// Everything that decides the status.
 pub struct StatusInput<'a> {
     pub generation: Option<i64>,
-    /// What was synced, or why the spec is invalid (then nothing was).
-    pub spec: Result<Synced<'a>, &'a InvalidSpec>,
+    /// What was synced, or why the spec is not acted on (then nothing was).
+    pub spec: Result<Synced<'a>, NotInitialized>,
     pub health: &'a BTreeMap<TargetId, Health>,
     pub previous: Option<&'a ClusterEndpointStatus>,
     /// RFC 3339, seconds precision.
@@ -120,20 +147,22 @@ fn health_summary(plan: &Plan, input: &StatusInput<'_>) -> (Phase, String, Vec<P
 
 /// The four conditions, unstamped.
 fn conditions(
-    spec: &Result<Synced<'_>, &InvalidSpec>,
+    spec: &Result<Synced<'_>, NotInitialized>,
     phase: Phase,
     ports: &[PortStatus],
 ) -> Vec<Condition> {
     let synced = match spec {
         Ok(synced) => synced,
-        Err(invalid) => {
-            let message = invalid.to_string();
-            let not_synced = "not synced: the spec is invalid";
+        Err(NotInitialized { reason, message }) => {
+            let not_synced = match *reason {
+                "InvalidSpec" => "not synced: the spec is invalid",
+                _ => "not synced: see the Initialized condition",
+            };
             return vec![
-                cond(CONDITION_INITIALIZED, false, "InvalidSpec", &message),
-                cond(CONDITION_SYNC_SERVICE, false, "InvalidSpec", not_synced),
-                cond(CONDITION_SYNC_ENDPOINT, false, "InvalidSpec", not_synced),
-                cond(CONDITION_READY, false, "InvalidSpec", &message),
+                cond(CONDITION_INITIALIZED, false, reason, message),
+                cond(CONDITION_SYNC_SERVICE, false, reason, not_synced),
+                cond(CONDITION_SYNC_ENDPOINT, false, reason, not_synced),
+                cond(CONDITION_READY, false, reason, message),
             ];
         }
     };
@@ -195,7 +224,35 @@ fn conditions(
             &synced.endpoints,
         ),
         ready,
+        hosts_allowed(synced.plan),
     ]
+}
+
+/// `HostsAllowed`: false while the address policy denies any listed host,
+/// counting them all and quoting the first few.
+fn hosts_allowed(plan: &Plan) -> Condition {
+    let denied: Vec<&crate::policy::Denial> = plan.ports.iter().flat_map(|p| &p.denied).collect();
+    if denied.is_empty() {
+        return cond(
+            CONDITION_HOSTS_ALLOWED,
+            true,
+            "HostsAllowed",
+            "every host is allowed by the address policy",
+        );
+    }
+    let mut quoted: Vec<&str> = denied.iter().map(|d| d.message.as_str()).collect();
+    quoted.dedup();
+    let more = quoted.len().saturating_sub(DENIALS_QUOTED);
+    quoted.truncate(DENIALS_QUOTED);
+    let mut message = format!(
+        "{} host-port(s) denied by the address policy are never probed nor written: {}",
+        denied.len(),
+        quoted.join("; ")
+    );
+    if more > 0 {
+        message.push_str(&format!("; and {more} more (see status.ports[].denied)"));
+    }
+    cond(CONDITION_HOSTS_ALLOWED, false, "HostsDenied", &message)
 }
 
 fn port_status(
@@ -246,9 +303,18 @@ fn port_status(
         name: port.name.clone(),
         probe: port.probe_label().to_string(),
         ready,
-        total: i32::try_from(port.hosts.len()).unwrap_or(i32::MAX),
+        total: i32::try_from(port.hosts.len() + port.denied.len()).unwrap_or(i32::MAX),
         unhealthy,
         unhealthy_omitted: (omitted > 0).then_some(omitted),
+        denied: port
+            .denied
+            .iter()
+            .take(MAX_DENIED_LISTED)
+            .map(|d| DeniedHost {
+                host: d.host.to_string(),
+                message: d.message.clone(),
+            })
+            .collect(),
     }
 }
 

@@ -4,7 +4,7 @@ use super::*;
 use crate::testing::*;
 
 /// A valid plan whose objects were all written.
-fn done(plan: &Plan) -> Result<Synced<'_>, &InvalidSpec> {
+fn done(plan: &Plan) -> Result<Synced<'_>, NotInitialized> {
     Ok(Synced {
         plan,
         service: SyncOutcome::Done,
@@ -39,6 +39,7 @@ fn status_phases_and_conditions() {
             ("SyncServiceReady", "True", "SyncServiceReady"),
             ("SyncEndpointReady", "True", "SyncEndpointReady"),
             ("Ready", "True", "Ready"),
+            ("HostsAllowed", "True", "HostsAllowed"),
         ]
     );
     assert!(
@@ -142,7 +143,7 @@ fn invalid_spec_and_refusals_show_in_conditions() {
     }]);
     let s = status(&StatusInput {
         generation: Some(2),
-        spec: Err(&invalid),
+        spec: Err((&invalid).into()),
         health: &BTreeMap::new(),
         previous: None,
         now: "2026-11-24T10:00:00Z",
@@ -216,4 +217,112 @@ fn a_large_outage_lists_a_bounded_number_of_hosts_and_counts_the_rest() {
         now: "2026-11-24T10:05:00Z",
     });
     assert_eq!(again, s);
+}
+
+#[test]
+fn denied_hosts_are_reported_per_host_counted_in_total_and_never_ready() {
+    use crate::policy::{AddressPolicy, ClusterRanges, RangeKind, restrict};
+    let mut cluster = ClusterRanges::default();
+    cluster.insert("10.33.40.151/32".parse().unwrap(), RangeKind::Apiserver);
+    let plan = restrict(wordpress_plan(), &AddressPolicy::default(), &cluster);
+    let s = status(&StatusInput {
+        generation: Some(1),
+        spec: done(&plan),
+        health: &health_all(&plan, HealthState::Ready),
+        previous: None,
+        now: "2026-11-24T10:00:00Z",
+    });
+    assert_eq!(s.ready.as_deref(), Some("4/8"));
+    assert_eq!(s.phase, Some(Phase::UnHealthy));
+    for port in &s.ports {
+        assert_eq!((port.ready, port.total), (1, 2), "{}", port.name);
+        assert_eq!(port.denied.len(), 1);
+        assert_eq!(port.denied[0].host, "10.33.40.151");
+        assert_eq!(
+            port.denied[0].message,
+            "10.33.40.151 is an address of kube-apiserver (denied by the address policy)"
+        );
+        assert!(port.unhealthy.is_empty(), "denied is not unhealthy");
+    }
+    let allowed = condition(&s, CONDITION_HOSTS_ALLOWED);
+    assert_eq!(state(allowed), ("False", "HostsDenied"));
+    assert!(
+        allowed
+            .message
+            .starts_with("4 host-port(s) denied by the address policy"),
+        "{}",
+        allowed.message
+    );
+    assert!(
+        allowed
+            .message
+            .contains("10.33.40.151 is an address of kube-apiserver")
+    );
+    // An Event follows from the condition turning false.
+    let events = crate::events::condition_events(&[], &s);
+    assert!(events.iter().any(|e| e.reason == "HostsDenied"));
+}
+
+#[test]
+fn the_denied_list_is_capped_but_the_count_is_not() {
+    use crate::policy::{AddressPolicy, ClusterRanges, RangeKind, restrict};
+    let hosts: Vec<String> = (1..=200)
+        .map(|i| format!("198.19.{}.{}", i / 250, i % 250 + 1))
+        .collect();
+    let spec: kube_endpoints_api::ClusterEndpointSpec = serde_json::from_value(serde_json::json!({
+        "ports": [{"name": "a", "port": 80, "targetPort": 80, "hosts": hosts}]
+    }))
+    .unwrap();
+    let mut cluster = ClusterRanges::default();
+    cluster.insert("198.19.0.0/16".parse().unwrap(), RangeKind::Service);
+    let plan = restrict(
+        crate::plan::plan("a", &spec).unwrap(),
+        &AddressPolicy::default(),
+        &cluster,
+    );
+    let s = status(&StatusInput {
+        generation: Some(1),
+        spec: done(&plan),
+        health: &BTreeMap::new(),
+        previous: None,
+        now: "2026-11-24T10:00:00Z",
+    });
+    assert_eq!(s.ports[0].denied.len(), MAX_DENIED_LISTED);
+    assert_eq!(s.ports[0].total, 200);
+    let allowed = condition(&s, CONDITION_HOSTS_ALLOWED);
+    assert!(
+        allowed.message.starts_with("200 host-port(s)"),
+        "{}",
+        allowed.message
+    );
+    assert!(
+        allowed
+            .message
+            .ends_with("and 197 more (see status.ports[].denied)"),
+        "{}",
+        allowed.message
+    );
+}
+
+#[test]
+fn an_exceeded_budget_shows_in_initialized() {
+    let s = status(&StatusInput {
+        generation: Some(3),
+        spec: Err(NotInitialized {
+            reason: "BudgetExceeded",
+            message: "over budget".into(),
+        }),
+        health: &BTreeMap::new(),
+        previous: None,
+        now: "2026-11-24T10:00:00Z",
+    });
+    assert_eq!(
+        state(condition(&s, CONDITION_INITIALIZED)),
+        ("False", "BudgetExceeded")
+    );
+    assert_eq!(
+        state(condition(&s, CONDITION_READY)),
+        ("False", "BudgetExceeded")
+    );
+    assert!(s.ports.is_empty());
 }

@@ -227,3 +227,53 @@ pub fn manifest(group: &str, name: &str, spec: &str) -> String {
         "apiVersion: {group}/v1beta1\nkind: ClusterEndpoint\nmetadata: {{name: {name}}}\nspec:\n{spec}\n"
     )
 }
+
+// ------------------------------------------------------------------ budgets
+// The budget rules (a probe never outlives its period; a cap on host-ports
+// per object), in a block of their own.
+
+/// A [`Case`] whose spec is built at run time (too long to write out).
+pub struct BuiltCase {
+    pub what: &'static str,
+    pub spec: String,
+    pub admission: &'static str,
+    pub plan_field: &'static str,
+}
+
+/// The budget rules' bad specs.
+pub fn budget_cases() -> Vec<BuiltCase> {
+    vec![
+        BuiltCase {
+            what: "timeout above the port's period",
+            spec: "  ports: [{name: a, port: 80, targetPort: 80, hosts: [198.18.0.2], periodSeconds: 5, timeoutSeconds: 6}]".into(),
+            admission: "timeoutSeconds must not exceed the port's probe period",
+            plan_field: "spec.ports[0].timeoutSeconds",
+        },
+        BuiltCase {
+            what: "timeout above the object's period",
+            spec: "  periodSeconds: 2\n  ports: [{name: a, port: 80, targetPort: 80, hosts: [198.18.0.2], timeoutSeconds: 3}]".into(),
+            admission: "timeoutSeconds must not exceed the port's probe period",
+            plan_field: "spec.ports[0].timeoutSeconds",
+        },
+        BuiltCase {
+            what: "more host-ports than one object may have",
+            spec: over_target_cap(),
+            admission: "spec.ports: at most 10000 host-ports per object",
+            plan_field: "spec.ports",
+        },
+    ]
+}
+
+/// 100 ports × 11 target ports × 10 legacy hosts: 11,000 host-ports, each
+/// list within its own limit.
+pub fn over_target_cap() -> String {
+    let hosts: Vec<String> = (2..12).map(|i| format!("198.18.0.{i}")).collect();
+    let mut spec = format!("  hosts: [{}]\n  ports:\n", hosts.join(", "));
+    for p in 0..100 {
+        spec.push_str(&format!(
+            "  - {{name: p{p}, port: {}, targetPort: 1, additionalTargetPorts: [2, 3, 4, 5, 6, 7, 8, 9, 10, 11]}}\n",
+            10000 + p
+        ));
+    }
+    spec
+}

@@ -16,6 +16,7 @@ use serde::Serialize;
 use crate::builder::{
     Desired, LABEL_MANAGED_BY, LABEL_SERVICE_NAME, LABEL_SKIP_MIRROR, Owner, is_own_slice,
 };
+use crate::consent::{self, AdoptionPolicy};
 use crate::diff::contains;
 
 /// What is in the cluster now (from the watch caches).
@@ -88,7 +89,10 @@ pub enum Write {
     /// else's), the shell reads it and applies only when
     /// [`slice_conflict`] finds it is ours.
     Create(Object),
-    /// Server-side apply that takes over a hand-made, unowned object in place.
+    /// Server-side apply that takes over a hand-made, unowned object in
+    /// place. The object carries the resourceVersion the decision was made
+    /// on, so the apply fails (409) if the object changed since — it may
+    /// have got an owner — and the next reconcile decides again.
     Adopt(Object),
     /// Follows the Service's apply: ports another manager wrote (an adopted
     /// hand-made Service) survive it; keep only these. Executed against the
@@ -135,10 +139,34 @@ impl WritePlan {
     }
 }
 
-/// Compare `desired` with `live` and decide every write.
+/// Compare `desired` with `live` and decide every write, adopting by the
+/// default rules ([`AdoptionPolicy::default`]).
 pub fn plan_writes(desired: &Desired, live: &Live<'_>) -> WritePlan {
+    plan_writes_with(desired, live, &AdoptionPolicy::default())
+}
+
+/// [`plan_writes`], adopting unowned objects only as `adoption` allows
+/// ([`consent::adoption`]).
+pub fn plan_writes_with(
+    desired: &Desired,
+    live: &Live<'_>,
+    adoption: &AdoptionPolicy,
+) -> WritePlan {
     let owner = &desired.owner;
-    let service = match service_ownership(live.service, owner, &desired.service) {
+    let service_decision = with_consent(
+        service_ownership(live.service, owner, &desired.service),
+        live.service.map(|s| &s.metadata),
+        "Service",
+        owner,
+        adoption,
+        false,
+    );
+    // The Endpoints of a Service we control, or that consented, follow it.
+    let service_consented = live.service.is_some_and(|s| {
+        consent::has_consent(&s.metadata)
+            || controller_ref(&s.metadata).is_some_and(|r| r.uid == owner.uid)
+    });
+    let service = match service_decision {
         Ownership::Refuse(r) => Err(r),
         decision => Ok(service_writes(&desired.service, live.service, &decision)),
     };
@@ -177,7 +205,14 @@ pub fn plan_writes(desired: &Desired, live: &Live<'_>) -> WritePlan {
             .filter(|name| !wanted.contains(name))
             .map(delete),
     );
-    let ownership = endpoints_ownership(live.endpoints, owner);
+    let ownership = with_consent(
+        endpoints_ownership(live.endpoints, owner),
+        live.endpoints.map(|e| &e.metadata),
+        "Endpoints",
+        owner,
+        adoption,
+        service_consented,
+    );
     let unmirror = match (&desired.endpoints, &ownership, live.endpoints) {
         (None, Ownership::Adopt | Ownership::Refuse(_), Some(ep))
         | (Some(_), Ownership::Refuse(_), Some(ep))
@@ -272,8 +307,9 @@ fn service_writes(desired: &Service, live: Option<&Service>, decision: &Ownershi
 }
 
 /// The apply (or adoption) of `desired`, unless `live` already holds every
-/// field of it ([`contains`]).
-pub fn apply_if_changed<K: Serialize + Clone>(
+/// field of it ([`contains`]). An adoption is conditional on `live`'s
+/// resourceVersion.
+pub fn apply_if_changed<K: Serialize + Clone + kube::Resource>(
     live: Option<&K>,
     desired: &K,
     decision: Ownership,
@@ -282,11 +318,36 @@ pub fn apply_if_changed<K: Serialize + Clone>(
     if live.is_some_and(|l| unchanged(l, desired)) {
         return None;
     }
-    let object = object(desired.clone());
     Some(match decision {
-        Ownership::Adopt => Write::Adopt(object),
-        _ => Write::Apply(object),
+        Ownership::Adopt => {
+            let mut adopted = desired.clone();
+            adopted.meta_mut().resource_version =
+                live.and_then(|l| l.meta().resource_version.clone());
+            Write::Adopt(object(adopted))
+        }
+        _ => Write::Apply(object(desired.clone())),
     })
+}
+
+/// An adoption the consent rules forbid becomes a refusal; every other
+/// decision stands.
+fn with_consent(
+    decision: Ownership,
+    meta: Option<&ObjectMeta>,
+    what: &str,
+    owner: &Owner,
+    policy: &AdoptionPolicy,
+    consented: bool,
+) -> Ownership {
+    match (decision, meta) {
+        (Ownership::Adopt, Some(meta)) => {
+            match consent::adoption(what, meta, owner, policy, consented) {
+                Ok(()) => Ownership::Adopt,
+                Err(refusal) => Ownership::Refuse(refusal),
+            }
+        }
+        (decision, _) => decision,
+    }
 }
 
 /// Whether applying `desired` would change nothing in `live`. An object that

@@ -11,7 +11,7 @@ mod validation_cases;
 
 use kube_endpoints_api::GROUP;
 use support::*;
-use validation_cases::{CASES, manifest};
+use validation_cases::{CASES, budget_cases, manifest};
 
 /// Every admission rule: each bad manifest is refused and the message names
 /// the offending field.
@@ -74,6 +74,37 @@ async fn bad_manifests_are_rejected_naming_the_field() {
             if status.message.contains("spec.clusterIP")
                 && status.message.contains("immutable") => {}
         other => failures.push(format!("clusterIP change: {other:?}")),
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// The budget rules (timeout within the period, a cap on host-ports per
+/// object) are refused at admission, naming the rule's field.
+#[tokio::test(flavor = "multi_thread")]
+async fn over_budget_manifests_are_rejected_naming_the_field() {
+    let client = client().await;
+    install_crd(&client, GROUP).await;
+    let ns = namespace(&client, "e2e-validation-budget").await;
+    let mut failures = Vec::new();
+    for (i, case) in budget_cases().iter().enumerate() {
+        let yaml = manifest(GROUP, &format!("over-{i}"), &case.spec);
+        match create(&client, &ns, &yaml).await {
+            Ok(_) => failures.push(format!("{}: accepted", case.what)),
+            Err(kube::Error::Api(status))
+                if status.code == 422 && status.message.contains(case.admission) => {}
+            Err(e) => failures.push(format!("{}: {e}", case.what)),
+        }
+    }
+    // The largest object the cap allows is accepted: 10 ports × 1000 hosts.
+    let hosts: Vec<String> = (0..1000)
+        .map(|i| format!("198.18.{}.{}", i / 250, i % 250 + 1))
+        .collect();
+    let ports: String = (0..10)
+        .map(|p| format!("  - {{name: p{p}, port: {}, targetPort: 80}}\n", 100 + p))
+        .collect();
+    let at_cap = format!("  hosts: [{}]\n  ports:\n{ports}", hosts.join(", "));
+    if let Err(e) = create(&client, &ns, &manifest(GROUP, "at-cap", &at_cap)).await {
+        failures.push(format!("10,000 host-ports refused: {e}"));
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

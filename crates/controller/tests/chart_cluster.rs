@@ -111,10 +111,13 @@ async fn every_rendered_object_is_accepted_by_the_apiserver() {
         support::namespace(&client, ns).await;
     }
     for (what, rendered) in [
-        ("default values", render("kube-endpoints", &release_ns, &[])),
+        (
+            "default values",
+            render("kube-endpoints-dry", &release_ns, &[]),
+        ),
         (
             "every optional feature",
-            render_all_features("kube-endpoints", &release_ns, &[]),
+            render_all_features("kube-endpoints-dry", &release_ns, &[]),
         ),
     ] {
         let expected = objects(&rendered);
@@ -151,7 +154,7 @@ async fn rbac_grants_the_controller_what_it_calls_and_no_more() {
     let watched = support::namespace(&client, "ke-chart-rbac-watched").await;
     let other = support::namespace(&client, "ke-chart-rbac-other").await;
     let rendered = render(
-        "kube-endpoints",
+        "kube-endpoints-rbac",
         &release_ns,
         &[
             "--set",
@@ -169,7 +172,7 @@ async fn rbac_grants_the_controller_what_it_calls_and_no_more() {
     kubectl_apply("ke-chart-rbac", &rendered).await;
     let cp = support::control_plane();
 
-    let sa = format!("system:serviceaccount:{release_ns}:kube-endpoints");
+    let sa = format!("system:serviceaccount:{release_ns}:kube-endpoints-rbac");
     // "resource/status" means the status subresource (kubectl's --subresource);
     // "leases.coordination.k8s.io/NAME" a named object.
     let can = |verb: &'static str, resource: &'static str, ns: String| {
@@ -232,12 +235,44 @@ async fn rbac_grants_the_controller_what_it_calls_and_no_more() {
             "{verb} {resource} should not be granted"
         );
     }
+    // The address policy's discovery: read-only, nodes and ServiceCIDRs
+    // cluster-wide, kube-apiserver's endpoints by name in `default`.
+    for (verb, resource) in [
+        ("list", "nodes"),
+        ("watch", "nodes"),
+        ("list", "servicecidrs.networking.k8s.io"),
+        ("watch", "servicecidrs.networking.k8s.io"),
+        ("get", "endpoints/kubernetes"),
+        ("get", "endpointslices.discovery.k8s.io/kubernetes"),
+    ] {
+        let ns = if resource.contains("/kubernetes") {
+            "default"
+        } else {
+            "kube-system"
+        };
+        assert!(
+            can(verb, resource, ns.to_string()).await,
+            "the address policy must be able to {verb} {resource}"
+        );
+    }
+    for (verb, resource, ns) in [
+        ("patch", "nodes", "kube-system"),
+        ("delete", "nodes", "kube-system"),
+        ("create", "servicecidrs.networking.k8s.io", "kube-system"),
+        ("get", "endpoints/other", "default"),
+        ("patch", "endpoints/kubernetes", "default"),
+    ] {
+        assert!(
+            !can(verb, resource, ns.to_string()).await,
+            "{verb} {resource} in {ns} should not be granted"
+        );
+    }
     // Leader election: in the release namespace only, by name except create.
     assert!(can("create", "leases.coordination.k8s.io", release_ns.clone()).await);
     assert!(
         can(
             "update",
-            "leases.coordination.k8s.io/kube-endpoints",
+            "leases.coordination.k8s.io/kube-endpoints-rbac",
             release_ns.clone()
         )
         .await
@@ -254,7 +289,7 @@ async fn rbac_grants_the_controller_what_it_calls_and_no_more() {
     assert!(
         !can(
             "get",
-            "leases.coordination.k8s.io/kube-endpoints",
+            "leases.coordination.k8s.io/kube-endpoints-rbac",
             other.clone()
         )
         .await
@@ -280,7 +315,7 @@ async fn controller_runs_with_the_chart_rbac_and_args() {
         "--set",
         "logFormat=text",
     ];
-    let rendered = render("kube-endpoints", &release_ns, &values);
+    let rendered = render("kube-endpoints-run", &release_ns, &values);
     let rbac: Vec<Value> = objects(&rendered)
         .into_iter()
         .filter(|o| {
@@ -306,7 +341,7 @@ async fn controller_runs_with_the_chart_rbac_and_args() {
     let mut kubeconfig: Value = support::yaml_object(
         &std::fs::read_to_string(cp.kubeconfig_path()).expect("admin kubeconfig"),
     );
-    let sa = format!("system:serviceaccount:{release_ns}:kube-endpoints");
+    let sa = format!("system:serviceaccount:{release_ns}:kube-endpoints-run");
     for user in kubeconfig["users"]
         .as_array_mut()
         .expect("kubeconfig users")
@@ -346,7 +381,7 @@ async fn controller_runs_with_the_chart_rbac_and_args() {
     // It takes the release's Lease.
     let leases: Api<Lease> = Api::namespaced(client.clone(), &release_ns);
     let holder = support::eventually("the controller to take the Lease", || async {
-        let lease = leases.get_opt("kube-endpoints").await.ok().flatten()?;
+        let lease = leases.get_opt("kube-endpoints-run").await.ok().flatten()?;
         lease.spec?.holder_identity.filter(|h| !h.is_empty())
     })
     .await;

@@ -159,11 +159,23 @@ fn rbac_has_no_wildcards_and_stays_in_the_watched_namespaces() {
                 rule["nonResourceURLs"].is_null(),
                 "{who} grants non-resource URLs"
             );
-            for forbidden in ["secrets", "configmaps", "pods", "nodes"] {
+            for forbidden in ["secrets", "configmaps", "pods"] {
                 assert!(
                     !strings(&rule["resources"]).iter().any(|r| r == forbidden),
                     "{who} grants {forbidden}, which the controller never reads"
                 );
+            }
+            // The address policy reads nodes and ServiceCIDRs, and only that.
+            let resources = strings(&rule["resources"]);
+            if resources
+                .iter()
+                .any(|r| r == "nodes" || r == "servicecidrs")
+            {
+                assert!(
+                    who.ends_with("-cluster-ranges"),
+                    "{who} grants {resources:?}"
+                );
+                assert_eq!(strings(&rule["verbs"]), ["get", "list", "watch"], "{who}");
             }
             for verb in ["deletecollection", "escalate", "bind", "impersonate"] {
                 assert!(!strings(&rule["verbs"]).iter().any(|v| v == verb));
@@ -171,9 +183,15 @@ fn rbac_has_no_wildcards_and_stays_in_the_watched_namespaces() {
         }
     }
 
-    // All namespaces: one ClusterRole for the namespaced objects, and the
+    // All namespaces: one ClusterRole for the namespaced objects, one
+    // read-only ClusterRole for the address policy's discovery, and the
     // Lease only in the release namespace.
-    let cluster_role = one(&default, "ClusterRole");
+    let cluster_roles = of_kind(&default, "ClusterRole");
+    assert_eq!(cluster_roles.len(), 2);
+    let cluster_role = cluster_roles
+        .iter()
+        .find(|r| r["metadata"]["name"] == "t-kube-endpoints")
+        .expect("the controller's ClusterRole");
     let cluster_rules = rules(std::slice::from_ref(cluster_role));
     let resources: BTreeSet<String> = cluster_rules
         .iter()
@@ -206,9 +224,21 @@ fn rbac_has_no_wildcards_and_stays_in_the_watched_namespaces() {
     assert_eq!(roles.len(), 1);
     assert_eq!(roles[0]["metadata"]["namespace"], "ke-system");
 
-    // Listed namespaces: nothing cluster-wide at all.
-    assert!(of_kind(&listed, "ClusterRole").is_empty());
-    assert!(of_kind(&listed, "ClusterRoleBinding").is_empty());
+    // Listed namespaces: nothing cluster-wide but the discovery's reads of
+    // nodes and ServiceCIDRs; kube-apiserver's endpoints read by name in
+    // `default`.
+    let cluster_wide: Vec<String> = of_kind(&listed, "ClusterRole")
+        .iter()
+        .chain(of_kind(&listed, "ClusterRoleBinding").iter())
+        .filter_map(|r| r["metadata"]["name"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(
+        cluster_wide,
+        [
+            "t-kube-endpoints-cluster-ranges",
+            "t-kube-endpoints-cluster-ranges"
+        ]
+    );
     let namespaces: BTreeSet<String> = of_kind(&listed, "Role")
         .iter()
         .chain(of_kind(&listed, "RoleBinding").iter())
@@ -216,13 +246,35 @@ fn rbac_has_no_wildcards_and_stays_in_the_watched_namespaces() {
         .collect();
     assert_eq!(
         namespaces,
-        ["ke-chart-team-a", "ke-chart-team-b", "ke-system"]
+        ["default", "ke-chart-team-a", "ke-chart-team-b", "ke-system"]
             .map(String::from)
             .into()
     );
+    let apiserver = of_kind(&listed, "Role")
+        .into_iter()
+        .find(|r| r["metadata"]["namespace"] == "default")
+        .expect("a Role in default");
+    for rule in apiserver["rules"].as_array().expect("rules") {
+        assert_eq!(strings(&rule["resourceNames"]), ["kubernetes"], "{rule}");
+        assert_eq!(strings(&rule["verbs"]), ["get", "list", "watch"], "{rule}");
+    }
+    // Discovery off: no cluster-wide read at all.
+    let off = objects(&render_all_features(
+        "t",
+        "ke-system",
+        &["--set", "addressPolicy.denyClusterRanges={none}"],
+    ));
+    assert!(of_kind(&off, "ClusterRole").is_empty());
+    assert!(
+        !of_kind(&off, "Role")
+            .iter()
+            .any(|r| r["metadata"]["namespace"] == "default")
+    );
     // Every served group is granted in each watched namespace.
     for role in of_kind(&listed, "Role") {
-        if role["metadata"]["namespace"] == "ke-system" {
+        if ["ke-system", "default"]
+            .contains(&role["metadata"]["namespace"].as_str().unwrap_or_default())
+        {
             continue;
         }
         let groups: BTreeSet<String> = role["rules"]
@@ -342,9 +394,37 @@ fn deployment_is_hardened_and_its_args_parse() {
     // The Lease the RBAC grants is the Lease the controller uses.
     let lease_rule = rules(&listed)
         .into_iter()
-        .find(|(_, r)| !strings(&r["resourceNames"]).is_empty())
+        .find(|(_, r)| {
+            strings(&r["resources"]) == ["leases"] && !strings(&r["resourceNames"]).is_empty()
+        })
         .expect("a Lease rule limited by name");
     assert_eq!(strings(&lease_rule.1["resourceNames"]), [run.lease_name]);
+    // The address policy, budgets and adoption values reach the flags.
+    assert_eq!(
+        run.allowed_cidrs,
+        [
+            "198.18.0.0/15".parse::<ipnet::IpNet>().unwrap(),
+            "fd00:6b65::/32".parse().unwrap()
+        ]
+    );
+    assert_eq!(
+        run.denied_cidrs,
+        [
+            "198.19.250.0/24".parse::<ipnet::IpNet>().unwrap(),
+            "198.19.66.1/32".parse().unwrap()
+        ]
+    );
+    assert_eq!(run.deny_cluster_ranges.len(), 4);
+    assert_eq!(
+        run.service_cidrs,
+        ["198.19.251.0/24".parse::<ipnet::IpNet>().unwrap()]
+    );
+    assert_eq!(
+        (run.max_targets, run.max_targets_per_namespace),
+        (50000, 5000)
+    );
+    assert_eq!(run.max_in_flight_probes, 1024);
+    assert!(run.require_adopt_annotation);
     let c = &one(&listed, "Deployment")["spec"]["template"]["spec"];
     assert_eq!(c["priorityClassName"], "system-cluster-critical");
     assert_eq!(

@@ -71,7 +71,8 @@ async fn the_wordpress_example_yields_service_slices_endpoints_and_healthy_statu
             ("Initialized", "True"),
             ("SyncServiceReady", "True"),
             ("SyncEndpointReady", "True"),
-            ("Ready", "True")
+            ("Ready", "True"),
+            ("HostsAllowed", "True"),
         ]
         .map(|(a, b)| (a.to_string(), b.to_string()))
     );
