@@ -84,8 +84,10 @@ fn schema_carries_defaults_bounds_and_cel_rules() {
     assert_eq!(spec["properties"]["periodSeconds"]["default"], 10);
     assert_eq!(spec["properties"]["periodSeconds"]["minimum"], 1.0);
     let spec_rules = rules(spec);
-    assert_eq!(spec_rules.len(), 3, "{spec_rules:?}");
+    assert_eq!(spec_rules.len(), 4, "{spec_rules:?}");
     assert!(spec_rules.iter().any(|r| r.contains("oldSelf.clusterIP")));
+    // The target cap (a budget).
+    assert!(spec_rules.iter().any(|r| r.contains(".sum() <= 10000")));
     let ports = &spec["properties"]["ports"];
     assert_eq!(ports["x-kubernetes-list-type"], "map");
     assert_eq!(
@@ -98,8 +100,14 @@ fn schema_carries_defaults_bounds_and_cel_rules() {
     );
     let port = &ports["items"];
     let port_rules = rules(port);
-    assert_eq!(port_rules.len(), 2, "{port_rules:?}");
+    assert_eq!(port_rules.len(), 3, "{port_rules:?}");
     assert!(port_rules.iter().any(|r| r.contains("tcpSocket")));
+    // timeout <= the port's period (a budget).
+    assert!(
+        port_rules
+            .iter()
+            .any(|r| r.contains("self.timeoutSeconds <="))
+    );
     assert!(
         port_rules
             .iter()

@@ -72,21 +72,13 @@ const HOST_MESSAGE: &str = "must be a unicast IPv4 or IPv6 address literal (e.g.
         "fieldPath": ".ports",
         "reason": "FieldValueInvalid"
     },
-    // Budgets (the controller checks the same in `plan`): one object cannot
-    // declare more targets than one controller should carry for it, and a
-    // probe never outlives its period (so probes of a target cannot pile up
-    // sockets behind a slow host).
+    // Budget (the controller checks the same in `plan`): one object cannot
+    // declare more targets than one controller should carry for it.
     {
         "rule": "self.ports.map(p, ((has(p.hosts) && size(p.hosts) > 0) ? size(p.hosts) : (has(self.hosts) ? size(self.hosts) : 0)) * (1 + (has(p.additionalTargetPorts) ? size(p.additionalTargetPorts) : 0))).sum() <= 10000",
         "message": "spec.ports: at most 10000 host-ports per object (the sum over ports of hosts × (1 + additionalTargetPorts)); split the hosts over several ClusterEndpoints",
         "fieldPath": ".ports",
         "reason": "FieldValueForbidden"
-    },
-    {
-        "rule": "self.ports.all(p, !has(p.timeoutSeconds) || p.timeoutSeconds <= (has(p.periodSeconds) ? p.periodSeconds : (has(self.periodSeconds) ? self.periodSeconds : 10)))",
-        "message": "spec.ports[].timeoutSeconds must not exceed the port's probe period (spec.ports[].periodSeconds, else spec.periodSeconds)",
-        "fieldPath": ".ports",
-        "reason": "FieldValueInvalid"
     },
     {
         "rule": "has(self.clusterIP) == has(oldSelf.clusterIP) && (!has(self.clusterIP) || self.clusterIP == oldSelf.clusterIP)",
@@ -125,6 +117,19 @@ pub struct ClusterEndpointSpec {
         "message": "additionalTargetPorts must not repeat targetPort",
         "fieldPath": ".additionalTargetPorts",
         "reason": "FieldValueDuplicate"
+    },
+    // A probe never outlives its period (so probes of a target cannot pile
+    // up sockets behind a slow host). Checked here against the port's own
+    // period; against `spec.periodSeconds` by the controller's `plan` only:
+    // a rule at the spec level would read `spec.periodSeconds`, which
+    // endpoints-operator's CRD stored as a string in some objects, and the
+    // rule's evaluation error would then refuse even the status writes that
+    // report such an object.
+    {
+        "rule": "!has(self.periodSeconds) || self.timeoutSeconds <= self.periodSeconds",
+        "message": "timeoutSeconds must not exceed the port's probe period (periodSeconds)",
+        "fieldPath": ".timeoutSeconds",
+        "reason": "FieldValueInvalid"
     },
     {
         "rule": "((has(self.tcpSocket) && has(self.tcpSocket.enable) && self.tcpSocket.enable) ? 1 : 0) + (has(self.httpGet) ? 1 : 0) + ((has(self.udpSocket) && has(self.udpSocket.enable) && self.udpSocket.enable) ? 1 : 0) + ((has(self.grpc) && has(self.grpc.enable) && self.grpc.enable) ? 1 : 0) <= 1",

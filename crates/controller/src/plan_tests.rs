@@ -432,6 +432,23 @@ fn the_target_cap_counts_hosts_times_target_ports_and_admits_the_limit() {
     );
 }
 
+/// Against the object's period only `plan` checks (see the api crate).
+#[test]
+fn a_timeout_above_the_objects_period_is_refused_by_plan() {
+    let spec: ClusterEndpointSpec = serde_json::from_value(serde_json::json!({
+        "periodSeconds": 2,
+        "ports": [{"name": "a", "port": 80, "targetPort": 80, "hosts": ["198.18.0.2"], "timeoutSeconds": 3}]
+    }))
+    .expect("spec");
+    let errors = errors_of("a", &spec);
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.field == "spec.ports[0].timeoutSeconds"),
+        "{errors:?}"
+    );
+}
+
 #[test]
 fn timeout_may_equal_the_period() {
     let spec: ClusterEndpointSpec = serde_json::from_value(serde_json::json!({

@@ -250,12 +250,6 @@ pub fn budget_cases() -> Vec<BuiltCase> {
             plan_field: "spec.ports[0].timeoutSeconds",
         },
         BuiltCase {
-            what: "timeout above the object's period",
-            spec: "  periodSeconds: 2\n  ports: [{name: a, port: 80, targetPort: 80, hosts: [198.18.0.2], timeoutSeconds: 3}]".into(),
-            admission: "timeoutSeconds must not exceed the port's probe period",
-            plan_field: "spec.ports[0].timeoutSeconds",
-        },
-        BuiltCase {
             what: "more host-ports than one object may have",
             spec: over_target_cap(),
             admission: "spec.ports: at most 10000 host-ports per object",
