@@ -656,6 +656,40 @@ async fn admission_refuses_denied_hosts_url_tricks_aside_and_oversized_objects()
         }
         other => panic!("a legacy metadata host passed admission: {other:?}"),
     }
+    // The Host header tricks (the CRD itself checks only httpGet.host).
+    let header = |name: &str, value: &str| {
+        cep(
+            name,
+            &ns,
+            &format!(
+                "{{name: a, port: 443, targetPort: 443, hosts: [198.18.0.2], httpGet: {{scheme: https, httpHeaders: [{{name: Host, value: '{value}'}}]}}}}"
+            ),
+        )
+    };
+    for trick in ["x@127.0.0.1", "127.1", "0x7f.1", "evil#", "%65vil"] {
+        match create_as_tenant(&ns, &header("vap-header", trick)).await {
+            Err(kube::Error::Api(s)) if s.code == 422 => assert!(
+                s.message
+                    .contains("spec.ports[0].httpGet.httpHeaders: the Host header must be"),
+                "{trick}: {}",
+                s.message
+            ),
+            other => panic!("the Host header {trick} passed admission: {other:?}"),
+        }
+    }
+    for (i, fine) in [
+        "db.internal:8443",
+        "198.18.0.9:80",
+        "[fd00:6b65::9]:443",
+        "1db.internal",
+    ]
+    .iter()
+    .enumerate()
+    {
+        create_as_tenant(&ns, &header(&format!("vap-header-{i}"), fine))
+            .await
+            .unwrap_or_else(|e| panic!("the Host header {fine} was refused: {e}"));
+    }
     create_as_tenant(
         &ns,
         &cep(
@@ -676,10 +710,10 @@ async fn admission_refuses_denied_hosts_url_tricks_aside_and_oversized_objects()
 
 /// The virtual-host tricks that would turn an HTTPS probe towards another
 /// address are refused at admission, as the tenant, in `httpGet.host`. (A
-/// `Host` header value is checked by the controller's `plan` only — a CEL
-/// rule over header values exceeds the apiserver's cost budget — and
-/// refused there with `Initialized=False`; the unit tests of `plan` cover
-/// the same tricks.)
+/// `Host` header value is refused at admission by the chart's admission
+/// policy — see the test above; a CEL rule of the CRD over header values
+/// would exceed the apiserver's cost budget — and always by the
+/// controller's `plan`, with `Initialized=False`.)
 #[tokio::test(flavor = "multi_thread")]
 async fn url_tricks_in_the_virtual_host_are_refused_at_admission() {
     let client = admin().await;
