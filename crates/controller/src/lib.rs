@@ -30,6 +30,7 @@ pub mod diff;
 pub mod error;
 pub mod event_limit;
 pub mod events;
+pub mod execute;
 pub mod fence;
 pub mod import;
 pub mod leader;
