@@ -510,13 +510,17 @@ pub enum ExpectedStatus {
 }
 
 /// `expectedStatuses`: int-or-string items, each checked by CEL (cheap:
-/// at most 16 items of at most 7 characters).
+/// at most 16 items of at most 7 characters; without the `maxLength` the
+/// apiserver estimates the rule over strings of any length and refuses
+/// the CRD).
 fn expected_statuses_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schemars::json_schema!({
         "type": "array",
         "maxItems": MAX_EXPECTED_STATUSES,
         "items": {
             "x-kubernetes-int-or-string": true,
+            // Bounds the rule's estimated cost (it applies to strings only).
+            "maxLength": 7,
             "x-kubernetes-validations": [{
                 "rule": STATUS_RULE,
                 "message": "must be an HTTP status (100-599) or a range \"from-to\" of them with from <= to, e.g. 204 or \"200-299\"",

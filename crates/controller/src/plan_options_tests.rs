@@ -508,3 +508,41 @@ fn option_errors_are_reported_together() {
         assert!(fields.contains(field), "{field} missing from {errors:?}");
     }
 }
+
+/// The probe options' block of the shared table (also asserted against
+/// the apiserver by `tests/admission.rs`), through `plan()`.
+#[test]
+fn the_probe_option_admission_cases_are_rejected_by_plan_too() {
+    use crate::validation_cases::{PROBE_OPTION_CASES, manifest};
+    let mut failures = Vec::new();
+    for case in PROBE_OPTION_CASES {
+        let yaml = manifest(kube_endpoints_api::GROUP, "bad", case.spec);
+        let cep: ClusterEndpoint = parse(&yaml);
+        match plan("bad", &cep.spec) {
+            Ok(_) => failures.push(format!("{}: accepted", case.what)),
+            Err(InvalidSpec(errors)) => {
+                if !errors.iter().any(|e| e.field == case.plan_field) {
+                    failures.push(format!(
+                        "{}: no error on {}: {errors:?}",
+                        case.what, case.plan_field
+                    ));
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// A valid manifest using every option is admitted and planned (the
+/// admission test applies the same text).
+#[test]
+fn the_valid_probe_options_manifest_plans() {
+    use crate::validation_cases::{VALID_PROBE_OPTIONS, manifest};
+    let cep: ClusterEndpoint = parse(&manifest(
+        kube_endpoints_api::GROUP,
+        "ok",
+        VALID_PROBE_OPTIONS,
+    ));
+    let plan = plan("ok", &cep.spec).expect("valid");
+    assert_eq!(plan.ports.len(), 3);
+}
