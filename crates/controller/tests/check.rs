@@ -73,6 +73,7 @@ async fn check_probes_every_host_once_and_reports_each_verdict() {
         http: vec![80],
         udp: vec![1234],
         grpc: vec![8080],
+        redis: vec![],
     };
     let _backend = up.start_backend(ports).await.expect("backend");
     // `down` has no backend: TCP is refused, UDP gets port-unreachable.

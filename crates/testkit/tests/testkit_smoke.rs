@@ -31,6 +31,7 @@ fn ports() -> BackendPorts {
         http: vec![HTTP],
         udp: vec![UDP],
         grpc: vec![GRPC],
+        redis: vec![],
     }
 }
 
