@@ -219,3 +219,40 @@ async fn tcp_send_and_expect_judge_the_reply() {
     expected.insert(("redis".into(), second.clone()), true);
     wait_readiness(&client, &ns, "redis", &expected).await;
 }
+
+/// A regular expression that does not compile passes admission (the
+/// apiserver cannot compile it) and is refused by the controller: the
+/// object is not initialised, its condition and an Event name the field,
+/// and neither quotes the pattern.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_regex_that_does_not_compile_is_reported_naming_the_field() {
+    let client = client().await;
+    install_crd(&client, GROUP).await;
+    let ns = namespace(&client, "e2e-probes-regex").await;
+    let _controller = start_controller(&ns, &[]).await;
+    let spec = json!({
+        "ports": [{
+            "name": "web", "hosts": ["198.18.0.2"], "port": 80, "targetPort": 80,
+            "httpGet": {"path": "/", "bodyMatch": {"regex": "(s3cr3t"}}
+        }]
+    });
+    must_apply(&client, &ns, GROUP, &manifest("web", spec)).await;
+    let field = "spec.ports[0].httpGet.bodyMatch.regex";
+    let message = eventually("Initialized=False naming the regex", || async {
+        let status = get_cep(&client, &ns, GROUP, "web").await?.status?;
+        let c = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Initialized")?;
+        (c.status == "False" && c.message.contains(field)).then(|| c.message.clone())
+    })
+    .await;
+    assert!(message.contains("invalid regular expression"), "{message}");
+    assert!(!message.contains("s3cr3t"), "{message}");
+    wait_event(&client, &ns, "web", "InvalidSpec", field).await;
+    for (_, note) in events(&client, &ns, "web").await {
+        assert!(!note.contains("s3cr3t"), "{note}");
+    }
+    // Nothing was probed or written for it.
+    assert!(slices(&client, &ns, "web").await.is_empty());
+}
