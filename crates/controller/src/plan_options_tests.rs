@@ -174,6 +174,18 @@ fn schedule_options_become_intervals() {
         }
     );
     assert_eq!(p.period, Duration::from_secs(5));
+    // What the probe engine gets.
+    let plan = plan(
+        "db",
+        &one_port(json!({"tcpSocket": {"enable": true}, "unhealthyPeriodSeconds": 30, "jitterPercent": 10})),
+    )
+    .expect("valid");
+    let spec = plan.targets().into_values().next().expect("one target");
+    assert_eq!(
+        spec.intervals.unhealthy_period,
+        Some(Duration::from_secs(30))
+    );
+    assert_eq!(spec.intervals.jitter_percent, 10);
     let p = planned(
         json!({"tcpSocket": {"enable": true}, "edgePeriodSeconds": 2, "jitterPercent": 100}),
     );
