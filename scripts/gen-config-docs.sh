@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Generates docs/configuration.md: the --help of every kube-endpoints
-# subcommand, and a table of the Helm chart's values (key, type, default from
-# values.yaml, description from values.schema.json). Re-run it after changing
-# the CLI or the chart's values:  scripts/gen-config-docs.sh
+# subcommand, a table of the Helm chart's values (key, type, default from
+# values.yaml, description from values.schema.json), and a table of the
+# ClusterEndpoint fields (from the chart's copy of the CRD). Re-run it after
+# changing the CLI, the chart's values or crates/api (after
+# scripts/update-chart-crds.sh):  scripts/gen-config-docs.sh
 # Needs cargo, python3 (standard library only) and helm (scripts/build-helm.sh).
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -22,6 +24,10 @@ rm -rf "$tmp/chart/templates"
 mkdir "$tmp/chart/templates"
 printf '%s\n' '{{ .Values | toJson }}' > "$tmp/chart/templates/values.txt"
 "$helm" template docs "$tmp/chart" --show-only templates/values.txt | sed -n '/^{/p' > "$tmp/values.json"
+# The chart's copy of our CRD as JSON, the same way (run
+# scripts/update-chart-crds.sh first after changing crates/api).
+printf '%s\n' '{{ .Files.Get "files/crds/khulnasoft-lab.github.io.yaml" | fromYaml | toJson }}' > "$tmp/chart/templates/crd.txt"
+"$helm" template docs "$tmp/chart" --show-only templates/crd.txt | sed -n '/^{/p' > "$tmp/crd.json"
 
 # Help text without the caller's environment (clap shows env values).
 help() { env -i PATH="$PATH" "$bin" "$@" --help; }
@@ -35,6 +41,7 @@ commands=$(env -i PATH="$PATH" "$bin" --help | awk '/^Commands:/{on=1; next} on 
   echo
   echo "- [Command line](#command-line): $(for c in $commands; do printf '`%s` ' "$c"; done)"
   echo "- [Helm chart values](#helm-chart-values)"
+  echo "- [ClusterEndpoint fields](#clusterendpoint-fields)"
   echo
   echo "## Command line"
   echo
@@ -85,6 +92,74 @@ walk(schema, [], values)
 print("| key | type | default | description |")
 print("| --- | --- | --- | --- |")
 print("\n".join(rows))
+PY
+  echo
+  echo "## ClusterEndpoint fields"
+  echo
+  echo "Every field of \`spec\`, from the CRD (\`kube-endpoints crd\`): type, default,"
+  echo "bounds and description; the CEL rules that relate fields are listed after"
+  echo "the table. The controller checks the same again (objects of the"
+  echo "predecessor's groups are not validated at admission). How the probes"
+  echo "behave: the README."
+  echo
+  python3 - "$tmp/crd.json" <<'PY'
+import json, sys
+crd = json.load(open(sys.argv[1]))
+spec = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+rows, rules = [], []
+def cell(text):
+    return " ".join(str(text).split()).replace("|", "\\|")
+def typ(s):
+    if s.get("x-kubernetes-int-or-string"):
+        return "int or string"
+    t = s.get("type", "any")
+    if t == "array":
+        return "list of " + typ(s.get("items", {}))
+    if "enum" in s:
+        return " \\| ".join(code(e if e else '""') for e in s["enum"])
+    return t
+def code(text):
+    text = str(text)
+    return f"`` {text} ``" if "`" in text else f"`{text}`"
+def bounds(s):
+    out = []
+    for lo, hi, what in (("minimum", "maximum", ""), ("minLength", "maxLength", " chars"), ("minItems", "maxItems", " items")):
+        if lo in s or hi in s:
+            a, b = s.get(lo), s.get(hi)
+            fmt = lambda v: str(int(v)) if isinstance(v, float) else str(v)
+            if a is not None and b is not None:
+                out.append(f"{fmt(a)}..{fmt(b)}{what}")
+            elif b is not None:
+                out.append(f"≤ {fmt(b)}{what}")
+            else:
+                out.append(f"≥ {fmt(a)}{what}")
+    if s.get("format") == "byte":
+        out.append("base64")
+    if "pattern" in s:
+        out.append(f"pattern {code(s['pattern'])}")
+    return ", ".join(out)
+def walk(s, path):
+    for r in s.get("x-kubernetes-validations", []):
+        rules.append(f"- `{path or 'spec'}`: {cell(r.get('message', r['rule']))}")
+    if path:
+        default = f"`{json.dumps(s['default'])}`" if "default" in s else ""
+        rows.append(f"| `{path}` | {typ(s)} | {default} | {cell(bounds(s))} | {cell(s.get('description', ''))} |")
+    if s.get("type") == "array" and "items" in s:
+        items = s["items"]
+        for r in items.get("x-kubernetes-validations", []):
+            rules.append(f"- `{path}[]`: {cell(r.get('message', r['rule']))}")
+        for k, sub in sorted(items.get("properties", {}).items()):
+            walk(sub, f"{path}[].{k}")
+    for k, sub in sorted(s.get("properties", {}).items()):
+        walk(sub, f"{path}.{k}" if path else k)
+walk(spec, "")
+print("| field | type | default | bounds | description |")
+print("| --- | --- | --- | --- | --- |")
+print("\n".join(rows))
+print()
+print("Rules across fields (CEL, checked at admission):")
+print()
+print("\n".join(rules))
 PY
 } > "$out.tmp"
 mv "$out.tmp" "$out"

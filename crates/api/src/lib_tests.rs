@@ -100,7 +100,9 @@ fn schema_carries_defaults_bounds_and_cel_rules() {
     );
     let port = &ports["items"];
     let port_rules = rules(port);
-    assert_eq!(port_rules.len(), 3, "{port_rules:?}");
+    // 3 + the probe options' (probePort needs a probe, not with
+    // additionalTargetPorts; timeout within the unhealthy period).
+    assert_eq!(port_rules.len(), 6, "{port_rules:?}");
     assert!(port_rules.iter().any(|r| r.contains("tcpSocket")));
     // timeout <= the port's period (a budget).
     assert!(
@@ -153,5 +155,57 @@ fn seed_manifests_deserialise_with_defaults() {
         (1, 3, 1)
     );
     assert_eq!(p.protocol, "TCP");
-    assert_eq!(p.tcp_socket, Some(TcpSocketHandler { enable: true }));
+    assert_eq!(
+        p.tcp_socket,
+        Some(TcpSocketHandler {
+            enable: true,
+            ..TcpSocketHandler::default()
+        })
+    );
+}
+
+/// The probe options' schema: bounds, formats and the rules that keep the
+/// CEL cost small (an int-or-string without `maxLength` is refused by the
+/// apiserver).
+#[test]
+fn probe_options_carry_bounds_and_rules() {
+    let root = schema_of(GROUP);
+    let port = &root["properties"]["spec"]["properties"]["ports"]["items"];
+    let props = &port["properties"];
+    for (field, min, max) in [
+        ("probePort", 1.0, 65535.0),
+        ("unhealthyPeriodSeconds", 1.0, 3600.0),
+        ("jitterPercent", 0.0, 100.0),
+        ("edgePeriodSeconds", 0.0, 3600.0),
+    ] {
+        assert_eq!(
+            (
+                props[field]["minimum"].as_f64(),
+                props[field]["maximum"].as_f64()
+            ),
+            (Some(min), Some(max)),
+            "{field}"
+        );
+        assert!(props[field].get("default").is_none(), "{field}: no default");
+    }
+    let http = &props["httpGet"];
+    assert_eq!(
+        http["properties"]["method"]["enum"],
+        serde_json::json!(["GET", "HEAD", "POST", "OPTIONS"])
+    );
+    assert_eq!(http["properties"]["body"]["maxLength"], 4096);
+    let statuses = &http["properties"]["expectedStatuses"];
+    assert_eq!(statuses["maxItems"], 16);
+    assert_eq!(statuses["items"]["x-kubernetes-int-or-string"], true);
+    assert_eq!(statuses["items"]["maxLength"], 7);
+    assert_eq!(rules(http).len(), 2);
+    let tcp = &props["tcpSocket"];
+    let send = &tcp["properties"]["send"];
+    assert_eq!(send["properties"]["base64"]["format"], "byte");
+    assert_eq!(rules(send), ["has(self.text) != has(self.base64)"]);
+    let expect = &tcp["properties"]["expect"];
+    assert_eq!(expect["properties"]["regex"]["maxLength"], 1024);
+    assert_eq!(rules(expect).len(), 1);
+    assert_eq!(rules(tcp).len(), 1);
+    assert_eq!(rules(&props["udpSocket"]).len(), 2);
 }

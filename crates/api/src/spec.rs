@@ -135,6 +135,25 @@ pub struct ClusterEndpointSpec {
         "rule": "((has(self.tcpSocket) && has(self.tcpSocket.enable) && self.tcpSocket.enable) ? 1 : 0) + (has(self.httpGet) ? 1 : 0) + ((has(self.udpSocket) && has(self.udpSocket.enable) && self.udpSocket.enable) ? 1 : 0) + ((has(self.grpc) && has(self.grpc.enable) && self.grpc.enable) ? 1 : 0) <= 1",
         "message": "at most one of tcpSocket, httpGet, udpSocket and grpc may be set (enable: false counts as unset)",
         "reason": "FieldValueInvalid"
+    },
+    // Probe port and schedule (extensions).
+    {
+        "rule": PROBE_PORT_NEEDS_PROBE_RULE,
+        "message": "probePort needs a probe (tcpSocket, httpGet, udpSocket or grpc): a port without one is static and never probed",
+        "fieldPath": ".probePort",
+        "reason": "FieldValueForbidden"
+    },
+    {
+        "rule": "!has(self.probePort) || !has(self.additionalTargetPorts) || size(self.additionalTargetPorts) == 0",
+        "message": "probePort cannot be combined with additionalTargetPorts (every target port would be judged by the same probe)",
+        "fieldPath": ".probePort",
+        "reason": "FieldValueForbidden"
+    },
+    {
+        "rule": "!has(self.unhealthyPeriodSeconds) || self.timeoutSeconds <= self.unhealthyPeriodSeconds",
+        "message": "timeoutSeconds must not exceed unhealthyPeriodSeconds",
+        "fieldPath": ".timeoutSeconds",
+        "reason": "FieldValueInvalid"
     }
 ]))]
 pub struct ClusterEndpointPort {
@@ -206,17 +225,60 @@ pub struct ClusterEndpointPort {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 3600))]
     pub initial_delay_seconds: Option<i32>,
+
+    /// Extension: probe this port on the hosts instead of targetPort (e.g.
+    /// Patroni's REST API on 8008 for Postgres on 5432). Traffic still goes
+    /// to targetPort. Needs a probe; not with additionalTargetPorts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub probe_port: Option<i32>,
+
+    /// Extension: probe period while a host is out of rotation (Envoy's
+    /// unhealthy interval). Default: the port's period.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub unhealthy_period_seconds: Option<i32>,
+
+    /// Extension: every wait between two probes is lengthened by a random
+    /// share of up to this percentage of the period, so that hosts drift
+    /// apart. Default 0 (no jitter).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100))]
+    pub jitter_percent: Option<i32>,
+
+    /// Extension: after a probe that changed a host's state, probe it again
+    /// after this many seconds (0: at once) to confirm the new state, then
+    /// go on with the usual schedule. Default: no confirmation probe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 3600))]
+    pub edge_period_seconds: Option<i32>,
 }
 
-/// Healthy when a TCP connection opens.
+/// Healthy when a TCP connection opens (and, with `send`/`expect`, when
+/// the reply to `send` matches `expect`).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema, Default)]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": SEND_EXPECT_NEED_ENABLE_RULE, "message": SEND_EXPECT_NEED_ENABLE_MESSAGE, "reason": "FieldValueInvalid"}
+]))]
 pub struct TcpSocketHandler {
     #[serde(default)]
     pub enable: bool,
+    /// Extension: bytes written once connected (e.g. `{text: "PING\r\n"}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub send: Option<Payload>,
+    /// Extension: the reply must match this within its first 10 KiB (e.g.
+    /// `{text: "+PONG"}`). Without it, success once connected and sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expect: Option<ReplyMatch>,
 }
 
-/// Healthy when at least one byte comes back after sending `data`.
+/// Healthy when at least one byte comes back after sending `data` (with
+/// `expect`: a datagram that matches it).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema, Default)]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": SEND_EXPECT_NEED_ENABLE_RULE, "message": SEND_EXPECT_NEED_ENABLE_MESSAGE, "reason": "FieldValueInvalid"},
+    {"rule": "!has(self.send) || !has(self.data)", "message": "set either data or send, not both", "fieldPath": ".send", "reason": "FieldValueForbidden"}
+]))]
 pub struct UdpSocketHandler {
     #[serde(default)]
     pub enable: bool,
@@ -224,6 +286,14 @@ pub struct UdpSocketHandler {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(with = "Option<String>", length(max = 8192))]
     pub data: Option<UdpData>,
+    /// Extension: the payload as text or base64 bytes (instead of `data`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub send: Option<Payload>,
+    /// Extension: a reply datagram must match this (in its first 10 KiB);
+    /// others are ignored until the timeout. Without it, any reply is a
+    /// success.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expect: Option<ReplyMatch>,
 }
 
 /// A UDP probe payload. Our CRD stores it as a string; endpoints-operator's
@@ -254,9 +324,24 @@ pub struct GrpcHandler {
     pub service: Option<String>,
 }
 
-/// Healthy when `GET scheme://host:targetPort/path` answers 200–399.
+/// Healthy when `GET scheme://host:targetPort/path` answers 200–399 (or
+/// with `method`, `expectedStatuses` and `bodyMatch`, as they say).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema, Default)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "!has(self.body) || (has(self.method) && self.method == 'POST')",
+        "message": "body is sent only with method: POST",
+        "fieldPath": ".body",
+        "reason": "FieldValueForbidden"
+    },
+    {
+        "rule": "!has(self.bodyMatch) || !has(self.method) || self.method != 'HEAD'",
+        "message": "bodyMatch needs a response body, and HEAD has none",
+        "fieldPath": ".bodyMatch",
+        "reason": "FieldValueForbidden"
+    }
+]))]
 pub struct HttpGetHandler {
     /// Request path; default `/`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -277,6 +362,24 @@ pub struct HttpGetHandler {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 32))]
     pub http_headers: Vec<HttpHeader>,
+    /// Extension: GET (default), HEAD, POST or OPTIONS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("enum" = HTTP_METHODS))]
+    pub method: Option<String>,
+    /// Extension: request body, only with POST (set `Content-Type` in
+    /// httpHeaders). Never shown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 4096))]
+    pub body: Option<String>,
+    /// Extension: the statuses that count as success, each a code (`204`)
+    /// or an inclusive range (`"200-299"`). Default 200–399, as the kubelet.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "expected_statuses_schema")]
+    pub expected_statuses: Vec<ExpectedStatus>,
+    /// Extension: the first 10 KiB of the response body must match this.
+    /// Never shown: a mismatch says only "body did not match".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_match: Option<ReplyMatch>,
 }
 
 /// One request header. Header values may not hold control characters
@@ -327,6 +430,107 @@ const OWNED_HEADERS_MESSAGE: &str = "this header is set by the prober itself (Co
 /// addresses), or an IP literal (IPv6 bare or in brackets).
 const VHOST_RULE: &str = r"isIP(self) || (self.startsWith('[') && self.endsWith(']') && isIP(self.substring(1, size(self) - 1))) || (size(self) <= 253 && self.matches('^[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?(\\.[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?)*$') && !self.matches('(^|\\.)([0-9]+|0[xX][0-9A-Fa-f]*)$'))";
 const VHOST_MESSAGE: &str = "must be a DNS name (RFC 1123, at most 253 characters, not ending in a number) or an IP address literal; no port, user or path";
+
+// ------------------------------------------------------- probe options
+// What a probe sends and expects beyond the kubelet's handlers, and how
+// its HTTP statuses are judged. Every bound keeps the CEL cost small: no
+// rule iterates over the characters of a long string (base64 is checked by
+// the `byte` format, regular expressions by the controller's `plan`).
+
+/// Methods an HTTP probe may use.
+pub const HTTP_METHODS: [&str; 4] = ["GET", "HEAD", "POST", "OPTIONS"];
+/// Longest `httpGet.body`, in characters.
+pub const MAX_HTTP_BODY: usize = 4096;
+/// Entries of `httpGet.expectedStatuses` at most.
+pub const MAX_EXPECTED_STATUSES: usize = 16;
+/// Longest `send` payload: characters of `text`, bytes of `base64`.
+pub const MAX_PAYLOAD: usize = 8192;
+/// Longest `expect`/`bodyMatch`: characters of `text` and `regex`, bytes
+/// of `base64`.
+pub const MAX_MATCH: usize = 1024;
+
+/// `probePort` only where something is probed (the handler rule above
+/// counts `enable: false` as unset; so does this one).
+const PROBE_PORT_NEEDS_PROBE_RULE: &str = "!has(self.probePort) || has(self.httpGet) || (has(self.tcpSocket) && has(self.tcpSocket.enable) && self.tcpSocket.enable) || (has(self.udpSocket) && has(self.udpSocket.enable) && self.udpSocket.enable) || (has(self.grpc) && has(self.grpc.enable) && self.grpc.enable)";
+
+const SEND_EXPECT_NEED_ENABLE_RULE: &str =
+    "(!has(self.send) && !has(self.expect)) || (has(self.enable) && self.enable)";
+const SEND_EXPECT_NEED_ENABLE_MESSAGE: &str =
+    "send and expect need enable: true (a disabled handler is no probe)";
+
+/// Bytes a probe sends: exactly one of `text` (sent as UTF-8; YAML
+/// escapes such as `"\r\n"` work in double quotes) or `base64`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema, Default)]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "has(self.text) != has(self.base64)", "message": "set exactly one of text and base64", "reason": "FieldValueInvalid"}
+]))]
+pub struct Payload {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 8192))]
+    pub text: Option<String>,
+    /// Standard base64 (with padding) of at most 8192 bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 10924), extend("format" = "byte"))]
+    pub base64: Option<String>,
+}
+
+/// What a reply must contain, in its first 10 KiB: exactly one of `text`
+/// (a substring), `base64` (a byte string) or `regex` (a regular
+/// expression, RE2-like syntax with no backreferences, matched anywhere;
+/// matching is linear in the input). Never shown in status, Events or
+/// logs.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema, Default)]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "(has(self.text) ? 1 : 0) + (has(self.base64) ? 1 : 0) + (has(self.regex) ? 1 : 0) == 1",
+        "message": "set exactly one of text, base64 and regex",
+        "reason": "FieldValueInvalid"
+    }
+]))]
+pub struct ReplyMatch {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 1024))]
+    pub text: Option<String>,
+    /// Standard base64 (with padding) of 1 to 1024 bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 4, max = 1368), extend("format" = "byte"))]
+    pub base64: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 1024))]
+    pub regex: Option<String>,
+}
+
+/// One entry of `httpGet.expectedStatuses`: a status code, or a range
+/// `"from-to"` (inclusive). A code may also be written as a string.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum ExpectedStatus {
+    Code(i64),
+    Text(String),
+}
+
+/// `expectedStatuses`: int-or-string items, each checked by CEL (cheap:
+/// at most 16 items of at most 7 characters; without the `maxLength` the
+/// apiserver estimates the rule over strings of any length and refuses
+/// the CRD).
+fn expected_statuses_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "array",
+        "maxItems": MAX_EXPECTED_STATUSES,
+        "items": {
+            "x-kubernetes-int-or-string": true,
+            // Bounds the rule's estimated cost (it applies to strings only).
+            "maxLength": 7,
+            "x-kubernetes-validations": [{
+                "rule": STATUS_RULE,
+                "message": "must be an HTTP status (100-599) or a range \"from-to\" of them with from <= to, e.g. 204 or \"200-299\"",
+                "reason": "FieldValueInvalid"
+            }]
+        }
+    })
+}
+
+const STATUS_RULE: &str = "type(self) == int ? (self >= 100 && self <= 599) : (size(self) <= 7 && self.matches('^[1-5][0-9][0-9](-[1-5][0-9][0-9])?$') && (size(self) == 3 || int(self.substring(0, 3)) <= int(self.substring(4, 7))))";
 
 /// A set of IP literals, each checked by CEL; written by hand because schemars
 /// cannot attach extensions to list items.

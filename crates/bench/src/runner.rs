@@ -266,6 +266,7 @@ async fn fixture(w: &Workload, opts: &Options, phase: &Phase) -> Result<Fixture>
             http: ports(Probe::Http),
             udp: ports(Probe::Udp),
             grpc: ports(Probe::Grpc),
+            redis: vec![],
         })
         .await?;
 

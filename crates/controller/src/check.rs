@@ -10,11 +10,11 @@ use std::time::SystemTime;
 
 use futures::StreamExt;
 use kube_endpoints_api::{ClusterEndpointSpec, GROUP, VERSION};
-use kube_endpoints_probe::{Health, HealthState, Prober, TargetId, Verdict};
+use kube_endpoints_probe::{Expect, Health, HealthState, Probe, Prober, TargetId, Verdict};
 use serde::Deserialize;
 
 use crate::builder::{self, BuildSettings, Owner};
-use crate::plan::{Plan, plan};
+use crate::plan::{Plan, PortPlan, plan};
 use crate::policy::{self, AddressPolicy, ClusterRanges};
 use crate::yaml;
 
@@ -94,6 +94,11 @@ pub async fn check(file: &Path, prober: &Prober, yaml: bool) -> Result<Report, y
         {
             Ok(plan) => {
                 let _ = writeln!(out, "{label}: valid");
+                for port in &plan.ports {
+                    if let Some(line) = describe(port) {
+                        let _ = writeln!(out, "  {}: {line}", port.name);
+                    }
+                }
                 let api_version = if manifest.api_version.is_empty() {
                     format!("{GROUP}/{VERSION}")
                 } else {
@@ -264,6 +269,98 @@ fn render(c: &Checked, health: &BTreeMap<TargetId, Health>) -> String {
         push(yaml::to_string(endpoints));
     }
     out
+}
+
+// ------------------------------------------------------- probe settings
+// One line per probed port: what is sent where, what counts as success,
+// and the schedule. Never what is sent or expected itself (a payload may
+// be a credential), nor a path's query.
+
+/// How `port` is probed, or `None` for a static port.
+fn describe(port: &PortPlan) -> Option<String> {
+    let probe = port.probe.as_ref()?;
+    let what = match probe {
+        Probe::Tcp(t) if t.send.is_empty() && t.expect.is_none() => "tcp connect".to_string(),
+        Probe::Tcp(t) => format!("tcp{}", exchange(&t.send, t.expect.as_ref())),
+        Probe::Udp(u) => format!("udp{}", exchange(&u.data, u.expect.as_ref())),
+        Probe::Http(get) => {
+            let path = get.path.split(['?', '#']).next().unwrap_or_default();
+            let mut what = format!("{} {} {path}", get.scheme.as_str(), get.method.as_str());
+            if !get.body.is_empty() {
+                let _ = write!(what, " with a {}-byte body", get.body.len());
+            }
+            let statuses: Vec<String> = get
+                .expected_statuses
+                .iter()
+                .map(|r| {
+                    if r.from == r.to {
+                        r.from.to_string()
+                    } else {
+                        format!("{}-{}", r.from, r.to)
+                    }
+                })
+                .collect();
+            let statuses = if statuses.is_empty() {
+                "200-399".to_string()
+            } else {
+                statuses.join(",")
+            };
+            let _ = write!(what, ", status {statuses}");
+            if let Some(m) = &get.body_match {
+                let _ = write!(what, ", body must match {}", expect_kind(m));
+            }
+            what
+        }
+        Probe::Grpc(g) if g.service.is_empty() => "grpc health of the server".to_string(),
+        Probe::Grpc(g) => format!("grpc health of service {:?}", g.service),
+    };
+    let probed = port.probe_port.unwrap_or(port.target_port);
+    let mut line = format!("{what}; probed on port {probed}");
+    if port.probe_port.is_some() {
+        let _ = write!(line, " (traffic to {})", port.target_port);
+    }
+    let _ = write!(line, "; every {}", secs(port.period));
+    if let Some(p) = port.intervals.unhealthy_period {
+        let _ = write!(line, ", every {} while unhealthy", secs(p));
+    }
+    if port.intervals.jitter_percent > 0 {
+        let _ = write!(line, ", jitter {}%", port.intervals.jitter_percent);
+    }
+    if let Some(e) = port.intervals.edge_period {
+        let _ = write!(line, ", confirmed {} after a change", secs(e));
+    }
+    Some(line)
+}
+
+/// `: send 6 bytes, expect text`, or nothing for neither.
+fn exchange(send: &[u8], expect: Option<&Expect>) -> String {
+    let mut parts = Vec::new();
+    if !send.is_empty() {
+        parts.push(format!("send {} bytes", send.len()));
+    }
+    if let Some(m) = expect {
+        parts.push(format!("expect {}", expect_kind(m)));
+    }
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!(": {}", parts.join(", "))
+    }
+}
+
+fn expect_kind(m: &Expect) -> &'static str {
+    match m {
+        Expect::Contains(_) => "a byte string",
+        Expect::Regex(_) => "a regex",
+    }
+}
+
+fn secs(d: std::time::Duration) -> String {
+    if d.is_zero() {
+        "at once".to_string()
+    } else {
+        format!("{}s", d.as_secs())
+    }
 }
 
 fn table(rows: &[[String; 7]]) -> String {

@@ -50,6 +50,10 @@ pub enum Command {
         group: String,
     },
     /// Validate manifests and probe their hosts once, locally (no cluster needed).
+    ///
+    /// Prints, per valid object, how each probed port is probed (method,
+    /// expected statuses, send/expect, probe port, schedule; never the
+    /// payloads or patterns themselves), then one verdict per host.
     Check {
         /// Manifest file (multi-document YAML).
         #[arg(short = 'f', long = "filename")]

@@ -189,6 +189,10 @@ pub fn import(
             success_threshold: DEFAULT_SUCCESS_THRESHOLD,
             period_seconds: None,
             initial_delay_seconds: None,
+            probe_port: None,
+            unhealthy_period_seconds: None,
+            jitter_percent: None,
+            edge_period_seconds: None,
         };
         set_probe(&mut port, options);
         ports.push(port);
@@ -236,15 +240,22 @@ fn set_probe(port: &mut ClusterEndpointPort, options: &ImportOptions) {
         scheme: Some(scheme.to_string()),
         host: None,
         http_headers: Vec::new(),
+        ..HttpGetHandler::default()
     };
     match options.probe {
-        ProbeChoice::Tcp => port.tcp_socket = Some(TcpSocketHandler { enable: true }),
+        ProbeChoice::Tcp => {
+            port.tcp_socket = Some(TcpSocketHandler {
+                enable: true,
+                ..TcpSocketHandler::default()
+            })
+        }
         ProbeChoice::Http => port.http_get = Some(http("http")),
         ProbeChoice::Https => port.http_get = Some(http("https")),
         ProbeChoice::Udp => {
             port.udp_socket = Some(UdpSocketHandler {
                 enable: true,
                 data: None,
+                ..UdpSocketHandler::default()
             })
         }
         ProbeChoice::Grpc => {

@@ -16,6 +16,11 @@ use kube_endpoints_api::{
     ClusterEndpointPort, ClusterEndpointSpec, HttpGetHandler, MAX_HOSTS, MAX_PORTS, MAX_SECONDS,
     MAX_TARGETS_PER_OBJECT, MAX_THRESHOLD, OWNED_HEADERS, UdpData,
 };
+use kube_endpoints_api::{
+    ExpectedStatus, MAX_EXPECTED_STATUSES, MAX_HTTP_BODY, MAX_MATCH, MAX_PAYLOAD, Payload,
+    ReplyMatch, TcpSocketHandler, UdpSocketHandler,
+};
+use kube_endpoints_probe::{BoundedRegex, Expect, HttpMethod, StatusRange, TcpProbe};
 use kube_endpoints_probe::{
     GrpcProbe, HttpGet, Intervals, Probe, Scheme, TargetId, TargetSpec, Thresholds, UdpProbe,
 };
@@ -58,6 +63,12 @@ pub struct PortPlan {
     pub timeout: Duration,
     pub thresholds: Thresholds,
     pub initial_delay: Duration,
+    /// The port probes go to instead of `target_port` (`probePort`);
+    /// `None`: `target_port`. Endpoints always carry `target_port`.
+    pub probe_port: Option<u16>,
+    /// The schedule beyond the fixed period: unhealthy period, jitter,
+    /// confirmation probe. The default is today's fixed period.
+    pub intervals: Intervals,
 }
 
 impl PortPlan {
@@ -71,12 +82,12 @@ impl PortPlan {
         Some(TargetSpec {
             probe: std::sync::Arc::new(probe),
             target_port: self.target_port,
-            probe_port: None,
+            probe_port: self.probe_port,
             period: self.period,
             timeout: self.timeout,
             thresholds: self.thresholds,
             initial_delay: self.initial_delay,
-            intervals: Intervals::default(),
+            intervals: self.intervals,
         })
     }
 }
@@ -386,6 +397,7 @@ fn plan_port(
         own_hosts
     };
     let probe = plan_probe(field, port, errors);
+    let (probe_port, intervals) = plan_schedule(field, port, errors);
     if errors.0.len() != before {
         return None;
     }
@@ -411,23 +423,32 @@ fn plan_port(
             success: u32::try_from(port.success_threshold).ok()?,
         },
         initial_delay: seconds(port.initial_delay_seconds.unwrap_or(0)),
+        probe_port,
+        intervals,
     })
 }
 
 fn plan_probe(field: &str, port: &ClusterEndpointPort, errors: &mut Errors) -> Option<Probe> {
     let mut handlers: Vec<(&str, Probe)> = Vec::new();
-    if port.tcp_socket.as_ref().is_some_and(|h| h.enable) {
-        handlers.push(("tcpSocket", Probe::tcp()));
-    }
-    if let Some(http) = &port.http_get
-        && let Some(probe) = plan_http(&format!("{field}.httpGet"), http, errors)
+    check_enabled_for_exchange(field, port, errors);
+    if let Some(tcp) = port.tcp_socket.as_ref().filter(|h| h.enable)
+        && let Some(probe) = plan_tcp(&format!("{field}.tcpSocket"), tcp, errors)
     {
-        handlers.push(("httpGet", probe));
+        handlers.push(("tcpSocket", probe));
+    }
+    if let Some(http) = &port.http_get {
+        let field = format!("{field}.httpGet");
+        let probe = plan_http(&field, http, errors);
+        let expectations = http_expectations(&field, http, errors);
+        if let (Some(Probe::Http(get)), Some(expectations)) = (probe, expectations) {
+            handlers.push(("httpGet", Probe::Http(expectations.apply(get))));
+        }
     }
     if let Some(udp) = port.udp_socket.as_ref().filter(|h| h.enable)
         && let Some(data) = udp_data(&format!("{field}.udpSocket.data"), &udp.data, errors)
+        && let Some(probe) = plan_udp(&format!("{field}.udpSocket"), udp, data, errors)
     {
-        handlers.push(("udpSocket", Probe::Udp(UdpProbe { data, expect: None })));
+        handlers.push(("udpSocket", probe));
     }
     if let Some(grpc) = port.grpc.as_ref().filter(|h| h.enable) {
         let service = grpc.service.clone().unwrap_or_default();
@@ -555,6 +576,340 @@ fn plan_http(field: &str, http: &HttpGetHandler, errors: &mut Errors) -> Option<
     }))
 }
 
+// ------------------------------------------------------- probe options
+// `probePort`, the schedule options, TCP/UDP send and expect, and the HTTP
+// method, body, statuses and body match: the same rules as the CRD's
+// schema and CEL (see the api crate). Errors never quote what a probe
+// sends or expects (a payload may be a credential, a pattern a secret).
+
+/// `probePort` and the schedule options of a port.
+fn plan_schedule(
+    field: &str,
+    port: &ClusterEndpointPort,
+    errors: &mut Errors,
+) -> (Option<u16>, Intervals) {
+    let mut probe_port = None;
+    if let Some(p) = port.probe_port {
+        let name = format!("{field}.probePort");
+        errors.range(&name, p.into(), 1, 65535);
+        if !has_probe_handler(port) {
+            errors.push(
+                name.clone(),
+                "needs a probe (tcpSocket, httpGet, udpSocket or grpc): a port without one is static and never probed",
+            );
+        }
+        if !port.additional_target_ports.is_empty() {
+            errors.push(
+                name,
+                "cannot be combined with additionalTargetPorts (every target port would be judged by the same probe)",
+            );
+        }
+        probe_port = u16::try_from(p).ok().filter(|p| *p != 0);
+    }
+    let mut intervals = Intervals::default();
+    if let Some(s) = port.unhealthy_period_seconds {
+        errors.range(
+            &format!("{field}.unhealthyPeriodSeconds"),
+            s.into(),
+            1,
+            MAX_SECONDS.into(),
+        );
+        if port.timeout_seconds > s && (1..=MAX_SECONDS).contains(&s) {
+            errors.push(
+                format!("{field}.timeoutSeconds"),
+                format!(
+                    "must not exceed unhealthyPeriodSeconds ({s}s), got {}",
+                    port.timeout_seconds
+                ),
+            );
+        }
+        intervals.unhealthy_period = Some(seconds(s));
+    }
+    if let Some(p) = port.jitter_percent {
+        errors.range(&format!("{field}.jitterPercent"), p.into(), 0, 100);
+        intervals.jitter_percent = u8::try_from(p.clamp(0, 100)).unwrap_or(0);
+    }
+    if let Some(s) = port.edge_period_seconds {
+        errors.range(
+            &format!("{field}.edgePeriodSeconds"),
+            s.into(),
+            0,
+            MAX_SECONDS.into(),
+        );
+        intervals.edge_period = Some(seconds(s));
+    }
+    (probe_port, intervals)
+}
+
+/// Whether the port has a probe handler (`enable: false` counts as unset).
+fn has_probe_handler(port: &ClusterEndpointPort) -> bool {
+    port.http_get.is_some()
+        || port.tcp_socket.as_ref().is_some_and(|h| h.enable)
+        || port.udp_socket.as_ref().is_some_and(|h| h.enable)
+        || port.grpc.as_ref().is_some_and(|h| h.enable)
+}
+
+/// `send` and `expect` on a disabled handler would silently probe nothing.
+fn check_enabled_for_exchange(field: &str, port: &ClusterEndpointPort, errors: &mut Errors) {
+    let disabled = |enable: bool, send: bool, expect: bool| !enable && (send || expect);
+    if let Some(h) = &port.tcp_socket
+        && disabled(h.enable, h.send.is_some(), h.expect.is_some())
+    {
+        errors.push(
+            format!("{field}.tcpSocket"),
+            "send and expect need enable: true (a disabled handler is no probe)",
+        );
+    }
+    if let Some(h) = &port.udp_socket
+        && disabled(h.enable, h.send.is_some(), h.expect.is_some())
+    {
+        errors.push(
+            format!("{field}.udpSocket"),
+            "send and expect need enable: true (a disabled handler is no probe)",
+        );
+    }
+}
+
+fn plan_tcp(field: &str, tcp: &TcpSocketHandler, errors: &mut Errors) -> Option<Probe> {
+    let before = errors.0.len();
+    let send = tcp
+        .send
+        .as_ref()
+        .and_then(|p| payload(&format!("{field}.send"), p, errors))
+        .unwrap_or_default();
+    let expect = tcp
+        .expect
+        .as_ref()
+        .and_then(|m| reply_match(&format!("{field}.expect"), m, errors));
+    (errors.0.len() == before).then(|| {
+        Probe::Tcp(TcpProbe {
+            send,
+            expect,
+            ..TcpProbe::default()
+        })
+    })
+}
+
+/// A UDP probe of `data` (the older field) or `send`, and `expect`.
+fn plan_udp(
+    field: &str,
+    udp: &UdpSocketHandler,
+    data: Vec<u8>,
+    errors: &mut Errors,
+) -> Option<Probe> {
+    let before = errors.0.len();
+    let data = match &udp.send {
+        Some(_) if udp.data.is_some() => {
+            errors.push(format!("{field}.send"), "set either data or send, not both");
+            None
+        }
+        Some(send) => payload(&format!("{field}.send"), send, errors),
+        None => Some(data),
+    };
+    let expect = udp
+        .expect
+        .as_ref()
+        .and_then(|m| reply_match(&format!("{field}.expect"), m, errors));
+    if errors.0.len() != before {
+        return None;
+    }
+    data.map(|data| Probe::Udp(UdpProbe { data, expect }))
+}
+
+/// Bytes to send: exactly one of `text` and `base64`.
+fn payload(field: &str, p: &Payload, errors: &mut Errors) -> Option<Vec<u8>> {
+    match (&p.text, &p.base64) {
+        (Some(text), None) => {
+            if text.chars().count() > MAX_PAYLOAD {
+                errors.push(
+                    format!("{field}.text"),
+                    format!("must be at most {MAX_PAYLOAD} characters"),
+                );
+                return None;
+            }
+            Some(text.clone().into_bytes())
+        }
+        (None, Some(encoded)) => {
+            let bytes = decode_base64(&format!("{field}.base64"), encoded, errors)?;
+            if bytes.len() > MAX_PAYLOAD {
+                errors.push(
+                    format!("{field}.base64"),
+                    format!("must decode to at most {MAX_PAYLOAD} bytes"),
+                );
+                return None;
+            }
+            Some(bytes)
+        }
+        _ => {
+            errors.push(field, "set exactly one of text and base64");
+            None
+        }
+    }
+}
+
+/// What a reply must contain: exactly one of `text`, `base64` and `regex`.
+fn reply_match(field: &str, m: &ReplyMatch, errors: &mut Errors) -> Option<Expect> {
+    let set = [m.text.is_some(), m.base64.is_some(), m.regex.is_some()];
+    if set.iter().filter(|s| **s).count() != 1 {
+        errors.push(field, "set exactly one of text, base64 and regex");
+        return None;
+    }
+    let too_long = |what: &str| format!("must be 1 to {MAX_MATCH} {what}");
+    if let Some(text) = &m.text {
+        if text.is_empty() || text.chars().count() > MAX_MATCH {
+            errors.push(format!("{field}.text"), too_long("characters"));
+            return None;
+        }
+        return Some(Expect::Contains(text.clone().into_bytes()));
+    }
+    if let Some(encoded) = &m.base64 {
+        let bytes = decode_base64(&format!("{field}.base64"), encoded, errors)?;
+        if bytes.is_empty() || bytes.len() > MAX_MATCH {
+            errors.push(format!("{field}.base64"), too_long("bytes"));
+            return None;
+        }
+        return Some(Expect::Contains(bytes));
+    }
+    let pattern = m.regex.as_deref().unwrap_or_default();
+    if pattern.is_empty() || pattern.chars().count() > MAX_MATCH {
+        errors.push(format!("{field}.regex"), too_long("characters"));
+        return None;
+    }
+    match BoundedRegex::new(pattern) {
+        Ok(re) => Some(Expect::Regex(re)),
+        Err(message) => {
+            errors.push(format!("{field}.regex"), message);
+            None
+        }
+    }
+}
+
+/// Standard base64 with padding, as the CRD's `byte` format accepts it.
+fn decode_base64(field: &str, encoded: &str, errors: &mut Errors) -> Option<Vec<u8>> {
+    use base64::Engine as _;
+    match base64::engine::general_purpose::STANDARD.decode(encoded) {
+        Ok(bytes) => Some(bytes),
+        Err(_) => {
+            errors.push(
+                field,
+                "must be standard base64 (A-Z, a-z, 0-9, +, /, with = padding)",
+            );
+            None
+        }
+    }
+}
+
+/// The HTTP options beyond the kubelet's, validated.
+struct HttpExpectations {
+    method: HttpMethod,
+    body: Vec<u8>,
+    expected_statuses: Vec<StatusRange>,
+    body_match: Option<Expect>,
+}
+
+impl HttpExpectations {
+    fn apply(self, get: HttpGet) -> HttpGet {
+        HttpGet {
+            method: self.method,
+            body: self.body,
+            expected_statuses: self.expected_statuses,
+            body_match: self.body_match,
+            ..get
+        }
+    }
+}
+
+fn http_expectations(
+    field: &str,
+    http: &HttpGetHandler,
+    errors: &mut Errors,
+) -> Option<HttpExpectations> {
+    let before = errors.0.len();
+    let method = match http.method.as_deref() {
+        None => HttpMethod::Get,
+        Some("GET") => HttpMethod::Get,
+        Some("HEAD") => HttpMethod::Head,
+        Some("POST") => HttpMethod::Post,
+        Some("OPTIONS") => HttpMethod::Options,
+        Some(_) => {
+            errors.push(
+                format!("{field}.method"),
+                "must be GET, HEAD, POST or OPTIONS",
+            );
+            HttpMethod::Get
+        }
+    };
+    let mut body = Vec::new();
+    if let Some(text) = &http.body {
+        if method != HttpMethod::Post {
+            errors.push(format!("{field}.body"), "is sent only with method: POST");
+        }
+        if text.chars().count() > MAX_HTTP_BODY {
+            errors.push(
+                format!("{field}.body"),
+                format!("must be at most {MAX_HTTP_BODY} characters"),
+            );
+        }
+        body = text.clone().into_bytes();
+    }
+    if http.expected_statuses.len() > MAX_EXPECTED_STATUSES {
+        errors.push(
+            format!("{field}.expectedStatuses"),
+            format!(
+                "must have at most {MAX_EXPECTED_STATUSES} entries, got {}",
+                http.expected_statuses.len()
+            ),
+        );
+    }
+    let mut expected_statuses = Vec::with_capacity(http.expected_statuses.len());
+    for (i, status) in http.expected_statuses.iter().enumerate() {
+        match status_range(status) {
+            Some(range) => expected_statuses.push(range),
+            None => errors.push(
+                format!("{field}.expectedStatuses[{i}]"),
+                "must be an HTTP status (100-599) or a range \"from-to\" of them with from <= to, e.g. 204 or \"200-299\"",
+            ),
+        }
+    }
+    let body_match = http
+        .body_match
+        .as_ref()
+        .and_then(|m| reply_match(&format!("{field}.bodyMatch"), m, errors));
+    if http.body_match.is_some() && method == HttpMethod::Head {
+        errors.push(
+            format!("{field}.bodyMatch"),
+            "needs a response body, and HEAD has none",
+        );
+    }
+    (errors.0.len() == before).then_some(HttpExpectations {
+        method,
+        body,
+        expected_statuses,
+        body_match,
+    })
+}
+
+/// `204`, `"204"` or `"200-299"` (inclusive, from <= to, within 100-599).
+fn status_range(status: &ExpectedStatus) -> Option<StatusRange> {
+    let code = |v: i64| u16::try_from(v).ok().filter(|c| (100..=599).contains(c));
+    let (from, to) = match status {
+        ExpectedStatus::Code(c) => (code(*c)?, code(*c)?),
+        ExpectedStatus::Text(text) => {
+            let parse = |s: &str| {
+                (s.len() == 3 && s.bytes().all(|b| b.is_ascii_digit()))
+                    .then(|| s.parse::<i64>().ok())
+                    .flatten()
+                    .and_then(code)
+            };
+            match text.split_once('-') {
+                None => (parse(text)?, parse(text)?),
+                Some((from, to)) => (parse(from)?, parse(to)?),
+            }
+        }
+    };
+    (from <= to).then_some(StatusRange { from, to })
+}
+
 /// Check one request header; the error names the part (`name` or
 /// `value`) and says why. The same rules as the CRD's schema and CEL.
 fn header(name: &str, value: &str) -> Result<(), (&'static str, String)> {
@@ -669,3 +1024,7 @@ fn is_dns1035_label(s: &str) -> bool {
 #[cfg(test)]
 #[path = "plan_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "plan_options_tests.rs"]
+mod options_tests;

@@ -224,7 +224,10 @@ fn at_most_one_probe_handler() {
 
     // enable: false counts as unset.
     let mut spec = wordpress();
-    spec.ports[1].tcp_socket = Some(kube_endpoints_api::TcpSocketHandler { enable: false });
+    spec.ports[1].tcp_socket = Some(kube_endpoints_api::TcpSocketHandler {
+        enable: false,
+        ..Default::default()
+    });
     assert!(plan("wordpress", &spec).is_ok());
 }
 

@@ -271,3 +271,167 @@ pub fn over_target_cap() -> String {
     }
     spec
 }
+
+// ------------------------------------------------------------ probe options
+// Probe port, schedule, send/expect and HTTP expectations, in a block of
+// their own (run by their own tests). A regular expression that does not
+// compile is not here: only `plan()` can tell (see the plan unit tests).
+
+/// The probe options' bad specs.
+pub const PROBE_OPTION_CASES: &[Case] = &[
+    Case {
+        what: "probePort 0",
+        spec: "  ports: [{name: a, port: 80, targetPort: 80, hosts: [198.18.0.2], probePort: 0, tcpSocket: {enable: true}}]",
+        admission: "spec.ports[0].probePort",
+        plan_field: "spec.ports[0].probePort",
+    },
+    Case {
+        what: "probePort on a static port",
+        spec: "  ports: [{name: a, port: 80, targetPort: 80, hosts: [198.18.0.2], probePort: 8008}]",
+        admission: "probePort needs a probe",
+        plan_field: "spec.ports[0].probePort",
+    },
+    Case {
+        what: "probePort with additionalTargetPorts",
+        spec: "  ports: [{name: a, port: 80, targetPort: 80, hosts: [198.18.0.2], probePort: 8008, additionalTargetPorts: [81], tcpSocket: {enable: true}}]",
+        admission: "probePort cannot be combined with additionalTargetPorts",
+        plan_field: "spec.ports[0].probePort",
+    },
+    Case {
+        what: "unhealthyPeriodSeconds 0",
+        spec: "  ports: [{name: a, port: 80, targetPort: 80, hosts: [198.18.0.2], unhealthyPeriodSeconds: 0, tcpSocket: {enable: true}}]",
+        admission: "spec.ports[0].unhealthyPeriodSeconds",
+        plan_field: "spec.ports[0].unhealthyPeriodSeconds",
+    },
+    Case {
+        what: "timeout above the unhealthy period",
+        spec: "  ports: [{name: a, port: 80, targetPort: 80, hosts: [198.18.0.2], unhealthyPeriodSeconds: 2, timeoutSeconds: 3, tcpSocket: {enable: true}}]",
+        admission: "timeoutSeconds must not exceed unhealthyPeriodSeconds",
+        plan_field: "spec.ports[0].timeoutSeconds",
+    },
+    Case {
+        what: "jitterPercent 101",
+        spec: "  ports: [{name: a, port: 80, targetPort: 80, hosts: [198.18.0.2], jitterPercent: 101, tcpSocket: {enable: true}}]",
+        admission: "spec.ports[0].jitterPercent",
+        plan_field: "spec.ports[0].jitterPercent",
+    },
+    Case {
+        what: "edgePeriodSeconds -1",
+        spec: "  ports: [{name: a, port: 80, targetPort: 80, hosts: [198.18.0.2], edgePeriodSeconds: -1, tcpSocket: {enable: true}}]",
+        admission: "spec.ports[0].edgePeriodSeconds",
+        plan_field: "spec.ports[0].edgePeriodSeconds",
+    },
+    Case {
+        what: "send as text and base64",
+        spec: "  ports: [{name: a, port: 80, targetPort: 80, hosts: [198.18.0.2], tcpSocket: {enable: true, send: {text: PING, base64: UElORw==}}}]",
+        admission: "spec.ports[0].tcpSocket.send",
+        plan_field: "spec.ports[0].tcpSocket.send",
+    },
+    Case {
+        what: "send that is not base64",
+        spec: "  ports: [{name: a, port: 80, targetPort: 80, hosts: [198.18.0.2], tcpSocket: {enable: true, send: {base64: 'PING!'}}}]",
+        admission: "spec.ports[0].tcpSocket.send.base64",
+        plan_field: "spec.ports[0].tcpSocket.send.base64",
+    },
+    Case {
+        what: "expect with two forms",
+        spec: "  ports: [{name: a, port: 80, targetPort: 80, hosts: [198.18.0.2], tcpSocket: {enable: true, expect: {text: PONG, regex: PONG}}}]",
+        admission: "spec.ports[0].tcpSocket.expect",
+        plan_field: "spec.ports[0].tcpSocket.expect",
+    },
+    Case {
+        what: "empty expect text",
+        spec: "  ports: [{name: a, port: 80, targetPort: 80, hosts: [198.18.0.2], tcpSocket: {enable: true, expect: {text: ''}}}]",
+        admission: "spec.ports[0].tcpSocket.expect.text",
+        plan_field: "spec.ports[0].tcpSocket.expect.text",
+    },
+    Case {
+        what: "send on a disabled tcpSocket",
+        spec: "  ports: [{name: a, port: 80, targetPort: 80, hosts: [198.18.0.2], tcpSocket: {send: {text: PING}}}]",
+        admission: "send and expect need enable: true",
+        plan_field: "spec.ports[0].tcpSocket",
+    },
+    Case {
+        what: "udp data and send",
+        spec: "  ports: [{name: a, protocol: UDP, port: 53, targetPort: 53, hosts: [198.18.0.2], udpSocket: {enable: true, data: ab, send: {text: cd}}}]",
+        admission: "spec.ports[0].udpSocket.send",
+        plan_field: "spec.ports[0].udpSocket.send",
+    },
+    Case {
+        what: "udp expect that is not base64",
+        spec: "  ports: [{name: a, protocol: UDP, port: 53, targetPort: 53, hosts: [198.18.0.2], udpSocket: {enable: true, expect: {base64: '****'}}}]",
+        admission: "spec.ports[0].udpSocket.expect.base64",
+        plan_field: "spec.ports[0].udpSocket.expect.base64",
+    },
+    Case {
+        what: "HTTP method PUT",
+        spec: "  ports: [{name: a, port: 80, targetPort: 80, hosts: [198.18.0.2], httpGet: {method: PUT}}]",
+        admission: "spec.ports[0].httpGet.method",
+        plan_field: "spec.ports[0].httpGet.method",
+    },
+    Case {
+        what: "body with GET",
+        spec: "  ports: [{name: a, port: 80, targetPort: 80, hosts: [198.18.0.2], httpGet: {body: '{}'}}]",
+        admission: "spec.ports[0].httpGet.body",
+        plan_field: "spec.ports[0].httpGet.body",
+    },
+    Case {
+        what: "bodyMatch with HEAD",
+        spec: "  ports: [{name: a, port: 80, targetPort: 80, hosts: [198.18.0.2], httpGet: {method: HEAD, bodyMatch: {text: ok}}}]",
+        admission: "spec.ports[0].httpGet.bodyMatch",
+        plan_field: "spec.ports[0].httpGet.bodyMatch",
+    },
+    Case {
+        what: "bodyMatch with no form",
+        spec: "  ports: [{name: a, port: 80, targetPort: 80, hosts: [198.18.0.2], httpGet: {bodyMatch: {}}}]",
+        admission: "spec.ports[0].httpGet.bodyMatch",
+        plan_field: "spec.ports[0].httpGet.bodyMatch",
+    },
+    Case {
+        what: "expected status 600",
+        spec: "  ports: [{name: a, port: 80, targetPort: 80, hosts: [198.18.0.2], httpGet: {expectedStatuses: [200, 600]}}]",
+        admission: "spec.ports[0].httpGet.expectedStatuses[1]",
+        plan_field: "spec.ports[0].httpGet.expectedStatuses[1]",
+    },
+    Case {
+        what: "expected status range backwards",
+        spec: "  ports: [{name: a, port: 80, targetPort: 80, hosts: [198.18.0.2], httpGet: {expectedStatuses: ['299-200']}}]",
+        admission: "spec.ports[0].httpGet.expectedStatuses[0]",
+        plan_field: "spec.ports[0].httpGet.expectedStatuses[0]",
+    },
+    Case {
+        what: "expected status pattern",
+        spec: "  ports: [{name: a, port: 80, targetPort: 80, hosts: [198.18.0.2], httpGet: {expectedStatuses: ['2xx']}}]",
+        admission: "spec.ports[0].httpGet.expectedStatuses[0]",
+        plan_field: "spec.ports[0].httpGet.expectedStatuses[0]",
+    },
+    Case {
+        what: "too many expected statuses",
+        spec: "  ports: [{name: a, port: 80, targetPort: 80, hosts: [198.18.0.2], httpGet: {expectedStatuses: [200, 201, 202, 203, 204, 205, 206, 207, 208, 226, 300, 301, 302, 303, 304, 305, 307]}}]",
+        admission: "spec.ports[0].httpGet.expectedStatuses",
+        plan_field: "spec.ports[0].httpGet.expectedStatuses",
+    },
+];
+
+/// Every probe option set, validly: admitted by the apiserver and planned.
+pub const VALID_PROBE_OPTIONS: &str = r#"  ports:
+  - name: pg
+    hosts: [198.18.0.2]
+    port: 5432
+    targetPort: 5432
+    probePort: 8008
+    httpGet: {path: /primary, method: POST, body: '{}', expectedStatuses: [200, "201", "202-204"], bodyMatch: {regex: 'role.{0,4}primary'}}
+    unhealthyPeriodSeconds: 30
+    jitterPercent: 10
+    edgePeriodSeconds: 0
+  - name: redis
+    hosts: [198.18.0.2]
+    port: 6379
+    targetPort: 6379
+    tcpSocket: {enable: true, send: {text: "PING\r\n"}, expect: {base64: K1BPTkc=}}
+  - name: dns
+    protocol: UDP
+    hosts: [198.18.0.2]
+    port: 53
+    targetPort: 53
+    udpSocket: {enable: true, send: {base64: AAE=}, expect: {text: x}}"#;

@@ -12,6 +12,7 @@ mod validation_cases;
 use kube_endpoints_api::GROUP;
 use support::*;
 use validation_cases::{CASES, budget_cases, manifest};
+use validation_cases::{PROBE_OPTION_CASES, VALID_PROBE_OPTIONS};
 
 /// Every admission rule: each bad manifest is refused and the message names
 /// the offending field.
@@ -105,6 +106,38 @@ async fn over_budget_manifests_are_rejected_naming_the_field() {
     let at_cap = format!("  hosts: [{}]\n  ports:\n{ports}", hosts.join(", "));
     if let Err(e) = create(&client, &ns, &manifest(GROUP, "at-cap", &at_cap)).await {
         failures.push(format!("10,000 host-ports refused: {e}"));
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// The probe options (probe port, schedule, send/expect, HTTP method, body,
+/// statuses and body match): each bad manifest is refused naming the
+/// field, and a manifest using every option validly is admitted (so the
+/// CRD with these rules also fits the apiserver's CEL cost budget).
+#[tokio::test(flavor = "multi_thread")]
+async fn probe_option_manifests_are_checked_at_admission() {
+    let client = client().await;
+    install_crd(&client, GROUP).await;
+    let ns = namespace(&client, "e2e-validation-probe-options").await;
+    let mut failures = Vec::new();
+    for (i, case) in PROBE_OPTION_CASES.iter().enumerate() {
+        let yaml = manifest(GROUP, &format!("bad-{i}"), case.spec);
+        match create(&client, &ns, &yaml).await {
+            Ok(_) => failures.push(format!("{}: accepted", case.what)),
+            Err(kube::Error::Api(status)) if status.code == 422 => {
+                if !status.message.contains(case.admission) {
+                    failures.push(format!(
+                        "{}: message does not name {}: {}",
+                        case.what, case.admission, status.message
+                    ));
+                }
+            }
+            Err(e) => failures.push(format!("{}: unexpected error {e}", case.what)),
+        }
+    }
+    let valid = manifest(GROUP, "all-options", VALID_PROBE_OPTIONS);
+    if let Err(e) = create(&client, &ns, &valid).await {
+        failures.push(format!("the valid manifest is refused: {e}"));
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

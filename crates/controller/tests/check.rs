@@ -73,6 +73,7 @@ async fn check_probes_every_host_once_and_reports_each_verdict() {
         http: vec![80],
         udp: vec![1234],
         grpc: vec![8080],
+        redis: vec![],
     };
     let _backend = up.start_backend(ports).await.expect("backend");
     // `down` has no backend: TCP is refused, UDP gets port-unreachable.
@@ -145,4 +146,78 @@ async fn an_invalid_manifest_fails_naming_the_field() {
         "{text}"
     );
     assert!(text.contains("spec.ports[0].hosts[0]"), "{text}");
+}
+
+/// The probe options: `check` probes the probe port with the method,
+/// statuses and body match and the TCP exchange, and says how each port is
+/// probed without quoting what is sent or expected.
+#[tokio::test(flavor = "multi_thread")]
+async fn check_uses_and_shows_the_probe_options() {
+    use kube_endpoints_testkit::netns::Role;
+    let primary = TestHost::create().await.expect("host");
+    let replica = TestHost::create().await.expect("host");
+    let ports = BackendPorts {
+        tcp: vec![5432],
+        http: vec![8008],
+        redis: vec![6379],
+        ..BackendPorts::default()
+    };
+    let _b1 = primary.start_backend(ports.clone()).await.expect("backend");
+    let b2 = replica.start_backend(ports).await.expect("backend");
+    b2.set_role(Role::Replica).expect("replica");
+    let (p, r) = (primary.ipv4().to_string(), replica.ipv4().to_string());
+    let yaml = format!(
+        r#"
+apiVersion: khulnasoft-lab.github.io/v1beta1
+kind: ClusterEndpoint
+metadata: {{name: db}}
+spec:
+  ports:
+  - name: pg
+    hosts: [{p}, {r}]
+    port: 5432
+    targetPort: 5432
+    probePort: 8008
+    httpGet: {{path: "/role?token=abc", expectedStatuses: [200], bodyMatch: {{text: "role: primary"}}}}
+    unhealthyPeriodSeconds: 30
+    jitterPercent: 10
+    edgePeriodSeconds: 0
+  - name: redis
+    hosts: [{p}, {r}]
+    port: 6379
+    targetPort: 6379
+    tcpSocket: {{enable: true, send: {{base64: Uk9MRQ0K}}, expect: {{regex: "master"}}}}
+"#
+    );
+    let (out, text) = check(&yaml, &[]).await;
+    assert!(out.status.success(), "{text}");
+    let line = |port: &str| {
+        text.lines()
+            .find(|l| l.starts_with(&format!("  {port}: ")))
+            .unwrap_or_else(|| panic!("no settings line for {port}:\n{text}"))
+            .to_string()
+    };
+    assert_eq!(
+        line("pg"),
+        "  pg: http GET /role, status 200, body must match a byte string; probed on port 8008 (traffic to 5432); every 10s, every 30s while unhealthy, jitter 10%, confirmed at once after a change"
+    );
+    assert_eq!(
+        line("redis"),
+        "  redis: tcp: send 6 bytes, expect a regex; probed on port 6379; every 10s"
+    );
+    assert!(!text.contains("token=abc"), "{text}");
+    let mut got: Vec<_> = rows(&text)
+        .into_iter()
+        .map(|(port, host, _, result, _)| (port, host, result))
+        .collect();
+    got.sort();
+    let mut expected = vec![
+        ("pg:5432".to_string(), p.clone(), "healthy".to_string()),
+        ("pg:5432".to_string(), r.clone(), "unhealthy".to_string()),
+        ("redis:6379".to_string(), p.clone(), "healthy".to_string()),
+        ("redis:6379".to_string(), r.clone(), "unhealthy".to_string()),
+    ];
+    expected.sort();
+    assert_eq!(got, expected, "{text}");
+    assert!(!text.contains("slave"), "a reply is never shown:\n{text}");
 }

@@ -184,6 +184,7 @@ fn tcp_backend() -> BackendPorts {
         http: vec![],
         udp: vec![],
         grpc: vec![],
+        redis: vec![],
     }
 }
 

@@ -24,6 +24,7 @@ async fn import_round_trips_a_hand_made_service_keeping_the_cluster_ip() {
         http: vec![],
         udp: vec![],
         grpc: vec![],
+        redis: vec![],
     };
     let h1 = TestHost::create().await.expect("host");
     let h2 = TestHost::create().await.expect("host");

@@ -80,6 +80,19 @@ fn handler() -> impl Strategy<Value = Option<(&'static str, Value)>> {
             .prop_map(|service| Some(("grpc", json!({"enable": true, "service": service})))),
         // Disabled handlers count as none.
         Just(Some(("tcpSocket", json!({"enable": false})))),
+        // The probe options.
+        Just(Some((
+            "tcpSocket",
+            json!({"enable": true, "send": {"text": "PING\r\n"}, "expect": {"regex": "^\\+PONG"}})
+        ))),
+        Just(Some((
+            "httpGet",
+            json!({"path": "/primary", "method": "POST", "body": "{}", "expectedStatuses": [200, "300-399"], "bodyMatch": {"base64": "b2s="}})
+        ))),
+        Just(Some((
+            "udpSocket",
+            json!({"enable": true, "send": {"base64": "AAE="}, "expect": {"text": "pong"}})
+        ))),
     ]
 }
 
@@ -97,9 +110,28 @@ fn port(name: String, number: i32, spec_period: i32) -> impl Strategy<Value = Va
         1i32..10,
         prop::option::of(0i32..30),
         any::<prop::sample::Index>(),
+        // Probe options: a probe port (where allowed) and the schedule.
+        (
+            any::<bool>(),
+            prop::option::of(0i32..100),
+            prop::option::of(0i32..=100),
+            prop::option::of(0i32..60),
+        ),
     )
         .prop_map(
-            move |(protocol, target, extra, hosts, handler, period, fail, ok, delay, timeout)| {
+            move |(
+                protocol,
+                target,
+                extra,
+                hosts,
+                handler,
+                period,
+                fail,
+                ok,
+                delay,
+                timeout,
+                options,
+            )| {
                 let extra: Vec<i32> = extra.into_iter().filter(|p| *p != target).collect();
                 // Never longer than the period: valid under any stricter rule.
                 let period_used = period.unwrap_or(spec_period);
@@ -130,6 +162,27 @@ fn port(name: String, number: i32, spec_period: i32) -> impl Strategy<Value = Va
                 }
                 if let Some(d) = delay {
                     p["initialDelaySeconds"] = json!(d);
+                }
+                let (probe_port, unhealthy, jitter, edge) = options;
+                let enabled = p.as_object().is_some_and(|o| {
+                    ["tcpSocket", "httpGet", "udpSocket", "grpc"]
+                        .iter()
+                        .any(|k| {
+                            o.get(*k)
+                                .is_some_and(|h| h.get("enable") != Some(&json!(false)))
+                        })
+                });
+                if probe_port && enabled && extra.is_empty() {
+                    p["probePort"] = json!(target % 65535 + 1);
+                }
+                if let Some(u) = unhealthy {
+                    p["unhealthyPeriodSeconds"] = json!(timeout + u);
+                }
+                if let Some(j) = jitter {
+                    p["jitterPercent"] = json!(j);
+                }
+                if let Some(e) = edge {
+                    p["edgePeriodSeconds"] = json!(e);
                 }
                 p
             },
@@ -208,6 +261,8 @@ fn key() -> impl Strategy<Value = String> {
             "udpSocket", "grpc", "enable", "path", "scheme", "host", "httpHeaders", "value",
             "data", "service", "timeoutSeconds", "failureThreshold", "successThreshold",
             "periodSeconds", "initialDelaySeconds", "additionalTargetPorts", "clusterIP",
+            "probePort", "unhealthyPeriodSeconds", "jitterPercent", "edgePeriodSeconds", "send",
+            "expect", "text", "base64", "regex", "method", "body", "expectedStatuses", "bodyMatch",
         ])
         .prop_map(String::from),
         1 => "[a-zA-Z]{0,8}",
@@ -442,6 +497,20 @@ fn check_plan(spec: &ClusterEndpointSpec, plan: &Plan) {
                 || sp.udp_socket.as_ref().is_some_and(|h| h.enable)
                 || sp.grpc.as_ref().is_some_and(|h| h.enable);
             assert_eq!(p.probe.is_some(), probed, "{}", p.name);
+            let probe_port = sp.probe_port.map(|q| u16::try_from(q).expect("a port"));
+            assert_eq!(p.probe_port, probe_port, "{}", p.name);
+            let secs = |s: Option<i32>| {
+                s.map(|s| std::time::Duration::from_secs(u64::try_from(s).expect("positive")))
+            };
+            assert_eq!(
+                p.intervals.unhealthy_period,
+                secs(sp.unhealthy_period_seconds)
+            );
+            assert_eq!(p.intervals.edge_period, secs(sp.edge_period_seconds));
+            assert_eq!(
+                i32::from(p.intervals.jitter_percent),
+                sp.jitter_percent.unwrap_or(0)
+            );
         }
     }
     // Targets: exactly the probed (port, host) pairs.

@@ -37,7 +37,7 @@ use std::process::ExitStatus;
 use std::time::Duration;
 
 pub use controlplane::{ControlPlane, ControlPlaneOptions};
-pub use netns::{Backend, BackendPorts, Fault, TestHost};
+pub use netns::{Backend, BackendPorts, Fault, Role, TestHost};
 
 /// Everything that can go wrong while setting up or driving a fixture. Each
 /// variant names what failed and, for processes, where their log is and how

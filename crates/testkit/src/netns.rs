@@ -134,12 +134,25 @@ pub struct BackendPorts {
     /// Accept and close.
     pub tcp: Vec<u16>,
     /// `/healthz` (200, or 503 while unhealthy), `/status/{code}`,
-    /// `/redirect-same`, `/redirect-off`, `/slow/{ms}`.
+    /// `/redirect-same`, `/redirect-off`, `/slow/{ms}`; `/primary`,
+    /// `/replica` and `/role` follow [`Backend::set_role`].
     pub http: Vec<u16>,
     /// Echo (silent while unhealthy).
     pub udp: Vec<u16>,
     /// `grpc.health.v1` for services `""` and `"backend"`.
     pub grpc: Vec<u16>,
+    /// A Redis-like responder to inline commands: `PING` gets `+PONG`
+    /// (`-LOADING` while unhealthy), `ROLE` says `master` or `slave` as
+    /// [`Backend::set_role`] sets it.
+    pub redis: Vec<u16>,
+}
+
+/// What a backend plays in a replicated service (see [`Backend::set_role`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Role {
+    #[default]
+    Primary,
+    Replica,
 }
 
 /// A network namespace acting as one external host. Dropping it kills
@@ -433,6 +446,8 @@ impl TestHost {
             child: None,
             pid: None,
             seq: AtomicU64::new(0),
+            healthy: AtomicBool::new(true),
+            replica: AtomicBool::new(false),
         };
         backend.start().await?;
         Ok(backend)
@@ -715,6 +730,9 @@ pub struct Backend {
     child: Option<Child>,
     pid: Option<u32>,
     seq: AtomicU64,
+    /// What the control file says (both are written on every change).
+    healthy: AtomicBool,
+    replica: AtomicBool,
 }
 
 impl Backend {
@@ -740,6 +758,7 @@ impl Backend {
             ("--http", &self.ports.http),
             ("--udp", &self.ports.udp),
             ("--grpc", &self.ports.grpc),
+            ("--redis", &self.ports.redis),
         ] {
             for p in ports {
                 cmd.arg(flag).arg(p.to_string());
@@ -839,8 +858,33 @@ impl Backend {
     /// SIGUSR1, so this blocks for a millisecond or so). The setting also
     /// holds for a later [`start`](Self::start).
     pub fn set_healthy(&self, healthy: bool) -> Result<()> {
+        self.healthy.store(healthy, Ordering::SeqCst);
+        self.write_control()
+    }
+
+    /// Primary (the default): HTTP `/primary` 200 and `/replica` 503, `/role`
+    /// says `role: primary`, Redis `ROLE` says `master`. Replica: the
+    /// reverse (`role: replica`, `slave`). While unhealthy, all of them
+    /// fail (503, `-LOADING`). Applied as [`set_healthy`](Self::set_healthy)
+    /// is, and kept across a restart like it.
+    pub fn set_role(&self, role: Role) -> Result<()> {
+        self.replica.store(role == Role::Replica, Ordering::SeqCst);
+        self.write_control()
+    }
+
+    fn write_control(&self) -> Result<()> {
         let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
-        let content = format!("{} {seq}\n", if healthy { "healthy" } else { "unhealthy" });
+        let health = if self.healthy.load(Ordering::SeqCst) {
+            "healthy"
+        } else {
+            "unhealthy"
+        };
+        let role = if self.replica.load(Ordering::SeqCst) {
+            "replica"
+        } else {
+            "primary"
+        };
+        let content = format!("{health} {role} {seq}\n");
         let tmp = self.control_file.with_extension("control.tmp");
         std::fs::write(&tmp, &content).map_err(io_err(format!("writing {}", tmp.display())))?;
         std::fs::rename(&tmp, &self.control_file)

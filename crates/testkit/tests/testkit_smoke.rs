@@ -31,6 +31,7 @@ fn ports() -> BackendPorts {
         http: vec![HTTP],
         udp: vec![UDP],
         grpc: vec![GRPC],
+        redis: vec![],
     }
 }
 
@@ -522,4 +523,69 @@ async fn per_address_faults_refuse_or_drop_only_those_addresses() {
         .expect("drop rule off");
     assert_eq!(connect(refused, TCP).await, Connect::Accepted);
     assert_eq!(connect(dropped, TCP).await, Connect::Accepted);
+}
+
+/// One Redis inline command and its reply (up to the first `\r\n` of a
+/// simple reply, or the whole reply once the backend has written it).
+async fn redis(ip: impl Into<IpAddr>, port: u16, command: &str) -> String {
+    let addr = SocketAddr::new(ip.into(), port);
+    let exchange = async {
+        let mut s = TcpStream::connect(addr).await?;
+        s.write_all(format!("{command}\r\n").as_bytes()).await?;
+        let mut buf = vec![0u8; 512];
+        let n = s.read(&mut buf).await?;
+        Ok::<_, std::io::Error>(String::from_utf8_lossy(&buf[..n]).into_owned())
+    };
+    tokio::time::timeout(Duration::from_secs(5), exchange)
+        .await
+        .unwrap_or_else(|_| panic!("{command} to {addr} timed out"))
+        .unwrap_or_else(|e| panic!("{command} to {addr}: {e}"))
+}
+
+/// The role switch and the Redis-like responder: `/primary`, `/replica`,
+/// `/role` and `ROLE` follow `set_role`, `PING` and all of them follow
+/// `set_healthy`, and each setting survives a change of the other.
+#[tokio::test(flavor = "multi_thread")]
+async fn roles_and_the_redis_responder_follow_the_control_file() {
+    const REDIS: u16 = 6379;
+    let host = TestHost::create().await.expect("test host is created");
+    let ports = BackendPorts {
+        http: vec![HTTP],
+        redis: vec![REDIS],
+        ..BackendPorts::default()
+    };
+    let backend = host
+        .start_backend_with(ports, BACKEND)
+        .await
+        .expect("backend starts");
+    let ip = host.ipv4();
+    let role = |response: String| response.lines().last().unwrap_or_default().to_string();
+
+    assert_eq!(http_get(ip, HTTP, "/primary").await.0, 200);
+    assert_eq!(http_get(ip, HTTP, "/replica").await.0, 503);
+    assert_eq!(role(http_get(ip, HTTP, "/role").await.1), "role: primary");
+    assert_eq!(redis(ip, REDIS, "PING").await, "+PONG\r\n");
+    assert!(redis(ip, REDIS, "ROLE").await.contains("master"));
+    assert!(redis(ip, REDIS, "GET x").await.starts_with("-ERR"));
+
+    backend
+        .set_role(kube_endpoints_testkit::Role::Replica)
+        .expect("replica");
+    assert_eq!(http_get(ip, HTTP, "/primary").await.0, 503);
+    assert_eq!(http_get(ip, HTTP, "/replica").await.0, 200);
+    assert_eq!(role(http_get(ip, HTTP, "/role").await.1), "role: replica");
+    assert!(redis(ip, REDIS, "ROLE").await.contains("slave"));
+
+    backend.set_healthy(false).expect("unhealthy");
+    assert_eq!(http_get(ip, HTTP, "/replica").await.0, 503);
+    assert_eq!(http_get(ip, HTTP, "/role").await.0, 503);
+    assert!(redis(ip, REDIS, "PING").await.starts_with("-LOADING"));
+
+    backend.set_healthy(true).expect("healthy");
+    assert_eq!(
+        http_get(ip, HTTP, "/replica").await.0,
+        200,
+        "still a replica"
+    );
+    assert_eq!(redis(ip, REDIS, "PING").await, "+PONG\r\n");
 }

@@ -44,6 +44,7 @@ async fn every_protocol_reports_the_address_it_was_reached_at() {
                 http: vec![8080],
                 udp: vec![5353],
                 grpc: vec![9090],
+                redis: vec![],
             },
             BACKEND,
         )

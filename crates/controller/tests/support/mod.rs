@@ -149,6 +149,7 @@ pub fn wordpress_ports() -> BackendPorts {
         http: vec![80],
         udp: vec![1234],
         grpc: vec![8080],
+        redis: vec![],
     }
 }
 
@@ -269,6 +270,7 @@ pub fn tcp_and_http_ports() -> BackendPorts {
         http: vec![80],
         udp: vec![],
         grpc: vec![],
+        redis: vec![],
     }
 }
 

@@ -120,6 +120,7 @@ async fn demo() -> DemoResult<()> {
         http: vec![80],
         udp: vec![1234],
         grpc: vec![8080],
+        redis: vec![],
     };
     let h1 = TestHost::create().await.map_err(|e| e.to_string())?;
     let h2 = TestHost::create().await.map_err(|e| e.to_string())?;

@@ -5,7 +5,10 @@
 //! port. Prints `ready` on stdout once every listener is bound.
 //!
 //! Control file (`--control-file PATH`): while it contains `unhealthy`, the
-//! backend is unhealthy (HTTP `/healthz` 503, gRPC NOT_SERVING, UDP silent).
+//! backend is unhealthy (HTTP `/healthz` 503, gRPC NOT_SERVING, UDP silent,
+//! Redis `-LOADING`); while it contains `replica`, it plays a replica
+//! (HTTP `/primary` 503 and `/replica` 200, Redis `ROLE` `slave`), else the
+//! primary.
 //! It is read every 100 ms and on SIGUSR1; after applying a new content the
 //! backend writes the same content to `PATH.ack`.
 //!
@@ -48,7 +51,9 @@ struct Args {
     /// unhealthy; / likewise), /whoami (200, the address the request arrived
     /// at), /status/{code}, /redirect-same (301 to /healthz), /redirect-off
     /// (302 to host off-host.invalid), /slow/{ms} (answers like /healthz after
-    /// that delay).
+    /// that delay), /primary and /replica (200 "primary"/"replica" when
+    /// healthy and in that role, else 503), /role (200 "role: primary" or
+    /// "role: replica", 503 while unhealthy).
     #[arg(long, value_name = "PORT")]
     http: Vec<u16>,
     /// Echo UDP datagrams on this port (repeatable); an empty datagram gets
@@ -61,6 +66,11 @@ struct Args {
     /// the header `x-backend-address`.
     #[arg(long, value_name = "PORT")]
     grpc: Vec<u16>,
+    /// Answer Redis inline commands on this port (repeatable): `PING` gets
+    /// `+PONG` (`-LOADING ...` while unhealthy), `ROLE` a `master` or
+    /// `slave` reply as the control file says, anything else `-ERR`.
+    #[arg(long, value_name = "PORT")]
+    redis: Vec<u16>,
     /// Unhealthy while this file contains "unhealthy".
     #[arg(long, value_name = "PATH")]
     control_file: Option<PathBuf>,
@@ -101,11 +111,13 @@ async fn main() {
 
 async fn run(args: Args) -> Result<(), String> {
     let healthy = Arc::new(AtomicBool::new(true));
+    let replica = Arc::new(AtomicBool::new(false));
     let (reporter, grpc_service) = tonic_health::server::health_reporter();
     let mut control = Control {
         path: args.control_file.clone(),
         applied: None,
         healthy: healthy.clone(),
+        replica: replica.clone(),
         reporter,
     };
     control.apply().await;
@@ -124,8 +136,23 @@ async fn run(args: Args) -> Result<(), String> {
             }
         });
     }
+    let state = State {
+        healthy: healthy.clone(),
+        replica: replica.clone(),
+    };
     for &port in &args.http {
-        tokio::spawn(serve_http(tcp_listener("http", port)?, healthy.clone()));
+        tokio::spawn(serve_http(tcp_listener("http", port)?, state.clone()));
+    }
+    for &port in &args.redis {
+        let listener = tcp_listener("redis", port)?;
+        let state = state.clone();
+        tokio::spawn(async move {
+            loop {
+                if let Ok((stream, _)) = listener.accept().await {
+                    tokio::spawn(serve_redis(stream, state.clone()));
+                }
+            }
+        });
     }
     // A reply from the wildcard socket leaves from the interface's primary
     // address, which a prober's connected socket discards when it asked an
@@ -191,7 +218,25 @@ struct Control {
     /// The content applied last (None: nothing yet).
     applied: Option<String>,
     healthy: Arc<AtomicBool>,
+    replica: Arc<AtomicBool>,
     reporter: HealthReporter,
+}
+
+/// The switches the HTTP and Redis listeners read.
+#[derive(Clone)]
+struct State {
+    healthy: Arc<AtomicBool>,
+    replica: Arc<AtomicBool>,
+}
+
+impl State {
+    fn healthy(&self) -> bool {
+        self.healthy.load(Ordering::SeqCst)
+    }
+
+    fn replica(&self) -> bool {
+        self.replica.load(Ordering::SeqCst)
+    }
 }
 
 impl Control {
@@ -205,6 +250,8 @@ impl Control {
         }
         let healthy = !content.contains("unhealthy");
         self.healthy.store(healthy, Ordering::SeqCst);
+        self.replica
+            .store(content.contains("replica"), Ordering::SeqCst);
         let status = if healthy {
             ServingStatus::Serving
         } else {
@@ -334,20 +381,20 @@ async fn serve_udp(socket: UdpSocket, healthy: Arc<AtomicBool>, address: String)
     }
 }
 
-async fn serve_http(listener: TcpListener, healthy: Arc<AtomicBool>) {
+async fn serve_http(listener: TcpListener, state: State) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
-        let healthy = healthy.clone();
+        let state = state.clone();
         let address = stream
             .local_addr()
             .map_or_else(|_| "unknown".to_string(), |a| canonical(a).to_string());
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                let healthy = healthy.clone();
+                let state = state.clone();
                 let address = address.clone();
-                async move { Ok::<_, Infallible>(route(req.uri().path(), &healthy, &address).await) }
+                async move { Ok::<_, Infallible>(route(req.uri().path(), &state, &address).await) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
@@ -356,10 +403,14 @@ async fn serve_http(listener: TcpListener, healthy: Arc<AtomicBool>) {
     }
 }
 
-async fn route(path: &str, healthy: &AtomicBool, address: &str) -> Response<Full<Bytes>> {
+async fn route(path: &str, state: &State, address: &str) -> Response<Full<Bytes>> {
     if path == "/whoami" {
         return Response::new(Full::new(Bytes::from(format!("{address}\n"))));
     }
+    if let Some(response) = role_route(path, state) {
+        return response;
+    }
+    let healthy: &AtomicBool = &state.healthy;
     let health = |healthy: &AtomicBool| {
         if healthy.load(Ordering::SeqCst) {
             (StatusCode::OK, None)
@@ -403,6 +454,60 @@ async fn route(path: &str, healthy: &AtomicBool, address: &str) -> Response<Full
         );
     }
     response
+}
+
+/// `/primary`, `/replica` and `/role`, as a Patroni-like REST API answers.
+fn role_route(path: &str, state: &State) -> Option<Response<Full<Bytes>>> {
+    let role = if state.replica() {
+        "replica"
+    } else {
+        "primary"
+    };
+    let (ok, body) = match path {
+        "/primary" => (
+            state.healthy() && role == "primary",
+            "primary\n".to_string(),
+        ),
+        "/replica" => (
+            state.healthy() && role == "replica",
+            "replica\n".to_string(),
+        ),
+        "/role" => (state.healthy(), format!("role: {role}\n")),
+        _ => return None,
+    };
+    let (status, body) = if ok {
+        (StatusCode::OK, body)
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "unavailable\n".to_string())
+    };
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    Some(response)
+}
+
+/// Redis inline commands, one per line, until the client closes (or sends
+/// a line longer than 4 KiB).
+async fn serve_redis(stream: tokio::net::TcpStream, state: State) {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    let (read, mut write) = stream.into_split();
+    let mut lines = BufReader::new(read.take(1 << 20)).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        if line.len() > 4096 {
+            return;
+        }
+        let reply: &[u8] = match line.trim().to_ascii_uppercase().as_str() {
+            _ if !state.healthy() => b"-LOADING Redis is loading the dataset in memory\r\n",
+            "PING" => b"+PONG\r\n",
+            "ROLE" if state.replica() => {
+                b"*5\r\n$5\r\nslave\r\n$10\r\n198.18.0.1\r\n:6379\r\n$9\r\nconnected\r\n:0\r\n"
+            }
+            "ROLE" => b"*3\r\n$6\r\nmaster\r\n:0\r\n*0\r\n",
+            _ => b"-ERR unknown command\r\n",
+        };
+        if write.write_all(reply).await.is_err() {
+            return;
+        }
+    }
 }
 
 /// The gRPC health service, with the address each request arrived at in the
