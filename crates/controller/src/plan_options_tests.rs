@@ -525,23 +525,12 @@ fn option_errors_are_reported_together() {
 /// the apiserver by `tests/admission.rs`), through `plan()`.
 #[test]
 fn the_probe_option_admission_cases_are_rejected_by_plan_too() {
-    use crate::validation_cases::{PROBE_OPTION_CASES, manifest};
-    let mut failures = Vec::new();
-    for case in PROBE_OPTION_CASES {
-        let yaml = manifest(kube_endpoints_api::GROUP, "bad", case.spec);
-        let cep: ClusterEndpoint = parse(&yaml);
-        match plan("bad", &cep.spec) {
-            Ok(_) => failures.push(format!("{}: accepted", case.what)),
-            Err(InvalidSpec(errors)) => {
-                if !errors.iter().any(|e| e.field == case.plan_field) {
-                    failures.push(format!(
-                        "{}: no error on {}: {errors:?}",
-                        case.what, case.plan_field
-                    ));
-                }
-            }
-        }
-    }
+    use crate::validation_cases::PROBE_OPTION_CASES;
+    let failures = super::tests::not_refused_by_plan(
+        PROBE_OPTION_CASES
+            .iter()
+            .map(|c| (c.what, c.spec, c.plan_field)),
+    );
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 

@@ -89,6 +89,16 @@ fn manifest(name: &str, spec: Value) -> String {
     .to_string()
 }
 
+/// A namespace of its own with a controller watching it (kept running
+/// while the returned handle lives).
+async fn watched_namespace(name: &str) -> (Client, String, Controller) {
+    let client = client().await;
+    install_crd(&client, GROUP).await;
+    let ns = namespace(&client, name).await;
+    let controller = start_controller(&ns, &[]).await;
+    (client, ns, controller)
+}
+
 async fn two_hosts(ports: BackendPorts) -> ([TestHost; 2], [Backend; 2], [String; 2]) {
     let (h1, b1) = host_with(ports.clone()).await;
     let (h2, b2) = host_with(ports).await;
@@ -104,10 +114,7 @@ async fn two_hosts(ports: BackendPorts) -> ([TestHost; 2], [Backend; 2], [String
 /// Events.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_primary_only_service_follows_the_primary() {
-    let client = client().await;
-    install_crd(&client, GROUP).await;
-    let ns = namespace(&client, "e2e-probes-primary").await;
-    let _controller = start_controller(&ns, &[]).await;
+    let (client, ns, _controller) = watched_namespace("e2e-probes-primary").await;
     let (_hosts, backends, [first, second]) = two_hosts(BackendPorts {
         tcp: vec![5432],
         http: vec![8008],
@@ -167,10 +174,7 @@ async fn a_primary_only_service_follows_the_primary() {
 /// over the reply): a healthy replica is ready on the first port only.
 #[tokio::test(flavor = "multi_thread")]
 async fn tcp_send_and_expect_judge_the_reply() {
-    let client = client().await;
-    install_crd(&client, GROUP).await;
-    let ns = namespace(&client, "e2e-probes-tcp").await;
-    let _controller = start_controller(&ns, &[]).await;
+    let (client, ns, _controller) = watched_namespace("e2e-probes-tcp").await;
     let (_hosts, backends, [first, second]) = two_hosts(BackendPorts {
         redis: vec![6379],
         ..BackendPorts::default()
@@ -226,10 +230,7 @@ async fn tcp_send_and_expect_judge_the_reply() {
 /// and neither quotes the pattern.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_regex_that_does_not_compile_is_reported_naming_the_field() {
-    let client = client().await;
-    install_crd(&client, GROUP).await;
-    let ns = namespace(&client, "e2e-probes-regex").await;
-    let _controller = start_controller(&ns, &[]).await;
+    let (client, ns, _controller) = watched_namespace("e2e-probes-regex").await;
     let spec = json!({
         "ports": [{
             "name": "web", "hosts": ["198.18.0.2"], "port": 80, "targetPort": 80,
