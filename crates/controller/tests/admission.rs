@@ -22,23 +22,14 @@ async fn bad_manifests_are_rejected_naming_the_field() {
     install_crd(&client, GROUP).await;
     let ns = namespace(&client, "e2e-validation").await;
     let port = "name: a, port: 80, targetPort: 80, hosts: [198.18.0.2]";
-    let mut failures = Vec::new();
-    for (i, case) in CASES.iter().enumerate() {
-        let yaml = manifest(GROUP, &format!("bad-{i}"), case.spec);
-        let (what, field) = (case.what, case.admission);
-        match create(&client, &ns, &yaml).await {
-            Ok(_) => failures.push(format!("{what}: accepted")),
-            Err(kube::Error::Api(status)) if status.code == 422 => {
-                if !status.message.contains(field) {
-                    failures.push(format!(
-                        "{what}: message does not name {field}: {}",
-                        status.message
-                    ));
-                }
-            }
-            Err(e) => failures.push(format!("{what}: unexpected error {e}")),
-        }
-    }
+    let mut failures = not_refused(
+        &client,
+        &ns,
+        CASES
+            .iter()
+            .map(|c| (c.what, c.spec.to_string(), c.admission)),
+    )
+    .await;
     // The object's name becomes the Service's name.
     match create(
         &client,
@@ -86,16 +77,14 @@ async fn over_budget_manifests_are_rejected_naming_the_field() {
     let client = client().await;
     install_crd(&client, GROUP).await;
     let ns = namespace(&client, "e2e-validation-budget").await;
-    let mut failures = Vec::new();
-    for (i, case) in budget_cases().iter().enumerate() {
-        let yaml = manifest(GROUP, &format!("over-{i}"), &case.spec);
-        match create(&client, &ns, &yaml).await {
-            Ok(_) => failures.push(format!("{}: accepted", case.what)),
-            Err(kube::Error::Api(status))
-                if status.code == 422 && status.message.contains(case.admission) => {}
-            Err(e) => failures.push(format!("{}: {e}", case.what)),
-        }
-    }
+    let mut failures = not_refused(
+        &client,
+        &ns,
+        budget_cases()
+            .into_iter()
+            .map(|c| (c.what, c.spec, c.admission)),
+    )
+    .await;
     // The largest object the cap allows is accepted: 10 ports × 1000 hosts.
     let hosts: Vec<String> = (0..1000)
         .map(|i| format!("198.18.{}.{}", i / 250, i % 250 + 1))
@@ -119,27 +108,46 @@ async fn probe_option_manifests_are_checked_at_admission() {
     let client = client().await;
     install_crd(&client, GROUP).await;
     let ns = namespace(&client, "e2e-validation-probe-options").await;
-    let mut failures = Vec::new();
-    for (i, case) in PROBE_OPTION_CASES.iter().enumerate() {
-        let yaml = manifest(GROUP, &format!("bad-{i}"), case.spec);
-        match create(&client, &ns, &yaml).await {
-            Ok(_) => failures.push(format!("{}: accepted", case.what)),
-            Err(kube::Error::Api(status)) if status.code == 422 => {
-                if !status.message.contains(case.admission) {
-                    failures.push(format!(
-                        "{}: message does not name {}: {}",
-                        case.what, case.admission, status.message
-                    ));
-                }
-            }
-            Err(e) => failures.push(format!("{}: unexpected error {e}", case.what)),
-        }
-    }
+    let mut failures = not_refused(
+        &client,
+        &ns,
+        PROBE_OPTION_CASES
+            .iter()
+            .map(|c| (c.what, c.spec.to_string(), c.admission)),
+    )
+    .await;
     let valid = manifest(GROUP, "all-options", VALID_PROBE_OPTIONS);
     if let Err(e) = create(&client, &ns, &valid).await {
         failures.push(format!("the valid manifest is refused: {e}"));
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// The cases of a table of bad specs (what, spec lines, what the message
+/// must contain) that the apiserver does not refuse as expected, as
+/// messages.
+async fn not_refused(
+    client: &kube::Client,
+    ns: &str,
+    cases: impl Iterator<Item = (&'static str, String, &'static str)>,
+) -> Vec<String> {
+    let mut failures = Vec::new();
+    for (i, (what, spec, expected)) in cases.enumerate() {
+        let yaml = manifest(GROUP, &format!("bad-{i}"), &spec);
+        match create(client, ns, &yaml).await {
+            Ok(_) => failures.push(format!("{what}: accepted")),
+            Err(kube::Error::Api(status)) if status.code == 422 => {
+                if !status.message.contains(expected) {
+                    failures.push(format!(
+                        "{what}: message does not name {expected}: {}",
+                        status.message
+                    ));
+                }
+            }
+            Err(e) => failures.push(format!("{what}: unexpected error {e}")),
+        }
+    }
+    failures
 }
 
 /// Create a ClusterEndpoint with a plain POST, as `kubectl create` (or a
