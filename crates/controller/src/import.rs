@@ -236,9 +236,15 @@ fn set_probe(port: &mut ClusterEndpointPort, options: &ImportOptions) {
         scheme: Some(scheme.to_string()),
         host: None,
         http_headers: Vec::new(),
+        ..HttpGetHandler::default()
     };
     match options.probe {
-        ProbeChoice::Tcp => port.tcp_socket = Some(TcpSocketHandler { enable: true }),
+        ProbeChoice::Tcp => {
+            port.tcp_socket = Some(TcpSocketHandler {
+                enable: true,
+                ..TcpSocketHandler::default()
+            })
+        }
         ProbeChoice::Http => port.http_get = Some(http("http")),
         ProbeChoice::Https => port.http_get = Some(http("https")),
         ProbeChoice::Udp => {
@@ -251,6 +257,7 @@ fn set_probe(port: &mut ClusterEndpointPort, options: &ImportOptions) {
             port.grpc = Some(GrpcHandler {
                 enable: true,
                 service: None,
+                ..GrpcHandler::default()
             })
         }
         ProbeChoice::None => {}

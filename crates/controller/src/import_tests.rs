@@ -51,7 +51,13 @@ fn rgw_becomes_one_port_with_both_target_ports_and_six_hosts() {
     assert_eq!(port.additional_target_ports, vec![8081]);
     let expected: Vec<String> = (50..56).map(|h| format!("198.18.7.{h}")).collect();
     assert_eq!(port.hosts, expected);
-    assert_eq!(port.tcp_socket, Some(TcpSocketHandler { enable: true }));
+    assert_eq!(
+        port.tcp_socket,
+        Some(TcpSocketHandler {
+            enable: true,
+            ..TcpSocketHandler::default()
+        })
+    );
     assert_eq!(spec.cluster_ip, None);
     // The unnamed port is named, and the note says so.
     assert_eq!(imported.notes.len(), 1, "{:?}", imported.notes);

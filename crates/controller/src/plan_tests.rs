@@ -224,7 +224,10 @@ fn at_most_one_probe_handler() {
 
     // enable: false counts as unset.
     let mut spec = wordpress();
-    spec.ports[1].tcp_socket = Some(kube_endpoints_api::TcpSocketHandler { enable: false });
+    spec.ports[1].tcp_socket = Some(kube_endpoints_api::TcpSocketHandler {
+        enable: false,
+        ..Default::default()
+    });
     assert!(plan("wordpress", &spec).is_ok());
 }
 
@@ -238,6 +241,7 @@ fn http_handler_is_normalised_and_checked() {
     http.http_headers = vec![kube_endpoints_api::HttpHeader {
         name: "X-Probe".into(),
         value: "1".into(),
+        value_from: None,
     }];
     let plan = plan("wordpress", &spec).expect("valid");
     assert_eq!(
@@ -263,6 +267,7 @@ fn http_handler_is_normalised_and_checked() {
         let header = kube_endpoints_api::HttpHeader {
             name: name.into(),
             value: value.into(),
+            value_from: None,
         };
         spec.ports[1].http_get.as_mut().expect("http").http_headers = vec![header];
         let field = format!("spec.ports[1].httpGet.httpHeaders[0].{field}");

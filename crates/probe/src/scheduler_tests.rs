@@ -876,8 +876,8 @@ fn jitter_percent_stays_within_its_share_of_the_period() {
 
 #[tokio::test]
 async fn certificate_changes_are_sent_once_per_new_certificate() {
-    use crate::probe::tests_tls::{Pki, Serve, server_config, tls_server};
     use crate::probe::TcpProbe;
+    use crate::probe::tests_tls::{Pki, Serve, server_config, tls_server};
     let pki = Pki::new("scheduler change CA");
     let leaf = pki.leaf(2039, false);
     let (addr, _) = tls_server(server_config(&leaf, &[], None), Serve::Redis).await;
@@ -898,7 +898,10 @@ async fn certificate_changes_are_sent_once_per_new_certificate() {
         .await
         .expect("a change in time")
         .expect("a change");
-    assert_eq!((change.owner.as_str(), change.target), ("ns/cert", id("tls")));
+    assert_eq!(
+        (change.owner.as_str(), change.target),
+        ("ns/cert", id("tls"))
+    );
     let secs = change
         .not_after
         .duration_since(UNIX_EPOCH)
@@ -909,6 +912,9 @@ async fn certificate_changes_are_sent_once_per_new_certificate() {
     // hears of a probe before its certificate is stored: at 4 probes
     // heard, the first 3 are stored).
     until("four probes", || observer.count() >= 4).await;
-    assert!(changes.try_recv().is_err(), "the same certificate is no news");
+    assert!(
+        changes.try_recv().is_err(),
+        "the same certificate is no news"
+    );
     s.shutdown();
 }

@@ -66,7 +66,8 @@ impl TlsConfig {
     /// configuration error's detail: it never contains the bytes.
     pub fn check(&self) -> Result<(), String> {
         if let Some(name) = self.server_name.as_deref().filter(|n| !n.is_empty()) {
-            validate_virtual_host(name).map_err(|why| format!("tls: server name {name:?} {why}"))?;
+            validate_virtual_host(name)
+                .map_err(|why| format!("tls: server name {name:?} {why}"))?;
         }
         // The system roots are the probing machine's business; without a
         // CA only the rest is checked.
