@@ -282,7 +282,9 @@ pub struct GrpcHandler {
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
     {
-        "rule": "!has(self.tls) || (has(self.scheme) && self.scheme.lowerAscii() == 'https')",
+        // `scheme` matches http or https in any case, so 5 characters
+        // is https (and costs nothing, unlike lowerAscii over 100 ports).
+        "rule": "!has(self.tls) || (has(self.scheme) && size(self.scheme) == 5)",
         "message": "tls needs scheme: https",
         "fieldPath": ".tls",
         "reason": "FieldValueInvalid"

@@ -64,6 +64,20 @@ struct Args {
     /// Unhealthy while this file contains "unhealthy".
     #[arg(long, value_name = "PATH")]
     control_file: Option<PathBuf>,
+    /// Serve the HTTP routes over TLS (HTTP/1.1) on this port (repeatable),
+    /// with the certificate chain of --tls-cert and the key of --tls-key.
+    #[arg(long, value_name = "PORT", requires_all = ["tls_cert", "tls_key"])]
+    https: Vec<u16>,
+    /// PEM certificate chain (leaf first) of the --https listeners.
+    #[arg(long, value_name = "PATH")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of the --https listeners.
+    #[arg(long, value_name = "PATH")]
+    tls_key: Option<PathBuf>,
+    /// `NAME:VALUE`: HTTP(S) `/auth` answers 200 when the request carries
+    /// header NAME with exactly VALUE, else 403 (without it, always 403).
+    #[arg(long, value_name = "NAME:VALUE")]
+    require_header: Option<String>,
 }
 
 /// A dual-stack socket bound to `[::]:port` (IPV6_V6ONLY off).
@@ -124,8 +138,34 @@ async fn run(args: Args) -> Result<(), String> {
             }
         });
     }
+    let required: Arc<Option<(String, String)>> = Arc::new(
+        args.require_header
+            .as_deref()
+            .map(|h| {
+                h.split_once(':')
+                    .map(|(n, v)| (n.to_string(), v.to_string()))
+                    .ok_or_else(|| format!("--require-header {h:?}: expected NAME:VALUE"))
+            })
+            .transpose()?,
+    );
     for &port in &args.http {
-        tokio::spawn(serve_http(tcp_listener("http", port)?, healthy.clone()));
+        tokio::spawn(serve_http(
+            tcp_listener("http", port)?,
+            None,
+            healthy.clone(),
+            required.clone(),
+        ));
+    }
+    if !args.https.is_empty() {
+        let acceptor = tls_acceptor(args.tls_cert.as_deref(), args.tls_key.as_deref())?;
+        for &port in &args.https {
+            tokio::spawn(serve_http(
+                tcp_listener("https", port)?,
+                Some(acceptor.clone()),
+                healthy.clone(),
+                required.clone(),
+            ));
+        }
     }
     // A reply from the wildcard socket leaves from the interface's primary
     // address, which a prober's connected socket discards when it asked an
@@ -334,26 +374,93 @@ async fn serve_udp(socket: UdpSocket, healthy: Arc<AtomicBool>, address: String)
     }
 }
 
-async fn serve_http(listener: TcpListener, healthy: Arc<AtomicBool>) {
+/// The TLS side of the `--https` listeners (HTTP/1.1 only).
+fn tls_acceptor(
+    cert: Option<&Path>,
+    key: Option<&Path>,
+) -> Result<tokio_rustls::TlsAcceptor, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let (Some(cert), Some(key)) = (cert, key) else {
+        return Err("--https needs --tls-cert and --tls-key".into());
+    };
+    let chain = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("--tls-cert {}: {e}", cert.display()))?;
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| format!("--tls-key {}: {e}", key.display()))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .and_then(|b| b.with_no_client_auth().with_single_cert(chain, key))
+    .map_err(|e| format!("TLS server configuration: {e}"))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+async fn serve_http(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    healthy: Arc<AtomicBool>,
+    required: Arc<Option<(String, String)>>,
+) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
         let healthy = healthy.clone();
+        let required = required.clone();
         let address = stream
             .local_addr()
             .map_or_else(|_| "unknown".to_string(), |a| canonical(a).to_string());
+        let tls = tls.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                 let healthy = healthy.clone();
                 let address = address.clone();
-                async move { Ok::<_, Infallible>(route(req.uri().path(), &healthy, &address).await) }
+                let required = required.clone();
+                async move {
+                    if req.uri().path() == "/auth" {
+                        return Ok::<_, Infallible>(auth(&req, required.as_ref().as_ref()));
+                    }
+                    Ok::<_, Infallible>(route(req.uri().path(), &healthy, &address).await)
+                }
             });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            let builder = hyper::server::conn::http1::Builder::new();
+            match tls {
+                None => {
+                    let _ = builder
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                }
+                Some(acceptor) => {
+                    if let Ok(stream) = acceptor.accept(stream).await {
+                        let _ = builder
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await;
+                    }
+                }
+            }
         });
     }
+}
+
+/// `/auth`: 200 when the required header has the required value, else 403.
+fn auth(req: &Request<Incoming>, required: Option<&(String, String)>) -> Response<Full<Bytes>> {
+    let passed = required.is_some_and(|(name, value)| {
+        req.headers()
+            .get(name.as_str())
+            .is_some_and(|v| v.as_bytes() == value.as_bytes())
+    });
+    let status = if passed {
+        StatusCode::OK
+    } else {
+        StatusCode::FORBIDDEN
+    };
+    let mut response = Response::new(Full::new(Bytes::from(format!("{}\n", status.as_u16()))));
+    *response.status_mut() = status;
+    response
 }
 
 async fn route(path: &str, healthy: &AtomicBool, address: &str) -> Response<Full<Bytes>> {
