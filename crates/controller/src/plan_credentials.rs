@@ -317,6 +317,11 @@ fn tls_config(
     errors: &mut Errors,
 ) -> Option<TlsConfig> {
     let before = errors.0.len();
+    if let Some(name) = tls.server_name.as_deref().filter(|n| !n.is_empty())
+        && let Err(why) = super::validate_virtual_host(name)
+    {
+        errors.push(format!("{field}.serverName"), format!("{name:?} {why}"));
+    }
     let min_version = match tls.min_version.as_deref() {
         None | Some("") => None,
         Some("1.2") => Some(TlsVersion::Tls12),
@@ -419,6 +424,34 @@ fn lookup(
     resolve: &dyn Resolve,
     errors: &mut Errors,
 ) -> Option<Sensitive> {
+    let before = errors.0.len();
+    if !is_dns1123_subdomain(&r.name) {
+        errors.push(
+            format!("{field}.name"),
+            format!(
+                "{:?} is not a valid {} name (a DNS subdomain: lowercase letters, digits, '-' and '.', at most 253 characters)",
+                r.name,
+                kind.as_str()
+            ),
+        );
+    }
+    let key_ok = !r.key.is_empty()
+        && r.key.len() <= 253
+        && r.key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b));
+    if !key_ok {
+        errors.push(
+            format!("{field}.key"),
+            format!(
+                "{:?} is not a valid key (letters, digits, '-', '_' and '.', at most 253 characters)",
+                r.key
+            ),
+        );
+    }
+    if errors.0.len() != before {
+        return None;
+    }
     match resolve.lookup(kind, &r.name, &r.key) {
         Lookup::Found(bytes) => Some(bytes),
         Lookup::Missing(why) => {
@@ -427,4 +460,17 @@ fn lookup(
         }
         Lookup::Deferred => None,
     }
+}
+
+fn is_dns1123_subdomain(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
 }

@@ -155,7 +155,7 @@ fn bad_tls_settings_are_field_errors() {
         ),
         (
             serde_json::json!({"httpGet": {"scheme": "https", "tls": {"serverName": "a b"}}}),
-            "spec.ports[0].httpGet.tls: tls: server name \"a b\"",
+            "spec.ports[0].httpGet.tls.serverName: \"a b\" must be a DNS name",
         ),
         (
             serde_json::json!({"httpGet": {"scheme": "https", "tls": {"caBundle": pem.ca,
@@ -396,4 +396,20 @@ fn tls_debug_shows_no_key_bytes() {
     let key_body = pem.key.lines().nth(1).expect("a PEM body line");
     assert!(!shown.contains(key_body), "{shown}");
     assert!(!shown.contains("PRIVATE KEY"), "{shown}");
+}
+
+#[test]
+fn the_tls_cases_of_the_shared_table_are_rejected_naming_the_field() {
+    use crate::validation_cases::{manifest, tls_cases};
+    for case in tls_cases() {
+        let object: kube_endpoints_api::ClusterEndpoint =
+            crate::testing::parse(&manifest("khulnasoft-lab.github.io", "x", &case.spec));
+        let errors = plan("x", &object.spec).expect_err(case.what).0;
+        assert!(
+            errors.iter().any(|e| e.field == case.plan_field),
+            "{}: expected an error on {}, got {errors:?}",
+            case.what,
+            case.plan_field
+        );
+    }
 }

@@ -11,7 +11,7 @@ mod validation_cases;
 
 use kube_endpoints_api::GROUP;
 use support::*;
-use validation_cases::{CASES, budget_cases, manifest};
+use validation_cases::{CASES, budget_cases, manifest, tls_cases};
 
 /// Every admission rule: each bad manifest is refused and the message names
 /// the offending field.
@@ -105,6 +105,32 @@ async fn over_budget_manifests_are_rejected_naming_the_field() {
     let at_cap = format!("  hosts: [{}]\n  ports:\n{ports}", hosts.join(", "));
     if let Err(e) = create(&client, &ns, &manifest(GROUP, "at-cap", &at_cap)).await {
         failures.push(format!("10,000 host-ports refused: {e}"));
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// TLS options and credential references: each bad one refused naming the
+/// field; a good one with every option (Secrets need not exist to admit it)
+/// accepted.
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_tls_options_are_rejected_naming_the_field() {
+    let client = client().await;
+    install_crd(&client, GROUP).await;
+    let ns = namespace(&client, "e2e-validation-tls").await;
+    let mut failures = Vec::new();
+    for (i, case) in tls_cases().iter().enumerate() {
+        let yaml = manifest(GROUP, &format!("tls-{i}"), &case.spec);
+        match create(&client, &ns, &yaml).await {
+            Ok(_) => failures.push(format!("{}: accepted", case.what)),
+            Err(kube::Error::Api(status))
+                if status.code == 422 && status.message.contains(case.admission) => {}
+            Err(e) => failures.push(format!("{}: {e}", case.what)),
+        }
+    }
+    let good = "  ports:
+  - {name: a, port: 443, targetPort: 443, hosts: [198.18.0.2], httpGet: {scheme: HTTPS, host: db.example, httpHeaders: [{name: Authorization, valueFrom: {secretKeyRef: {name: api, key: token}}}], tls: {verify: true, caBundleFrom: {configMapKeyRef: {name: ca, key: ca.crt}}, serverName: db.example, clientCertSecretRef: {name: client}, minVersion: '1.3'}}}\n  - {name: b, port: 444, targetPort: 444, hosts: [198.18.0.2], tcpSocket: {enable: true, tls: {caBundle: x}}}\n  - {name: c, port: 445, targetPort: 445, hosts: [198.18.0.2], grpc: {enable: true, tls: {}}}";
+    if let Err(e) = create(&client, &ns, &manifest(GROUP, "tls-good", good)).await {
+        failures.push(format!("every TLS option refused: {e}"));
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
