@@ -153,5 +153,11 @@ fn seed_manifests_deserialise_with_defaults() {
         (1, 3, 1)
     );
     assert_eq!(p.protocol, "TCP");
-    assert_eq!(p.tcp_socket, Some(TcpSocketHandler { enable: true }));
+    assert_eq!(
+        p.tcp_socket,
+        Some(TcpSocketHandler {
+            enable: true,
+            ..TcpSocketHandler::default()
+        })
+    );
 }

@@ -76,6 +76,9 @@ pub struct PortLabels {
     pub port: String,
 }
 
+/// The certificate expiry series of one object: per port, per host.
+type CertificateSeries = (Vec<PortLabels>, Vec<HostLabels>);
+
 /// Something that can count its targets by state when `/metrics` is read
 /// (each running controller's probe engine).
 pub trait TargetCounter: Send + Sync {
@@ -118,7 +121,7 @@ pub struct Metrics {
     /// Per host; `None` unless `--per-host-metrics`.
     host_certificate_expiry: Option<Family<HostLabels, Gauge>>,
     /// The certificate series each object has, to drop stale ones.
-    certificate_series: Mutex<HashMap<(String, String), (Vec<PortLabels>, Vec<HostLabels>)>>,
+    certificate_series: Mutex<HashMap<(String, String), CertificateSeries>>,
     /// Counted at scrape time; a stopped controller's engine drops out.
     counters: Mutex<Vec<Weak<dyn TargetCounter>>>,
     ready: AtomicBool,
