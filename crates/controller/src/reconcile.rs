@@ -169,11 +169,18 @@ async fn reconcile_inner(object: &DynamicObject, ctx: &Context) -> Result<Action
     } else {
         ctx.backoff.reset(&key);
         match crossing {
-            Some(delay) => Action::requeue(delay + std::time::Duration::from_secs(1)),
+            // Capped: the requeue queue refuses delays of years, and a
+            // daily look costs nothing when nothing changed.
+            Some(delay) => Action::requeue(
+                (delay + std::time::Duration::from_secs(1)).min(MAX_CERTIFICATE_REQUEUE),
+            ),
             None => Action::await_change(),
         }
     })
 }
+
+/// The longest wait for a certificate to enter the warning window.
+const MAX_CERTIFICATE_REQUEUE: std::time::Duration = std::time::Duration::from_secs(86_400);
 
 /// The `CertificateExpiring` Events due: certificates in the warning window
 /// not announced before (by this process, or in the previous status).
