@@ -213,3 +213,7 @@ pub fn affected(objects: &Store<DynamicObject>, changed: &Changed) -> Vec<CepKey
         .filter_map(|o| CepKey::of(o.as_ref()).ok())
         .collect()
 }
+
+#[cfg(test)]
+#[path = "credentials_tests.rs"]
+mod tests;
