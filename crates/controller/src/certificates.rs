@@ -31,17 +31,30 @@ pub type Expiring = (String, String, String);
 
 /// Put the certificates of the plan's hosts into `status`'s ports.
 /// `warn_before`: a certificate whose notAfter is before this expires
-/// soon (`None`: never).
+/// soon (`None`: never). A host the probe engine has no certificate for
+/// yet (after a restart, before its first handshake) keeps the one
+/// `previous` lists, so that a restart neither rewrites the status nor
+/// announces the same expiry again.
 pub fn fill(
     status: &mut ClusterEndpointStatus,
     plan: &Plan,
     certificates: &BTreeMap<TargetId, SystemTime>,
+    previous: Option<&ClusterEndpointStatus>,
     warn_before: Option<SystemTime>,
 ) {
     for port in &mut status.ports {
         let Some(planned) = plan.ports.iter().find(|p| p.name == port.name) else {
             continue;
         };
+        let listed: BTreeMap<&str, SystemTime> = previous
+            .and_then(|s| s.ports.iter().find(|p| p.name == port.name))
+            .map(|p| {
+                p.certificates
+                    .iter()
+                    .filter_map(|c| Some((c.host.as_str(), parse_rfc3339(&c.not_after)?)))
+                    .collect()
+            })
+            .unwrap_or_default();
         let mut found: Vec<(SystemTime, String)> = planned
             .hosts
             .iter()
@@ -50,7 +63,12 @@ pub fn fill(
                     port: planned.name.clone(),
                     host: *host,
                 };
-                certificates.get(&id).map(|t| (*t, host.to_string()))
+                let text = host.to_string();
+                let not_after = certificates
+                    .get(&id)
+                    .copied()
+                    .or_else(|| listed.get(text.as_str()).copied())?;
+                Some((not_after, text))
             })
             .collect();
         found.sort();
@@ -67,6 +85,12 @@ pub fn fill(
         port.certificates_omitted =
             (omitted > 0).then(|| i32::try_from(omitted).unwrap_or(i32::MAX));
     }
+}
+
+fn parse_rfc3339(text: &str) -> Option<SystemTime> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .ok()
+        .map(SystemTime::from)
 }
 
 /// The listed certificates in the warning window.

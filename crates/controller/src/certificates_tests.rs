@@ -26,7 +26,7 @@ fn filled(certificates: &BTreeMap<TargetId, SystemTime>) -> ClusterEndpointStatu
         previous: None,
         now: "2026-11-24T10:00:00Z",
     });
-    fill(&mut s, &plan, certificates, Some(at(14 * DAY)));
+    fill(&mut s, &plan, certificates, None, Some(at(14 * DAY)));
     s
 }
 
@@ -86,7 +86,7 @@ fn the_list_is_bounded() {
         }],
         ..ClusterEndpointStatus::default()
     };
-    fill(&mut s, &plan, &certificates, None);
+    fill(&mut s, &plan, &certificates, None, None);
     let listed = &s.ports[0].certificates;
     assert_eq!(listed.len(), MAX_CERTIFICATES_LISTED);
     assert_eq!(s.ports[0].certificates_omitted, Some(10));
@@ -144,4 +144,43 @@ fn the_next_crossing_is_when_a_certificate_enters_the_window() {
         Some(Duration::from_secs(6 * DAY))
     );
     assert_eq!(next_crossing(&BTreeMap::new(), warning, at(0)), None);
+}
+
+#[test]
+fn a_restart_keeps_listed_certificates_until_probes_see_them_again() {
+    let plan = wordpress_plan();
+    let before = filled(&BTreeMap::from([
+        (target("wp-https", "10.33.40.151"), at(3 * DAY)),
+        (target("wp-https", "10.33.40.152"), at(30 * DAY)),
+    ]));
+    // Restarted: the probe engine knows one certificate so far, a renewed one.
+    let mut after = before.clone();
+    for p in &mut after.ports {
+        p.certificates.clear();
+    }
+    let renewed = BTreeMap::from([(target("wp-https", "10.33.40.151"), at(90 * DAY))]);
+    fill(
+        &mut after,
+        &plan,
+        &renewed,
+        Some(&before),
+        Some(at(14 * DAY)),
+    );
+    let listed: Vec<(&str, bool)> = port(&after, "wp-https")
+        .certificates
+        .iter()
+        .map(|c| (c.host.as_str(), c.expires_soon))
+        .collect();
+    assert_eq!(listed, [("10.33.40.152", false), ("10.33.40.151", false)]);
+    // Nothing new at all: the status is the previous one.
+    let mut same = before.clone();
+    fill(
+        &mut same,
+        &plan,
+        &BTreeMap::new(),
+        Some(&before),
+        Some(at(14 * DAY)),
+    );
+    assert_eq!(same, before);
+    assert!(events(&expiring(&before), &expiring(&same), 14).is_empty());
 }

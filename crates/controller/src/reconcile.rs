@@ -133,7 +133,7 @@ async fn reconcile_inner(object: &DynamicObject, ctx: &Context) -> Result<Action
     if let Ok(plan) = &planned {
         let warning = ctx.settings.cert_expiry_warning;
         let warn_before = warning.and_then(|w| now_time.checked_add(w));
-        certificates::fill(&mut status, plan, &certificates, warn_before);
+        certificates::fill(&mut status, plan, &certificates, previous, warn_before);
         ctx.metrics
             .set_certificates(&key.namespace, &key.name, &certificates);
     }
