@@ -317,4 +317,46 @@ async fn tls_verification_secret_headers_and_certificate_expiry() {
     let log = controller.log();
     assert!(log.contains("certificate expiring"), "the log was read");
     assert!(!log.contains(TOKEN), "the token is in the controller's log");
+
+    // A restart writes nothing: the certificates stay listed until the new
+    // process's probes see them again, and their expiry is not announced
+    // a second time.
+    let versions = || resource_versions(&client, &ns, GROUP, "verified");
+    let before = versions().await;
+    controller.kill().await;
+    let restarted = start_controller(&ns, &["--cert-expiry-warning-days", "14"]).await;
+    eventually(
+        "the restarted controller to reconcile and probe",
+        || async {
+            let reconciled = restarted.metric("kube_endpoints_reconciles_total").await >= 4.0;
+            let probed = restarted.metric("kube_endpoints_probes_total").await >= 12.0;
+            let seen = restarted.metrics().await.contains(&metric);
+            (reconciled && probed && seen).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        restarted.metric("kube_endpoints_api_writes_total").await,
+        0.0,
+        "the restarted controller wrote to the API:\n{}",
+        restarted.metrics().await
+    );
+    assert_eq!(versions().await, before, "resourceVersions changed");
+    let expiring = events_of(&client, &ns, "verified", "CertificateExpiring").await;
+    assert_eq!(expiring, 1, "the expiry was announced once");
+}
+
+/// How many Events about `name` have `reason` (counting repeats of one
+/// series).
+async fn events_of(client: &Client, ns: &str, name: &str, reason: &str) -> i32 {
+    let api: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), ns);
+    api.list(&ListParams::default())
+        .await
+        .expect("events")
+        .items
+        .iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .filter(|e| e.reason.as_deref() == Some(reason))
+        .map(|e| 1 + e.series.as_ref().map_or(0, |s| s.count.max(1) - 1))
+        .sum()
 }
