@@ -1,12 +1,15 @@
 //! TLS probes with credentials from Secrets and ConfigMaps, against the
 //! real control plane and a test host serving HTTPS with a certificate made
 //! here (rcgen): a verified probe fails on the wrong CA with a clear reason
-//! and passes on the right one; a header value from a Secret reaches the
+//! and passes on the right one; TLS on tcpSocket is verified too; mutual TLS
+//! passes with the client certificate of a `kubernetes.io/tls` Secret and
+//! fails without it; a header value from a Secret reaches the
 //! server (its `/auth` answers 200 only with it) and shows up nowhere in
 //! status, Events or the controller's log; a missing Secret is reported on
 //! its object alone and picked up once it is created; the certificate's
 //! expiry is in status and metrics, and a certificate expiring within the
-//! warning window raises `CertificateExpiring`. Needs root.
+//! warning window raises `CertificateExpiring`; a restart of the controller
+//! writes nothing and announces nothing again. Needs root.
 
 mod support;
 
@@ -48,13 +51,28 @@ impl Pki {
     /// A server certificate for `ip`, expiring at the midnight (UTC) `days`
     /// days from now; (certificate PEM, key PEM, notAfter).
     fn leaf(&self, ip: &str, days: i64) -> (String, String, SystemTime) {
+        self.certificate(ip, days, ExtendedKeyUsagePurpose::ServerAuth)
+    }
+
+    /// A client certificate (for mutual TLS); (certificate PEM, key PEM).
+    fn client(&self) -> (String, String) {
+        let (cert, key, _) = self.certificate("probe", 365, ExtendedKeyUsagePurpose::ClientAuth);
+        (cert, key)
+    }
+
+    fn certificate(
+        &self,
+        name: &str,
+        days: i64,
+        usage: ExtendedKeyUsagePurpose,
+    ) -> (String, String, SystemTime) {
         use chrono::Datelike;
         let key = KeyPair::generate().expect("key");
-        let mut params = CertificateParams::new(vec![ip.to_string()]).expect("params");
+        let mut params = CertificateParams::new(vec![name.to_string()]).expect("params");
         let day = (chrono::Utc::now() + chrono::Duration::days(days)).date_naive();
         params.not_before = rcgen::date_time_ymd(2020, 1, 1);
         params.not_after = rcgen::date_time_ymd(day.year(), day.month() as u8, day.day() as u8);
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.extended_key_usages = vec![usage];
         let not_after = u64::try_from(params.not_after.unix_timestamp()).expect("after 1970");
         let cert = params.signed_by(&key, &self.issuer).expect("leaf");
         (
@@ -83,6 +101,27 @@ async fn create_secret(client: &Client, ns: &str, name: &str, key: &str, value: 
         .create(&PostParams::default(), &secret)
         .await
         .expect("Secret is created");
+}
+
+/// A `kubernetes.io/tls` Secret, labelled for probes.
+async fn create_tls_secret(client: &Client, ns: &str, name: &str, cert: &str, key: &str) {
+    let secret = Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.into()),
+            labels: Some(labels()),
+            ..Default::default()
+        },
+        type_: Some("kubernetes.io/tls".into()),
+        string_data: Some(BTreeMap::from([
+            ("tls.crt".to_string(), cert.to_string()),
+            ("tls.key".to_string(), key.to_string()),
+        ])),
+        ..Default::default()
+    };
+    Api::<Secret>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &secret)
+        .await
+        .expect("TLS Secret is created");
 }
 
 async fn create_config_map(client: &Client, ns: &str, name: &str, key: &str, value: &str) {
@@ -126,6 +165,14 @@ spec:
     )
 }
 
+/// A ClusterEndpoint of one port on `host` (`probe`: the handler, a YAML
+/// flow mapping).
+fn cep(name: &str, host: &str, port: u16, probe: &str) -> String {
+    format!(
+        "apiVersion: {GROUP}/v1beta1\nkind: ClusterEndpoint\nmetadata: {{name: {name}}}\nspec:\n  periodSeconds: 1\n  ports:\n  - {{name: tls, hosts: ['{host}'], port: {port}, targetPort: {port}, failureThreshold: 1, {probe}}}\n"
+    )
+}
+
 /// The message of `name`'s first unhealthy host, once it has one.
 async fn unhealthy_message(client: &Client, ns: &str, name: &str) -> String {
     let cep = wait_phase(client, ns, GROUP, name, Phase::UnHealthy).await;
@@ -162,6 +209,26 @@ async fn tls_verification_secret_headers_and_certificate_expiry() {
     let key_path = host.dir().join("server.key");
     std::fs::write(&cert_path, cert).expect("write certificate");
     std::fs::write(&key_path, key).expect("write key");
+    // Mutual TLS on 8443: a client certificate of `clients` is required.
+    let clients = Pki::new("e2e client CA");
+    let client_ca_path = host.dir().join("client-ca.crt");
+    std::fs::write(&client_ca_path, &clients.ca_pem).expect("write client CA");
+    let _mtls_backend = host
+        .start_backend_args(
+            BackendPorts::default(),
+            vec![
+                "--https".into(),
+                "8443".into(),
+                "--tls-cert".into(),
+                cert_path.display().to_string(),
+                "--tls-key".into(),
+                key_path.display().to_string(),
+                "--tls-client-ca".into(),
+                client_ca_path.display().to_string(),
+            ],
+        )
+        .await
+        .expect("the mutual TLS backend starts");
     let _backend = host
         .start_backend_args(
             BackendPorts::default(),
@@ -183,6 +250,9 @@ async fn tls_verification_secret_headers_and_certificate_expiry() {
     create_secret(&client, &ns, "wrong-ca", "ca.crt", &other.ca_pem).await;
     // As `kubectl create secret --from-file` of an echoed file: a newline.
     create_secret(&client, &ns, "token", "token", &format!("{TOKEN}\n")).await;
+
+    let (client_cert, client_key) = clients.client();
+    create_tls_secret(&client, &ns, "probe-client", &client_cert, &client_key).await;
 
     let mut controller = start_controller(&ns, &["--cert-expiry-warning-days", "14"]).await;
 
@@ -222,6 +292,29 @@ async fn tls_verification_secret_headers_and_certificate_expiry() {
     );
     let refused = unhealthy_message(&client, &ns, "no-token").await;
     assert!(refused.contains("403"), "{refused}");
+
+    // TLS on tcpSocket (verified), and mutual TLS with the client
+    // certificate from a kubernetes.io/tls Secret; without it the server
+    // refuses the handshake.
+    let ca = "caBundleFrom: {configMapKeyRef: {name: right-ca, key: ca.crt}}";
+    let tcp = format!("tcpSocket: {{enable: true, tls: {{{ca}}}}}");
+    must_apply(&client, &ns, GROUP, &cep("tcp-tls", &ip, 443, &tcp)).await;
+    let mtls = format!(
+        "httpGet: {{scheme: https, path: /healthz, tls: {{{ca}, clientCertSecretRef: {{name: probe-client}}}}}}"
+    );
+    must_apply(&client, &ns, GROUP, &cep("mtls", &ip, 8443, &mtls)).await;
+    let anonymous = format!("httpGet: {{scheme: https, path: /healthz, tls: {{{ca}}}}}");
+    must_apply(
+        &client,
+        &ns,
+        GROUP,
+        &cep("anonymous", &ip, 8443, &anonymous),
+    )
+    .await;
+    wait_phase(&client, &ns, GROUP, "tcp-tls", Phase::Healthy).await;
+    wait_phase(&client, &ns, GROUP, "mtls", Phase::Healthy).await;
+    let anonymous = unhealthy_message(&client, &ns, "anonymous").await;
+    assert!(anonymous.contains("client certificate"), "{anonymous}");
 
     // The certificate's expiry, in status, marked as expiring soon.
     let listed = eventually("the certificate in status", || async {
@@ -328,8 +421,9 @@ async fn tls_verification_secret_headers_and_certificate_expiry() {
     eventually(
         "the restarted controller to reconcile and probe",
         || async {
-            let reconciled = restarted.metric("kube_endpoints_reconciles_total").await >= 4.0;
-            let probed = restarted.metric("kube_endpoints_probes_total").await >= 12.0;
+            // Seven objects, one target each.
+            let reconciled = restarted.metric("kube_endpoints_reconciles_total").await >= 7.0;
+            let probed = restarted.metric("kube_endpoints_probes_total").await >= 21.0;
             let seen = restarted.metrics().await.contains(&metric);
             (reconciled && probed && seen).then_some(())
         },

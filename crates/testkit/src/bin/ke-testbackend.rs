@@ -74,6 +74,10 @@ struct Args {
     /// PEM private key of the --https listeners.
     #[arg(long, value_name = "PATH")]
     tls_key: Option<PathBuf>,
+    /// PEM CA certificates: the --https listeners then require a client
+    /// certificate signed by one of them (mutual TLS).
+    #[arg(long, value_name = "PATH")]
+    tls_client_ca: Option<PathBuf>,
     /// `NAME:VALUE`: HTTP(S) `/auth` answers 200 when the request carries
     /// header NAME with exactly VALUE, else 403 (without it, always 403).
     #[arg(long, value_name = "NAME:VALUE")]
@@ -157,7 +161,11 @@ async fn run(args: Args) -> Result<(), String> {
         ));
     }
     if !args.https.is_empty() {
-        let acceptor = tls_acceptor(args.tls_cert.as_deref(), args.tls_key.as_deref())?;
+        let acceptor = tls_acceptor(
+            args.tls_cert.as_deref(),
+            args.tls_key.as_deref(),
+            args.tls_client_ca.as_deref(),
+        )?;
         for &port in &args.https {
             tokio::spawn(serve_http(
                 tcp_listener("https", port)?,
@@ -378,6 +386,7 @@ async fn serve_udp(socket: UdpSocket, healthy: Arc<AtomicBool>, address: String)
 fn tls_acceptor(
     cert: Option<&Path>,
     key: Option<&Path>,
+    client_ca: Option<&Path>,
 ) -> Result<tokio_rustls::TlsAcceptor, String> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -389,12 +398,30 @@ fn tls_acceptor(
         .map_err(|e| format!("--tls-cert {}: {e}", cert.display()))?;
     let key = PrivateKeyDer::from_pem_file(key)
         .map_err(|e| format!("--tls-key {}: {e}", key.display()))?;
-    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .and_then(|b| b.with_no_client_auth().with_single_cert(chain, key))
-    .map_err(|e| format!("TLS server configuration: {e}"))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS server configuration: {e}"))?;
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(path) => {
+            let mut roots = rustls::RootCertStore::empty();
+            let cas = CertificateDer::pem_file_iter(path)
+                .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| format!("--tls-client-ca {}: {e}", path.display()))?;
+            roots.add_parsable_certificates(cas);
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .build()
+            .map_err(|e| format!("--tls-client-ca {}: {e}", path.display()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder
+        .with_single_cert(chain, key)
+        .map_err(|e| format!("TLS server configuration: {e}"))?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
