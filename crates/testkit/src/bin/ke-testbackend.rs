@@ -9,6 +9,11 @@
 //! It is read every 100 ms and on SIGUSR1; after applying a new content the
 //! backend writes the same content to `PATH.ack`.
 //!
+//! HTTPS (`--https PORT --tls-cert PEM --tls-key PEM`, optionally
+//! `--tls-client-ca PEM` for mutual TLS) serves the same routes over TLS;
+//! with `--require-header NAME:VALUE`, `/auth` answers 200 only to requests
+//! carrying that header (so a test can tell that a probe sent it).
+//!
 //! Who answered: every listener reports the address a request arrived at
 //! (the host's address that kube-proxy or the client chose), so that the
 //! data-plane tests can tell which backend served each connection: TCP
