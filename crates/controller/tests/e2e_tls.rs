@@ -6,7 +6,8 @@
 //! fails without it; a header value from a Secret reaches the
 //! server (its `/auth` answers 200 only with it) and shows up nowhere in
 //! status, Events or the controller's log; a missing Secret is reported on
-//! its object alone and picked up once it is created; the certificate's
+//! its object alone and picked up once it is created, a rotated one is
+//! used at once; the certificate's
 //! expiry is in status and metrics, and a certificate expiring within the
 //! warning window raises `CertificateExpiring`; a restart of the controller
 //! writes nothing and announces nothing again. Needs root.
@@ -389,6 +390,29 @@ async fn tls_verification_secret_headers_and_certificate_expiry() {
         .expect("there");
     assert_eq!(still.status.and_then(|s| s.phase), Some(Phase::Healthy));
     create_secret(&client, &ns, "late", "token", TOKEN).await;
+    wait_phase(&client, &ns, GROUP, "missing", Phase::Healthy).await;
+
+    // A rotated Secret is used at once: a wrong token fails the probe, the
+    // right one again passes.
+    let set_token = |value: String| {
+        let client = client.clone();
+        let ns = ns.clone();
+        async move {
+            let patch = serde_json::json!({"stringData": {"token": value}});
+            Api::<Secret>::namespaced(client, &ns)
+                .patch(
+                    "late",
+                    &kube::api::PatchParams::default(),
+                    &kube::api::Patch::Merge(&patch),
+                )
+                .await
+                .expect("Secret is patched");
+        }
+    };
+    set_token("not-the-token".into()).await;
+    let rotated = unhealthy_message(&client, &ns, "missing").await;
+    assert!(rotated.contains("403"), "{rotated}");
+    set_token(TOKEN.into()).await;
     wait_phase(&client, &ns, GROUP, "missing", Phase::Healthy).await;
 
     // The token appears nowhere: not in any status, Event or log line.
