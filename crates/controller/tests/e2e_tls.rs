@@ -1,16 +1,21 @@
 //! TLS probes with credentials from Secrets and ConfigMaps, against the
 //! real control plane and a test host serving HTTPS with a certificate made
-//! here (rcgen): a verified probe fails on the wrong CA with a clear reason
-//! and passes on the right one; TLS on tcpSocket is verified too; mutual TLS
-//! passes with the client certificate of a `kubernetes.io/tls` Secret and
-//! fails without it; a header value from a Secret reaches the
-//! server (its `/auth` answers 200 only with it) and shows up nowhere in
-//! status, Events or the controller's log; a missing Secret is reported on
-//! its object alone and picked up once it is created, a rotated one is
-//! used at once; the certificate's
-//! expiry is in status and metrics, and a certificate expiring within the
-//! warning window raises `CertificateExpiring`; a restart of the controller
-//! writes nothing and announces nothing again. Needs root.
+//! here (rcgen):
+//!
+//! - a verified probe fails on the wrong CA with a clear reason and passes
+//!   on the right one; TLS on tcpSocket is verified too; mutual TLS passes
+//!   with the client certificate of a `kubernetes.io/tls` Secret and fails
+//!   without it;
+//! - a header value from a Secret reaches the server (its `/auth` answers
+//!   200 only with it) and shows up nowhere in status, Events, metrics or
+//!   the controller's log;
+//! - a missing Secret is reported on its object alone and picked up once it
+//!   is created; a rotated one is used at once;
+//! - the certificate's expiry is in status and metrics, a certificate
+//!   expiring within the warning window raises `CertificateExpiring`, and a
+//!   restart of the controller writes nothing and announces nothing again.
+//!
+//! Needs root.
 
 mod support;
 
