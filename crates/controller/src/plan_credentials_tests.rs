@@ -136,7 +136,8 @@ fn tls_without_options_is_plain_https_without_verification() {
     assert!(!tls.verifies());
     assert_eq!(tls.server_name, None, "the virtual host or address is used");
     // verify: true without a CA verifies against the system roots.
-    let system = spec(serde_json::json!({"httpGet": {"scheme": "https", "tls": {"verify": true}}}));
+    let system =
+        self::spec(serde_json::json!({"httpGet": {"scheme": "https", "tls": {"verify": true}}}));
     let tls = https_tls(&probe(&system, &Objects::default()));
     assert!(tls.verifies());
     assert_eq!(tls.ca_pem, None);
