@@ -101,6 +101,14 @@ from crates/controller/src/{run,reconcile}.rs:
 - apiGroups: [events.k8s.io]
   resources: [events]
   verbs: [create, patch]
+{{- if .Values.probeCredentials.enabled }}
+{{- /* Probe credentials: the controller lists and watches only objects
+labelled kube-endpoints.io/probe-credentials=true (RBAC cannot say so);
+it never gets one by name. */}}
+- apiGroups: [""]
+  resources: [secrets, configmaps]
+  verbs: [list, watch]
+{{- end }}
 {{- end }}
 
 {{/* A CIDR from a CIDR or a single address (its /32 or /128). */}}

@@ -198,7 +198,7 @@ fn probe_options_carry_bounds_and_rules() {
     assert_eq!(statuses["maxItems"], 16);
     assert_eq!(statuses["items"]["x-kubernetes-int-or-string"], true);
     assert_eq!(statuses["items"]["maxLength"], 7);
-    assert_eq!(rules(http).len(), 2);
+    assert_eq!(rules(http).len(), 3);
     let tcp = &props["tcpSocket"];
     let send = &tcp["properties"]["send"];
     assert_eq!(send["properties"]["base64"]["format"], "byte");
@@ -206,6 +206,6 @@ fn probe_options_carry_bounds_and_rules() {
     let expect = &tcp["properties"]["expect"];
     assert_eq!(expect["properties"]["regex"]["maxLength"], 1024);
     assert_eq!(rules(expect).len(), 1);
-    assert_eq!(rules(tcp).len(), 1);
+    assert_eq!(rules(tcp).len(), 2);
     assert_eq!(rules(&props["udpSocket"]).len(), 2);
 }

@@ -255,10 +255,17 @@ pub struct ClusterEndpointPort {
 }
 
 /// Healthy when a TCP connection opens (and, with `send`/`expect`, when
-/// the reply to `send` matches `expect`).
+/// the reply to `send` matches `expect`; with `tls`, once a TLS handshake
+/// completes).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema, Default)]
 #[schemars(extend("x-kubernetes-validations" = [
-    {"rule": SEND_EXPECT_NEED_ENABLE_RULE, "message": SEND_EXPECT_NEED_ENABLE_MESSAGE, "reason": "FieldValueInvalid"}
+    {"rule": SEND_EXPECT_NEED_ENABLE_RULE, "message": SEND_EXPECT_NEED_ENABLE_MESSAGE, "reason": "FieldValueInvalid"},
+    {
+        "rule": "!has(self.tls) || (has(self.enable) && self.enable)",
+        "message": "tls is set but the handler is not enabled (set enable: true)",
+        "fieldPath": ".tls",
+        "reason": "FieldValueInvalid"
+    }
 ]))]
 pub struct TcpSocketHandler {
     #[serde(default)]
@@ -270,6 +277,9 @@ pub struct TcpSocketHandler {
     /// `{text: "+PONG"}`). Without it, success once connected and sent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expect: Option<ReplyMatch>,
+    /// Speak TLS after connecting: success then needs a completed handshake.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsOptions>,
 }
 
 /// Healthy when at least one byte comes back after sending `data` (with
@@ -315,6 +325,14 @@ impl From<&str> for UdpData {
 
 /// Healthy when `grpc.health.v1.Health/Check` answers SERVING.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema, Default)]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "!has(self.tls) || (has(self.enable) && self.enable)",
+        "message": "tls is set but the handler is not enabled (set enable: true)",
+        "fieldPath": ".tls",
+        "reason": "FieldValueInvalid"
+    }
+]))]
 pub struct GrpcHandler {
     #[serde(default)]
     pub enable: bool,
@@ -322,6 +340,9 @@ pub struct GrpcHandler {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 253))]
     pub service: Option<String>,
+    /// Call over TLS (ALPN h2) instead of plaintext HTTP/2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsOptions>,
 }
 
 /// Healthy when `GET scheme://host:targetPort/path` answers 200–399 (or
@@ -340,6 +361,14 @@ pub struct GrpcHandler {
         "message": "bodyMatch needs a response body, and HEAD has none",
         "fieldPath": ".bodyMatch",
         "reason": "FieldValueForbidden"
+    },
+    {
+        // `scheme` matches http or https in any case, so 5 characters
+        // is https (and costs nothing, unlike lowerAscii over 100 ports).
+        "rule": "!has(self.tls) || (has(self.scheme) && size(self.scheme) == 5)",
+        "message": "tls needs scheme: https",
+        "fieldPath": ".tls",
+        "reason": "FieldValueInvalid"
     }
 ]))]
 pub struct HttpGetHandler {
@@ -347,7 +376,8 @@ pub struct HttpGetHandler {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 2048), regex(pattern = r"^[^\s]*$"))]
     pub path: Option<String>,
-    /// `http` or `https` (any case); default http. TLS certificates are not verified.
+    /// `http` or `https` (any case); default http. TLS certificates are not
+    /// verified unless `tls` says so.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^([hH][tT][tT][pP][sS]?)?$"))]
     pub scheme: Option<String>,
@@ -380,6 +410,10 @@ pub struct HttpGetHandler {
     /// Never shown: a mismatch says only "body did not match".
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body_match: Option<ReplyMatch>,
+    /// TLS options of an `https` probe (verification, CA, server name,
+    /// client certificate, minimum version).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsOptions>,
 }
 
 /// One request header. Header values may not hold control characters
@@ -389,11 +423,24 @@ pub struct HttpGetHandler {
 /// is refused), not admission, because a CEL rule over values of up to 4096
 /// characters in up to 3,200 headers exceeds the apiserver's cost budget.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
     {
         "rule": OWNED_HEADERS_RULE,
         "message": OWNED_HEADERS_MESSAGE,
         "fieldPath": ".name",
+        "reason": "FieldValueForbidden"
+    },
+    {
+        "rule": "!has(self.valueFrom) || !has(self.value) || size(self.value) == 0",
+        "message": "set value or valueFrom, not both",
+        "fieldPath": ".valueFrom",
+        "reason": "FieldValueInvalid"
+    },
+    {
+        "rule": "!has(self.valueFrom) || self.name.lowerAscii() != 'host'",
+        "message": "a Host header cannot come from a Secret: set its value (it is the virtual host, not a credential)",
+        "fieldPath": ".valueFrom",
         "reason": "FieldValueForbidden"
     }
 ]))]
@@ -403,8 +450,14 @@ pub struct HttpHeader {
         regex(pattern = r"^[-!#$%&'*+.^_`|~0-9A-Za-z]+$")
     )]
     pub name: String,
+    /// The value; empty when it comes from `valueFrom`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     #[schemars(length(max = 4096), regex(pattern = r"^[^\x00-\x08\x0A-\x1F\x7F]*$"))]
     pub value: String,
+    /// The value from a key of a Secret in the object's namespace (for
+    /// credentials: the value never appears in status, Events or logs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_from: Option<HeaderValueSource>,
 }
 
 /// Request headers the prober sets itself (hop-by-hop and framing): a
@@ -531,6 +584,114 @@ fn expected_statuses_schema(_: &mut schemars::SchemaGenerator) -> schemars::Sche
 }
 
 const STATUS_RULE: &str = "type(self) == int ? (self >= 100 && self <= 599) : (size(self) <= 7 && self.matches('^[1-5][0-9][0-9](-[1-5][0-9][0-9])?$') && (size(self) == 3 || int(self.substring(0, 3)) <= int(self.substring(4, 7))))";
+
+// ---------------------------------------------------------------------------
+// TLS options and references to Secrets and ConfigMaps (credentials of
+// probes). Values read from them are resolved by the controller from its
+// label-selected watch caches; see docs/security.md.
+
+/// The label a Secret or ConfigMap must carry for the controller to read it
+/// (its watches select on it: nothing else is cached or read).
+pub const LABEL_PROBE_CREDENTIALS: &str = "kube-endpoints.io/probe-credentials";
+/// The Secret keys of a client certificate (`kubernetes.io/tls` Secrets).
+pub const TLS_CERT_KEY: &str = "tls.crt";
+pub const TLS_PRIVATE_KEY_KEY: &str = "tls.key";
+
+/// TLS settings of a probe. Without `verify`, `caBundle` or `caBundleFrom`
+/// the server's certificate is not verified (as the kubelet's HTTPS
+/// probes); giving a CA turns verification on.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "!(has(self.caBundle) && has(self.caBundleFrom))",
+        "message": "set at most one of caBundle and caBundleFrom",
+        "fieldPath": ".caBundleFrom",
+        "reason": "FieldValueInvalid"
+    }
+]))]
+pub struct TlsOptions {
+    /// Verify the server's certificate chain and name. Default: true when
+    /// a CA is given (`caBundle` or `caBundleFrom`), else false. `true`
+    /// without a CA verifies against the controller's system roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify: Option<bool>,
+    /// PEM CA certificates to verify against, inline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 65536))]
+    pub ca_bundle: Option<String>,
+    /// PEM CA certificates from a key of a ConfigMap or Secret in the
+    /// object's namespace (labelled `kube-endpoints.io/probe-credentials: "true"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_bundle_from: Option<KeySource>,
+    /// The TLS server name (SNI), also the name verified. Default: the
+    /// virtual host (`httpGet.host` or a `Host` header) if any, else the
+    /// host's address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253), extend("x-kubernetes-validations" = [
+        {"rule": VHOST_RULE, "message": VHOST_MESSAGE, "reason": "FieldValueInvalid"}
+    ]))]
+    pub server_name: Option<String>,
+    /// Mutual TLS: a `kubernetes.io/tls` Secret in the object's namespace
+    /// (keys `tls.crt` and `tls.key`, labelled
+    /// `kube-endpoints.io/probe-credentials: "true"`) whose certificate
+    /// and key the probe presents.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cert_secret_ref: Option<SecretReference>,
+    /// Lowest TLS version offered: `"1.2"` (default) or `"1.3"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("enum" = ["1.2", "1.3"]))]
+    pub min_version: Option<String>,
+}
+
+/// A key of a ConfigMap or of a Secret in the object's namespace: exactly
+/// one of the two.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "has(self.configMapKeyRef) != has(self.secretKeyRef)",
+        "message": "set exactly one of configMapKeyRef and secretKeyRef",
+        "reason": "FieldValueInvalid"
+    }
+]))]
+pub struct KeySource {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_map_key_ref: Option<KeyReference>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_key_ref: Option<KeyReference>,
+}
+
+/// Where a header value comes from (as `env[].valueFrom` in a Pod).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HeaderValueSource {
+    /// A key of a Secret in the object's namespace (labelled
+    /// `kube-endpoints.io/probe-credentials: "true"`).
+    pub secret_key_ref: KeyReference,
+}
+
+/// One key of a named ConfigMap or Secret in the object's namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+pub struct KeyReference {
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
+    pub name: String,
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
+    pub key: String,
+}
+
+/// A Secret in the object's namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+pub struct SecretReference {
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
+    pub name: String,
+}
 
 /// A set of IP literals, each checked by CEL; written by hand because schemars
 /// cannot attach extensions to list items.

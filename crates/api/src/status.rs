@@ -97,6 +97,31 @@ pub struct PortStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["host"]))]
     pub denied: Vec<DeniedHost>,
+    /// TLS probes: the leaf certificate each host presented at its last
+    /// completed handshake, earliest expiry first, at most 20;
+    /// `certificatesOmitted` counts the rest.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["host"]))]
+    pub certificates: Vec<HostCertificate>,
+    /// Hosts with a certificate not listed in `certificates`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificates_omitted: Option<i32>,
+}
+
+/// The most certificates listed per port in status.
+pub const MAX_CERTIFICATES_LISTED: usize = 20;
+
+/// The expiry of the TLS leaf certificate one host presented.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HostCertificate {
+    pub host: String,
+    /// RFC 3339 time the certificate expires (its notAfter).
+    pub not_after: String,
+    /// The certificate expires within the controller's warning window
+    /// (`--cert-expiry-warning-days`); a `CertificateExpiring` Event said so.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub expires_soon: bool,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]

@@ -193,6 +193,8 @@ fn incumbency_is_read_from_the_status() {
         unhealthy: vec![],
         unhealthy_omitted: None,
         denied: vec![],
+        certificates: vec![],
+        certificates_omitted: None,
     };
     let initialized = |ok: bool| Condition {
         type_: CONDITION_INITIALIZED.into(),

@@ -14,7 +14,7 @@ use kube_endpoints_probe::{Expect, Health, HealthState, Probe, Prober, TargetId,
 use serde::Deserialize;
 
 use crate::builder::{self, BuildSettings, Owner};
-use crate::plan::{Plan, PortPlan, plan};
+use crate::plan::{Lookup, Plan, PortPlan, Resolve, SourceKind, plan_with};
 use crate::policy::{self, AddressPolicy, ClusterRanges};
 use crate::yaml;
 
@@ -35,6 +35,19 @@ struct Meta {
     name: String,
     #[serde(default)]
     namespace: Option<String>,
+}
+
+/// `check` reads no cluster: a reference to a Secret or ConfigMap cannot be
+/// resolved, and probing without its material would say nothing true.
+struct Offline;
+
+impl Resolve for Offline {
+    fn lookup(&self, kind: SourceKind, name: &str, _key: &str) -> Lookup {
+        Lookup::Missing(format!(
+            "{} {name:?} cannot be read: kube-endpoints check reads no Secrets or ConfigMaps",
+            kind.as_str()
+        ))
+    }
 }
 
 /// One validated object, ready to probe.
@@ -89,7 +102,7 @@ pub async fn check(file: &Path, prober: &Prober, yaml: bool) -> Result<Report, y
         };
         // Without a cluster only the built-in denies apply: `check` never
         // probes a cloud metadata address from the machine it runs on.
-        match plan(&name, &spec)
+        match plan_with(&name, &spec, &Offline)
             .map(|p| policy::restrict(p, &AddressPolicy::default(), &ClusterRanges::default()))
         {
             Ok(plan) => {

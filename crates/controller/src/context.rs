@@ -59,6 +59,12 @@ pub struct Settings {
     pub adoption: AdoptionPolicy,
     /// Probes in flight at once, per scope's probe engine.
     pub max_in_flight_probes: usize,
+    /// Read the Secrets and ConfigMaps labelled for probe credentials
+    /// (`--probe-credentials`).
+    pub probe_credentials: bool,
+    /// TLS certificates expiring within this raise `CertificateExpiring`
+    /// (`--cert-expiry-warning-days`); `None`: never.
+    pub cert_expiry_warning: Option<std::time::Duration>,
 }
 
 /// What every scope of the process shares.
@@ -100,6 +106,13 @@ pub struct Context {
     pub shared: Shared,
     /// Per-object Event rate.
     pub event_limiter: EventLimiter<CepKey>,
+    /// The labelled Secrets and ConfigMaps (`None` with
+    /// `--probe-credentials=false`).
+    pub credentials: Option<crate::credentials::Stores>,
+    /// The certificates each object's `CertificateExpiring` Events were
+    /// last decided on, as `announced` is for conditions.
+    pub announced_certificates:
+        Mutex<HashMap<CepKey, std::collections::BTreeSet<crate::certificates::Expiring>>>,
 }
 
 impl Context {
@@ -110,6 +123,10 @@ impl Context {
         self.backoff.reset(key);
         self.event_limiter.forget(key);
         self.announced
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
+        self.announced_certificates
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(key);

@@ -262,6 +262,7 @@ fn set_probe(port: &mut ClusterEndpointPort, options: &ImportOptions) {
             port.grpc = Some(GrpcHandler {
                 enable: true,
                 service: None,
+                ..GrpcHandler::default()
             })
         }
         ProbeChoice::None => {}

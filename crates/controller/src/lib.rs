@@ -19,12 +19,14 @@
 pub mod backoff;
 pub mod budget;
 pub mod builder;
+pub mod certificates;
 pub mod check;
 pub mod cli;
 pub mod cluster_ranges;
 pub mod coalesce;
 pub mod consent;
 pub mod context;
+pub mod credentials;
 pub mod decode;
 pub mod diff;
 pub mod error;

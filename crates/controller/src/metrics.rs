@@ -68,6 +68,17 @@ pub struct HostLabels {
     pub host: String,
 }
 
+/// One port of one object with TLS probes.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PortLabels {
+    pub namespace: String,
+    pub name: String,
+    pub port: String,
+}
+
+/// The certificate expiry series of one object: per port, per host.
+type CertificateSeries = (Vec<PortLabels>, Vec<HostLabels>);
+
 /// Something that can count its targets by state when `/metrics` is read
 /// (each running controller's probe engine).
 pub trait TargetCounter: Send + Sync {
@@ -104,6 +115,13 @@ pub struct Metrics {
     host_ready: Option<Family<HostLabels, Gauge>>,
     /// The series of `host_ready` each object has, to drop stale ones.
     host_series: Mutex<HashMap<(String, String), Vec<HostLabels>>>,
+    /// Earliest TLS certificate expiry per object port (ports with TLS
+    /// probes only).
+    certificate_expiry: Family<PortLabels, Gauge>,
+    /// Per host; `None` unless `--per-host-metrics`.
+    host_certificate_expiry: Option<Family<HostLabels, Gauge>>,
+    /// The certificate series each object has, to drop stale ones.
+    certificate_series: Mutex<HashMap<(String, String), CertificateSeries>>,
     /// Counted at scrape time; a stopped controller's engine drops out.
     counters: Mutex<Vec<Weak<dyn TargetCounter>>>,
     ready: AtomicBool,
@@ -207,11 +225,29 @@ impl Metrics {
             );
             family
         });
+        let certificate_expiry = Family::<PortLabels, Gauge>::default();
+        registry.register(
+            "certificate_expiry_timestamp_seconds",
+            "Earliest notAfter (Unix time) of the TLS leaf certificates the hosts of a port presented, per object and port with TLS probes",
+            certificate_expiry.clone(),
+        );
+        let host_certificate_expiry = per_host.then(|| {
+            let family = Family::<HostLabels, Gauge>::default();
+            registry.register(
+                "host_certificate_expiry_timestamp_seconds",
+                "notAfter (Unix time) of the TLS leaf certificate a host-port presented (only with --per-host-metrics)",
+                family.clone(),
+            );
+            family
+        });
         Metrics {
             registry,
             host_ports,
             host_ready,
             host_series: Mutex::new(HashMap::new()),
+            certificate_expiry,
+            host_certificate_expiry,
+            certificate_series: Mutex::new(HashMap::new()),
             counters: Mutex::new(Vec::new()),
             probes,
             probe_duration,
@@ -299,6 +335,75 @@ impl Metrics {
     /// Drop the per-host series of an object that is gone.
     pub fn forget_object(&self, namespace: &str, name: &str) {
         self.set_host_readiness(namespace, name, std::iter::empty());
+        self.set_certificates(namespace, name, &std::collections::BTreeMap::new());
+    }
+
+    /// Replace the certificate expiry series of one object: the earliest
+    /// per port, and per host with `--per-host-metrics`.
+    pub fn set_certificates(
+        &self,
+        namespace: &str,
+        name: &str,
+        certificates: &std::collections::BTreeMap<
+            kube_endpoints_probe::TargetId,
+            std::time::SystemTime,
+        >,
+    ) {
+        let unix = |t: &std::time::SystemTime| {
+            t.duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        };
+        let mut earliest: std::collections::BTreeMap<&str, i64> = Default::default();
+        for (id, not_after) in certificates {
+            let t = unix(not_after);
+            earliest
+                .entry(id.port.as_str())
+                .and_modify(|e| *e = (*e).min(t))
+                .or_insert(t);
+        }
+        let ports: Vec<PortLabels> = earliest
+            .iter()
+            .map(|(port, t)| {
+                let labels = PortLabels {
+                    namespace: namespace.to_string(),
+                    name: name.to_string(),
+                    port: port.to_string(),
+                };
+                self.certificate_expiry.get_or_create(&labels).set(*t);
+                labels
+            })
+            .collect();
+        let hosts: Vec<HostLabels> = match &self.host_certificate_expiry {
+            Some(family) => certificates
+                .iter()
+                .map(|(id, not_after)| {
+                    let labels = HostLabels {
+                        namespace: namespace.to_string(),
+                        name: name.to_string(),
+                        port: id.port.clone(),
+                        host: id.host.to_string(),
+                    };
+                    family.get_or_create(&labels).set(unix(not_after));
+                    labels
+                })
+                .collect(),
+            None => Vec::new(),
+        };
+        let mut series = lock(&self.certificate_series);
+        let key = (namespace.to_string(), name.to_string());
+        if let Some((old_ports, old_hosts)) = series.remove(&key) {
+            for stale in old_ports.iter().filter(|l| !ports.contains(l)) {
+                self.certificate_expiry.remove(stale);
+            }
+            if let Some(family) = &self.host_certificate_expiry {
+                for stale in old_hosts.iter().filter(|l| !hosts.contains(l)) {
+                    family.remove(stale);
+                }
+            }
+        }
+        if !ports.is_empty() || !hosts.is_empty() {
+            series.insert(key, (ports, hosts));
+        }
     }
 
     pub fn encode(&self) -> Result<String, std::fmt::Error> {

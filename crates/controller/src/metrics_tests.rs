@@ -110,3 +110,66 @@ fn a_failing_watch_counts_and_makes_readyz_false_until_it_recovers() {
     m.watch_stopped("x/*/services");
     assert!(m.is_ready());
 }
+
+#[test]
+fn certificate_expiry_is_per_port_and_per_host_only_when_asked() {
+    use std::collections::BTreeMap;
+    use std::time::{Duration, UNIX_EPOCH};
+    let id = |port: &str, host: &str| kube_endpoints_probe::TargetId {
+        port: port.into(),
+        host: host.parse().expect("ip"),
+    };
+    let certificates = BTreeMap::from([
+        (
+            id("https", "198.18.0.2"),
+            UNIX_EPOCH + Duration::from_secs(2_000),
+        ),
+        (
+            id("https", "198.18.0.3"),
+            UNIX_EPOCH + Duration::from_secs(1_000),
+        ),
+    ]);
+    let off = Metrics::new(false);
+    off.set_certificates("ns", "db", &certificates);
+    let text = off.encode().expect("encodes");
+    assert_eq!(
+        series(
+            &text,
+            "kube_endpoints_certificate_expiry_timestamp_seconds{"
+        ),
+        [
+            r#"kube_endpoints_certificate_expiry_timestamp_seconds{namespace="ns",name="db",port="https"} 1000"#
+        ],
+        "the earliest per port"
+    );
+    assert!(series(&text, "kube_endpoints_host_certificate_expiry").is_empty());
+
+    let on = Metrics::new(true);
+    on.set_certificates("ns", "db", &certificates);
+    let text = on.encode().expect("encodes");
+    assert_eq!(
+        series(
+            &text,
+            "kube_endpoints_host_certificate_expiry_timestamp_seconds{"
+        )
+        .len(),
+        2
+    );
+    // A deleted object loses its series.
+    on.forget_object("ns", "db");
+    let text = on.encode().expect("encodes");
+    assert!(
+        series(
+            &text,
+            "kube_endpoints_certificate_expiry_timestamp_seconds{"
+        )
+        .is_empty()
+    );
+    assert!(
+        series(
+            &text,
+            "kube_endpoints_host_certificate_expiry_timestamp_seconds{"
+        )
+        .is_empty()
+    );
+}

@@ -181,8 +181,20 @@ impl Errors {
 }
 
 /// Validate `name` (the object's name, which becomes the Service's) and
-/// `spec`, returning the plan or every error found.
+/// `spec`, returning the plan or every error found. References to Secrets
+/// and ConfigMaps are not resolved ([`Deferred`]): the probes miss that
+/// material. What the controller acts on comes from [`plan_with`].
 pub fn plan(name: &str, spec: &ClusterEndpointSpec) -> Result<Plan, InvalidSpec> {
+    plan_with(name, spec, &Deferred)
+}
+
+/// [`plan`], with the Secrets and ConfigMaps the spec refers to resolved
+/// by `resolve` (a missing one is a field error naming it).
+pub fn plan_with(
+    name: &str,
+    spec: &ClusterEndpointSpec,
+    resolve: &dyn Resolve,
+) -> Result<Plan, InvalidSpec> {
     let mut errors = Errors(Vec::new());
     if !is_dns1035_label(name) {
         errors.push(
@@ -301,6 +313,7 @@ pub fn plan(name: &str, spec: &ClusterEndpointSpec) -> Result<Plan, InvalidSpec>
             ),
         );
     }
+    credentials::apply(spec, &mut ports, resolve, &mut errors);
     if !errors.0.is_empty() {
         return Err(InvalidSpec(errors.0));
     }
@@ -1021,6 +1034,10 @@ fn is_dns1035_label(s: &str) -> bool {
     is_dns1123_label(s) && s.starts_with(|c: char| c.is_ascii_lowercase())
 }
 
+#[path = "plan_credentials.rs"]
+mod credentials;
+pub use credentials::{Deferred, Lookup, Resolve, Sensitive, SourceKind, references};
+
 #[cfg(test)]
 #[path = "plan_tests.rs"]
 mod tests;
@@ -1028,3 +1045,7 @@ mod tests;
 #[cfg(test)]
 #[path = "plan_options_tests.rs"]
 mod options_tests;
+
+#[cfg(test)]
+#[path = "plan_credentials_tests.rs"]
+mod credentials_tests;

@@ -241,6 +241,7 @@ fn http_handler_is_normalised_and_checked() {
     http.http_headers = vec![kube_endpoints_api::HttpHeader {
         name: "X-Probe".into(),
         value: "1".into(),
+        value_from: None,
     }];
     let plan = plan("wordpress", &spec).expect("valid");
     assert_eq!(
@@ -266,6 +267,7 @@ fn http_handler_is_normalised_and_checked() {
         let header = kube_endpoints_api::HttpHeader {
             name: name.into(),
             value: value.into(),
+            value_from: None,
         };
         spec.ports[1].http_get.as_mut().expect("http").http_headers = vec![header];
         let field = format!("spec.ports[1].httpGet.httpHeaders[0].{field}");

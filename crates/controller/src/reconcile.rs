@@ -15,18 +15,21 @@ use kube::core::DynamicObject;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
+use kube_endpoints_api::ClusterEndpointStatus;
 use kube_endpoints_probe::{Health, HealthState, TargetId};
-use tracing::warn;
+use tracing::{info, warn};
 
 use crate::budget::{self, Verdict};
 use crate::builder::{self, Desired, LABEL_SERVICE_NAME, Owner};
+use crate::certificates;
 use crate::context::{CepKey, Context};
+use crate::credentials;
 use crate::decode::{Decoded, decode};
 use crate::error::{Error, Result};
 use crate::events;
 use crate::execute::{execute, write_status};
 use crate::metrics::ReasonLabels;
-use crate::plan::{Plan, plan};
+use crate::plan::{Plan, plan_with};
 use crate::policy;
 use crate::status::{self, NotInitialized, StatusInput, SyncOutcome, Synced};
 use crate::writes::{self, Live};
@@ -109,15 +112,32 @@ async fn reconcile_inner(object: &DynamicObject, ctx: &Context) -> Result<Action
         .as_ref()
         .is_ok_and(|s| s.service.is_failed() || s.endpoints.is_failed());
 
-    let now = status::rfc3339(SystemTime::now());
+    let now_time = SystemTime::now();
+    let now = status::rfc3339(now_time);
     let previous = decoded.status.as_ref();
-    let status = status::status(&StatusInput {
+    let certificates = match &planned {
+        Ok(_) => ctx.scheduler.cert_not_after(&key),
+        Err(_) => BTreeMap::new(),
+    };
+    let mut status = status::status(&StatusInput {
         generation: object.metadata.generation,
         spec,
         health: &health,
         previous,
         now: &now,
     });
+    if let Ok(plan) = &planned {
+        let warning = ctx.settings.cert_expiry_warning;
+        let warn_before = warning.and_then(|w| now_time.checked_add(w));
+        certificates::fill(&mut status, plan, &certificates, previous, warn_before);
+        ctx.metrics
+            .set_certificates(&key.namespace, &key.name, &certificates);
+    }
+    let certificate_events = announce_certificates(ctx, &key, previous, &status);
+    for event in certificate_events {
+        info!(namespace = %key.namespace, name = %key.name, note = ?event.note, "certificate expiring");
+        events::publish(ctx, object, event).await;
+    }
     let announced = {
         let mut announced = ctx.announced.lock().unwrap_or_else(|e| e.into_inner());
         let before = announced
@@ -134,12 +154,55 @@ async fn reconcile_inner(object: &DynamicObject, ctx: &Context) -> Result<Action
     if previous != Some(&status) {
         write_status(ctx, &key, &status, decoded.foreign_form).await?;
     }
+    // Time alone moves a certificate into the warning window: come back
+    // then.
+    let crossing = ctx
+        .settings
+        .cert_expiry_warning
+        .and_then(|w| certificates::next_crossing(&certificates, w, now_time));
     Ok(if failed {
         Action::requeue(ctx.backoff.failed(&key))
     } else {
         ctx.backoff.reset(&key);
-        Action::await_change()
+        match crossing {
+            // Capped: the requeue queue refuses delays of years, and a
+            // daily look costs nothing when nothing changed.
+            Some(delay) => Action::requeue(
+                (delay + std::time::Duration::from_secs(1)).min(MAX_CERTIFICATE_REQUEUE),
+            ),
+            None => Action::await_change(),
+        }
     })
+}
+
+/// The longest wait for a certificate to enter the warning window.
+const MAX_CERTIFICATE_REQUEUE: std::time::Duration = std::time::Duration::from_secs(86_400);
+
+/// The `CertificateExpiring` Events due: certificates in the warning window
+/// not announced before (by this process, or in the previous status).
+fn announce_certificates(
+    ctx: &Context,
+    key: &CepKey,
+    previous: Option<&ClusterEndpointStatus>,
+    status: &ClusterEndpointStatus,
+) -> Vec<kube::runtime::events::Event> {
+    let Some(warning) = ctx.settings.cert_expiry_warning else {
+        return Vec::new();
+    };
+    let now = certificates::expiring(status);
+    let mut announced = ctx
+        .announced_certificates
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let before = announced
+        .get(key)
+        .cloned()
+        .or_else(|| previous.map(certificates::expiring))
+        .unwrap_or_default();
+    let days = u32::try_from(warning.as_secs() / 86_400).unwrap_or(u32::MAX);
+    let events = certificates::events(&before, &now, days);
+    announced.insert(key.clone(), now);
+    events
 }
 
 /// Whether the object is still in the cache as this very object (not
@@ -160,7 +223,12 @@ fn admitted(
     key: &CepKey,
 ) -> Result<Plan, NotInitialized> {
     let spec = decoded.spec.as_ref().map_err(NotInitialized::from)?;
-    let plan = plan(&key.name, spec).map_err(|invalid| NotInitialized::from(&invalid))?;
+    let resolver = credentials::Resolver {
+        stores: ctx.credentials.as_ref(),
+        namespace: &key.namespace,
+    };
+    let plan =
+        plan_with(&key.name, spec, &resolver).map_err(|invalid| NotInitialized::from(&invalid))?;
     let claim = budget::claim(
         &object.metadata,
         decoded.status.as_ref(),

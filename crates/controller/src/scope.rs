@@ -14,7 +14,7 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use kube_endpoints_api::api_resource;
-use kube_endpoints_probe::{HealthState, Prober, Scheduler, Transition};
+use kube_endpoints_probe::{CertificateChange, HealthState, Prober, Scheduler, Transition};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -24,6 +24,7 @@ use crate::budget;
 use crate::builder::LABEL_MANAGED_BY;
 use crate::coalesce::coalesce;
 use crate::context::{Caches, CepKey, Context, Settings, Shared};
+use crate::credentials;
 use crate::decode::decode;
 use crate::event_limit::{self, EventLimiter};
 use crate::events::{self, host_transition_event};
@@ -118,12 +119,39 @@ impl Scope {
                 "endpointslices",
             ),
         };
+        // Probe credentials: only labelled Secrets and ConfigMaps are
+        // watched (see `credentials`); a change re-plans the objects that
+        // refer to it.
+        let (credentials_tx, credentials_rx) = mpsc::unbounded_channel();
+        let credential_stores = settings.probe_credentials.then(|| {
+            credentials::watch(
+                &client,
+                ns,
+                credentials_tx,
+                &metrics,
+                &watch_name(""),
+                &shutdown,
+            )
+        });
         // Seeding health from the slices needs a complete cache, or a restart
-        // would briefly take every host out of rotation.
+        // would briefly take every host out of rotation. A reference to a
+        // credential is judged against a complete cache too, or every such
+        // object would report it missing at start.
+        let credentials_ready = async {
+            match &credential_stores {
+                Some(stores) => stores
+                    .secrets
+                    .wait_until_ready()
+                    .await
+                    .and(stores.config_maps.wait_until_ready().await),
+                None => Ok(()),
+            }
+        };
         for ready in [
             caches.services.wait_until_ready().await,
             caches.endpoints.wait_until_ready().await,
             caches.slices.wait_until_ready().await,
+            credentials_ready.await,
         ] {
             if ready.is_err() {
                 // A cache stops early only when told to stop, or when its watch
@@ -162,6 +190,8 @@ impl Scope {
             announced: Default::default(),
             shared,
             event_limiter: EventLimiter::new(event_limit::BURST, event_limit::REFILL),
+            credentials: credential_stores,
+            announced_certificates: Default::default(),
         });
         // A budget freed elsewhere (another scope's object was deleted)
         // reconciles this scope's objects that now fit.
@@ -198,6 +228,18 @@ impl Scope {
             writer_store.clone(),
             trigger_tx.clone(),
         ));
+        let credentials_task = tokio::spawn(reconcile_on_credential_changes(
+            credentials_rx,
+            ctx.clone(),
+            writer_store.clone(),
+            trigger_tx.clone(),
+        ));
+        let certificates_task = tokio::spawn(reconcile_on_certificate_changes(
+            scheduler.certificate_changes(),
+            ctx.clone(),
+            writer_store.clone(),
+            trigger_tx.clone(),
+        ));
         drop(trigger_tx);
         info!(group = %self.group, namespace = ns.unwrap_or("*"), "controller started");
         metrics.set_ready(true);
@@ -223,11 +265,15 @@ impl Scope {
         drop(counter);
         transition_task.abort();
         ranges_task.abort();
+        credentials_task.abort();
+        certificates_task.abort();
         for what in [
             "clusterendpoints",
             "services",
             "endpoints",
             "endpointslices",
+            "secrets",
+            "configmaps",
         ] {
             metrics.watch_stopped(&watch_name(what));
         }
@@ -328,6 +374,38 @@ async fn reconcile_on_range_changes(
             }
         }
         seen = now;
+    }
+}
+
+/// When a labelled Secret or ConfigMap changes, reconcile the objects
+/// that refer to it (a rotated CA or token is picked up; a deleted one is
+/// reported missing).
+async fn reconcile_on_credential_changes(
+    mut changes: mpsc::UnboundedReceiver<credentials::Changed>,
+    ctx: Arc<Context>,
+    store: Store<DynamicObject>,
+    trigger: mpsc::UnboundedSender<ObjectRef<DynamicObject>>,
+) {
+    while let Some(changed) = changes.recv().await {
+        for key in credentials::affected(&store, &changed) {
+            let _ = trigger.send(key.object_ref(&ctx.resource));
+        }
+    }
+}
+
+/// A target's TLS certificate was seen first, or changed: reconcile its
+/// object, whose status lists it.
+async fn reconcile_on_certificate_changes(
+    mut changes: mpsc::UnboundedReceiver<CertificateChange<CepKey>>,
+    ctx: Arc<Context>,
+    store: Store<DynamicObject>,
+    trigger: mpsc::UnboundedSender<ObjectRef<DynamicObject>>,
+) {
+    while let Some(change) = changes.recv().await {
+        let object_ref = change.owner.object_ref(&ctx.resource);
+        if store.get(&object_ref).is_some() {
+            let _ = trigger.send(object_ref);
+        }
     }
 }
 

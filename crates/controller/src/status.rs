@@ -315,6 +315,9 @@ fn port_status(
                 message: d.message.clone(),
             })
             .collect(),
+        // Filled in by `certificates::fill`.
+        certificates: Vec::new(),
+        certificates_omitted: None,
     }
 }
 

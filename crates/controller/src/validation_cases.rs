@@ -435,3 +435,86 @@ pub const VALID_PROBE_OPTIONS: &str = r#"  ports:
     port: 53
     targetPort: 53
     udpSocket: {enable: true, send: {base64: AAE=}, expect: {text: x}}"#;
+// ---------------------------------------------------------------------- tls
+// TLS options and references to Secrets and ConfigMaps, in a block of
+// their own.
+
+/// A port probed over HTTPS with `tls` (a YAML flow mapping) and `headers`.
+fn https_port(tls: &str, headers: &str) -> String {
+    format!(
+        "  ports: [{{name: a, port: 443, targetPort: 443, hosts: [198.18.0.2], httpGet: {{scheme: https, httpHeaders: {headers}, tls: {tls}}}}}]"
+    )
+}
+
+/// The bad specs of TLS options and credential references.
+pub fn tls_cases() -> Vec<BuiltCase> {
+    let token = "{secretKeyRef: {name: api, key: token}}";
+    vec![
+        BuiltCase {
+            what: "tls on plain http",
+            spec: "  ports: [{name: a, port: 80, targetPort: 80, hosts: [198.18.0.2], httpGet: {tls: {}}}]".into(),
+            admission: "spec.ports[0].httpGet.tls",
+            plan_field: "spec.ports[0].httpGet.tls",
+        },
+        BuiltCase {
+            what: "caBundle and caBundleFrom",
+            spec: https_port("{caBundle: x, caBundleFrom: {secretKeyRef: {name: ca, key: ca.crt}}}", "[]"),
+            admission: "spec.ports[0].httpGet.tls.caBundleFrom",
+            plan_field: "spec.ports[0].httpGet.tls.caBundleFrom",
+        },
+        BuiltCase {
+            what: "caBundleFrom naming nothing",
+            spec: https_port("{caBundleFrom: {}}", "[]"),
+            admission: "set exactly one of configMapKeyRef and secretKeyRef",
+            plan_field: "spec.ports[0].httpGet.tls.caBundleFrom",
+        },
+        BuiltCase {
+            what: "TLS 1.1",
+            spec: https_port("{minVersion: '1.1'}", "[]"),
+            admission: "spec.ports[0].httpGet.tls.minVersion",
+            plan_field: "spec.ports[0].httpGet.tls.minVersion",
+        },
+        BuiltCase {
+            what: "server name with a space",
+            spec: https_port("{serverName: 'a b'}", "[]"),
+            admission: "spec.ports[0].httpGet.tls.serverName",
+            plan_field: "spec.ports[0].httpGet.tls.serverName",
+        },
+        BuiltCase {
+            what: "bad Secret name",
+            spec: https_port("{clientCertSecretRef: {name: Bad_Name}}", "[]"),
+            admission: "spec.ports[0].httpGet.tls.clientCertSecretRef.name",
+            plan_field: "spec.ports[0].httpGet.tls.clientCertSecretRef.name",
+        },
+        BuiltCase {
+            what: "tls on a disabled tcpSocket",
+            spec: "  ports: [{name: a, port: 443, targetPort: 443, hosts: [198.18.0.2], tcpSocket: {tls: {}}}]".into(),
+            admission: "spec.ports[0].tcpSocket.tls",
+            plan_field: "spec.ports[0].tcpSocket.tls",
+        },
+        BuiltCase {
+            what: "tls on a disabled grpc",
+            spec: "  ports: [{name: a, port: 443, targetPort: 443, hosts: [198.18.0.2], grpc: {enable: false, tls: {}}}]".into(),
+            admission: "spec.ports[0].grpc.tls",
+            plan_field: "spec.ports[0].grpc.tls",
+        },
+        BuiltCase {
+            what: "header value and valueFrom",
+            spec: https_port("{}", &format!("[{{name: Authorization, value: x, valueFrom: {token}}}]")),
+            admission: "spec.ports[0].httpGet.httpHeaders[0].valueFrom",
+            plan_field: "spec.ports[0].httpGet.httpHeaders[0].valueFrom",
+        },
+        BuiltCase {
+            what: "Host header from a Secret",
+            spec: https_port("{}", &format!("[{{name: Host, valueFrom: {token}}}]")),
+            admission: "spec.ports[0].httpGet.httpHeaders[0].valueFrom",
+            plan_field: "spec.ports[0].httpGet.httpHeaders[0].valueFrom",
+        },
+        BuiltCase {
+            what: "bad Secret key",
+            spec: https_port("{}", "[{name: Authorization, valueFrom: {secretKeyRef: {name: api, key: 'a/b'}}}]"),
+            admission: "spec.ports[0].httpGet.httpHeaders[0].valueFrom.secretKeyRef.key",
+            plan_field: "spec.ports[0].httpGet.httpHeaders[0].valueFrom.secretKeyRef.key",
+        },
+    ]
+}

@@ -11,7 +11,7 @@ mod validation_cases;
 
 use kube_endpoints_api::GROUP;
 use support::*;
-use validation_cases::{CASES, budget_cases, manifest};
+use validation_cases::{CASES, budget_cases, manifest, tls_cases};
 use validation_cases::{PROBE_OPTION_CASES, VALID_PROBE_OPTIONS};
 
 /// Every admission rule: each bad manifest is refused and the message names
@@ -119,6 +119,30 @@ async fn probe_option_manifests_are_checked_at_admission() {
     let valid = manifest(GROUP, "all-options", VALID_PROBE_OPTIONS);
     if let Err(e) = create(&client, &ns, &valid).await {
         failures.push(format!("the valid manifest is refused: {e}"));
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// TLS options and credential references: each bad one refused naming the
+/// field; a good one with every option (Secrets need not exist to admit it)
+/// accepted.
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_tls_options_are_rejected_naming_the_field() {
+    let client = client().await;
+    install_crd(&client, GROUP).await;
+    let ns = namespace(&client, "e2e-validation-tls").await;
+    let mut failures = not_refused(
+        &client,
+        &ns,
+        tls_cases()
+            .into_iter()
+            .map(|c| (c.what, c.spec, c.admission)),
+    )
+    .await;
+    let good = "  ports:
+  - {name: a, port: 443, targetPort: 443, hosts: [198.18.0.2], httpGet: {scheme: HTTPS, host: db.example, httpHeaders: [{name: Authorization, valueFrom: {secretKeyRef: {name: api, key: token}}}], tls: {verify: true, caBundleFrom: {configMapKeyRef: {name: ca, key: ca.crt}}, serverName: db.example, clientCertSecretRef: {name: client}, minVersion: '1.3'}}}\n  - {name: b, port: 444, targetPort: 444, hosts: [198.18.0.2], tcpSocket: {enable: true, tls: {caBundle: x}}}\n  - {name: c, port: 445, targetPort: 445, hosts: [198.18.0.2], grpc: {enable: true, tls: {}}}";
+    if let Err(e) = create(&client, &ns, &manifest(GROUP, "tls-good", good)).await {
+        failures.push(format!("every TLS option refused: {e}"));
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

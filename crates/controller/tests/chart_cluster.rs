@@ -210,6 +210,12 @@ async fn rbac_grants_the_controller_what_it_calls_and_no_more() {
         ("delete", "endpointslices.discovery.k8s.io"),
         ("create", "events.events.k8s.io"),
         ("patch", "events.events.k8s.io"),
+        // Probe credentials: listed and watched (by label), in watched
+        // namespaces only.
+        ("list", "secrets"),
+        ("watch", "secrets"),
+        ("list", "configmaps"),
+        ("watch", "configmaps"),
     ];
     for (verb, resource) in allowed {
         assert!(
@@ -226,6 +232,8 @@ async fn rbac_grants_the_controller_what_it_calls_and_no_more() {
         ("update", "clusterendpoints.khulnasoft-lab.github.io"),
         ("delete", "clusterendpoints.khulnasoft-lab.github.io"),
         ("get", "secrets"),
+        ("create", "secrets"),
+        ("update", "configmaps"),
         ("list", "pods"),
         ("create", "leases.coordination.k8s.io"),
         ("list", "clusterendpoints.sealyun.com"),

@@ -73,6 +73,11 @@ fn values_schema_rejects_bad_values() {
             "leaderElection.leaseDurationSeconds=1",
             "a lease shorter than the CLI accepts",
         ),
+        (
+            "certificates.expiryWarningDays=-1",
+            "a negative warning window",
+        ),
+        ("probeCredentials.enabed=true", "a misspelt key"),
     ] {
         let out = helm(&["template", "t", chart, "--set", set]);
         assert!(!out.ok, "the schema accepted {why} ({set})");
@@ -159,11 +164,22 @@ fn rbac_has_no_wildcards_and_stays_in_the_watched_namespaces() {
                 rule["nonResourceURLs"].is_null(),
                 "{who} grants non-resource URLs"
             );
-            for forbidden in ["secrets", "configmaps", "pods"] {
-                assert!(
-                    !strings(&rule["resources"]).iter().any(|r| r == forbidden),
-                    "{who} grants {forbidden}, which the controller never reads"
+            assert!(
+                !strings(&rule["resources"]).iter().any(|r| r == "pods"),
+                "{who} grants pods, which the controller never reads"
+            );
+            // Probe credentials: listed and watched by label, never read
+            // by name, never written.
+            if strings(&rule["resources"])
+                .iter()
+                .any(|r| r == "secrets" || r == "configmaps")
+            {
+                assert_eq!(
+                    strings(&rule["resources"]),
+                    ["secrets", "configmaps"],
+                    "{who}"
                 );
+                assert_eq!(strings(&rule["verbs"]), ["list", "watch"], "{who}");
             }
             // The address policy reads nodes and ServiceCIDRs, and only that.
             let resources = strings(&rule["resources"]);
@@ -209,8 +225,24 @@ fn rbac_has_no_wildcards_and_stays_in_the_watched_namespaces() {
         "endpoints",
         "endpointslices",
         "events",
+        "secrets",
+        "configmaps",
     ] {
         assert!(resources.contains(needed), "ClusterRole lacks {needed}");
+    }
+    // Without probe credentials, no Secret or ConfigMap is granted at all.
+    let no_credentials = objects(&render(
+        "t",
+        "ke-system",
+        &["--set", "probeCredentials.enabled=false"],
+    ));
+    for (who, rule) in rules(&no_credentials) {
+        for forbidden in ["secrets", "configmaps"] {
+            assert!(
+                !strings(&rule["resources"]).iter().any(|r| r == forbidden),
+                "{who} grants {forbidden} with probeCredentials.enabled=false"
+            );
+        }
     }
     let services = cluster_rules
         .iter()
@@ -270,6 +302,20 @@ fn rbac_has_no_wildcards_and_stays_in_the_watched_namespaces() {
             .iter()
             .any(|r| r["metadata"]["namespace"] == "default")
     );
+    // Listed namespaces: Secrets and ConfigMaps only there.
+    for role in of_kind(&listed, "Role") {
+        let ns = role["metadata"]["namespace"].as_str().unwrap_or_default();
+        let grants_secrets = role["rules"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|r| strings(&r["resources"]).iter().any(|x| x == "secrets"));
+        assert_eq!(
+            grants_secrets,
+            ns.starts_with("ke-chart-team-"),
+            "Secrets in {ns}"
+        );
+    }
     // Every served group is granted in each watched namespace.
     for role in of_kind(&listed, "Role") {
         if ["ke-system", "default"]
@@ -384,6 +430,8 @@ fn deployment_is_hardened_and_its_args_parse() {
     assert_eq!(run.lease_namespace.as_deref(), Some("ke-system"));
     assert!(!run.per_host_metrics);
     assert_eq!(run.metrics_addr.port(), 8080);
+    assert!(run.probe_credentials);
+    assert_eq!(run.cert_expiry_warning_days, 14);
 
     let listed = objects(&render_all_features("rel", "ke-system", &[]));
     let run = parse(&args(&listed));
@@ -425,6 +473,8 @@ fn deployment_is_hardened_and_its_args_parse() {
     );
     assert_eq!(run.max_in_flight_probes, 1024);
     assert!(run.require_adopt_annotation);
+    assert!(run.probe_credentials);
+    assert_eq!(run.cert_expiry_warning_days, 30);
     let c = &one(&listed, "Deployment")["spec"]["template"]["spec"];
     assert_eq!(c["priorityClassName"], "system-cluster-critical");
     assert_eq!(
@@ -646,6 +696,17 @@ fn exercised_metrics() -> kube_endpoints::metrics::Metrics {
         .inc();
     metrics.count_write("services", "apply");
     metrics.set_host_readiness("ns", "cep", [("http".into(), "198.18.0.1".into(), true)]);
+    metrics.set_certificates(
+        "ns",
+        "cep",
+        &std::collections::BTreeMap::from([(
+            kube_endpoints_probe::TargetId {
+                port: "https".into(),
+                host: "198.18.0.1".parse().expect("ip"),
+            },
+            std::time::UNIX_EPOCH,
+        )]),
+    );
     metrics
 }
 

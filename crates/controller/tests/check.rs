@@ -30,7 +30,10 @@ metadata: {{name: unrelated}}
 async fn check(yaml: &str, extra: &[&str]) -> (Output, String) {
     let dir = std::env::temp_dir().join(format!("ke-check-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
-    let file = dir.join(format!("m-{}.yaml", extra.len()));
+    // One file per call: the tests of this binary run in parallel.
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let file = dir.join(format!("m-{n}.yaml"));
     std::fs::write(&file, yaml).expect("manifest written");
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_kube-endpoints"))
         .arg("check")
@@ -220,4 +223,15 @@ spec:
     expected.sort();
     assert_eq!(got, expected, "{text}");
     assert!(!text.contains("slave"), "a reply is never shown:\n{text}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reference_to_a_secret_is_reported_not_probed_without_it() {
+    let yaml = "apiVersion: khulnasoft-lab.github.io/v1beta1\nkind: ClusterEndpoint\nmetadata: {name: tls}\nspec:\n  ports:\n  - {name: a, port: 443, targetPort: 443, hosts: [198.18.0.2], httpGet: {scheme: https, tls: {caBundleFrom: {secretKeyRef: {name: ca, key: ca.crt}}}}}\n";
+    let (out, text) = check(yaml, &[]).await;
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("spec.ports[0].httpGet.tls.caBundleFrom.secretKeyRef: Secret \"ca\" cannot be read: kube-endpoints check reads no Secrets or ConfigMaps"),
+        "{text}"
+    );
 }

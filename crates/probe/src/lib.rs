@@ -25,7 +25,7 @@ pub use probe::{
     UdpProbe, Verdict, certificate_not_after, validate_host_header, validate_virtual_host,
 };
 pub use scheduler::{
-    DEFAULT_MAX_IN_FLIGHT, Intervals, Observer, Scheduler, StateCounts, TargetId, TargetSpec,
-    Transition,
+    CertificateChange, DEFAULT_MAX_IN_FLIGHT, Intervals, Observer, Scheduler, StateCounts,
+    TargetId, TargetSpec, Transition,
 };
 pub use threshold::{Health, HealthState, SEEDED_MESSAGE, ThresholdTracker, Thresholds};

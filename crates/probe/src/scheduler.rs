@@ -108,6 +108,19 @@ pub struct Transition<K> {
     pub to: Health,
 }
 
+/// A target's TLS leaf certificate was seen for the first time, or with
+/// another `notAfter` (a renewed or replaced certificate). Sent only to a
+/// subscriber of [`Scheduler::certificate_changes`].
+#[derive(Clone, Debug)]
+pub struct CertificateChange<K> {
+    pub owner: K,
+    pub target: TargetId,
+    pub not_after: SystemTime,
+}
+
+/// Where certificate changes go, if anyone listens.
+type CertificateSubscriber<K> = Arc<Mutex<Option<mpsc::UnboundedSender<CertificateChange<K>>>>>;
+
 /// Told about every finished probe; used for metrics. Called from the
 /// workers, so it must be quick and must not block.
 pub trait Observer: Send + Sync + 'static {
@@ -161,6 +174,7 @@ struct Inner<K> {
     prober: Prober,
     observer: Arc<dyn Observer>,
     transitions: mpsc::UnboundedSender<Transition<K>>,
+    certificates: CertificateSubscriber<K>,
     permits: Arc<Semaphore>,
     permits_total: usize,
 }
@@ -220,6 +234,7 @@ where
             prober,
             observer,
             transitions: tx,
+            certificates: Arc::new(Mutex::new(None)),
             permits: Arc::new(Semaphore::new(permits)),
             permits_total: permits,
         };
@@ -320,6 +335,7 @@ where
             prober: self.inner.prober.clone(),
             observer: self.inner.observer.clone(),
             transitions: self.inner.transitions.clone(),
+            certificates: self.inner.certificates.clone(),
             permits: self.inner.permits.clone(),
         };
         tokio::spawn(worker.run(delay));
@@ -386,6 +402,16 @@ where
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// Changes of the targets' TLS leaf certificates (see
+    /// [`CertificateChange`]), for every target, running or started later.
+    /// A new call replaces the previous subscriber. Certificates change
+    /// rarely, so the controller can afford to reconcile on each.
+    pub fn certificate_changes(&self) -> mpsc::UnboundedReceiver<CertificateChange<K>> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        *lock(&self.inner.certificates) = Some(tx);
+        rx
     }
 
     /// Probes running right now, over all targets (at most the in-flight
@@ -487,6 +513,7 @@ struct Worker<K> {
     prober: Prober,
     observer: Arc<dyn Observer>,
     transitions: mpsc::UnboundedSender<Transition<K>>,
+    certificates: CertificateSubscriber<K>,
     permits: Arc<Semaphore>,
 }
 
@@ -525,7 +552,18 @@ impl<K: Clone + Send + 'static> Worker<K> {
                 let secs = not_after
                     .duration_since(UNIX_EPOCH)
                     .map_or(1, |d| d.as_secs().max(1));
-                self.cert_not_after.store(secs, Ordering::Relaxed);
+                let before = self.cert_not_after.swap(secs, Ordering::Relaxed);
+                if before != secs
+                    && !self.cancel.is_cancelled()
+                    && let Some(tx) = lock(&self.certificates).as_ref()
+                {
+                    // A closed channel only means nobody listens any more.
+                    let _ = tx.send(CertificateChange {
+                        owner: self.owner.clone(),
+                        target: self.id.clone(),
+                        not_after,
+                    });
+                }
             }
             let from = self.tracker.health().state;
             let changed = self.tracker.observe(&outcome, SystemTime::now());

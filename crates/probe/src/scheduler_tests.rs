@@ -873,3 +873,48 @@ fn jitter_percent_stays_within_its_share_of_the_period() {
     );
     assert!(jitter_percent(Duration::MAX, 100) <= Duration::MAX);
 }
+
+#[tokio::test]
+async fn certificate_changes_are_sent_once_per_new_certificate() {
+    use crate::probe::TcpProbe;
+    use crate::probe::tests_tls::{Pki, Serve, server_config, tls_server};
+    let pki = Pki::new("scheduler change CA");
+    let leaf = pki.leaf(2039, false);
+    let (addr, _) = tls_server(server_config(&leaf, &[], None), Serve::Redis).await;
+    let (s, mut rx, observer) = scheduler();
+    let mut changes = s.certificate_changes();
+    let owner = "ns/cert".to_string();
+    let tls = TargetSpec {
+        probe: Arc::new(Probe::Tcp(TcpProbe {
+            tls: Some(pki.tls()),
+            ..TcpProbe::default()
+        })),
+        period: Duration::from_millis(50),
+        ..spec(addr.port(), 1)
+    };
+    s.sync(&owner, BTreeMap::from([(id("tls"), tls)]), |_| None);
+    assert_eq!(next(&mut rx).await.to.state, HealthState::Ready);
+    let change = tokio::time::timeout(Duration::from_secs(5), changes.recv())
+        .await
+        .expect("a change in time")
+        .expect("a change");
+    assert_eq!(
+        (change.owner.as_str(), change.target),
+        ("ns/cert", id("tls"))
+    );
+    let secs = change
+        .not_after
+        .duration_since(UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs();
+    assert_eq!(secs as i64, leaf.not_after_unix);
+    // Further probes of the same certificate send nothing (the observer
+    // hears of a probe before its certificate is stored: at 4 probes
+    // heard, the first 3 are stored).
+    until("four probes", || observer.count() >= 4).await;
+    assert!(
+        changes.try_recv().is_err(),
+        "the same certificate is no news"
+    );
+    s.shutdown();
+}

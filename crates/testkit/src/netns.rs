@@ -436,11 +436,32 @@ impl TestHost {
         ports: BackendPorts,
         binary: impl Into<PathBuf>,
     ) -> Result<Backend> {
+        self.start_backend_full(ports, binary.into(), Vec::new())
+            .await
+    }
+
+    /// [`start_backend`](Self::start_backend) with more `ke-testbackend`
+    /// arguments (e.g. `--https 443 --tls-cert .. --tls-key ..`).
+    pub async fn start_backend_args(
+        &self,
+        ports: BackendPorts,
+        args: Vec<String>,
+    ) -> Result<Backend> {
+        self.start_backend_full(ports, backend_binary(), args).await
+    }
+
+    async fn start_backend_full(
+        &self,
+        ports: BackendPorts,
+        binary: PathBuf,
+        args: Vec<String>,
+    ) -> Result<Backend> {
         let n = self.next_backend.fetch_add(1, Ordering::Relaxed);
         let mut backend = Backend {
             netns: self.name.clone(),
             ports,
-            binary: binary.into(),
+            args,
+            binary,
             control_file: self.dir.join(format!("backend-{n}.control")),
             log: self.dir.join(format!("backend-{n}.log")),
             child: None,
@@ -724,6 +745,8 @@ pub fn backend_binary() -> PathBuf {
 pub struct Backend {
     netns: String,
     ports: BackendPorts,
+    /// More arguments, passed as they are.
+    args: Vec<String>,
     binary: PathBuf,
     control_file: PathBuf,
     log: PathBuf,
@@ -764,6 +787,7 @@ impl Backend {
                 cmd.arg(flag).arg(p.to_string());
             }
         }
+        cmd.args(&self.args);
         cmd.arg("--control-file").arg(&self.control_file);
         let log = std::fs::OpenOptions::new()
             .create(true)

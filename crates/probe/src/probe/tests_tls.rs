@@ -732,3 +732,57 @@ async fn legacy_servers_the_kubelet_accepts_pass_without_verification() {
         assert!(o.cert_not_after.is_some(), "{name}: expiry reported");
     }
 }
+
+#[test]
+fn check_finds_bad_settings_without_a_server() {
+    let pki = Pki::new("check CA");
+    let client = pki.leaf(2040, true);
+    let good = TlsConfig {
+        client_cert_pem: Some(client.cert_pem.as_bytes().to_vec()),
+        client_key_pem: Some(client.key_pem.as_bytes().to_vec()),
+        server_name: Some("db.example".into()),
+        ..pki.tls()
+    };
+    assert_eq!(good.check(), Ok(()));
+    // Verification against the system roots is not the checker's business.
+    let system = TlsConfig {
+        verify: Some(true),
+        ..TlsConfig::default()
+    };
+    assert_eq!(system.check(), Ok(()));
+    let other = pki.leaf(2041, true);
+    for (tls, detail) in [
+        (
+            TlsConfig {
+                ca_pem: Some(b"not a pem".to_vec()),
+                ..TlsConfig::default()
+            },
+            "tls: CA bundle holds no usable certificate",
+        ),
+        (
+            TlsConfig {
+                server_name: Some("x@y".into()),
+                ..TlsConfig::default()
+            },
+            "tls: server name \"x@y\" must be a DNS name or an IP address (only letters, digits, '-' and '.')",
+        ),
+        (
+            TlsConfig {
+                client_key_pem: Some(other.key_pem.as_bytes().to_vec()),
+                ..good.clone()
+            },
+            "tls: client certificate and key do not form a usable pair",
+        ),
+        (
+            TlsConfig {
+                client_key_pem: None,
+                ..good.clone()
+            },
+            "tls: client certificate and key must be given together",
+        ),
+    ] {
+        let err = tls.check().expect_err(detail);
+        assert_eq!(err, detail);
+        assert!(!err.contains("PRIVATE KEY"), "no key bytes in {err}");
+    }
+}

@@ -57,6 +57,31 @@ impl TlsConfig {
     pub fn verifies(&self) -> bool {
         self.verify.unwrap_or(self.ca_pem.is_some())
     }
+
+    /// Check what can be checked without a server, as a probe would find
+    /// it: the server name, the CA bundle and the client certificate and
+    /// key (PEM that parses, a key that fits the certificate). For a
+    /// controller to refuse a bad setting up front rather than let every
+    /// probe report a configuration error. The error is a probe
+    /// configuration error's detail: it never contains the bytes.
+    pub fn check(&self) -> Result<(), String> {
+        if let Some(name) = self.server_name.as_deref().filter(|n| !n.is_empty()) {
+            validate_virtual_host(name)
+                .map_err(|why| format!("tls: server name {name:?} {why}"))?;
+        }
+        // The system roots are the probing machine's business; without a
+        // CA only the rest is checked.
+        let mut offline = self.clone();
+        if offline.verifies() && offline.ca_pem.is_none() {
+            offline.verify = Some(false);
+        }
+        build_config(&offline, Alpn::None, None)
+            .map(drop)
+            .map_err(|e| match e {
+                ConfigFailure::Invalid(d) => d,
+                ConfigFailure::Rustls(e) => format!("tls: {}", tls_words(&e)),
+            })
+    }
 }
 
 impl fmt::Debug for TlsConfig {

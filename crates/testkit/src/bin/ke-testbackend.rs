@@ -12,6 +12,11 @@
 //! It is read every 100 ms and on SIGUSR1; after applying a new content the
 //! backend writes the same content to `PATH.ack`.
 //!
+//! HTTPS (`--https PORT --tls-cert PEM --tls-key PEM`, optionally
+//! `--tls-client-ca PEM` for mutual TLS) serves the same routes over TLS;
+//! with `--require-header NAME:VALUE`, `/auth` answers 200 only to requests
+//! carrying that header (so a test can tell that a probe sent it).
+//!
 //! Who answered: every listener reports the address a request arrived at
 //! (the host's address that kube-proxy or the client chose), so that the
 //! data-plane tests can tell which backend served each connection: TCP
@@ -74,6 +79,24 @@ struct Args {
     /// Unhealthy while this file contains "unhealthy".
     #[arg(long, value_name = "PATH")]
     control_file: Option<PathBuf>,
+    /// Serve the HTTP routes over TLS (HTTP/1.1) on this port (repeatable),
+    /// with the certificate chain of --tls-cert and the key of --tls-key.
+    #[arg(long, value_name = "PORT", requires_all = ["tls_cert", "tls_key"])]
+    https: Vec<u16>,
+    /// PEM certificate chain (leaf first) of the --https listeners.
+    #[arg(long, value_name = "PATH")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of the --https listeners.
+    #[arg(long, value_name = "PATH")]
+    tls_key: Option<PathBuf>,
+    /// PEM CA certificates: the --https listeners then require a client
+    /// certificate signed by one of them (mutual TLS).
+    #[arg(long, value_name = "PATH")]
+    tls_client_ca: Option<PathBuf>,
+    /// `NAME:VALUE`: HTTP(S) `/auth` answers 200 when the request carries
+    /// header NAME with exactly VALUE, else 403 (without it, always 403).
+    #[arg(long, value_name = "NAME:VALUE")]
+    require_header: Option<String>,
 }
 
 /// A dual-stack socket bound to `[::]:port` (IPV6_V6ONLY off).
@@ -136,12 +159,37 @@ async fn run(args: Args) -> Result<(), String> {
             }
         });
     }
+    let required: Arc<Option<(String, String)>> = Arc::new(
+        args.require_header
+            .as_deref()
+            .map(|h| {
+                h.split_once(':')
+                    .map(|(n, v)| (n.to_string(), v.to_string()))
+                    .ok_or_else(|| format!("--require-header {h:?}: expected NAME:VALUE"))
+            })
+            .transpose()?,
+    );
     let state = State {
         healthy: healthy.clone(),
         replica: replica.clone(),
+        required,
     };
     for &port in &args.http {
-        tokio::spawn(serve_http(tcp_listener("http", port)?, state.clone()));
+        tokio::spawn(serve_http(tcp_listener("http", port)?, None, state.clone()));
+    }
+    if !args.https.is_empty() {
+        let acceptor = tls_acceptor(
+            args.tls_cert.as_deref(),
+            args.tls_key.as_deref(),
+            args.tls_client_ca.as_deref(),
+        )?;
+        for &port in &args.https {
+            tokio::spawn(serve_http(
+                tcp_listener("https", port)?,
+                Some(acceptor.clone()),
+                state.clone(),
+            ));
+        }
     }
     for &port in &args.redis {
         let listener = tcp_listener("redis", port)?;
@@ -227,6 +275,8 @@ struct Control {
 struct State {
     healthy: Arc<AtomicBool>,
     replica: Arc<AtomicBool>,
+    /// `--require-header`: what `/auth` checks.
+    required: Arc<Option<(String, String)>>,
 }
 
 impl State {
@@ -381,7 +431,51 @@ async fn serve_udp(socket: UdpSocket, healthy: Arc<AtomicBool>, address: String)
     }
 }
 
-async fn serve_http(listener: TcpListener, state: State) {
+/// The TLS side of the `--https` listeners (HTTP/1.1 only).
+fn tls_acceptor(
+    cert: Option<&Path>,
+    key: Option<&Path>,
+    client_ca: Option<&Path>,
+) -> Result<tokio_rustls::TlsAcceptor, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let (Some(cert), Some(key)) = (cert, key) else {
+        return Err("--https needs --tls-cert and --tls-key".into());
+    };
+    let chain = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("--tls-cert {}: {e}", cert.display()))?;
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| format!("--tls-key {}: {e}", key.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS server configuration: {e}"))?;
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(path) => {
+            let mut roots = rustls::RootCertStore::empty();
+            let cas = CertificateDer::pem_file_iter(path)
+                .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| format!("--tls-client-ca {}: {e}", path.display()))?;
+            roots.add_parsable_certificates(cas);
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .build()
+            .map_err(|e| format!("--tls-client-ca {}: {e}", path.display()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder
+        .with_single_cert(chain, key)
+        .map_err(|e| format!("TLS server configuration: {e}"))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+async fn serve_http(listener: TcpListener, tls: Option<tokio_rustls::TlsAcceptor>, state: State) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
@@ -390,17 +484,53 @@ async fn serve_http(listener: TcpListener, state: State) {
         let address = stream
             .local_addr()
             .map_or_else(|_| "unknown".to_string(), |a| canonical(a).to_string());
+        let tls = tls.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                 let state = state.clone();
                 let address = address.clone();
-                async move { Ok::<_, Infallible>(route(req.uri().path(), &state, &address).await) }
+                async move {
+                    if req.uri().path() == "/auth" {
+                        let required = state.required.as_ref().as_ref();
+                        return Ok::<_, Infallible>(auth(&req, required));
+                    }
+                    Ok::<_, Infallible>(route(req.uri().path(), &state, &address).await)
+                }
             });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            let builder = hyper::server::conn::http1::Builder::new();
+            match tls {
+                None => {
+                    let _ = builder
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                }
+                Some(acceptor) => {
+                    if let Ok(stream) = acceptor.accept(stream).await {
+                        let _ = builder
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await;
+                    }
+                }
+            }
         });
     }
+}
+
+/// `/auth`: 200 when the required header has the required value, else 403.
+fn auth(req: &Request<Incoming>, required: Option<&(String, String)>) -> Response<Full<Bytes>> {
+    let passed = required.is_some_and(|(name, value)| {
+        req.headers()
+            .get(name.as_str())
+            .is_some_and(|v| v.as_bytes() == value.as_bytes())
+    });
+    let status = if passed {
+        StatusCode::OK
+    } else {
+        StatusCode::FORBIDDEN
+    };
+    let mut response = Response::new(Full::new(Bytes::from(format!("{}\n", status.as_u16()))));
+    *response.status_mut() = status;
+    response
 }
 
 async fn route(path: &str, state: &State, address: &str) -> Response<Full<Bytes>> {
