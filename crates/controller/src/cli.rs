@@ -176,8 +176,8 @@ pub struct RunArgs {
     /// Adopt a hand-made Service or Endpoints only when it is annotated kube-endpoints.io/adopt: "true" (recommended in multi-tenant clusters); by default any unowned one is adopted, except default/kubernetes, kube-system, kube-public and other tools' objects.
     #[arg(long, env = "REQUIRE_ADOPT_ANNOTATION", default_value_t = false, action = clap::ArgAction::Set)]
     pub require_adopt_annotation: bool,
-    /// Read probe credentials (CA bundles, client certificates, header values) from Secrets and ConfigMaps labelled kube-endpoints.io/probe-credentials: "true" in the watched namespaces (a label-selected watch: no other Secret is read); needs list/watch on secrets and configmaps (without it the controller does not start reconciling: the watch keeps failing and /readyz answers 503). Off: references to them are reported as errors.
-    #[arg(long, env = "PROBE_CREDENTIALS", default_value_t = true, action = clap::ArgAction::Set)]
+    /// Read probe credentials (CA bundles, client certificates, header values) from Secrets and ConfigMaps labelled kube-endpoints.io/probe-credentials: "true" in the watched namespaces (a label-selected watch: no other Secret is read); needs list/watch on secrets and configmaps (the chart grants it and turns this on). Off by default, so that a controller whose RBAC has no such grant keeps working: references to Secrets and ConfigMaps are then reported on their objects as errors.
+    #[arg(long, env = "PROBE_CREDENTIALS", default_value_t = false, action = clap::ArgAction::Set)]
     pub probe_credentials: bool,
     /// A TLS certificate a probe sees expiring within this many days raises a CertificateExpiring Warning Event (once, when it enters the window) and is marked expiresSoon in status; 0 turns the warning off.
     #[arg(long, env = "CERT_EXPIRY_WARNING_DAYS", default_value_t = 14, value_parser = clap::value_parser!(u32).range(0..=3650))]

@@ -260,7 +260,15 @@ async fn tls_verification_secret_headers_and_certificate_expiry() {
     let (client_cert, client_key) = clients.client();
     create_tls_secret(&client, &ns, "probe-client", &client_cert, &client_key).await;
 
-    let mut controller = start_controller(&ns, &["--cert-expiry-warning-days", "14"]).await;
+    let mut controller = start_controller(
+        &ns,
+        &[
+            "--probe-credentials=true",
+            "--cert-expiry-warning-days",
+            "14",
+        ],
+    )
+    .await;
 
     let header =
         format!("[{{name: {HEADER}, valueFrom: {{secretKeyRef: {{name: token, key: token}}}}}}]");
@@ -446,7 +454,15 @@ async fn tls_verification_secret_headers_and_certificate_expiry() {
     let versions = || resource_versions(&client, &ns, GROUP, "verified");
     let before = versions().await;
     controller.kill().await;
-    let restarted = start_controller(&ns, &["--cert-expiry-warning-days", "14"]).await;
+    let restarted = start_controller(
+        &ns,
+        &[
+            "--probe-credentials=true",
+            "--cert-expiry-warning-days",
+            "14",
+        ],
+    )
+    .await;
     eventually(
         "the restarted controller to reconcile and probe",
         || async {
