@@ -1,6 +1,5 @@
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::ServiceSpec;
 use kube_endpoints_probe::HealthState;
 use serde_json::{Value, json};
 
@@ -449,24 +448,12 @@ fn an_existing_service_of_another_primary_family_is_refused() {
 }
 
 fn existing_service(f: impl FnOnce(&mut Service)) -> Service {
-    let mut svc = Service {
-        metadata: ObjectMeta {
-            name: Some("wordpress".into()),
-            namespace: Some("default".into()),
-            labels: Some(BTreeMap::from([("team".into(), "db".into())])),
-            ..ObjectMeta::default()
-        },
-        spec: Some(ServiceSpec {
-            type_: Some("ClusterIP".into()),
-            cluster_ip: Some("10.0.0.42".into()),
-            ports: Some(vec![ServicePort {
-                port: 80,
-                ..ServicePort::default()
-            }]),
-            ..ServiceSpec::default()
-        }),
-        ..Service::default()
-    };
+    let mut svc = foreign_service(ObjectMeta {
+        name: Some("wordpress".into()),
+        namespace: Some("default".into()),
+        labels: Some(BTreeMap::from([("team".into(), "db".into())])),
+        ..ObjectMeta::default()
+    });
     f(&mut svc);
     svc
 }
