@@ -70,6 +70,20 @@ fn exceeded(budget: Scope, limit: usize, used: usize, needs: usize) -> Verdict {
     })
 }
 
+/// Admits `claims` under `limits` and asserts which objects are admitted
+/// (as `namespace/name`) and the verdict on one refused; returns all verdicts.
+fn assert_admission(
+    limits: Limits,
+    claims: BTreeMap<ObjectKey, Claim>,
+    want_admitted: &[&str],
+    (refused, verdict): (ObjectKey, Verdict),
+) -> BTreeMap<ObjectKey, Verdict> {
+    let verdicts = admit(&claims, &limits);
+    assert_eq!(admitted(&verdicts), want_admitted);
+    assert_eq!(verdicts[&refused], verdict, "{refused:?}");
+    verdicts
+}
+
 fn admitted(verdicts: &BTreeMap<ObjectKey, Verdict>) -> Vec<String> {
     verdicts
         .iter()
@@ -86,18 +100,16 @@ fn unlimited_admits_everything() {
 
 #[test]
 fn objects_are_admitted_oldest_first_and_refused_whole() {
-    let limits = limits(100, None);
-    let claims = claims([
-        ("a", "old", "01", 60, false),
-        ("b", "mid", "02", 50, false),
-        ("c", "new", "03", 40, false),
-    ]);
-    let verdicts = admit(&claims, &limits);
     // 60 fits; 60 + 50 does not, so `mid` is refused whole; 60 + 40 fits.
-    assert_eq!(admitted(&verdicts), ["a/old", "c/new"]);
-    assert_eq!(
-        verdicts[&key("b", "mid")],
-        exceeded(Scope::Global, 100, 60, 50)
+    let verdicts = assert_admission(
+        limits(100, None),
+        claims([
+            ("a", "old", "01", 60, false),
+            ("b", "mid", "02", 50, false),
+            ("c", "new", "03", 40, false),
+        ]),
+        &["a/old", "c/new"],
+        (key("b", "mid"), exceeded(Scope::Global, 100, 60, 50)),
     );
     let text = match &verdicts[&key("b", "mid")] {
         Verdict::Exceeded(e) => e.to_string(),
@@ -123,18 +135,19 @@ fn an_incumbent_that_grows_is_refused_and_nobody_else_moves() {
 
 #[test]
 fn the_namespace_budget_confines_a_namespace_only() {
-    let limits = limits(5000, Some(2000));
-    let claims = claims([
-        ("a", "big", "01", 3000, false),
-        ("a", "small", "02", 1500, false),
-        ("a", "more", "03", 600, false),
-        ("b", "ok", "04", 5, false),
-    ]);
-    let verdicts = admit(&claims, &limits);
-    assert_eq!(admitted(&verdicts), ["a/small", "b/ok"]);
-    assert_eq!(
-        verdicts[&key("a", "more")],
-        exceeded(Scope::Namespace("a".into()), 2000, 1500, 600)
+    assert_admission(
+        limits(5000, Some(2000)),
+        claims([
+            ("a", "big", "01", 3000, false),
+            ("a", "small", "02", 1500, false),
+            ("a", "more", "03", 600, false),
+            ("b", "ok", "04", 5, false),
+        ]),
+        &["a/small", "b/ok"],
+        (
+            key("a", "more"),
+            exceeded(Scope::Namespace("a".into()), 2000, 1500, 600),
+        ),
     );
 }
 
