@@ -233,22 +233,29 @@ mod tests {
     }
 
     #[test]
-    fn failure_threshold_counts_consecutive_failures() {
-        let mut tr = seeded_at_0(3, 1, true);
-        // Two failures keep it ready; a success resets the count.
-        assert_eq!(
-            states(&mut tr, &[false, false, true, false, false, false]),
-            [None, None, None, None, None, Some(HealthState::NotReady)]
-        );
-    }
-
-    #[test]
-    fn success_threshold_counts_consecutive_successes() {
-        let mut tr = seeded_at_0(1, 3, false);
-        assert_eq!(
-            states(&mut tr, &[true, true, false, true, true, true]),
-            [None, None, None, None, None, Some(HealthState::Ready)]
-        );
+    fn thresholds_count_consecutive_results() {
+        // (tracker, results, the state the last result reports; none before).
+        // Two failures keep a ready target ready and a success resets the
+        // count; and the other way round.
+        let cases = [
+            (
+                seeded_at_0(3, 1, true),
+                [false, false, true, false, false, false],
+                HealthState::NotReady,
+            ),
+            (
+                seeded_at_0(1, 3, false),
+                [true, true, false, true, true, true],
+                HealthState::Ready,
+            ),
+        ];
+        for (mut tr, results, last) in cases {
+            assert_eq!(
+                states(&mut tr, &results),
+                [None, None, None, None, None, Some(last)],
+                "{results:?}"
+            );
+        }
     }
 
     #[test]
