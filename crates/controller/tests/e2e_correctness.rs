@@ -80,7 +80,7 @@ async fn apply_unprobed(
     ns: &str,
     name: &str,
     port: (&str, u16),
-    hosts: &[String],
+    hosts: &[impl serde::Serialize],
 ) {
     let (port_name, port) = port;
     let ports = json!([{"name": port_name, "port": port, "targetPort": 80, "hosts": hosts}]);
@@ -147,8 +147,8 @@ async fn objects_whose_slice_names_collided_both_keep_their_endpoints() {
     let (client, ns) = setup("c-collide").await;
     let _controller = start_controller(&ns, &[]).await;
     let [h1, h2]: [String; 2] = unreachable_hosts(2).try_into().expect("two");
-    apply_unprobed(&client, &ns, "a", ("b-c", 80), &[h1.clone()]).await;
-    apply_unprobed(&client, &ns, "a-b", ("c", 80), &[h2.clone()]).await;
+    apply_unprobed(&client, &ns, "a", ("b-c", 80), &[&h1]).await;
+    apply_unprobed(&client, &ns, "a-b", ("c", 80), &[&h2]).await;
     let addresses = |service: &'static str| {
         let (client, ns) = (client.clone(), ns.clone());
         async move {
@@ -165,8 +165,8 @@ async fn objects_whose_slice_names_collided_both_keep_their_endpoints() {
     })
     .await;
     // Reconcile both again (a spec edit each): nothing is taken over.
-    apply_unprobed(&client, &ns, "a", ("b-c", 81), &[h1.clone()]).await;
-    apply_unprobed(&client, &ns, "a-b", ("c", 81), &[h2.clone()]).await;
+    apply_unprobed(&client, &ns, "a", ("b-c", 81), &[&h1]).await;
+    apply_unprobed(&client, &ns, "a-b", ("c", 81), &[&h2]).await;
     for name in ["a", "a-b"] {
         eventually(&format!("{name} to observe its edit"), || async {
             let c = get_cep(&client, &ns, GROUP, name).await?;
@@ -191,7 +191,7 @@ async fn objects_whose_slice_names_collided_both_keep_their_endpoints() {
         .create(&PostParams::default(), &foreign)
         .await
         .expect("created");
-    apply_unprobed(&client, &ns, "x", ("web", 80), &[h1.clone()]).await;
+    apply_unprobed(&client, &ns, "x", ("web", 80), &[&h1]).await;
     let (reason, message) = wait_condition_false(&client, &ns, "x", "SyncEndpointReady").await;
     assert_eq!(reason, "SliceNameConflict");
     assert!(message.contains("someone-else.example.com"), "{message}");
