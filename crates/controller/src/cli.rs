@@ -545,19 +545,17 @@ async fn run_scopes(
         ranges,
         budget: Arc::new(Budget::new(limits)),
     };
+    let deps = ScopeDeps {
+        client,
+        settings,
+        metrics,
+        prober,
+        shared,
+        stop: stop.clone(),
+    };
     let tasks: Vec<_> = scopes
         .into_iter()
-        .map(|scope| {
-            tokio::spawn(run_scope_retrying(
-                scope,
-                client.clone(),
-                settings.clone(),
-                metrics.clone(),
-                prober.clone(),
-                shared.clone(),
-                stop.clone(),
-            ))
-        })
+        .map(|scope| tokio::spawn(run_scope_retrying(scope, deps.clone())))
         .collect();
     let mut first_error = None;
     for result in futures::future::join_all(tasks).await {
@@ -578,18 +576,29 @@ async fn run_scopes(
     first_error.map_or(Ok(()), Err)
 }
 
-/// Run one scope; while its CRD is missing (or not yet readable), retry it
-/// with backoff: one missing CRD must neither stop the other served groups
-/// nor crash-loop the pod.
-async fn run_scope_retrying(
-    scope: Scope,
+/// What every scope's controller runs with (each scope's task gets a clone).
+#[derive(Clone)]
+struct ScopeDeps {
     client: Client,
     settings: Settings,
     metrics: Arc<Metrics>,
     prober: Prober,
     shared: Shared,
     stop: CancellationToken,
-) -> Result<(), ScopeError> {
+}
+
+/// Run one scope; while its CRD is missing (or not yet readable), retry it
+/// with backoff: one missing CRD must neither stop the other served groups
+/// nor crash-loop the pod.
+async fn run_scope_retrying(scope: Scope, deps: ScopeDeps) -> Result<(), ScopeError> {
+    let ScopeDeps {
+        client,
+        settings,
+        metrics,
+        prober,
+        shared,
+        stop,
+    } = deps;
     let mut pause = SCOPE_RETRY_MIN;
     loop {
         let run = scope.clone().run(

@@ -10,10 +10,12 @@
 //! reacts to (re-reconciling the objects whose verdicts changed).
 
 use std::collections::BTreeSet;
+use std::fmt::Debug;
 use std::sync::Arc;
 
 use futures::StreamExt;
 use ipnet::IpNet;
+use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::core::v1::{Endpoints, Node, NodeSpec, NodeStatus};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::ServiceCIDR;
@@ -22,6 +24,7 @@ use kube::api::Api;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -202,24 +205,12 @@ pub async fn discover(
                 &shutdown,
             )
         }),
-        endpoints: settings.wants(RangeSource::Apiserver).then(|| {
-            cache(
-                Api::<Endpoints>::namespaced(client.clone(), "default"),
-                watcher::Config::default().fields("metadata.name=kubernetes"),
-                drop_managed_fields,
-                &changed_tx,
-                &shutdown,
-            )
-        }),
-        slices: settings.wants(RangeSource::Apiserver).then(|| {
-            cache(
-                Api::<EndpointSlice>::namespaced(client.clone(), "default"),
-                watcher::Config::default().fields("metadata.name=kubernetes"),
-                drop_managed_fields,
-                &changed_tx,
-                &shutdown,
-            )
-        }),
+        endpoints: settings
+            .wants(RangeSource::Apiserver)
+            .then(|| kubernetes_object::<Endpoints>(&client, &changed_tx, &shutdown)),
+        slices: settings
+            .wants(RangeSource::Apiserver)
+            .then(|| kubernetes_object::<EndpointSlice>(&client, &changed_tx, &shutdown)),
     };
     drop(changed_tx);
     caches.wait_until_ready(&shutdown).await?;
@@ -335,6 +326,36 @@ async fn serves_service_cidrs(client: &Client) -> bool {
     }
 }
 
+/// What a reflector cache (and its watch) needs of the objects it holds.
+trait Cached:
+    Resource<DynamicType = ()> + Clone + Debug + Send + Sync + DeserializeOwned + 'static
+{
+}
+
+impl<K> Cached for K where
+    K: Resource<DynamicType = ()> + Clone + Debug + Send + Sync + DeserializeOwned + 'static
+{
+}
+
+/// The `default/kubernetes` object of kind `K` (Endpoints or EndpointSlice),
+/// which lists kube-apiserver's own addresses, cached as [`cache`] does.
+fn kubernetes_object<K>(
+    client: &Client,
+    changed: &tokio::sync::mpsc::UnboundedSender<()>,
+    shutdown: &CancellationToken,
+) -> Store<K>
+where
+    K: Cached + Resource<Scope = NamespaceResourceScope>,
+{
+    cache(
+        Api::namespaced(client.clone(), "default"),
+        watcher::Config::default().fields("metadata.name=kubernetes"),
+        drop_managed_fields,
+        changed,
+        shutdown,
+    )
+}
+
 /// A cache of `K` whose every change is announced on `changed`.
 fn cache<K>(
     api: Api<K>,
@@ -344,13 +365,7 @@ fn cache<K>(
     shutdown: &CancellationToken,
 ) -> Store<K>
 where
-    K: Resource<DynamicType = ()>
-        + Clone
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + serde::de::DeserializeOwned
-        + 'static,
+    K: Cached,
 {
     let (reader, writer) = reflector::store();
     let changed = changed.clone();

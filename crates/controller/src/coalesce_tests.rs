@@ -13,10 +13,15 @@ fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
 
+/// A coalescer with the test's debounce and maximum delay, and the instant
+/// the test starts at.
+fn fresh() -> (Instant, Coalescer<&'static str>) {
+    (Instant::now(), Coalescer::new(DEBOUNCE, MAX))
+}
+
 #[test]
 fn a_burst_is_one_request_after_the_debounce() {
-    let t0 = Instant::now();
-    let mut c = Coalescer::new(DEBOUNCE, MAX);
+    let (t0, mut c) = fresh();
     c.request("a", t0);
     c.request("a", t0 + ms(50));
     assert_eq!(c.next_due(), Some(t0 + ms(250)));
@@ -27,8 +32,7 @@ fn a_burst_is_one_request_after_the_debounce() {
 
 #[test]
 fn steady_requests_cannot_postpone_past_the_maximum_delay() {
-    let t0 = Instant::now();
-    let mut c = Coalescer::new(DEBOUNCE, MAX);
+    let (t0, mut c) = fresh();
     let mut released = Vec::new();
     // A request every 100 ms for 5 s: a plain debounce never fires.
     for i in 0..50 {
@@ -45,8 +49,7 @@ fn steady_requests_cannot_postpone_past_the_maximum_delay() {
 
 #[test]
 fn keys_are_independent() {
-    let t0 = Instant::now();
-    let mut c = Coalescer::new(DEBOUNCE, MAX);
+    let (t0, mut c) = fresh();
     c.request("a", t0);
     c.request("b", t0 + ms(100));
     let mut due = c.take_due(t0 + ms(200));

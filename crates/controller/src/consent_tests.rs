@@ -1,6 +1,6 @@
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Endpoints, Service, ServicePort, ServiceSpec};
+use k8s_openapi::api::core::v1::{Endpoints, Service};
 use kube_endpoints_probe::HealthState;
 
 use super::*;
@@ -16,19 +16,7 @@ fn handmade(name: &str, namespace: &str, f: impl FnOnce(&mut ObjectMeta)) -> Ser
         ..ObjectMeta::default()
     };
     f(&mut meta);
-    Service {
-        metadata: meta,
-        spec: Some(ServiceSpec {
-            type_: Some("ClusterIP".into()),
-            cluster_ip: Some("10.0.0.42".into()),
-            ports: Some(vec![ServicePort {
-                port: 80,
-                ..ServicePort::default()
-            }]),
-            ..ServiceSpec::default()
-        }),
-        ..Service::default()
-    }
+    foreign_service(meta)
 }
 
 fn owner_named(name: &str, namespace: &str) -> Owner {
@@ -59,49 +47,66 @@ fn labelled(key: &str, value: &str) -> ObjectMeta {
     }
 }
 
+/// Asserts the adoption decision for each case: (why, the object's metadata,
+/// the ClusterEndpoint that would own it, the refusal reason or `None` for
+/// "adopted").
+fn assert_refusals(policy: &AdoptionPolicy, cases: &[(&str, ObjectMeta, Owner, Option<&str>)]) {
+    for (why, meta, owner, want) in cases {
+        assert_eq!(refusal(meta, owner, policy), *want, "{why}");
+    }
+}
+
 #[test]
 fn protected_objects_and_other_tools_objects_are_never_adopted() {
     let open = AdoptionPolicy::default();
-    let plain = ObjectMeta::default();
-    assert_eq!(refusal(&plain, &owner(), &open), None, "hand-made: adopted");
-    assert_eq!(
-        refusal(&plain, &owner_named("kubernetes", "default"), &open),
-        Some("ProtectedObject")
-    );
-    assert_eq!(
-        refusal(
-            &annotated(ANNOTATION_ADOPT, "true"),
-            &owner_named("kubernetes", "default"),
-            &open
-        ),
-        Some("ProtectedObject"),
-        "not even with consent"
-    );
-    assert_eq!(
-        refusal(&plain, &owner_named("kubernetes", "team-a"), &open),
-        None,
-        "only default/kubernetes is the apiserver's"
-    );
-    assert_eq!(
-        refusal(&plain, &owner_named("dns", "kube-system"), &open),
-        Some("ProtectedObject")
-    );
-    assert_eq!(
-        refusal(&annotated(ANNOTATION_HELM_RELEASE, "db"), &owner(), &open),
-        Some("ManagedByAnotherTool")
-    );
-    assert_eq!(
-        refusal(&labelled(LABEL_APP_MANAGED_BY, "Helm"), &owner(), &open),
-        Some("ManagedByAnotherTool")
-    );
-    assert_eq!(
-        refusal(
-            &labelled(LABEL_APP_MANAGED_BY, "kube-endpoints"),
-            &owner(),
-            &open
-        ),
-        None,
-        "our own name is not another tool"
+    let plain = ObjectMeta::default;
+    assert_refusals(
+        &open,
+        &[
+            ("hand-made: adopted", plain(), owner(), None),
+            (
+                "the apiserver's own Service",
+                plain(),
+                owner_named("kubernetes", "default"),
+                Some("ProtectedObject"),
+            ),
+            (
+                "not even with consent",
+                annotated(ANNOTATION_ADOPT, "true"),
+                owner_named("kubernetes", "default"),
+                Some("ProtectedObject"),
+            ),
+            (
+                "only default/kubernetes is the apiserver's",
+                plain(),
+                owner_named("kubernetes", "team-a"),
+                None,
+            ),
+            (
+                "kube-system is protected",
+                plain(),
+                owner_named("dns", "kube-system"),
+                Some("ProtectedObject"),
+            ),
+            (
+                "a Helm release's object",
+                annotated(ANNOTATION_HELM_RELEASE, "db"),
+                owner(),
+                Some("ManagedByAnotherTool"),
+            ),
+            (
+                "managed by Helm",
+                labelled(LABEL_APP_MANAGED_BY, "Helm"),
+                owner(),
+                Some("ManagedByAnotherTool"),
+            ),
+            (
+                "our own name is not another tool",
+                labelled(LABEL_APP_MANAGED_BY, "kube-endpoints"),
+                owner(),
+                None,
+            ),
+        ],
     );
     let message = adoption(
         "Service",
@@ -124,17 +129,28 @@ fn with_required_consent_only_annotated_objects_are_adopted() {
         require_annotation: true,
         ..AdoptionPolicy::default()
     };
-    assert_eq!(
-        refusal(&ObjectMeta::default(), &owner(), &strict),
-        Some("AdoptionNotAllowed")
-    );
-    assert_eq!(
-        refusal(&annotated(ANNOTATION_ADOPT, "false"), &owner(), &strict),
-        Some("AdoptionNotAllowed")
-    );
-    assert_eq!(
-        refusal(&annotated(ANNOTATION_ADOPT, "true"), &owner(), &strict),
-        None
+    assert_refusals(
+        &strict,
+        &[
+            (
+                "no consent",
+                ObjectMeta::default(),
+                owner(),
+                Some("AdoptionNotAllowed"),
+            ),
+            (
+                "consent withheld",
+                annotated(ANNOTATION_ADOPT, "false"),
+                owner(),
+                Some("AdoptionNotAllowed"),
+            ),
+            (
+                "consent given",
+                annotated(ANNOTATION_ADOPT, "true"),
+                owner(),
+                None,
+            ),
+        ],
     );
     assert!(
         adoption("Endpoints", &ObjectMeta::default(), &owner(), &strict, true).is_ok(),
@@ -222,15 +238,18 @@ fn a_refused_adoption_writes_nothing_for_the_service_and_its_endpoints() {
     let plain = handmade("wordpress", "default", |_| {});
     let mut ep: Endpoints = desired.endpoints.clone().expect("endpoints");
     ep.metadata.owner_references = None;
-    let refused = plan_writes_with(
-        &desired,
-        &Live {
-            service: Some(&plain),
-            endpoints: Some(&ep),
-            ..Live::default()
-        },
-        &strict,
-    );
+    let strict_plan = |service: &Service| {
+        plan_writes_with(
+            &desired,
+            &Live {
+                service: Some(service),
+                endpoints: Some(&ep),
+                ..Live::default()
+            },
+            &strict,
+        )
+    };
+    let refused = strict_plan(&plain);
     assert_eq!(
         refused.service.as_ref().map_err(|r| r.reason),
         Err("AdoptionNotAllowed")
@@ -238,15 +257,7 @@ fn a_refused_adoption_writes_nothing_for_the_service_and_its_endpoints() {
     let consenting = handmade("wordpress", "default", |m| {
         m.annotations = Some(BTreeMap::from([(ANNOTATION_ADOPT.into(), "true".into())]));
     });
-    let adopted = plan_writes_with(
-        &desired,
-        &Live {
-            service: Some(&consenting),
-            endpoints: Some(&ep),
-            ..Live::default()
-        },
-        &strict,
-    );
+    let adopted = strict_plan(&consenting);
     assert!(matches!(
         adopted.service.as_deref(),
         Ok([Write::Adopt(_), Write::PrunePorts { .. }])

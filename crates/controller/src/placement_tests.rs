@@ -20,6 +20,19 @@ fn touched(before: &Layout, after: &Layout) -> Vec<usize> {
         .collect()
 }
 
+/// `range` laid out fresh (100 hosts a slice), then laid out again without
+/// `removed` and with `added`: (before, after).
+fn relayout(range: std::ops::Range<u32>, removed: &[u32], added: &[u32]) -> (Layout, Layout) {
+    let before = place(&hosts(range.clone()), &Layout::new(), 100);
+    let mut wanted = hosts(range);
+    for i in removed {
+        wanted.remove(&ip(*i));
+    }
+    wanted.extend(added.iter().copied().map(ip));
+    let after = place(&wanted, &before, 100);
+    (before, after)
+}
+
 #[test]
 fn a_fresh_port_is_packed_in_order() {
     let layout = place(&hosts(10..260), &Layout::new(), 100);
@@ -30,10 +43,7 @@ fn a_fresh_port_is_packed_in_order() {
 
 #[test]
 fn adding_one_host_that_sorts_first_touches_one_slice() {
-    let before = place(&hosts(10..260), &Layout::new(), 100);
-    let mut wanted = hosts(10..260);
-    wanted.insert(ip(1));
-    let after = place(&wanted, &before, 100);
+    let (before, after) = relayout(10..260, &[], &[1]);
     assert_eq!(touched(&before, &after), [2], "only the slice with room");
     assert!(after[&2].contains(&ip(1)));
     assert_eq!(after.values().map(Vec::len).sum::<usize>(), 251);
@@ -41,20 +51,13 @@ fn adding_one_host_that_sorts_first_touches_one_slice() {
 
 #[test]
 fn removing_one_host_touches_only_its_slice() {
-    let before = place(&hosts(10..260), &Layout::new(), 100);
-    let mut wanted = hosts(10..260);
-    wanted.remove(&ip(10));
-    let after = place(&wanted, &before, 100);
+    let (before, after) = relayout(10..260, &[10], &[]);
     assert_eq!(touched(&before, &after), [0]);
 }
 
 #[test]
 fn a_replacement_host_takes_the_freed_place() {
-    let before = place(&hosts(10..260), &Layout::new(), 100);
-    let mut wanted = hosts(10..260);
-    wanted.remove(&ip(50));
-    wanted.insert(ip(1000));
-    let after = place(&wanted, &before, 100);
+    let (before, after) = relayout(10..260, &[50], &[1000]);
     assert_eq!(
         touched(&before, &after),
         [0],
@@ -65,10 +68,7 @@ fn a_replacement_host_takes_the_freed_place() {
 
 #[test]
 fn full_slices_get_a_new_one_at_the_lowest_free_index() {
-    let before = place(&hosts(0..200), &Layout::new(), 100);
-    let mut wanted = hosts(0..200);
-    wanted.insert(ip(500));
-    let after = place(&wanted, &before, 100);
+    let (before, after) = relayout(0..200, &[], &[500]);
     assert_eq!(touched(&before, &after), [2]);
     assert_eq!(after[&2], vec![ip(500)]);
 }

@@ -12,19 +12,30 @@ fn net(s: &str) -> IpNet {
 
 /// A small test cluster, all in 198.18.0.0/15.
 fn cluster() -> ClusterRanges {
+    ranges([
+        ("198.19.250.0/24", RangeKind::Service),
+        ("198.19.64.0/24", pods_of("n1")),
+        ("198.19.65.10/32", address_of("n1")),
+        ("198.19.66.1/32", RangeKind::Apiserver),
+        ("fd00:6b65:ffff::/112", RangeKind::Service),
+    ])
+}
+
+/// Cluster ranges from (range, kind), inserted in this order.
+fn ranges<const N: usize>(entries: [(&str, RangeKind); N]) -> ClusterRanges {
     let mut c = ClusterRanges::default();
-    c.insert(net("198.19.250.0/24"), RangeKind::Service);
-    c.insert(
-        net("198.19.64.0/24"),
-        RangeKind::PodRange { node: "n1".into() },
-    );
-    c.insert(
-        net("198.19.65.10/32"),
-        RangeKind::NodeAddress { node: "n1".into() },
-    );
-    c.insert(net("198.19.66.1/32"), RangeKind::Apiserver);
-    c.insert(net("fd00:6b65:ffff::/112"), RangeKind::Service);
+    for (range, kind) in entries {
+        c.insert(net(range), kind);
+    }
     c
+}
+
+fn pods_of(node: &str) -> RangeKind {
+    RangeKind::PodRange { node: node.into() }
+}
+
+fn address_of(node: &str) -> RangeKind {
+    RangeKind::NodeAddress { node: node.into() }
 }
 
 fn message(host: &str, policy: &AddressPolicy) -> Option<String> {
@@ -144,21 +155,14 @@ fn nat64_and_6to4_addresses_are_judged_by_the_ipv4_they_embed() {
 
 #[test]
 fn the_most_specific_range_names_the_denial_and_priority_breaks_ties() {
-    let mut c = ClusterRanges::default();
-    c.insert(net("198.19.0.0/16"), RangeKind::Service);
-    c.insert(
-        net("198.19.1.0/24"),
-        RangeKind::PodRange { node: "n2".into() },
-    );
-    c.insert(
-        net("198.19.1.5/32"),
-        RangeKind::NodeAddress { node: "n2".into() },
-    );
-    c.insert(net("198.19.1.5/32"), RangeKind::Apiserver);
-    c.insert(
-        net("198.19.1.5/32"),
-        RangeKind::NodeAddress { node: "n3".into() },
-    );
+    let mut c = ranges([
+        ("198.19.0.0/16", RangeKind::Service),
+        ("198.19.1.0/24", pods_of("n2")),
+    ]);
+    // One address claimed three times: the apiserver's claim wins the tie.
+    for kind in [address_of("n2"), RangeKind::Apiserver, address_of("n3")] {
+        c.insert(net("198.19.1.5/32"), kind);
+    }
     let kind = |h| c.lookup(ip(h)).map(|(n, k)| (n.to_string(), k.clone()));
     assert_eq!(
         kind("198.19.1.5"),
@@ -166,10 +170,7 @@ fn the_most_specific_range_names_the_denial_and_priority_breaks_ties() {
     );
     assert_eq!(
         kind("198.19.1.6"),
-        Some((
-            "198.19.1.0/24".into(),
-            RangeKind::PodRange { node: "n2".into() }
-        ))
+        Some(("198.19.1.0/24".into(), pods_of("n2")))
     );
     assert_eq!(
         kind("198.19.2.6"),
@@ -205,10 +206,7 @@ fn a_change_of_ranges_affects_only_objects_whose_verdicts_change() {
     let p = AddressPolicy::default();
     let old = cluster();
     let mut new = cluster();
-    new.insert(
-        net("198.18.40.0/24"),
-        RangeKind::PodRange { node: "n9".into() },
-    );
+    new.insert(net("198.18.40.0/24"), pods_of("n9"));
     let inside = [ip("198.18.0.2"), ip("198.18.40.3")];
     let outside = [ip("198.18.0.2"), ip("198.19.250.1")];
     assert!(affected(&inside, &p, &old, &new));

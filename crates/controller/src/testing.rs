@@ -3,6 +3,8 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube_endpoints_api::{ClusterEndpoint, ClusterEndpointSpec, ClusterEndpointStatus, Condition};
 use kube_endpoints_probe::{Health, HealthState, TargetId};
 
@@ -135,4 +137,22 @@ pub fn port<'a>(plan: &'a Plan, name: &str) -> &'a PortPlan {
 /// A condition's (status, reason).
 pub fn state(c: &Condition) -> (&str, &str) {
     (c.status.as_str(), c.reason.as_str())
+}
+
+/// A Service as someone else (a person, another controller) created it:
+/// ClusterIP `10.0.0.42` serving port 80, with `metadata`.
+pub fn foreign_service(metadata: ObjectMeta) -> Service {
+    Service {
+        metadata,
+        spec: Some(ServiceSpec {
+            type_: Some("ClusterIP".into()),
+            cluster_ip: Some("10.0.0.42".into()),
+            ports: Some(vec![ServicePort {
+                port: 80,
+                ..ServicePort::default()
+            }]),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    }
 }

@@ -1,6 +1,5 @@
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::ServiceSpec;
 use kube_endpoints_probe::HealthState;
 use serde_json::{Value, json};
 
@@ -8,6 +7,10 @@ use super::*;
 use crate::builder::{BuildSettings, desired};
 use crate::plan::plan;
 use crate::testing::*;
+
+fn assert_refusal_says(refusal: &Refusal, words: &str) {
+    assert!(refusal.message.contains(words), "{}", refusal.message);
+}
 
 fn settings(compat_endpoints: bool) -> BuildSettings {
     BuildSettings {
@@ -370,11 +373,7 @@ fn a_service_refused_later_takes_our_slices_with_it() {
     };
     let plan = plan_writes(&healthy_wordpress(true), &live);
     let refusal = plan.service.clone().expect_err("refused");
-    assert!(
-        refusal.message.contains("no EndpointSlices"),
-        "{}",
-        refusal.message
-    );
+    assert_refusal_says(&refusal, "no EndpointSlices");
     let deleted: Vec<&'static str> = summary(&plan).iter().map(|(_, _, verb)| *verb).collect();
     assert_eq!(deleted, ["delete"; 4]);
 }
@@ -400,11 +399,7 @@ fn a_slice_of_our_name_is_written_only_when_it_is_ours() {
     }]);
     let refusal = slice_conflict(&other, &o, CONTROLLER_ID).expect("conflict");
     assert_eq!(refusal.reason, "SliceNameConflict");
-    assert!(
-        refusal.message.contains("ClusterEndpoint wordpress-x"),
-        "{}",
-        refusal.message
-    );
+    assert_refusal_says(&refusal, "ClusterEndpoint wordpress-x");
     let mut mirrored = slice;
     mirrored.metadata.labels = Some(BTreeMap::from([
         (
@@ -414,11 +409,7 @@ fn a_slice_of_our_name_is_written_only_when_it_is_ours() {
         ("kubernetes.io/service-name".into(), "wordpress".into()),
     ]));
     let refusal = slice_conflict(&mirrored, &o, CONTROLLER_ID).expect("conflict");
-    assert!(
-        refusal.message.contains("endpointslicemirroring"),
-        "{}",
-        refusal.message
-    );
+    assert_refusal_says(&refusal, "endpointslicemirroring");
 }
 
 #[test]
@@ -437,7 +428,7 @@ fn an_existing_service_of_another_primary_family_is_refused() {
     match service_ownership(Some(&ipv4), &o, &want) {
         Ownership::Refuse(r) => {
             assert_eq!(r.reason, "IPFamilyConflict");
-            assert!(r.message.contains("IPv6"), "{}", r.message);
+            assert_refusal_says(&r, "IPv6");
         }
         other => panic!("expected a refusal, got {other:?}"),
     }
@@ -449,24 +440,12 @@ fn an_existing_service_of_another_primary_family_is_refused() {
 }
 
 fn existing_service(f: impl FnOnce(&mut Service)) -> Service {
-    let mut svc = Service {
-        metadata: ObjectMeta {
-            name: Some("wordpress".into()),
-            namespace: Some("default".into()),
-            labels: Some(BTreeMap::from([("team".into(), "db".into())])),
-            ..ObjectMeta::default()
-        },
-        spec: Some(ServiceSpec {
-            type_: Some("ClusterIP".into()),
-            cluster_ip: Some("10.0.0.42".into()),
-            ports: Some(vec![ServicePort {
-                port: 80,
-                ..ServicePort::default()
-            }]),
-            ..ServiceSpec::default()
-        }),
-        ..Service::default()
-    };
+    let mut svc = foreign_service(ObjectMeta {
+        name: Some("wordpress".into()),
+        namespace: Some("default".into()),
+        labels: Some(BTreeMap::from([("team".into(), "db".into())])),
+        ..ObjectMeta::default()
+    });
     f(&mut svc);
     svc
 }

@@ -259,11 +259,7 @@ fn rbac_has_no_wildcards_and_stays_in_the_watched_namespaces() {
     // Listed namespaces: nothing cluster-wide but the discovery's reads of
     // nodes and ServiceCIDRs; kube-apiserver's endpoints read by name in
     // `default`.
-    let cluster_wide: Vec<String> = of_kind(&listed, "ClusterRole")
-        .iter()
-        .chain(of_kind(&listed, "ClusterRoleBinding").iter())
-        .filter_map(|r| r["metadata"]["name"].as_str().map(str::to_string))
-        .collect();
+    let cluster_wide: Vec<String> = roles_and_bindings(&listed, "ClusterRole", "name");
     assert_eq!(
         cluster_wide,
         [
@@ -271,11 +267,7 @@ fn rbac_has_no_wildcards_and_stays_in_the_watched_namespaces() {
             "t-kube-endpoints-cluster-ranges"
         ]
     );
-    let namespaces: BTreeSet<String> = of_kind(&listed, "Role")
-        .iter()
-        .chain(of_kind(&listed, "RoleBinding").iter())
-        .filter_map(|r| r["metadata"]["namespace"].as_str().map(str::to_string))
-        .collect();
+    let namespaces: BTreeSet<String> = roles_and_bindings(&listed, "Role", "namespace");
     assert_eq!(
         namespaces,
         ["default", "ke-chart-team-a", "ke-chart-team-b", "ke-system"]
@@ -332,6 +324,16 @@ fn rbac_has_no_wildcards_and_stays_in_the_watched_namespaces() {
             .collect();
         assert_eq!(groups, GROUPS.map(String::from).into());
     }
+}
+
+/// The metadata `field` (name or namespace) of every `kind` (Role or
+/// ClusterRole) in `objects` and of every matching binding.
+fn roles_and_bindings<C: FromIterator<String>>(objects: &[Value], kind: &str, field: &str) -> C {
+    of_kind(objects, kind)
+        .into_iter()
+        .chain(of_kind(objects, &format!("{kind}Binding")))
+        .filter_map(|r| r["metadata"][field].as_str().map(str::to_string))
+        .collect()
 }
 
 // ---------------------------------------------------------------- Deployment

@@ -127,15 +127,7 @@ async fn the_wordpress_example_yields_service_slices_endpoints_and_healthy_statu
     assert_eq!(readiness.len(), 8);
     assert!(readiness.values().all(|r| *r), "{readiness:?}");
 
-    let ep = endpoints(&client, &ns, "wordpress")
-        .await
-        .expect("Endpoints exists");
-    assert_eq!(
-        ep.labels()
-            .get("endpointslice.kubernetes.io/skip-mirror")
-            .map(String::as_str),
-        Some("true")
-    );
+    endpoints_skipping_mirroring(&client, &ns, "wordpress").await;
     let addresses = endpoints_addresses(&client, &ns, "wordpress").await;
     let mut sorted_hosts = hosts.clone();
     sorted_hosts.sort();

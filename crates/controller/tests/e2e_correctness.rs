@@ -73,6 +73,60 @@ fn cep(name: &str, ports: serde_json::Value) -> String {
     .to_string()
 }
 
+/// Applies ClusterEndpoint `name` with one port (name, port; target port
+/// 80) on `hosts` and no probe: its hosts are ready without being probed.
+async fn apply_unprobed(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    port: (&str, u16),
+    hosts: &[impl serde::Serialize],
+) {
+    let (port_name, port) = port;
+    let ports = json!([{"name": port_name, "port": port, "targetPort": 80, "hosts": hosts}]);
+    must_apply(client, ns, GROUP, &cep(name, ports)).await;
+}
+
+/// Waits until condition `type_` of `name` is False; its (reason, message).
+async fn wait_condition_false(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    type_: &str,
+) -> (String, String) {
+    let (_, reason, message) = eventually(&format!("{name} to report {type_}=False"), || async {
+        let c = get_cep(client, ns, GROUP, name).await?;
+        condition(&c, type_).filter(|(s, _, _)| s == "False")
+    })
+    .await;
+    (reason, message)
+}
+
+/// A hand-made Service `name` (port 80) and its Endpoints listing `ips`, as
+/// a person or another tool made them before kube-endpoints came.
+async fn create_handmade(client: &Client, ns: &str, name: &str, ips: &[&str]) {
+    let services: Api<Service> = Api::namespaced(client.clone(), ns);
+    let handmade: Service = serde_json::from_value(json!({
+        "metadata": {"name": name}, "spec": {"ports": [{"port": 80, "targetPort": 80}]}
+    }))
+    .expect("service");
+    services
+        .create(&PostParams::default(), &handmade)
+        .await
+        .expect("Service");
+    let endpoints_api: Api<Endpoints> = Api::namespaced(client.clone(), ns);
+    let addresses: Vec<_> = ips.iter().map(|ip| json!({"ip": ip})).collect();
+    let handmade_ep: Endpoints = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "subsets": [{"addresses": addresses, "ports": [{"port": 80}]}]
+    }))
+    .expect("endpoints");
+    endpoints_api
+        .create(&PostParams::default(), &handmade_ep)
+        .await
+        .expect("Endpoints");
+}
+
 fn condition(
     cep: &kube_endpoints_api::DynClusterEndpoint,
     type_: &str,
@@ -93,26 +147,8 @@ async fn objects_whose_slice_names_collided_both_keep_their_endpoints() {
     let (client, ns) = setup("c-collide").await;
     let _controller = start_controller(&ns, &[]).await;
     let [h1, h2]: [String; 2] = unreachable_hosts(2).try_into().expect("two");
-    must_apply(
-        &client,
-        &ns,
-        GROUP,
-        &cep(
-            "a",
-            json!([{"name": "b-c", "port": 80, "targetPort": 80, "hosts": [h1]}]),
-        ),
-    )
-    .await;
-    must_apply(
-        &client,
-        &ns,
-        GROUP,
-        &cep(
-            "a-b",
-            json!([{"name": "c", "port": 80, "targetPort": 80, "hosts": [h2]}]),
-        ),
-    )
-    .await;
+    apply_unprobed(&client, &ns, "a", ("b-c", 80), &[&h1]).await;
+    apply_unprobed(&client, &ns, "a-b", ("c", 80), &[&h2]).await;
     let addresses = |service: &'static str| {
         let (client, ns) = (client.clone(), ns.clone());
         async move {
@@ -129,26 +165,8 @@ async fn objects_whose_slice_names_collided_both_keep_their_endpoints() {
     })
     .await;
     // Reconcile both again (a spec edit each): nothing is taken over.
-    must_apply(
-        &client,
-        &ns,
-        GROUP,
-        &cep(
-            "a",
-            json!([{"name": "b-c", "port": 81, "targetPort": 80, "hosts": [h1]}]),
-        ),
-    )
-    .await;
-    must_apply(
-        &client,
-        &ns,
-        GROUP,
-        &cep(
-            "a-b",
-            json!([{"name": "c", "port": 81, "targetPort": 80, "hosts": [h2]}]),
-        ),
-    )
-    .await;
+    apply_unprobed(&client, &ns, "a", ("b-c", 81), &[&h1]).await;
+    apply_unprobed(&client, &ns, "a-b", ("c", 81), &[&h2]).await;
     for name in ["a", "a-b"] {
         eventually(&format!("{name} to observe its edit"), || async {
             let c = get_cep(&client, &ns, GROUP, name).await?;
@@ -173,21 +191,8 @@ async fn objects_whose_slice_names_collided_both_keep_their_endpoints() {
         .create(&PostParams::default(), &foreign)
         .await
         .expect("created");
-    must_apply(
-        &client,
-        &ns,
-        GROUP,
-        &cep(
-            "x",
-            json!([{"name": "web", "port": 80, "targetPort": 80, "hosts": [h1]}]),
-        ),
-    )
-    .await;
-    let (_, reason, message) = eventually("the conflict to be reported", || async {
-        let c = get_cep(&client, &ns, GROUP, "x").await?;
-        condition(&c, "SyncEndpointReady").filter(|(s, _, _)| s == "False")
-    })
-    .await;
+    apply_unprobed(&client, &ns, "x", ("web", 80), &[&h1]).await;
+    let (reason, message) = wait_condition_false(&client, &ns, "x", "SyncEndpointReady").await;
     assert_eq!(reason, "SliceNameConflict");
     assert!(message.contains("someone-else.example.com"), "{message}");
     wait_event(&client, &ns, "x", "SliceNameConflict", "x.web.ipv4.0").await;
@@ -303,14 +308,7 @@ async fn objects_stored_by_the_predecessor_never_stop_their_group() {
     );
     // The one that does not decode is reported on its own status.
     let (status, reason, message) = eventually("the broken object to be reported", || async {
-        let raw: kube::core::DynamicObject = Api::namespaced_with(
-            client.clone(),
-            &ns,
-            &kube_endpoints_api::api_resource(SEALOS_GROUP),
-        )
-        .get("broken")
-        .await
-        .ok()?;
+        let raw = raw.get("broken").await.ok()?;
         let c = raw
             .data
             .get("status")?
@@ -421,25 +419,7 @@ async fn adoption_never_takes_a_serving_host_out_of_rotation() {
     let (client, ns) = setup("c-adopt").await;
     let (h1, _b1) = host_with_backend().await;
     let ip = h1.ipv4().to_string();
-    let services: Api<Service> = Api::namespaced(client.clone(), &ns);
-    let handmade: Service = serde_json::from_value(json!({
-        "metadata": {"name": "rgw"}, "spec": {"ports": [{"port": 80, "targetPort": 80}]}
-    }))
-    .expect("service");
-    services
-        .create(&PostParams::default(), &handmade)
-        .await
-        .expect("Service");
-    let endpoints_api: Api<Endpoints> = Api::namespaced(client.clone(), &ns);
-    let handmade_ep: Endpoints = serde_json::from_value(json!({
-        "metadata": {"name": "rgw"},
-        "subsets": [{"addresses": [{"ip": ip}], "ports": [{"port": 80}]}]
-    }))
-    .expect("endpoints");
-    endpoints_api
-        .create(&PostParams::default(), &handmade_ep)
-        .await
-        .expect("Endpoints");
+    create_handmade(&client, &ns, "rgw", &[&ip]).await;
 
     let slice_versions = Recorder::<EndpointSlice>::start(
         &client,
@@ -514,25 +494,7 @@ async fn a_failing_host_is_never_left_ready_with_compat_endpoints_off() {
     let (h1, _b1) = host_with_backend().await;
     let good = h1.ipv4().to_string();
     let dead = unreachable_hosts(1).remove(0);
-    let services: Api<Service> = Api::namespaced(client.clone(), &ns);
-    let handmade: Service = serde_json::from_value(json!({
-        "metadata": {"name": "db"}, "spec": {"ports": [{"port": 80, "targetPort": 80}]}
-    }))
-    .expect("service");
-    services
-        .create(&PostParams::default(), &handmade)
-        .await
-        .expect("Service");
-    let endpoints_api: Api<Endpoints> = Api::namespaced(client.clone(), &ns);
-    let handmade_ep: Endpoints = serde_json::from_value(json!({
-        "metadata": {"name": "db"},
-        "subsets": [{"addresses": [{"ip": good}, {"ip": dead}], "ports": [{"port": 80}]}]
-    }))
-    .expect("endpoints");
-    endpoints_api
-        .create(&PostParams::default(), &handmade_ep)
-        .await
-        .expect("Endpoints");
+    create_handmade(&client, &ns, "db", &[&good, &dead]).await;
     let ready_anywhere = || async {
         slice_readiness(&client, &ns, "db")
             .await
@@ -569,15 +531,8 @@ async fn a_failing_host_is_never_left_ready_with_compat_endpoints_off() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let ep = endpoints(&client, &ns, "db")
-        .await
-        .expect("the hand-made Endpoints stays");
-    assert_eq!(
-        ep.labels()
-            .get("endpointslice.kubernetes.io/skip-mirror")
-            .map(String::as_str),
-        Some("true")
-    );
+    // The hand-made Endpoints stays.
+    let ep = endpoints_skipping_mirroring(&client, &ns, "db").await;
     assert!(
         ep.owner_references().is_empty(),
         "not adopted: compat is off"
@@ -591,16 +546,7 @@ async fn a_service_refused_later_loses_our_slices() {
     let (client, ns) = setup("c-refused").await;
     let _controller = start_controller(&ns, &[]).await;
     let hosts = unreachable_hosts(1);
-    must_apply(
-        &client,
-        &ns,
-        GROUP,
-        &cep(
-            "app",
-            json!([{"name": "http", "port": 80, "targetPort": 80, "hosts": hosts}]),
-        ),
-    )
-    .await;
+    apply_unprobed(&client, &ns, "app", ("http", 80), &hosts).await;
     wait_all_ready(&client, &ns, "app", 1).await;
     let services: Api<Service> = Api::namespaced(client.clone(), &ns);
     services
@@ -615,11 +561,7 @@ async fn a_service_refused_later_loses_our_slices() {
         slices(&client, &ns, "app").await.is_empty().then_some(())
     })
     .await;
-    let (_, reason, message) = eventually("the refusal", || async {
-        let c = get_cep(&client, &ns, GROUP, "app").await?;
-        condition(&c, "SyncServiceReady").filter(|(s, _, _)| s == "False")
-    })
-    .await;
+    let (reason, message) = wait_condition_false(&client, &ns, "app", "SyncServiceReady").await;
     assert_eq!(reason, "ServiceHasSelector");
     assert!(message.contains("no EndpointSlices"), "{message}");
 }
@@ -676,16 +618,7 @@ async fn adding_one_host_to_250_changes_exactly_one_slice() {
     let _controller = start_controller(&ns, &[]).await;
     let mut hosts = unreachable_hosts(251);
     let first = hosts.remove(0); // 198.19.250.1 sorts before the others
-    must_apply(
-        &client,
-        &ns,
-        GROUP,
-        &cep(
-            "big",
-            json!([{"name": "a", "port": 80, "targetPort": 80, "hosts": hosts}]),
-        ),
-    )
-    .await;
+    apply_unprobed(&client, &ns, "big", ("a", 80), &hosts).await;
     wait_all_ready(&client, &ns, "big", 250).await;
     let versions = || async {
         slices(&client, &ns, "big")
@@ -697,16 +630,7 @@ async fn adding_one_host_to_250_changes_exactly_one_slice() {
     let before = versions().await;
     assert_eq!(before.len(), 3);
     hosts.push(first);
-    must_apply(
-        &client,
-        &ns,
-        GROUP,
-        &cep(
-            "big",
-            json!([{"name": "a", "port": 80, "targetPort": 80, "hosts": hosts}]),
-        ),
-    )
-    .await;
+    apply_unprobed(&client, &ns, "big", ("a", 80), &hosts).await;
     wait_all_ready(&client, &ns, "big", 251).await;
     let after = versions().await;
     let changed: BTreeSet<&String> = after
@@ -810,11 +734,7 @@ async fn an_ipv6_only_object_gets_an_ipv6_service_and_headless_slices_are_marked
     // Changing the only family is refused, saying why.
     must_apply(&client, &ns, GROUP, &cep("v6", json!([{"name": "http", "port": 80, "targetPort": 80,
                                                         "hosts": [h1.ipv4().to_string()], "httpGet": {"path": "/healthz"}}]))).await;
-    let (_, reason, message) = eventually("the family conflict", || async {
-        let c = get_cep(&client, &ns, GROUP, "v6").await?;
-        condition(&c, "SyncServiceReady").filter(|(s, _, _)| s == "False")
-    })
-    .await;
+    let (reason, message) = wait_condition_false(&client, &ns, "v6", "SyncServiceReady").await;
     assert_eq!(reason, "IPFamilyConflict");
     assert!(message.contains("immutable"), "{message}");
 }

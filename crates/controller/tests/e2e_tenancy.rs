@@ -27,9 +27,12 @@
 //! concurrent test process on the machine from creating hosts.
 
 mod support;
+// Only `over_target_cap` (11,000 host-ports) is used here.
+#[allow(dead_code)]
+#[path = "../src/validation_cases.rs"]
+mod validation_cases;
 
 use std::net::IpAddr;
-use std::sync::OnceLock;
 
 use k8s_openapi::api::authorization::v1::SelfSubjectAccessReview;
 use k8s_openapi::api::core::v1::{Endpoints, Node, Service};
@@ -63,31 +66,21 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// One control plane for this binary, with the test Service CIDR.
 fn control_plane() -> &'static ControlPlane {
-    static CP: OnceLock<ControlPlane> = OnceLock::new();
-    CP.get_or_init(|| {
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime for the control plane");
-            let options = ControlPlaneOptions {
-                service_cluster_ip_range: SERVICE_CIDR.into(),
-                ..ControlPlaneOptions::default()
-            };
-            let _ = tx.send(rt.block_on(ControlPlane::start_with(options)));
-            loop {
-                std::thread::park();
-            }
-        });
-        rx.recv()
-            .expect("control plane thread")
-            .expect("control plane starts")
+    support::control_plane_with(|| ControlPlaneOptions {
+        service_cluster_ip_range: SERVICE_CIDR.into(),
+        ..ControlPlaneOptions::default()
     })
 }
 
 async fn admin() -> Client {
     control_plane().client().await.expect("admin client")
+}
+
+/// The admin client, with the ClusterEndpoint CRD installed.
+async fn admin_with_crd() -> Client {
+    let client = admin().await;
+    support::install_crd(&client, GROUP).await;
+    client
 }
 
 async fn tenant() -> Client {
@@ -197,6 +190,15 @@ fn nft(args: &[&str], stdin: Option<&str>) -> String {
 }
 
 // ------------------------------------------------------------------ fixtures
+
+/// For the tests that change the cluster's objects: holds [`SERIAL`] and
+/// returns the admin client once the CRD and the cluster's objects are in.
+async fn serial_with_cluster_objects() -> (tokio::sync::MutexGuard<'static, ()>, Client) {
+    let serial = SERIAL.lock().await;
+    let client = admin_with_crd().await;
+    cluster_objects(&client).await;
+    (serial, client)
+}
 
 /// The cluster's objects the ranges are discovered from: node `ke-node-a`
 /// and kube-apiserver's endpoints (the test control plane runs no endpoint
@@ -342,10 +344,30 @@ fn tcp_backend() -> BackendPorts {
     }
 }
 
+/// Creating `yaml` as the tenant is refused at admission (422), saying `words`;
+/// `what` names the object in the failure message.
+async fn assert_tenant_refused(ns: &str, yaml: &str, words: &str, what: &str) {
+    match create_as_tenant(ns, yaml).await {
+        Err(kube::Error::Api(s)) if s.code == 422 => {
+            assert!(s.message.contains(words), "{what}: {}", s.message);
+        }
+        other => panic!("{what} passed admission: {other:?}"),
+    }
+}
+
 async fn create_as_tenant(ns: &str, yaml: &str) -> Result<(), kube::Error> {
     support::apply_yaml(&tenant().await, ns, GROUP, yaml)
         .await
         .map(drop)
+}
+
+/// Creates, as the tenant, `name` in `ns` with one static port on `hosts`
+/// (static ports are never probed: their hosts only need to be valid).
+async fn create_static_as_tenant(ns: &str, name: &str, hosts: &str) {
+    let port = format!("{{name: db, port: 5432, targetPort: 5432, hosts: [{hosts}]}}");
+    create_as_tenant(ns, &cep(name, ns, &port))
+        .await
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
 }
 
 fn cep(name: &str, ns: &str, port: &str) -> String {
@@ -366,10 +388,7 @@ async fn status_of(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_tenant_cannot_point_a_service_at_the_cluster_or_a_metadata_address() {
-    let _serial = SERIAL.lock().await;
-    let client = admin().await;
-    support::install_crd(&client, GROUP).await;
-    cluster_objects(&client).await;
+    let (_serial, client) = serial_with_cluster_objects().await;
     let ns = tenant_namespace(&client, "tenancy-policy").await;
     // The threat model, pinned: the tenant may create ClusterEndpoints but
     // not EndpointSlices or Endpoints.
@@ -543,14 +562,13 @@ async fn a_tenant_cannot_point_a_service_at_the_cluster_or_a_metadata_address() 
 #[tokio::test(flavor = "multi_thread")]
 async fn admission_refuses_denied_hosts_url_tricks_aside_and_oversized_objects() {
     let _serial = SERIAL.lock().await;
-    let client = admin().await;
-    support::install_crd(&client, GROUP).await;
+    let client = admin_with_crd().await;
     let ns = tenant_namespace(&client, "tenancy-admission").await;
 
     // The per-object target cap, as the tenant.
     let over = format!(
         "apiVersion: {GROUP}/v1beta1\nkind: ClusterEndpoint\nmetadata: {{name: huge, namespace: {ns}}}\nspec:\n{}",
-        over_target_cap()
+        validation_cases::over_target_cap()
     );
     match create_as_tenant(&ns, &over).await {
         Err(kube::Error::Api(s)) => {
@@ -633,29 +651,23 @@ async fn admission_refuses_denied_hosts_url_tricks_aside_and_oversized_objects()
         &ns,
         "{name: a, port: 80, targetPort: 80, hosts: ['fd00:ec2::254']}",
     );
-    match create_as_tenant(&ns, &metadata).await {
-        Err(kube::Error::Api(s)) if s.code == 422 => {
-            assert!(
-                s.message.contains("spec.ports[0].hosts[0]: fd00:ec2::254"),
-                "{}",
-                s.message
-            );
-        }
-        other => panic!("a metadata address passed admission: {other:?}"),
-    }
+    assert_tenant_refused(
+        &ns,
+        &metadata,
+        "spec.ports[0].hosts[0]: fd00:ec2::254",
+        "a metadata address",
+    )
+    .await;
     let legacy = format!(
         "apiVersion: {GROUP}/v1beta1\nkind: ClusterEndpoint\nmetadata: {{name: vap, namespace: {ns}}}\nspec:\n  hosts: [198.18.0.2, 100.100.100.200]\n  ports: [{{name: a, port: 80, targetPort: 80}}]\n"
     );
-    match create_as_tenant(&ns, &legacy).await {
-        Err(kube::Error::Api(s)) if s.code == 422 => {
-            assert!(
-                s.message.contains("spec.hosts[1]: 100.100.100.200"),
-                "{}",
-                s.message
-            );
-        }
-        other => panic!("a legacy metadata host passed admission: {other:?}"),
-    }
+    assert_tenant_refused(
+        &ns,
+        &legacy,
+        "spec.hosts[1]: 100.100.100.200",
+        "a legacy metadata host",
+    )
+    .await;
     // The Host header tricks (the CRD itself checks only httpGet.host).
     let header = |name: &str, value: &str| {
         cep(
@@ -667,15 +679,13 @@ async fn admission_refuses_denied_hosts_url_tricks_aside_and_oversized_objects()
         )
     };
     for trick in ["x@127.0.0.1", "127.1", "0x7f.1", "evil#", "%65vil"] {
-        match create_as_tenant(&ns, &header("vap-header", trick)).await {
-            Err(kube::Error::Api(s)) if s.code == 422 => assert!(
-                s.message
-                    .contains("spec.ports[0].httpGet.httpHeaders: the Host header must be"),
-                "{trick}: {}",
-                s.message
-            ),
-            other => panic!("the Host header {trick} passed admission: {other:?}"),
-        }
+        assert_tenant_refused(
+            &ns,
+            &header("vap-header", trick),
+            "spec.ports[0].httpGet.httpHeaders: the Host header must be",
+            &format!("the Host header {trick}"),
+        )
+        .await;
     }
     for (i, fine) in [
         "db.internal:8443",
@@ -716,8 +726,7 @@ async fn admission_refuses_denied_hosts_url_tricks_aside_and_oversized_objects()
 /// controller's `plan`, with `Initialized=False`.)
 #[tokio::test(flavor = "multi_thread")]
 async fn url_tricks_in_the_virtual_host_are_refused_at_admission() {
-    let client = admin().await;
-    support::install_crd(&client, GROUP).await;
+    let client = admin_with_crd().await;
     let ns = tenant_namespace(&client, "tenancy-vhost").await;
     let mut failures = Vec::new();
     for (i, trick) in ["x@127.0.0.1", "127.1", "0x7f.1", "evil#", "%65vil"]
@@ -742,8 +751,7 @@ async fn url_tricks_in_the_virtual_host_are_refused_at_admission() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn budgets_refuse_a_new_object_whole_and_admit_it_when_room_is_freed() {
-    let client = admin().await;
-    support::install_crd(&client, GROUP).await;
+    let client = admin_with_crd().await;
     let a = tenant_namespace(&client, "tenancy-budget-a").await;
     let b = tenant_namespace(&client, "tenancy-budget-b").await;
     let _guard = Guard::new("budget", &[]);
@@ -752,22 +760,9 @@ async fn budgets_refuse_a_new_object_whole_and_admit_it_when_room_is_freed() {
         &["--max-targets-per-namespace=3", "--max-targets=5"],
     )
     .await;
-    // Static ports: never probed; their hosts only need to be valid.
-    let static_port =
-        |hosts: &str| format!("{{name: db, port: 5432, targetPort: 5432, hosts: [{hosts}]}}");
-    create_as_tenant(
-        &a,
-        &cep("first", &a, &static_port("198.18.200.1, 198.18.200.2")),
-    )
-    .await
-    .expect("first");
+    create_static_as_tenant(&a, "first", "198.18.200.1, 198.18.200.2").await;
     support::wait_phase(&client, &a, GROUP, "first", Phase::Healthy).await;
-    create_as_tenant(
-        &a,
-        &cep("second", &a, &static_port("198.18.200.3, 198.18.200.4")),
-    )
-    .await
-    .expect("second");
+    create_static_as_tenant(&a, "second", "198.18.200.3, 198.18.200.4").await;
     let refused = eventually("second to be refused", || async {
         let s = status_of(&client, &a, "second").await?;
         let init = s
@@ -791,12 +786,7 @@ async fn budgets_refuse_a_new_object_whole_and_admit_it_when_room_is_freed() {
     );
     assert!(support::service(&client, &a, "second").await.is_none());
     // Another namespace is not affected, within the global budget.
-    create_as_tenant(
-        &b,
-        &cep("other", &b, &static_port("198.18.200.5, 198.18.200.6")),
-    )
-    .await
-    .expect("other");
+    create_static_as_tenant(&b, "other", "198.18.200.5, 198.18.200.6").await;
     support::wait_phase(&client, &b, GROUP, "other", Phase::Healthy).await;
     // The first object is untouched by the refusal of the second.
     assert_eq!(slice_readiness(&client, &a, "first").await.len(), 2);
@@ -814,10 +804,7 @@ async fn budgets_refuse_a_new_object_whole_and_admit_it_when_room_is_freed() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_apiservers_service_and_other_tools_services_are_never_adopted() {
-    let _serial = SERIAL.lock().await;
-    let client = admin().await;
-    support::install_crd(&client, GROUP).await;
-    cluster_objects(&client).await;
+    let (_serial, client) = serial_with_cluster_objects().await;
     let ns = tenant_namespace(&client, "tenancy-adopt").await;
     tenant_namespace(&client, "default").await;
     let _guard = Guard::new("adopt", &[]);
@@ -994,8 +981,7 @@ async fn the_apiservers_service_and_other_tools_services_are_never_adopted() {
 /// docs/security.md.)
 #[tokio::test(flavor = "multi_thread")]
 async fn a_service_created_during_the_first_sync_is_never_taken_over() {
-    let client = admin().await;
-    support::install_crd(&client, GROUP).await;
+    let client = admin_with_crd().await;
     let ns = tenant_namespace(&client, "tenancy-race").await;
     let _guard = Guard::new("race", &[]);
     let c = controller(&[&ns], &[]).await;
@@ -1082,17 +1068,4 @@ async fn check_never_probes_a_metadata_address() {
         );
         assert_eq!(guard.packets(h), 0, "check sent a packet to {h}");
     }
-}
-
-/// 100 ports × 11 target ports × 10 legacy hosts: 11,000 host-ports.
-fn over_target_cap() -> String {
-    let hosts: Vec<String> = (2..12).map(|i| format!("198.18.0.{i}")).collect();
-    let mut spec = format!("  hosts: [{}]\n  ports:\n", hosts.join(", "));
-    for p in 0..100 {
-        spec.push_str(&format!(
-            "  - {{name: p{p}, port: {}, targetPort: 1, additionalTargetPorts: [2, 3, 4, 5, 6, 7, 8, 9, 10, 11]}}\n",
-            10000 + p
-        ));
-    }
-    spec
 }

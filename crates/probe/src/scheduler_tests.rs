@@ -123,6 +123,12 @@ async fn next(rx: &mut Rx) -> Transition<String> {
         .expect("channel open")
 }
 
+/// The target of the next transition, and its new state.
+async fn next_state(rx: &mut Rx) -> (TargetId, HealthState) {
+    let t = next(rx).await;
+    (t.target, t.to.state)
+}
+
 /// Poll until `f` is true or fail after 5 s.
 async fn until(what: &str, f: impl Fn() -> bool) {
     let start = std::time::Instant::now();
@@ -142,6 +148,48 @@ async fn quiet(rx: &mut Rx, window: Duration) {
     }
 }
 
+/// A port of 127.0.0.1 that nothing listens on (any more).
+async fn closed_port() -> u16 {
+    listener().await.1
+}
+
+/// A scheduler, and the name of the owner whose targets the test syncs.
+fn scheduler_for(owner: &str) -> (Scheduler<String>, Rx, Arc<Recording>, String) {
+    let (s, rx, observer) = scheduler();
+    (s, rx, observer, owner.to_string())
+}
+
+/// A listening port (kept open while the listener lives) and
+/// [`scheduler_for`] `owner`.
+async fn listening_scheduler(
+    owner: &str,
+) -> (
+    TcpListener,
+    u16,
+    Scheduler<String>,
+    Rx,
+    Arc<Recording>,
+    String,
+) {
+    let (listener, port) = listener().await;
+    let (s, rx, observer, owner) = scheduler_for(owner);
+    (listener, port, s, rx, observer, owner)
+}
+
+/// A TCP target with a period of 600 s: after its first probe, any probe
+/// within a test means its worker was restarted.
+fn slow_spec(port: u16) -> TargetSpec {
+    TargetSpec {
+        period: Duration::from_secs(600),
+        ..spec(port, 1)
+    }
+}
+
+/// The one target `port` of 127.0.0.1, with `spec`.
+fn only(port: &str, spec: TargetSpec) -> BTreeMap<TargetId, TargetSpec> {
+    BTreeMap::from([(id(port), spec)])
+}
+
 async fn listener() -> (TcpListener, u16) {
     let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let port = l.local_addr().expect("addr").port();
@@ -151,11 +199,8 @@ async fn listener() -> (TcpListener, u16) {
 #[tokio::test]
 async fn new_target_becomes_ready_then_not_ready_after_failures() {
     let (listener, port) = listener().await;
-    let (s, mut rx, observer) = scheduler();
-    let owner = "default/db".to_string();
-    s.sync(&owner, BTreeMap::from([(id("pg"), spec(port, 3))]), |_| {
-        None
-    });
+    let (s, mut rx, observer, owner) = scheduler_for("default/db");
+    s.sync(&owner, only("pg", spec(port, 3)), |_| None);
     assert_eq!(s.health(&owner)[&id("pg")].state, HealthState::Pending);
     assert_eq!(s.target_count(), 1);
 
@@ -197,12 +242,10 @@ async fn new_target_becomes_ready_then_not_ready_after_failures() {
 
 #[tokio::test]
 async fn an_unreachable_new_target_is_reported_after_one_probe() {
-    let (listener, port) = listener().await;
-    drop(listener);
-    let (s, mut rx, _) = scheduler();
-    let owner = "ns/gone".to_string();
+    let port = closed_port().await;
+    let (s, mut rx, _, owner) = scheduler_for("ns/gone");
     let start = std::time::Instant::now();
-    s.sync(&owner, BTreeMap::from([(id("x"), spec(port, 3))]), |_| None);
+    s.sync(&owner, only("x", spec(port, 3)), |_| None);
     let t = next(&mut rx).await;
     assert_eq!(
         (t.from, t.to.state),
@@ -224,14 +267,9 @@ async fn an_unreachable_new_target_is_reported_after_one_probe() {
 
 #[tokio::test]
 async fn sync_with_the_same_spec_keeps_state_and_removal_drops_it() {
-    let (_listener, port) = listener().await;
-    let (s, mut rx, observer) = scheduler();
-    let owner = "ns/a".to_string();
+    let (_listener, port, s, mut rx, observer, owner) = listening_scheduler("ns/a").await;
     // A long period: after the first probes, any probe means a restart.
-    let slow = TargetSpec {
-        period: Duration::from_secs(600),
-        ..spec(port, 1)
-    };
+    let slow = slow_spec(port);
     let targets = BTreeMap::from([(id("x"), slow.clone()), (id("y"), slow.clone())]);
     s.sync(&owner, targets.clone(), |_| None);
     next(&mut rx).await;
@@ -249,7 +287,7 @@ async fn sync_with_the_same_spec_keeps_state_and_removal_drops_it() {
     assert_eq!(observer.count(), 2, "unchanged targets were not restarted");
     assert_eq!(workers_alive(&observer), 2);
 
-    s.sync(&owner, BTreeMap::from([(id("y"), slow)]), |_| None);
+    s.sync(&owner, only("y", slow), |_| None);
     assert_eq!(
         s.health(&owner).keys().cloned().collect::<Vec<_>>(),
         [id("y")]
@@ -269,15 +307,10 @@ async fn sync_with_the_same_spec_keeps_state_and_removal_drops_it() {
 
 #[tokio::test]
 async fn a_changed_spec_keeps_the_verdict_and_restarts_the_worker() {
-    let (_listener, port) = listener().await;
-    let (s, mut rx, observer) = scheduler();
-    let owner = "ns/a".to_string();
+    let (_listener, port, s, mut rx, observer, owner) = listening_scheduler("ns/a").await;
     // A long period: any probe after the first is due to a restart.
-    let slow = TargetSpec {
-        period: Duration::from_secs(600),
-        ..spec(port, 1)
-    };
-    s.sync(&owner, BTreeMap::from([(id("x"), slow.clone())]), |_| None);
+    let slow = slow_spec(port);
+    s.sync(&owner, only("x", slow.clone()), |_| None);
     let ready = next(&mut rx).await.to;
     assert_eq!(ready.state, HealthState::Ready);
     assert_eq!(observer.count(), 1);
@@ -291,7 +324,7 @@ async fn a_changed_spec_keeps_the_verdict_and_restarts_the_worker() {
         period: Duration::from_millis(300),
         ..slow
     };
-    s.sync(&owner, BTreeMap::from([(id("x"), changed)]), |_| None);
+    s.sync(&owner, only("x", changed), |_| None);
     assert_eq!(
         s.health(&owner)[&id("x")],
         ready,
@@ -312,14 +345,9 @@ async fn a_changed_spec_keeps_the_verdict_and_restarts_the_worker() {
 
 #[tokio::test]
 async fn restarted_targets_are_spread_over_a_period_and_new_ones_probed_at_once() {
-    let (_listener, port) = listener().await;
-    let (s, mut rx, observer) = scheduler();
-    let owner = "ns/big".to_string();
+    let (_listener, port, s, mut rx, observer, owner) = listening_scheduler("ns/big").await;
     let hosts: Vec<TargetId> = (1..=20).map(|i| id(&format!("p{i}"))).collect();
-    let slow = TargetSpec {
-        period: Duration::from_secs(600),
-        ..spec(port, 1)
-    };
+    let slow = slow_spec(port);
     let targets = |spec: &TargetSpec| -> BTreeMap<TargetId, TargetSpec> {
         hosts.iter().map(|h| (h.clone(), spec.clone())).collect()
     };
@@ -336,8 +364,7 @@ async fn restarted_targets_are_spread_over_a_period_and_new_ones_probed_at_once(
         timeout: Duration::from_millis(300),
         ..slow
     };
-    let (closed, closed_port) = listener().await;
-    drop(closed);
+    let closed_port = closed_port().await;
     let mut all = targets(&edited);
     all.insert(
         id("new"),
@@ -345,8 +372,10 @@ async fn restarted_targets_are_spread_over_a_period_and_new_ones_probed_at_once(
     );
     let start = std::time::Instant::now();
     s.sync(&owner, all, |_| None);
-    let t = next(&mut rx).await;
-    assert_eq!((t.target, t.to.state), (id("new"), HealthState::NotReady));
+    assert_eq!(
+        next_state(&mut rx).await,
+        (id("new"), HealthState::NotReady)
+    );
     until("every restarted target's first probe", || {
         observer.count_of(ProbeKind::Tcp) >= 40
     })
@@ -371,18 +400,14 @@ async fn restarted_targets_are_spread_over_a_period_and_new_ones_probed_at_once(
 
 #[tokio::test]
 async fn seeded_targets_start_in_their_state_and_stay_quiet_when_probes_agree() {
-    let (_listener, port) = listener().await;
-    let (s, mut rx, observer) = scheduler();
-    let owner = "ns/a".to_string();
+    let (_listener, port, s, mut rx, observer, owner) = listening_scheduler("ns/a").await;
     let period = Duration::from_millis(300);
     let seeded = TargetSpec {
         period,
         ..spec(port, 1)
     };
     let start = std::time::Instant::now();
-    s.sync(&owner, BTreeMap::from([(id("x"), seeded.clone())]), |_| {
-        Some(true)
-    });
+    s.sync(&owner, only("x", seeded.clone()), |_| Some(true));
     let h = &s.health(&owner)[&id("x")];
     assert_eq!(
         (h.state, h.message.as_str()),
@@ -413,19 +438,14 @@ async fn seeded_targets_start_in_their_state_and_stay_quiet_when_probes_agree() 
 
 #[tokio::test]
 async fn initial_delay_postpones_the_first_probe_of_a_new_target() {
-    let (_listener, port) = listener().await;
-    let (s, mut rx, observer) = scheduler();
+    let (_listener, port, s, mut rx, observer, owner) = listening_scheduler("a").await;
     let delay = Duration::from_millis(400);
     let start = std::time::Instant::now();
     let delayed = TargetSpec {
         initial_delay: delay,
         ..spec(port, 1)
     };
-    s.sync(
-        &"a".to_string(),
-        BTreeMap::from([(id("x"), delayed)]),
-        |_| None,
-    );
+    s.sync(&owner, only("x", delayed), |_| None);
     next(&mut rx).await;
     let first = observer.all()[0].at - start;
     assert!(first >= delay, "probed after {first:?}");
@@ -472,11 +492,7 @@ async fn probes_of_one_target_never_overlap_and_missed_ticks_are_skipped() {
     let (s, _rx, observer) = scheduler();
     let period = Duration::from_millis(50);
     let target = http_spec(port, period, Duration::from_secs(2));
-    s.sync(
-        &"ns/slow".to_string(),
-        BTreeMap::from([(id("x"), target)]),
-        |_| None,
-    );
+    s.sync(&"ns/slow".to_string(), only("x", target), |_| None);
     until("five probes", || observer.count() >= 5).await;
     s.shutdown();
     assert_eq!(
@@ -511,8 +527,7 @@ async fn a_slow_target_does_not_delay_others() {
         }
     });
     let (_fast, fast_port) = listener().await;
-    let (s, mut rx, observer) = scheduler();
-    let owner = "ns/mixed".to_string();
+    let (s, mut rx, observer, owner) = scheduler_for("ns/mixed");
     let targets = BTreeMap::from([
         (
             id("slow"),
@@ -525,8 +540,7 @@ async fn a_slow_target_does_not_delay_others() {
         (id("fast"), spec(fast_port, 1)),
     ]);
     s.sync(&owner, targets, |_| None);
-    let t = next(&mut rx).await;
-    assert_eq!((t.target, t.to.state), (id("fast"), HealthState::Ready));
+    assert_eq!(next_state(&mut rx).await, (id("fast"), HealthState::Ready));
     until("the fast target to keep its period", || {
         observer.count_of(ProbeKind::Tcp) >= 5
     })
@@ -542,10 +556,9 @@ async fn a_slow_target_does_not_delay_others() {
 
 #[tokio::test]
 async fn shutdown_stops_probing() {
-    let (_listener, port) = listener().await;
-    let (s, mut rx, observer) = scheduler();
+    let (_listener, port, s, mut rx, observer, a) = listening_scheduler("a").await;
     let targets = BTreeMap::from([(id("x"), spec(port, 1)), (id("y"), spec(port, 1))]);
-    s.sync(&"a".to_string(), targets.clone(), |_| None);
+    s.sync(&a, targets.clone(), |_| None);
     s.sync(&"b".to_string(), targets.clone(), |_| None);
     until("probing to start", || observer.count() >= 4).await;
     s.shutdown();
@@ -553,9 +566,9 @@ async fn shutdown_stops_probing() {
     until("every worker to end", || workers_alive(&observer) == 0).await;
     let after = observer.count();
     // Final: a later sync starts nothing.
-    s.sync(&"a".to_string(), targets, |_| None);
+    s.sync(&a, targets, |_| None);
     assert_eq!((s.target_count(), workers_alive(&observer)), (0, 0));
-    assert!(s.health(&"a".to_string()).is_empty());
+    assert!(s.health(&a).is_empty());
     // Drain what was sent before shutdown; then the channel stays empty.
     while rx.try_recv().is_ok() {}
     quiet(&mut rx, Duration::from_millis(300)).await;
@@ -567,11 +580,7 @@ async fn retain_drops_owners_that_are_gone() {
     let (_listener, port) = listener().await;
     let (s, _rx, observer) = scheduler();
     for owner in ["a", "b", "c"] {
-        s.sync(
-            &owner.to_string(),
-            BTreeMap::from([(id("x"), spec(port, 1))]),
-            |_| None,
-        );
+        s.sync(&owner.to_string(), only("x", spec(port, 1)), |_| None);
     }
     assert_eq!(s.retain(|o| o != "b"), ["b".to_string()]);
     assert_eq!(s.target_count(), 2);
@@ -584,10 +593,8 @@ async fn retain_drops_owners_that_are_gone() {
 #[tokio::test]
 async fn state_counts_follow_seeds_and_probes() {
     let (_listener, port) = listener().await;
-    let (s, mut rx, _) = scheduler();
-    let owner = "a".to_string();
-    let (gone, closed) = listener().await;
-    drop(gone);
+    let (s, mut rx, _, owner) = scheduler_for("a");
+    let closed = closed_port().await;
     s.sync(
         &owner,
         BTreeMap::from([
@@ -612,11 +619,7 @@ async fn a_clone_is_the_same_scheduler() {
     let (_listener, port) = listener().await;
     let (s, _rx, _) = scheduler();
     let other = s.clone();
-    other.sync(
-        &"a".to_string(),
-        BTreeMap::from([(id("x"), spec(port, 1))]),
-        |_| None,
-    );
+    other.sync(&"a".to_string(), only("x", spec(port, 1)), |_| None);
     assert_eq!(s.target_count(), 1);
     s.shutdown();
     assert_eq!(other.target_count(), 0);
@@ -660,9 +663,7 @@ async fn absurd_durations_do_not_panic() {
         timeout: Duration::MAX,
         ..spec(port, 1)
     };
-    s.sync(&"a".to_string(), BTreeMap::from([(id("x"), huge)]), |_| {
-        None
-    });
+    s.sync(&"a".to_string(), only("x", huge), |_| None);
     let t = next(&mut rx).await;
     assert_eq!(t.to.state, HealthState::Ready);
     s.shutdown();
@@ -709,17 +710,13 @@ async fn in_flight_probes_are_capped_and_queued_probes_are_not_failed() {
 #[tokio::test]
 async fn probe_port_is_probed_instead_of_the_target_port() {
     let (_listener, open) = listener().await;
-    let (closed, closed_port) = listener().await;
-    drop(closed);
-    let (s, mut rx, _) = scheduler();
-    let owner = "ns/patroni".to_string();
+    let closed_port = closed_port().await;
+    let (s, mut rx, _, owner) = scheduler_for("ns/patroni");
     let via_probe_port = TargetSpec {
         probe_port: Some(open),
         ..spec(closed_port, 1)
     };
-    s.sync(&owner, BTreeMap::from([(id("pg"), via_probe_port)]), |_| {
-        None
-    });
+    s.sync(&owner, only("pg", via_probe_port), |_| None);
     let t = next(&mut rx).await;
     assert_eq!(t.to.state, HealthState::Ready, "{}", t.to.message);
     // And the other way round: the message names the probed port.
@@ -727,7 +724,7 @@ async fn probe_port_is_probed_instead_of_the_target_port() {
         probe_port: Some(closed_port),
         ..spec(open, 1)
     };
-    s.sync(&owner, BTreeMap::from([(id("pg"), other)]), |_| None);
+    s.sync(&owner, only("pg", other), |_| None);
     let t = next(&mut rx).await;
     assert_eq!(
         t.to.message,
@@ -738,10 +735,8 @@ async fn probe_port_is_probed_instead_of_the_target_port() {
 
 #[tokio::test]
 async fn unhealthy_period_slows_probing_of_failing_targets() {
-    let (closed, port) = listener().await;
-    drop(closed);
-    let (s, mut rx, observer) = scheduler();
-    let owner = "ns/dead".to_string();
+    let port = closed_port().await;
+    let (s, mut rx, observer, owner) = scheduler_for("ns/dead");
     let spec = TargetSpec {
         intervals: Intervals {
             unhealthy_period: Some(Duration::from_secs(600)),
@@ -749,7 +744,7 @@ async fn unhealthy_period_slows_probing_of_failing_targets() {
         },
         ..spec(port, 1)
     };
-    s.sync(&owner, BTreeMap::from([(id("x"), spec.clone())]), |_| None);
+    s.sync(&owner, only("x", spec.clone()), |_| None);
     assert_eq!(next(&mut rx).await.to.state, HealthState::NotReady);
     // At the usual 100 ms period there would be several probes by now.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -764,30 +759,24 @@ async fn unhealthy_period_slows_probing_of_failing_targets() {
         intervals: Intervals::default(),
         ..spec
     };
-    s.sync(&owner, BTreeMap::from([(id("x"), plain)]), |_| None);
+    s.sync(&owner, only("x", plain), |_| None);
     until("probing at the usual period", || observer.count() >= 4).await;
     s.shutdown();
 }
 
 #[tokio::test]
 async fn edge_period_confirms_a_transition_at_once() {
-    let (_listener, port) = listener().await;
-    let (s, mut rx, observer) = scheduler();
-    let owner = "ns/edge".to_string();
-    let slow = TargetSpec {
-        period: Duration::from_secs(600),
-        ..spec(port, 1)
-    };
+    let (_listener, port, s, mut rx, observer, owner) = listening_scheduler("ns/edge").await;
     let confirming = TargetSpec {
         intervals: Intervals {
             edge_period: Some(Duration::ZERO),
             ..Intervals::default()
         },
-        ..slow.clone()
+        ..slow_spec(port)
     };
     s.sync(
         &owner,
-        BTreeMap::from([(id("plain"), slow), (id("confirm"), confirming)]),
+        BTreeMap::from([(id("plain"), slow_spec(port)), (id("confirm"), confirming)]),
         |_| None,
     );
     next(&mut rx).await;
@@ -802,9 +791,7 @@ async fn edge_period_confirms_a_transition_at_once() {
 
 #[tokio::test]
 async fn configuration_errors_keep_the_state() {
-    let (_listener, port) = listener().await;
-    let (s, mut rx, observer) = scheduler();
-    let owner = "ns/bad".to_string();
+    let (_listener, port, s, mut rx, observer, owner) = listening_scheduler("ns/bad").await;
     let bad = TargetSpec {
         probe: Arc::new(Probe::Http(HttpGet {
             headers: vec![("bad header".into(), "x".into())],
@@ -812,7 +799,7 @@ async fn configuration_errors_keep_the_state() {
         })),
         ..spec(port, 1)
     };
-    s.sync(&owner, BTreeMap::from([(id("x"), bad)]), |_| Some(true));
+    s.sync(&owner, only("x", bad), |_| Some(true));
     until("a few probes", || observer.count() >= 3).await;
     assert!(
         observer
@@ -832,8 +819,7 @@ async fn tls_certificate_expiry_is_kept_per_target() {
     let pki = Pki::new("scheduler test CA");
     let leaf = pki.leaf(2040, false);
     let (addr, _) = tls_server(server_config(&leaf, &[], None), Serve::Redis).await;
-    let (s, mut rx, _) = scheduler();
-    let owner = "ns/tls".to_string();
+    let (s, mut rx, _, owner) = scheduler_for("ns/tls");
     let tls = TargetSpec {
         probe: Arc::new(Probe::Tcp(TcpProbe {
             send: b"PING\r\n".to_vec(),

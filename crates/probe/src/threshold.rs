@@ -227,37 +227,35 @@ mod tests {
         assert_eq!(tr.health().message, "tcp connect: connection refused");
     }
 
-    #[test]
-    fn failure_threshold_counts_consecutive_failures() {
-        let mut tr = ThresholdTracker::new_seeded(
-            Thresholds {
-                failure: 3,
-                success: 1,
-            },
-            true,
-            t(0),
-        );
-        // Two failures keep it ready; a success resets the count.
-        assert_eq!(
-            states(&mut tr, &[false, false, true, false, false, false]),
-            [None, None, None, None, None, Some(HealthState::NotReady)]
-        );
+    /// A tracker seeded ready (or not) at `t(0)`, with these thresholds.
+    fn seeded_at_0(failure: u32, success: u32, ready: bool) -> ThresholdTracker {
+        ThresholdTracker::new_seeded(Thresholds { failure, success }, ready, t(0))
     }
 
     #[test]
-    fn success_threshold_counts_consecutive_successes() {
-        let mut tr = ThresholdTracker::new_seeded(
-            Thresholds {
-                failure: 1,
-                success: 3,
-            },
-            false,
-            t(0),
-        );
-        assert_eq!(
-            states(&mut tr, &[true, true, false, true, true, true]),
-            [None, None, None, None, None, Some(HealthState::Ready)]
-        );
+    fn thresholds_count_consecutive_results() {
+        // (tracker, results, the state the last result reports; none before).
+        // Two failures keep a ready target ready and a success resets the
+        // count; and the other way round.
+        let cases = [
+            (
+                seeded_at_0(3, 1, true),
+                [false, false, true, false, false, false],
+                HealthState::NotReady,
+            ),
+            (
+                seeded_at_0(1, 3, false),
+                [true, true, false, true, true, true],
+                HealthState::Ready,
+            ),
+        ];
+        for (mut tr, results, last) in cases {
+            assert_eq!(
+                states(&mut tr, &results),
+                [None, None, None, None, None, Some(last)],
+                "{results:?}"
+            );
+        }
     }
 
     #[test]
@@ -276,14 +274,7 @@ mod tests {
 
     #[test]
     fn flapping_below_the_threshold_changes_nothing() {
-        let mut tr = ThresholdTracker::new_seeded(
-            Thresholds {
-                failure: 2,
-                success: 2,
-            },
-            true,
-            t(0),
-        );
+        let mut tr = seeded_at_0(2, 2, true);
         assert_eq!(
             states(&mut tr, &[false, true, false, true, false, true]),
             [None; 6]
@@ -341,14 +332,7 @@ mod tests {
 
     #[test]
     fn transitions_carry_the_reason_and_the_time() {
-        let mut tr = ThresholdTracker::new_seeded(
-            Thresholds {
-                failure: 3,
-                success: 2,
-            },
-            true,
-            t(0),
-        );
+        let mut tr = seeded_at_0(3, 2, true);
         assert_eq!(tr.observe(&fail("first"), t(1)), None);
         assert_eq!(tr.observe(&fail("second"), t(2)), None);
         let down = tr
@@ -401,14 +385,7 @@ mod tests {
 
     #[test]
     fn seeded_not_ready_recovers_after_the_success_threshold() {
-        let mut tr = ThresholdTracker::new_seeded(
-            Thresholds {
-                failure: 1,
-                success: 2,
-            },
-            false,
-            t(0),
-        );
+        let mut tr = seeded_at_0(1, 2, false);
         assert_eq!(tr.observe(&fail("still down"), t(1)), None);
         assert_eq!(
             tr.health().message,
@@ -422,14 +399,7 @@ mod tests {
 
     #[test]
     fn zero_thresholds_behave_as_one() {
-        let mut tr = ThresholdTracker::new_seeded(
-            Thresholds {
-                failure: 0,
-                success: 0,
-            },
-            true,
-            t(0),
-        );
+        let mut tr = seeded_at_0(0, 0, true);
         assert_eq!(
             states(&mut tr, &[false, true]),
             [Some(HealthState::NotReady), Some(HealthState::Ready)]
@@ -438,14 +408,7 @@ mod tests {
 
     #[test]
     fn with_health_keeps_state_and_resets_counters() {
-        let mut tr = ThresholdTracker::new_seeded(
-            Thresholds {
-                failure: 2,
-                success: 1,
-            },
-            true,
-            t(0),
-        );
+        let mut tr = seeded_at_0(2, 1, true);
         assert_eq!(tr.observe(&fail("x"), t(1)), None);
         let mut next = ThresholdTracker::with_health(
             Thresholds {

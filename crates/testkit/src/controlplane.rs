@@ -499,11 +499,14 @@ impl ControlPlane {
         Ok((Stdio::from(clone), Stdio::from(file)))
     }
 
-    fn spawn(&self, process: &str, args: &[String]) -> Result<Child> {
+    /// Starts `process` with `args`, then the `extra` arguments the options
+    /// add (so that they can override ours), logging to its log file.
+    fn spawn(&self, process: &str, args: &[String], extra: &[String]) -> Result<Child> {
         let (stdout, stderr) = self.log_stdio(process)?;
         let program = self.bin.join(process);
         let mut cmd = Command::new(&program);
         cmd.args(args)
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(stdout)
             .stderr(stderr)
@@ -518,7 +521,7 @@ impl ControlPlane {
     async fn start_etcd(&mut self) -> Result<()> {
         let client = self.etcd_url();
         let peer = format!("http://127.0.0.1:{}", self.etcd_peer_port);
-        let mut args: Vec<String> = vec![
+        let args: Vec<String> = vec![
             "--name=default".into(),
             format!("--data-dir={}", self.dir.join("etcd").display()),
             format!("--listen-client-urls={client}"),
@@ -534,8 +537,7 @@ impl ControlPlane {
             "--auto-compaction-retention=5m".into(),
             "--log-level=warn".into(),
         ];
-        args.extend(self.options.extra_etcd_args.iter().cloned());
-        self.etcd = Some(self.spawn("etcd", &args)?);
+        self.etcd = Some(self.spawn("etcd", &args, &self.options.extra_etcd_args)?);
         let port = self.etcd_port;
         let log = self.log_path("etcd");
         wait_ready("etcd", &mut self.etcd, &log, ETCD_READY_TIMEOUT, || {
@@ -546,7 +548,7 @@ impl ControlPlane {
 
     async fn start_apiserver(&mut self) -> Result<()> {
         let d = |p: &str| self.dir.join(p).display().to_string();
-        let mut args = vec![
+        let args = vec![
             format!("--etcd-servers={}", self.etcd_url()),
             "--bind-address=127.0.0.1".into(),
             "--advertise-address=127.0.0.1".into(),
@@ -573,8 +575,8 @@ impl ControlPlane {
             "--max-mutating-requests-inflight=1000".into(),
             "--v=1".into(),
         ];
-        args.extend(self.options.extra_apiserver_args.iter().cloned());
-        self.apiserver = Some(self.spawn("kube-apiserver", &args)?);
+        let extra = &self.options.extra_apiserver_args;
+        self.apiserver = Some(self.spawn("kube-apiserver", &args, extra)?);
         let client = client_from_kubeconfig(&self.kubeconfig).await?;
         let log = self.log_path("kube-apiserver");
         wait_ready(
@@ -608,7 +610,7 @@ impl ControlPlane {
             "--concurrent-gc-syncs=5".into(),
             "--v=1".into(),
         ];
-        self.controller_manager = Some(self.spawn("kube-controller-manager", &args)?);
+        self.controller_manager = Some(self.spawn("kube-controller-manager", &args, &[])?);
         Ok(())
     }
 }

@@ -3,16 +3,16 @@
 //! Needs root (network namespaces) and the control-plane binaries.
 
 use std::io::ErrorKind;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, ListParams, PostParams};
 use kube::{Client, ResourceExt};
-use kube_endpoints_testkit::Error;
 use kube_endpoints_testkit::controlplane::{self, ControlPlane, ControlPlaneOptions, WRITE_VERBS};
 use kube_endpoints_testkit::netns::{self, BackendPorts, TestHost};
+use kube_endpoints_testkit::{Error, Fault};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
@@ -486,9 +486,15 @@ async fn a_control_plane_that_cannot_start_says_why() {
 /// Per-address fault rules: one alias refuses, another drops, a third is
 /// untouched; UDP to an alias is answered from that alias; turning the
 /// rules off restores everything.
+/// Turns `fault` on or off for `addr` of `host`.
+async fn switch_fault(host: &TestHost, fault: Fault, addr: Ipv4Addr, on: bool) {
+    host.set_fault(fault, &[IpAddr::V4(addr)], on)
+        .await
+        .unwrap_or_else(|e| panic!("{fault:?} {addr} on={on}: {e}"));
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn per_address_faults_refuse_or_drop_only_those_addresses() {
-    use kube_endpoints_testkit::Fault;
     let host = TestHost::create().await.expect("test host");
     let aliases = host.add_ipv4_aliases(3).await.expect("aliases");
     let _backend = host
@@ -501,26 +507,16 @@ async fn per_address_faults_refuse_or_drop_only_those_addresses() {
         Ok(Some(b"hi".to_vec())),
         "UDP echo from an alias address"
     );
-    host.set_fault(Fault::Refuse, &[IpAddr::V4(refused)], true)
-        .await
-        .expect("refuse rule");
-    host.set_fault(Fault::Drop, &[IpAddr::V4(dropped)], true)
-        .await
-        .expect("drop rule");
+    switch_fault(&host, Fault::Refuse, refused, true).await;
+    switch_fault(&host, Fault::Drop, dropped, true).await;
     assert_eq!(connect(refused, TCP).await, Connect::Refused);
     assert_eq!(connect(dropped, TCP).await, Connect::TimedOut);
     assert_eq!(connect(fine, TCP).await, Connect::Accepted);
     assert_eq!(udp_exchange(dropped, UDP, b"x").await, Ok(None));
     // Idempotent, and off again.
-    host.set_fault(Fault::Refuse, &[IpAddr::V4(refused)], true)
-        .await
-        .expect("refuse rule again");
-    host.set_fault(Fault::Refuse, &[IpAddr::V4(refused)], false)
-        .await
-        .expect("refuse rule off");
-    host.set_fault(Fault::Drop, &[IpAddr::V4(dropped)], false)
-        .await
-        .expect("drop rule off");
+    switch_fault(&host, Fault::Refuse, refused, true).await;
+    switch_fault(&host, Fault::Refuse, refused, false).await;
+    switch_fault(&host, Fault::Drop, dropped, false).await;
     assert_eq!(connect(refused, TCP).await, Connect::Accepted);
     assert_eq!(connect(dropped, TCP).await, Connect::Accepted);
 }

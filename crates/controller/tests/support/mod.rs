@@ -438,6 +438,26 @@ pub async fn wait_event(client: &Client, ns: &str, name: &str, reason: &str, tex
     .await;
 }
 
+/// The Endpoints `name`, which must tell the EndpointSlice mirroring
+/// controller to skip it (else its hosts would be mirrored into slices of
+/// their own, ready whatever the probes say).
+pub async fn endpoints_skipping_mirroring(client: &Client, ns: &str, name: &str) -> Endpoints {
+    let ep = endpoints(client, ns, name)
+        .await
+        .unwrap_or_else(|| panic!("Endpoints {ns}/{name} exists"));
+    assert_eq!(
+        label(&ep, "endpointslice.kubernetes.io/skip-mirror"),
+        Some("true"),
+        "{ns}/{name}"
+    );
+    ep
+}
+
+/// The value of `object`'s label `key`, if it has one.
+pub fn label<'a>(object: &'a impl ResourceExt, key: &str) -> Option<&'a str> {
+    object.labels().get(key).map(String::as_str)
+}
+
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }

@@ -46,6 +46,21 @@ fn with_headers(path: &str, headers: &[(&str, &str)]) -> Probe {
 }
 
 /// Probe and measure from the outside.
+/// `o` is a failure saying `message`.
+fn assert_failure(o: &Outcome, message: impl AsRef<str>) {
+    assert_eq!(
+        (o.verdict, o.message.as_str()),
+        (Verdict::Failure, message.as_ref())
+    );
+}
+
+/// A TCP listener on `addr` (port 0: any free port) and its address.
+async fn bound(addr: &str) -> (TcpListener, SocketAddr) {
+    let l = TcpListener::bind(addr).await.expect("bind");
+    let local = l.local_addr().expect("addr");
+    (l, local)
+}
+
 async fn timed(probe: &Probe, addr: SocketAddr, timeout: Duration) -> (Outcome, Duration) {
     let start = std::time::Instant::now();
     let outcome = prober().probe(probe, addr, timeout).await;
@@ -149,8 +164,7 @@ async fn http_server() -> (SocketAddr, Seen) {
 
 /// A listener that accepts connections and holds them open, silent.
 async fn mute_server() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = l.local_addr().expect("addr");
+    let (l, addr) = bound("127.0.0.1:0").await;
     tokio::spawn(async move {
         let mut held = Vec::new();
         while let Ok((s, _)) = l.accept().await {
@@ -161,8 +175,7 @@ async fn mute_server() -> SocketAddr {
 }
 
 async fn closed_tcp_port() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = l.local_addr().expect("addr");
+    let (l, addr) = bound("127.0.0.1:0").await;
     drop(l);
     addr
 }
@@ -186,8 +199,7 @@ async fn http_path_gets_a_leading_slash() {
     assert_eq!(o.verdict, Verdict::Success, "{}", o.message);
     // Empty means "/", which this server does not serve.
     let o = prober().probe(&http(""), addr, T).await;
-    assert_eq!(o.verdict, Verdict::Failure);
-    assert_eq!(o.message, "http GET /: status 404");
+    assert_failure(&o, "http GET /: status 404");
     assert_eq!(paths(&seen), ["/healthz", "/"]);
 }
 
@@ -225,8 +237,7 @@ async fn http_makes_at_most_ten_requests_as_go_does() {
     let o = prober()
         .probe(&http("/r/10"), addr, Duration::from_secs(3))
         .await;
-    assert_eq!(o.verdict, Verdict::Failure);
-    assert_eq!(o.message, "http GET /r/10: too many redirects");
+    assert_failure(&o, "http GET /r/10: too many redirects");
     assert_eq!(o.reason, "redirects");
     assert_eq!(paths(&seen).len(), 20, "the 10th redirect is not followed");
 }
@@ -235,8 +246,7 @@ async fn http_makes_at_most_ten_requests_as_go_does() {
 async fn http_redirect_loop_fails() {
     let (addr, seen) = http_server().await;
     let (o, elapsed) = timed(&http("/loop"), addr, Duration::from_secs(3)).await;
-    assert_eq!(o.verdict, Verdict::Failure);
-    assert_eq!(o.message, "http GET /loop: too many redirects");
+    assert_failure(&o, "http GET /loop: too many redirects");
     assert_eq!(paths(&seen).len(), MAX_REQUESTS);
     assert!(elapsed < Duration::from_secs(3), "took {elapsed:?}");
 }
@@ -245,8 +255,7 @@ async fn http_redirect_loop_fails() {
 async fn http_503_fails_without_leaking_the_body() {
     let (addr, seen) = http_server().await;
     let o = prober().probe(&http("/broken"), addr, T).await;
-    assert_eq!(o.verdict, Verdict::Failure);
-    assert_eq!(o.message, "http GET /broken: status 503");
+    assert_failure(&o, "http GET /broken: status 503");
     assert!(!o.message.contains(BODY_MARKER));
     assert_eq!(
         paths(&seen),
@@ -259,8 +268,7 @@ async fn http_503_fails_without_leaking_the_body() {
 async fn http_slow_answer_times_out_within_the_timeout() {
     let (addr, _) = http_server().await;
     let (o, elapsed) = timed(&http("/slow"), addr, T).await;
-    assert_eq!(o.verdict, Verdict::Failure);
-    assert_eq!(o.message, "http GET /slow: timed out after 800ms");
+    assert_failure(&o, "http GET /slow: timed out after 800ms");
     assert!(elapsed >= T, "gave up early: {elapsed:?}");
     assert!(elapsed < T + MARGIN, "took {elapsed:?}");
 }
@@ -269,19 +277,32 @@ async fn http_slow_answer_times_out_within_the_timeout() {
 async fn http_stalled_body_fails_within_the_timeout() {
     let (addr, _) = http_server().await;
     let (o, elapsed) = timed(&http("/stall"), addr, T).await;
-    assert_eq!(o.verdict, Verdict::Failure);
-    assert_eq!(
-        o.message,
-        "http GET /stall: status 200, reading the body: timed out after 800ms"
+    assert_failure(
+        &o,
+        "http GET /stall: status 200, reading the body: timed out after 800ms",
     );
     assert!(elapsed < T + MARGIN, "took {elapsed:?}");
 }
 
+/// Probes `/ok` of a fresh HTTP server with `headers`, asserts success and
+/// that the server received `expected` (a header's name, all its values).
+async fn assert_headers_received(
+    headers: &[(&str, &str)],
+    expected: &[(&str, &[&str])],
+) -> (SocketAddr, Seen) {
+    let (addr, seen) = http_server().await;
+    let o = prober().probe(&with_headers("/ok", headers), addr, T).await;
+    assert_eq!(o.verdict, Verdict::Success, "{}", o.message);
+    for (name, values) in expected {
+        assert_eq!(header(&seen, 0, name), *values, "{name}");
+    }
+    (addr, seen)
+}
+
 #[tokio::test]
 async fn http_custom_headers_and_host_reach_the_server() {
-    let (addr, seen) = http_server().await;
-    let probe = with_headers(
-        "/ok",
+    // Repeated headers are all sent.
+    assert_headers_received(
         &[
             ("Host", "db.internal"),
             ("User-Agent", "custom/1"),
@@ -289,17 +310,14 @@ async fn http_custom_headers_and_host_reach_the_server() {
             ("x-probe", "two"),
             ("Accept", "application/json"),
         ],
-    );
-    let o = prober().probe(&probe, addr, T).await;
-    assert_eq!(o.verdict, Verdict::Success, "{}", o.message);
-    assert_eq!(header(&seen, 0, "host"), ["db.internal"]);
-    assert_eq!(header(&seen, 0, "user-agent"), ["custom/1"]);
-    assert_eq!(header(&seen, 0, "accept"), ["application/json"]);
-    assert_eq!(
-        header(&seen, 0, "x-probe"),
-        ["one", "two"],
-        "repeated headers are all sent"
-    );
+        &[
+            ("host", &["db.internal"]),
+            ("user-agent", &["custom/1"]),
+            ("accept", &["application/json"]),
+            ("x-probe", &["one", "two"]),
+        ],
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -331,26 +349,17 @@ async fn http_virtual_host_field_sets_the_host_header() {
 
 #[tokio::test]
 async fn http_empty_user_agent_accept_and_host_mean_the_default() {
-    let (addr, seen) = http_server().await;
-    let probe = with_headers(
-        "/ok",
+    // Other headers are sent as given, even empty.
+    let (addr, seen) = assert_headers_received(
+        &["User-Agent", "Accept", "Host", "X-Empty"].map(|name| (name, "")),
         &[
-            ("User-Agent", ""),
-            ("Accept", ""),
-            ("Host", ""),
-            ("X-Empty", ""),
+            ("user-agent", &["kube-endpoints/test"]),
+            ("accept", &["*/*"]),
+            ("x-empty", &[""]),
         ],
-    );
-    let o = prober().probe(&probe, addr, T).await;
-    assert_eq!(o.verdict, Verdict::Success, "{}", o.message);
-    assert_eq!(header(&seen, 0, "user-agent"), ["kube-endpoints/test"]);
-    assert_eq!(header(&seen, 0, "accept"), ["*/*"]);
+    )
+    .await;
     assert_eq!(header(&seen, 0, "host"), [addr.to_string()]);
-    assert_eq!(
-        header(&seen, 0, "x-empty"),
-        [""],
-        "other headers are sent as given"
-    );
 }
 
 #[tokio::test]
@@ -396,8 +405,7 @@ async fn http_bad_headers_are_config_errors_and_do_not_contact_the_host() {
 async fn http_refused_connection_fails() {
     let addr = closed_tcp_port().await;
     let (o, elapsed) = timed(&http("/"), addr, T).await;
-    assert_eq!(o.verdict, Verdict::Failure);
-    assert_eq!(o.message, "http GET /: connection refused");
+    assert_failure(&o, "http GET /: connection refused");
     assert!(elapsed < T, "a refusal is immediate, took {elapsed:?}");
 }
 
@@ -419,6 +427,26 @@ struct TlsSeen {
 
 /// A minimal HTTPS server (self-signed certificate) on a plain thread:
 /// answers every request with 200 and reports the SNI and request head.
+fn https(path: &str) -> HttpGet {
+    HttpGet {
+        scheme: Scheme::Https,
+        ..get(path)
+    }
+}
+
+/// Probes the HTTPS server at `addr` with `probe` (a success) and returns
+/// what the server saw of the request.
+async fn probe_https(
+    probe: &Probe,
+    addr: SocketAddr,
+    seen: &std::sync::mpsc::Receiver<TlsSeen>,
+) -> TlsSeen {
+    let o = prober().probe(probe, addr, T).await;
+    assert_eq!(o.verdict, Verdict::Success, "{}", o.message);
+    seen.recv_timeout(Duration::from_secs(5))
+        .expect("a request")
+}
+
 fn https_server() -> (SocketAddr, std::sync::mpsc::Receiver<TlsSeen>) {
     use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
     let cert = CertificateDer::from(include_bytes!("testdata/cert.der").to_vec());
@@ -471,67 +499,32 @@ fn https_server() -> (SocketAddr, std::sync::mpsc::Receiver<TlsSeen>) {
 #[tokio::test]
 async fn https_accepts_a_self_signed_certificate_and_sends_the_virtual_host_as_sni() {
     let (addr, seen) = https_server();
-    let probe = Probe::Http(HttpGet {
-        scheme: Scheme::Https,
-        ..get("/ok")
-    });
-    let o = prober().probe(&probe, addr, T).await;
-    assert_eq!(o.verdict, Verdict::Success, "{}", o.message);
-    let s = seen
-        .recv_timeout(Duration::from_secs(5))
-        .expect("a request");
+    let s = probe_https(&Probe::Http(https("/ok")), addr, &seen).await;
     assert_eq!(s.sni, None, "no SNI for an IP address");
     assert!(s.request.starts_with("get /ok http/1.1"), "{}", s.request);
 
-    let probe = Probe::Http(HttpGet {
-        scheme: Scheme::Https,
+    let vhost = Probe::Http(HttpGet {
         host: Some("vhost.test".into()),
-        ..get("/ok")
+        ..https("/ok")
     });
-    let o = prober().probe(&probe, addr, T).await;
-    assert_eq!(o.verdict, Verdict::Success, "{}", o.message);
-    let s = seen
-        .recv_timeout(Duration::from_secs(5))
-        .expect("a request");
-    assert_eq!(s.sni.as_deref(), Some("vhost.test"));
-    assert!(
-        s.request.contains("\r\nhost: vhost.test\r\n"),
-        "{}",
-        s.request
-    );
-
     // The same through a Host header with a port.
-    let o = prober()
-        .probe(
-            &Probe::Http(HttpGet {
-                scheme: Scheme::Https,
-                ..get("/ok")
-            })
-            .with_header("Host", "api.test:8443"),
-            addr,
-            T,
-        )
-        .await;
-    assert_eq!(o.verdict, Verdict::Success, "{}", o.message);
-    let s = seen
-        .recv_timeout(Duration::from_secs(5))
-        .expect("a request");
-    assert_eq!(s.sni.as_deref(), Some("api.test"));
-    assert!(
-        s.request.contains("\r\nhost: api.test:8443\r\n"),
-        "{}",
-        s.request
-    );
+    let header = Probe::Http(https("/ok")).with_header("Host", "api.test:8443");
+    // (probe, the SNI and the Host header the server must see)
+    for (probe, sni, host) in [
+        (vhost, "vhost.test", "vhost.test"),
+        (header, "api.test", "api.test:8443"),
+    ] {
+        let s = probe_https(&probe, addr, &seen).await;
+        assert_eq!(s.sni.as_deref(), Some(sni));
+        let host_line = format!("\r\nhost: {host}\r\n");
+        assert!(s.request.contains(&host_line), "{}", s.request);
+    }
 }
 
 #[tokio::test]
 async fn https_against_a_plain_http_server_fails() {
     let (addr, _) = http_server().await;
-    let probe = Probe::Http(HttpGet {
-        scheme: Scheme::Https,
-        ..get("/ok")
-    });
-    let (o, elapsed) = timed(&probe, addr, T).await;
+    let (o, elapsed) = timed(&Probe::Http(https("/ok")), addr, T).await;
     assert_eq!(o.verdict, Verdict::Failure);
     assert!(o.message.starts_with("http GET /ok: "), "{}", o.message);
     assert!(elapsed < T + MARGIN, "took {elapsed:?}");
@@ -548,22 +541,19 @@ impl Probe {
 
 #[tokio::test]
 async fn tcp_open_and_closed_ports() {
-    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = l.local_addr().expect("addr");
+    let (l, addr) = bound("127.0.0.1:0").await;
     let o = prober().probe(&Probe::tcp(), addr, T).await;
     assert_eq!(o.verdict, Verdict::Success, "{}", o.message);
     assert!(o.message.is_empty());
     drop(l);
     let (o, elapsed) = timed(&Probe::tcp(), addr, T).await;
-    assert_eq!(o.verdict, Verdict::Failure);
-    assert_eq!(o.message, format!("tcp connect {addr}: connection refused"));
+    assert_failure(&o, format!("tcp connect {addr}: connection refused"));
     assert!(elapsed < T, "a refusal is immediate, took {elapsed:?}");
 }
 
 #[tokio::test]
 async fn tcp_over_ipv6() {
-    let l = TcpListener::bind("[::1]:0").await.expect("bind");
-    let addr = l.local_addr().expect("addr");
+    let (l, addr) = bound("[::1]:0").await;
     let o = prober().probe(&Probe::tcp(), addr, T).await;
     assert_eq!(o.verdict, Verdict::Success, "{}", o.message);
     drop(l);
@@ -613,11 +603,7 @@ async fn tcp_connect_that_hangs_times_out_within_the_timeout() {
     };
     let short = Duration::from_millis(400);
     let (o, elapsed) = timed(&Probe::tcp(), addr, short).await;
-    assert_eq!(o.verdict, Verdict::Failure);
-    assert_eq!(
-        o.message,
-        format!("tcp connect {addr}: timed out after 400ms")
-    );
+    assert_failure(&o, format!("tcp connect {addr}: timed out after 400ms"));
     assert!(elapsed >= short, "gave up early: {elapsed:?}");
     assert!(elapsed < short + MARGIN, "took {elapsed:?}");
 }
@@ -662,8 +648,7 @@ async fn udp_empty_reply_is_not_an_answer() {
     let (addr, received) = udp_server(|_| Vec::new()).await;
     let short = Duration::from_millis(400);
     let (o, elapsed) = timed(&udp(b"x".to_vec()), addr, short).await;
-    assert_eq!(o.verdict, Verdict::Failure);
-    assert_eq!(o.message, format!("udp {addr}: no reply within 400ms"));
+    assert_failure(&o, format!("udp {addr}: no reply within 400ms"));
     assert_eq!(
         received.lock().expect("lock").len(),
         1,
@@ -677,8 +662,7 @@ async fn udp_silence_fails_within_the_timeout() {
     let silent = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
     let addr = silent.local_addr().expect("addr");
     let (o, elapsed) = timed(&udp(b"hello".to_vec()), addr, T).await;
-    assert_eq!(o.verdict, Verdict::Failure);
-    assert_eq!(o.message, format!("udp {addr}: no reply within 800ms"));
+    assert_failure(&o, format!("udp {addr}: no reply within 800ms"));
     assert!(elapsed >= T, "gave up early: {elapsed:?}");
     assert!(elapsed < T + MARGIN, "took {elapsed:?}");
     let mut buf = [0u8; 16];
@@ -694,8 +678,7 @@ async fn udp_closed_port_is_refused_at_once() {
     let addr = closed.local_addr().expect("addr");
     drop(closed);
     let (o, elapsed) = timed(&udp(b"hello".to_vec()), addr, T).await;
-    assert_eq!(o.verdict, Verdict::Failure);
-    assert_eq!(o.message, format!("udp {addr}: connection refused"));
+    assert_failure(&o, format!("udp {addr}: connection refused"));
     assert!(
         elapsed < T,
         "ICMP port unreachable is immediate, took {elapsed:?}"
@@ -748,13 +731,11 @@ async fn grpc_default_empty_service_serving_is_success() {
 async fn grpc_statuses_other_than_serving_fail_with_the_status() {
     let (addr, reporter) = grpc_server().await;
     let (o, elapsed) = timed(&grpc_probe("db"), addr, T).await;
-    assert_eq!(o.verdict, Verdict::Failure);
-    assert_eq!(o.message, "grpc health check \"db\": NOT_SERVING");
+    assert_failure(&o, "grpc health check \"db\": NOT_SERVING");
     assert!(elapsed < T, "took {elapsed:?}");
 
     let o = prober().probe(&grpc_probe("cache"), addr, T).await;
-    assert_eq!(o.verdict, Verdict::Failure);
-    assert_eq!(o.message, "grpc health check \"cache\": UNKNOWN");
+    assert_failure(&o, "grpc health check \"cache\": UNKNOWN");
 
     let (o, elapsed) = timed(&grpc_probe("nope"), addr, T).await;
     assert_eq!(o.verdict, Verdict::Failure);
@@ -776,8 +757,7 @@ async fn grpc_statuses_other_than_serving_fail_with_the_status() {
 async fn grpc_against_a_closed_port_and_a_non_grpc_server_fail_in_time() {
     let addr = closed_tcp_port().await;
     let (o, elapsed) = timed(&grpc_probe(""), addr, T).await;
-    assert_eq!(o.verdict, Verdict::Failure);
-    assert_eq!(o.message, "grpc health check \"\": connection refused");
+    assert_failure(&o, "grpc health check \"\": connection refused");
     assert!(elapsed < T + MARGIN, "took {elapsed:?}");
 
     // An HTTP/1 server does not speak h2c.

@@ -234,13 +234,18 @@ async fn expected_statuses_replace_the_default_range() {
     assert!(!o.message.contains(MARKER));
 }
 
+/// A GET of `path` made with `method` instead.
+fn with_method(method: HttpMethod, path: &str) -> Probe {
+    Probe::Http(HttpGet {
+        method,
+        ..http(path)
+    })
+}
+
 #[tokio::test]
 async fn methods_head_post_and_options() {
     let (addr, seen) = raw_http_server().await;
-    let head = Probe::Http(HttpGet {
-        method: HttpMethod::Head,
-        ..http("/status/200")
-    });
+    let head = with_method(HttpMethod::Head, "/status/200");
     let o = prober().probe(&head, addr, T).await;
     assert_eq!(o.verdict, Verdict::Success, "{}", o.message);
     let post = Probe::Http(HttpGet {
@@ -251,10 +256,7 @@ async fn methods_head_post_and_options() {
     });
     let o = prober().probe(&post, addr, T).await;
     assert_eq!(o.verdict, Verdict::Success, "{}", o.message);
-    let options = Probe::Http(HttpGet {
-        method: HttpMethod::Options,
-        ..http("/status/503")
-    });
+    let options = with_method(HttpMethod::Options, "/status/503");
     let o = prober().probe(&options, addr, T).await;
     assert_eq!(o.message, "http OPTIONS /status/503: status 503");
     let raws = requests(&seen);
