@@ -31,6 +31,7 @@ pub mod error;
 pub mod event_limit;
 pub mod events;
 pub mod fence;
+pub mod first_verdicts;
 pub mod import;
 pub mod leader;
 pub mod metrics;

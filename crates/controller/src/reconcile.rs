@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use k8s_openapi::api::core::v1::{Endpoints, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -17,7 +17,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
 use kube_endpoints_api::ClusterEndpointStatus;
-use kube_endpoints_probe::{Health, HealthState, TargetId};
+use kube_endpoints_probe::{Health, HealthState, TargetId, TargetSpec};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -30,6 +30,7 @@ use crate::context::{CepKey, Context};
 use crate::decode::{Decoded, decode};
 use crate::error::{Error, Result};
 use crate::events;
+use crate::first_verdicts;
 use crate::metrics::ReasonLabels;
 use crate::plan::{Plan, plan};
 use crate::policy;
@@ -80,7 +81,12 @@ async fn reconcile_inner(object: &DynamicObject, ctx: &Context) -> Result<Action
         Ok(plan) => {
             let slices = service_slices(ctx, &owner);
             let endpoints = cached(&ctx.caches.endpoints, &owner);
-            let health = probe(ctx, &key, plan, &slices, endpoints.as_deref());
+            let targets = plan.targets();
+            let timeouts: Vec<(TargetId, Duration)> = targets
+                .iter()
+                .map(|(id, spec)| (id.clone(), spec.timeout))
+                .collect();
+            let health = probe(ctx, &key, targets, plan, &slices, endpoints.as_deref());
             if !still_there(ctx, &key, &owner) {
                 // Deleted while we were starting its probes: the delete
                 // event may have been handled before, so stop them here.
@@ -93,8 +99,26 @@ async fn reconcile_inner(object: &DynamicObject, ctx: &Context) -> Result<Action
                 .map(Arc::as_ref)
                 .filter(|s| builder::is_own_slice(s, &owner, id))
                 .collect();
+            let hold = first_verdicts::hold(
+                !own.is_empty() || endpoints.is_some(),
+                timeouts
+                    .iter()
+                    .filter_map(|(id, timeout)| Some((health.get(id)?, *timeout))),
+                SystemTime::now(),
+            );
             let desired = builder::desired(&owner, plan, &health, &ctx.settings.build, &own);
-            let (service, endpoints) = sync(ctx, &desired, &own, endpoints.as_deref()).await;
+            let (service, endpoints) =
+                sync(ctx, &desired, &own, endpoints.as_deref(), hold.is_none()).await;
+            let Some(endpoints) = endpoints else {
+                // Held back ([`first_verdicts`]): the Service is written;
+                // the rest waits for the first verdicts, whose transitions
+                // reconcile again, or for this requeue when the last probe
+                // timeout runs out. Nothing to report meanwhile.
+                let wait = hold.unwrap_or(first_verdicts::MIN_HOLD);
+                debug!(namespace = %key.namespace, name = %key.name, ?wait, "waiting for the first probe verdicts");
+                ctx.backoff.reset(&key);
+                return Ok(Action::requeue(wait));
+            };
             let synced = Synced {
                 plan,
                 service,
@@ -182,7 +206,8 @@ fn admitted(
     Ok(policy::restrict(plan, &ctx.settings.policy, &ranges))
 }
 
-/// Hand the plan's targets to the probe engine and take a health snapshot.
+/// Hand the plan's targets (`targets`, from [`Plan::targets`]) to the
+/// probe engine and take a health snapshot.
 /// Targets it does not know yet start from the health recorded in the
 /// Service's slices and Endpoints ([`builder::seed`]): after a restart, a
 /// failover, an adoption or a migration, nothing changes until a probe
@@ -190,13 +215,14 @@ fn admitted(
 fn probe(
     ctx: &Context,
     key: &CepKey,
+    targets: BTreeMap<TargetId, TargetSpec>,
     plan: &Plan,
     slices: &[Arc<EndpointSlice>],
     endpoints: Option<&Endpoints>,
 ) -> BTreeMap<TargetId, Health> {
     let seed = builder::seed(plan, slices.iter().map(Arc::as_ref), endpoints);
     ctx.scheduler
-        .sync(key, plan.targets(), |id: &TargetId| seed.get(id).copied());
+        .sync(key, targets, |id: &TargetId| seed.get(id).copied());
     let health = ctx.scheduler.health(key);
     ctx.metrics.set_host_readiness(
         &key.namespace,
@@ -211,13 +237,16 @@ fn probe(
 
 /// Decide the writes against the caches and execute them: the Service
 /// first (slices hang off it), then the slices, then the compatibility
-/// Endpoints. Returns the outcome of the Service step and of the rest.
+/// Endpoints. Returns the outcome of the Service step and of the rest;
+/// `None` for the rest when the Service is done and `with_endpoints` is
+/// false (they are held back: nothing of them was written).
 async fn sync(
     ctx: &Context,
     desired: &Desired,
     own_slices: &[&EndpointSlice],
     endpoints: Option<&Endpoints>,
-) -> (SyncOutcome, SyncOutcome) {
+    with_endpoints: bool,
+) -> (SyncOutcome, Option<SyncOutcome>) {
     let owner = &desired.owner;
     let service = cached(&ctx.caches.services, owner);
     let live = Live {
@@ -238,14 +267,17 @@ async fn sync(
                 )
             },
         );
-        return (outcome(&Error::Refused(refusal)), not_synced);
+        return (outcome(&Error::Refused(refusal)), Some(not_synced));
     }
     if let Err(e) = execute(ctx, owner, plan.service).await {
         let not_synced = SyncOutcome::failed(
             "ServiceNotSynced",
             "endpoints are not written until the Service is synced",
         );
-        return (outcome(&e), not_synced);
+        return (outcome(&e), Some(not_synced));
+    }
+    if !with_endpoints {
+        return (SyncOutcome::Done, None);
     }
     let slices = execute(ctx, owner, Ok(plan.slices)).await;
     // A slice name taken by somebody else stops only that slice.
@@ -259,7 +291,7 @@ async fn sync(
     };
     (
         SyncOutcome::Done,
-        rest.map_or_else(|e| outcome(&e), |()| SyncOutcome::Done),
+        Some(rest.map_or_else(|e| outcome(&e), |()| SyncOutcome::Done)),
     )
 }
 
