@@ -192,14 +192,12 @@ impl Tracker {
                 continue;
             };
             let before = t.combined(check);
-            match source {
-                Source::Slice => t.slice = value,
-                Source::Endpoints => t.endpoints = value,
-            }
-            match source {
-                Source::Slice => t.slice_listed |= value.is_some(),
-                Source::Endpoints => t.endpoints_listed |= value.is_some(),
-            }
+            let (said, listed) = match source {
+                Source::Slice => (&mut t.slice, &mut t.slice_listed),
+                Source::Endpoints => (&mut t.endpoints, &mut t.endpoints_listed),
+            };
+            *said = value;
+            *listed |= value.is_some();
             let after = t.combined(check);
             if before == after {
                 continue;
