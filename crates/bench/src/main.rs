@@ -38,12 +38,13 @@ struct Cli {
     /// The Markdown report to write.
     #[arg(long, default_value = "BENCHMARKS.md")]
     markdown: PathBuf,
-    /// The controller under test, one argument per word; `{kubeconfig}`,
+    /// The controller under test as one string, split into words as a
+    /// POSIX shell would (quote a word that holds spaces); `{kubeconfig}`,
     /// `{metrics_addr}`, `{metrics_port}`, `{namespace}` and `{group}` are
     /// filled in. Default: this repository's release build of
     /// `kube-endpoints run`.
-    #[arg(long, allow_hyphen_values = true, num_args = 1.., value_delimiter = ' ')]
-    controller_cmd: Vec<String>,
+    #[arg(long, allow_hyphen_values = true)]
+    controller_cmd: Option<String>,
     /// Shortcut: the `kube-endpoints` binary for the default command.
     #[arg(long)]
     controller_bin: Option<PathBuf>,
@@ -150,7 +151,9 @@ async fn run(cli: Cli) -> Result<bool> {
     for p in &mut profiles {
         p.workload.headless = cli.headless;
     }
-    let controller_cmd = if cli.controller_cmd.is_empty() {
+    let controller_cmd = if let Some(cmd) = &cli.controller_cmd {
+        split_command(cmd)?
+    } else {
         let bin = cli
             .controller_bin
             .clone()
@@ -162,8 +165,6 @@ async fn run(cli: Cli) -> Result<bool> {
             )));
         }
         default_command(bin)
-    } else {
-        cli.controller_cmd.clone()
     };
     std::fs::create_dir_all(&cli.out_dir)
         .map_err(io_err(format!("creating {}", cli.out_dir.display())))?;
@@ -307,6 +308,17 @@ async fn run(cli: Cli) -> Result<bool> {
     Ok(ok)
 }
 
+/// The words of `--controller-cmd`.
+fn split_command(cmd: &str) -> Result<Vec<String>> {
+    match shlex::split(cmd) {
+        Some(words) if !words.is_empty() => Ok(words),
+        Some(_) => Err(Error::Usage("--controller-cmd is empty".into())),
+        None => Err(Error::Usage(format!(
+            "--controller-cmd {cmd:?}: unbalanced quotes or a trailing backslash"
+        ))),
+    }
+}
+
 /// Remove the work directory after a clean run. Keep it when a profile
 /// failed, since that profile's error names a controller log in it; returns
 /// whether it was removed.
@@ -352,6 +364,46 @@ fn now_utc() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_controller_command_is_one_argument() {
+        let cli = Cli::try_parse_from([
+            "kube-endpoints-bench",
+            "--controller-cmd",
+            "/opt/ke run --kubeconfig {kubeconfig} --metrics-addr {metrics_addr}",
+            "--profile",
+            "smoke",
+            "--slices-only",
+        ])
+        .expect("parses");
+        assert_eq!(cli.profile, vec!["smoke"]);
+        assert!(cli.slices_only, "the flags after it are not swallowed");
+        let words = split_command(cli.controller_cmd.as_deref().expect("set")).expect("words");
+        assert_eq!(
+            words,
+            [
+                "/opt/ke",
+                "run",
+                "--kubeconfig",
+                "{kubeconfig}",
+                "--metrics-addr",
+                "{metrics_addr}"
+            ]
+        );
+    }
+
+    #[test]
+    fn the_controller_command_splits_like_a_shell() {
+        assert_eq!(
+            split_command("'/opt/my controller' run --flag=\"a b\"").expect("words"),
+            ["/opt/my controller", "run", "--flag=a b"]
+        );
+        // A command that starts with a dash is still the value.
+        let cli = Cli::try_parse_from(["b", "--controller-cmd", "-x y"]).expect("parses");
+        assert_eq!(cli.controller_cmd.as_deref(), Some("-x y"));
+        assert!(split_command("  ").is_err());
+        assert!(split_command("run 'unbalanced").is_err());
+    }
 
     #[test]
     fn the_work_directory_is_kept_when_a_profile_failed() {

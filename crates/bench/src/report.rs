@@ -23,9 +23,16 @@ pub struct Convergence {
     /// From the first create until every target is ready.
     pub seconds_from_first_create: f64,
     pub objects_per_minute: f64,
-    /// API writes (all clients but the bench's own creates) per object
-    /// from the first create until convergence.
+    /// API writes per object from the first create until the end of the
+    /// settle time after convergence: all clients but the bench's own
+    /// creates and kube-apiserver's own records (the IPAddress of each
+    /// allocated ClusterIP), i.e. what the controller under test sent.
     pub controller_writes_per_object: f64,
+    /// The same with kube-apiserver's own records.
+    pub api_writes_per_object: f64,
+    /// `resource[/subresource] VERB` → writes per object (all but the
+    /// bench's creates).
+    pub writes_per_object_by: BTreeMap<String, f64>,
     /// (seconds since the first create, share of targets ready).
     pub series: Vec<(f64, f64)>,
 }
@@ -210,6 +217,10 @@ fn figure(f: Figure, r: &ProfileResult) -> Option<f64> {
             .unreachable
             .as_ref()
             .map(|u| u.within_goal_after_created as f64),
+        Figure::WritesPerObject => r
+            .convergence
+            .as_ref()
+            .map(|c| c.controller_writes_per_object),
     }
 }
 
@@ -224,6 +235,7 @@ fn show(f: Figure, v: f64) -> String {
         Figure::SlowestReportSeconds if v.is_infinite() => "not every object reported".into(),
         Figure::SlowestReportSeconds => format!("max {v:.2} s per object"),
         Figure::ReportedInTime => format!("{v:.0} objects"),
+        Figure::WritesPerObject => format!("{v:.2} per object"),
     }
 }
 
@@ -277,7 +289,11 @@ pub fn markdown(report: &Report, plots: &[(String, String)], analysis: Option<&s
     );
     let _ = writeln!(
         md,
-        "- **Detection**: a share of the addresses is broken in the test namespace with nftables, either *refuse* (TCP reset / ICMP port-unreachable) or *drop* (every packet silently dropped); for every target on them, the time until it is not ready in both EndpointSlices and Endpoints, minus the floor failureThreshold × period. **Recovery**: the rule is removed; time until ready again minus successThreshold × period. Negative values are possible: the first failing probe can come up to one period after the break."
+        "- **Detection**: a share of the addresses is broken in the test namespace with nftables, either *refuse* (TCP reset / ICMP port-unreachable) or *drop* (every packet silently dropped); for every target on them, the time until it is not ready in both EndpointSlices and Endpoints (a target that was listed and is now absent from them counts as not ready: it is not routable, as for kube-proxy), minus the floor failureThreshold × period. **Recovery**: the rule is removed; time until ready again minus successThreshold × period. Negative values are possible: the first failing probe can come up to one period after the break."
+    );
+    let _ = writeln!(
+        md,
+        "- **Writes per object**: API writes from the first create until the end of the settle time after convergence, from kube-apiserver's `apiserver_request_total`, minus the bench's own creates and the IPAddress records kube-apiserver writes for itself when it allocates a ClusterIP (listed apart, by resource, below the results), per object."
     );
     let _ = writeln!(
         md,
@@ -351,7 +367,7 @@ pub fn markdown(report: &Report, plots: &[(String, String)], analysis: Option<&s
     let _ = writeln!(md, "## Results\n");
     let _ = writeln!(
         md,
-        "| profile | create | convergence after last create | from first create | objects/min | writes/object | steady writes/min | CPU (% core) | RSS / peak | probes/s | lateness p50 / p99 |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+        "| profile | create | convergence after last create | from first create | objects/min | controller writes/object | steady writes/min | CPU (% core) | RSS / peak | probes/s | lateness p50 / p99 |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
     );
     for r in &report.results {
         let s = r.steady.as_ref();
@@ -439,6 +455,30 @@ pub fn markdown(report: &Report, plots: &[(String, String)], analysis: Option<&s
             );
         }
     }
+
+    let _ = writeln!(md, "### Writes per object created, by resource and verb\n");
+    for r in &report.results {
+        if let Some(c) = &r.convergence {
+            let by: Vec<String> = c
+                .writes_per_object_by
+                .iter()
+                .map(|(k, v)| format!("{k}: {v:.2}"))
+                .collect();
+            let _ = writeln!(
+                md,
+                "- **{}**: {:.2} by the controller, {:.2} with kube-apiserver's own records: {}",
+                r.profile.name,
+                c.controller_writes_per_object,
+                c.api_writes_per_object,
+                if by.is_empty() {
+                    "none".to_string()
+                } else {
+                    by.join(", ")
+                }
+            );
+        }
+    }
+    let _ = writeln!(md);
 
     let _ = writeln!(
         md,

@@ -173,16 +173,16 @@ async fn run_inner(
     } else {
         let (converged, series) =
             await_convergence(w, opts, &tracker, &mut controller, &created, phase).await?;
-        let after = apiserver_counts(&cp).await?;
-        let writes = write_total(&prom::diff_counts(&before_create, &after));
         let from_first = converged.duration_since(created.first).as_secs_f64();
         let total = w.targets();
         result.convergence = Some(Convergence {
             seconds_after_created: converged.duration_since(created.all).as_secs_f64(),
             seconds_from_first_create: from_first,
             objects_per_minute: w.objects as f64 * 60.0 / from_first.max(1e-9),
-            // Minus the bench's own creates.
-            controller_writes_per_object: (writes - w.objects as f64) / w.objects.max(1) as f64,
+            // Filled in after the settle time (see below).
+            controller_writes_per_object: 0.0,
+            api_writes_per_object: 0.0,
+            writes_per_object_by: BTreeMap::new(),
             series,
         });
         eprintln!(
@@ -193,6 +193,20 @@ async fn run_inner(
 
     phase.set(format!("settling for {}s", profile.settle_seconds));
     tokio::time::sleep(Duration::from_secs(profile.settle_seconds)).await;
+    if let Some(c) = result.convergence.as_mut() {
+        // Counted up to the end of the settle time, not to convergence: a
+        // write made after the last target turned ready (a status, or a
+        // second write from a stale cache) is part of what creating costs.
+        let after = apiserver_counts(&cp).await?;
+        let cost = CreationWrites::of(&prom::diff_counts(&before_create, &after), w.objects);
+        c.controller_writes_per_object = cost.controller_per_object;
+        c.api_writes_per_object = cost.all_per_object;
+        c.writes_per_object_by = cost.per_object_by;
+        eprintln!(
+            "  writes per object: {:.2} by the controller ({:.2} in all): {:?}",
+            cost.controller_per_object, cost.all_per_object, c.writes_per_object_by
+        );
+    }
     phase.set(format!(
         "quiet window of {}s (writes, CPU, probes)",
         profile.quiet_window_seconds
@@ -619,12 +633,55 @@ async fn quiet_window(
     })
 }
 
-fn write_total(counts: &BTreeMap<prom::RequestKey, f64>) -> f64 {
-    counts
-        .iter()
-        .filter(|((_, _, verb), _)| prom::WRITE_VERBS.contains(&verb.as_str()))
-        .map(|(_, v)| v)
-        .sum()
+/// Resources kube-apiserver writes for itself as a consequence of a
+/// controller's write: the IPAddress object of each allocated ClusterIP.
+const APISERVER_OWN: &[&str] = &["ipaddresses"];
+
+/// What creating the objects cost in API writes, per object.
+#[derive(Debug, PartialEq)]
+struct CreationWrites {
+    /// Every write but the bench's own creates.
+    all_per_object: f64,
+    /// Without the writes kube-apiserver makes for itself
+    /// ([`APISERVER_OWN`]): what the controller under test sent.
+    controller_per_object: f64,
+    /// `resource[/subresource] VERB` → writes per object (the bench's
+    /// creates left out).
+    per_object_by: BTreeMap<String, f64>,
+}
+
+impl CreationWrites {
+    /// From the request counts of the whole creation (a difference of
+    /// `apiserver_request_total`), for `objects` objects the bench created
+    /// with one POST each.
+    fn of(counts: &BTreeMap<prom::RequestKey, f64>, objects: usize) -> CreationWrites {
+        let n = objects.max(1) as f64;
+        let mut per_object_by = BTreeMap::new();
+        let (mut all, mut own) = (0.0, 0.0);
+        for (key, v) in counts {
+            let (resource, sub, verb) = key;
+            if !prom::WRITE_VERBS.contains(&verb.as_str()) {
+                continue;
+            }
+            let mut v = *v;
+            if resource == "clusterendpoints" && sub.is_empty() && verb == "POST" {
+                v -= objects as f64;
+            }
+            if v <= 0.0 {
+                continue;
+            }
+            all += v;
+            if APISERVER_OWN.contains(&resource.as_str()) {
+                own += v;
+            }
+            per_object_by.insert(write_key(key), v / n);
+        }
+        CreationWrites {
+            all_per_object: all / n,
+            controller_per_object: (all - own) / n,
+            per_object_by,
+        }
+    }
 }
 
 async fn apiserver_counts(cp: &ControlPlane) -> Result<BTreeMap<prom::RequestKey, f64>> {
@@ -746,5 +803,40 @@ impl Drop for AbortOnDrop {
         for h in &self.0 {
             h.abort();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(resource: &str, sub: &str, verb: &str) -> prom::RequestKey {
+        (resource.into(), sub.into(), verb.into())
+    }
+
+    #[test]
+    fn creation_writes_leave_out_the_bench_and_count_the_apiserver_apart() {
+        let counts = BTreeMap::from([
+            (key("clusterendpoints", "", "POST"), 10.0),
+            (key("clusterendpoints", "status", "APPLY"), 10.0),
+            (key("services", "", "APPLY"), 10.0),
+            (key("endpointslices", "", "POST"), 10.0),
+            (key("endpoints", "", "APPLY"), 10.0),
+            (key("ipaddresses", "", "POST"), 10.0),
+            (key("services", "", "GET"), 40.0),
+        ]);
+        let cost = CreationWrites::of(&counts, 10);
+        assert_eq!(cost.all_per_object, 5.0);
+        assert_eq!(cost.controller_per_object, 4.0);
+        assert_eq!(
+            cost.per_object_by,
+            BTreeMap::from([
+                ("clusterendpoints/status APPLY".to_string(), 1.0),
+                ("endpoints APPLY".to_string(), 1.0),
+                ("endpointslices POST".to_string(), 1.0),
+                ("ipaddresses POST".to_string(), 1.0),
+                ("services APPLY".to_string(), 1.0),
+            ])
+        );
     }
 }

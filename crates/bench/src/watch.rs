@@ -2,7 +2,12 @@
 //! and Endpoints (and ClusterEndpoint status for the unreachable profile).
 //! A target is *ready* when both its slice endpoint and its Endpoints
 //! address say so, *not ready* when both say not ready; each change of that
-//! combined state is stamped with the time the watch event arrived.
+//! combined state is stamped with the time the watch event arrived. A
+//! target that a source (the slices, the Endpoints) listed once and no
+//! longer lists counts as not ready there: it is not routable (kube-proxy
+//! routes only to listed, ready endpoints), so a controller that removes
+//! failing hosts instead of listing them not ready is judged the same way
+//! ([`judge`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -28,24 +33,44 @@ pub enum Combined {
 
 #[derive(Default)]
 struct Target {
+    /// Readiness in its EndpointSlice; `None`: in none.
     slice: Option<bool>,
+    /// Readiness in its Endpoints; `None`: not listed there.
     endpoints: Option<bool>,
+    /// Whether a slice has listed it yet.
+    slice_listed: bool,
+    /// Whether the Endpoints have listed it yet.
+    endpoints_listed: bool,
     ready_at: Option<Instant>,
     not_ready_at: Option<Instant>,
 }
 
 impl Target {
     fn combined(&self, check_endpoints: bool) -> Combined {
-        let ep = if check_endpoints {
-            self.endpoints
-        } else {
-            self.slice
-        };
-        match (self.slice, ep) {
-            (Some(true), Some(true)) => Combined::Ready,
-            (Some(false), Some(false)) => Combined::NotReady,
-            _ => Combined::Unknown,
-        }
+        let slice = in_rotation(self.slice, self.slice_listed);
+        let endpoints = in_rotation(self.endpoints, self.endpoints_listed);
+        judge(slice, endpoints, check_endpoints)
+    }
+}
+
+/// What one source (the slices, or the Endpoints) says of a target: its
+/// readiness where it lists it (`now`), not ready where it listed it
+/// before and no more does (taken out of rotation), nothing before it ever
+/// listed it.
+fn in_rotation(now: Option<bool>, listed_before: bool) -> Option<bool> {
+    now.or(listed_before.then_some(false))
+}
+
+/// The combined state of a target from what the EndpointSlices and the
+/// Endpoints say of it ([`in_rotation`]), and whether the Endpoints
+/// count at all: ready when both say ready, not ready when both say not
+/// ready, unknown while either says nothing or they disagree.
+fn judge(slice: Option<bool>, endpoints: Option<bool>, check_endpoints: bool) -> Combined {
+    let endpoints = if check_endpoints { endpoints } else { slice };
+    match (slice, endpoints) {
+        (Some(true), Some(true)) => Combined::Ready,
+        (Some(false), Some(false)) => Combined::NotReady,
+        _ => Combined::Unknown,
     }
 }
 
@@ -167,10 +192,12 @@ impl Tracker {
                 continue;
             };
             let before = t.combined(check);
-            match source {
-                Source::Slice => t.slice = value,
-                Source::Endpoints => t.endpoints = value,
-            }
+            let (said, listed) = match source {
+                Source::Slice => (&mut t.slice, &mut t.slice_listed),
+                Source::Endpoints => (&mut t.endpoints, &mut t.endpoints_listed),
+            };
+            *said = value;
+            *listed |= value.is_some();
             let after = t.combined(check);
             if before == after {
                 continue;
@@ -393,6 +420,58 @@ mod tests {
         // A deleted slice forgets its endpoints.
         t.slice_event(&slice("a-p-1", "a", "p", &[]), true);
         assert_eq!(t.counts(), (0, 0, 2));
+    }
+
+    #[test]
+    fn a_target_listed_and_then_removed_is_not_ready() {
+        use Combined::*;
+        let said = in_rotation;
+        // Never listed: nothing said. Listed, then removed: not ready.
+        assert_eq!(said(None, false), None);
+        assert_eq!(said(None, true), Some(false));
+        assert_eq!(said(Some(true), true), Some(true));
+        // Removed from both: not routable.
+        let removed = said(None, true);
+        assert_eq!(judge(removed, removed, true), NotReady);
+        assert_eq!(judge(removed, None, false), NotReady);
+        // Removed from one, listed not ready in the other: not routable.
+        assert_eq!(judge(removed, Some(false), true), NotReady);
+        // Removed from one, still ready in the other: they disagree.
+        assert_eq!(judge(removed, Some(true), true), Unknown);
+        // One source has not listed it yet: unknown.
+        assert_eq!(judge(Some(false), None, true), Unknown);
+        assert_eq!(judge(Some(true), Some(true), true), Ready);
+        assert_eq!(judge(Some(true), None, false), Ready);
+    }
+
+    #[test]
+    fn a_controller_that_removes_failing_hosts_is_judged_by_their_absence() {
+        let keys = vec!["a/p/198.19.0.1".to_string(), "a/p/198.19.0.2".to_string()];
+        let t = Tracker::new(keys.clone(), true);
+        let both = [("198.19.0.1", true), ("198.19.0.2", true)];
+        t.slice_event(&slice("a-p-1", "a", "p", &both), false);
+        t.endpoints_event(
+            &endpoints("a", "p", &["198.19.0.1", "198.19.0.2"], &[]),
+            false,
+        );
+        assert_eq!(t.counts(), (2, 0, 2));
+        // Host 2 fails: the controller drops it from the slice first (its
+        // Endpoints still say ready: unknown), then from the Endpoints.
+        t.reset_stamps(&keys[1..]);
+        t.slice_event(&slice("a-p-1", "a", "p", &both[..1]), false);
+        assert_eq!(t.counts(), (1, 0, 2));
+        assert_eq!(t.stamps(&keys[1..], Combined::NotReady), vec![None]);
+        t.endpoints_event(&endpoints("a", "p", &["198.19.0.1"], &[]), false);
+        assert_eq!(t.counts(), (1, 1, 2));
+        assert!(t.stamps(&keys[1..], Combined::NotReady)[0].is_some());
+        // Back in both: ready again.
+        t.slice_event(&slice("a-p-1", "a", "p", &both), false);
+        t.endpoints_event(
+            &endpoints("a", "p", &["198.19.0.1", "198.19.0.2"], &[]),
+            false,
+        );
+        assert_eq!(t.counts(), (2, 0, 2));
+        assert!(t.stamps(&keys[1..], Combined::Ready)[0].is_some());
     }
 
     #[test]

@@ -227,6 +227,9 @@ pub enum Figure {
     /// Objects that reported their state within period + timeout after the
     /// last object was created.
     ReportedInTime,
+    /// API writes the controller sent per object created, up to the end of
+    /// the settle time (kube-apiserver's own ClusterIP records left out).
+    WritesPerObject,
 }
 
 /// What a figure must be for its goal to be met.
@@ -305,6 +308,11 @@ fn goals(p: &Profile) -> Vec<Goal> {
     match p.name {
         "10k" => goals.extend([
             goal("converges < 30 s", ConvergenceSeconds, Bound::Below(30.0)),
+            goal(
+                "creating an object costs ≤ 4.5 controller writes",
+                WritesPerObject,
+                Bound::AtMost(4.5),
+            ),
             goal(
                 "detection overhead p99 < 1 s (worst mode)",
                 DetectionP99Seconds,

@@ -1,13 +1,13 @@
 //! Reconcile: the thin imperative shell. Read (from caches), validate and
-//! build (pure), execute the writes the pure [`writes`] step decided, record
-//! status and Events.
+//! build (pure), have [`crate::execute`] carry out the writes the pure
+//! [`writes`] step decided, and [`record`] the status and Events.
 //!
 //! Probing never happens here: the probe engine runs every target on its own
 //! schedule and a health transition merely triggers a reconcile of its object.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use k8s_openapi::api::core::v1::Endpoints;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -15,23 +15,22 @@ use kube::core::DynamicObject;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
-use kube_endpoints_api::ClusterEndpointStatus;
-use kube_endpoints_probe::{Health, HealthState, TargetId};
-use tracing::{info, warn};
+use kube_endpoints_probe::{Health, HealthState, TargetId, TargetSpec};
+use tracing::{debug, warn};
 
 use crate::budget::{self, Verdict};
 use crate::builder::{self, Desired, LABEL_SERVICE_NAME, Owner};
-use crate::certificates;
 use crate::context::{CepKey, Context};
 use crate::credentials;
 use crate::decode::{Decoded, decode};
 use crate::error::{Error, Result};
-use crate::events;
-use crate::execute::{execute, write_status};
+use crate::execute::execute;
+use crate::first_verdicts;
 use crate::metrics::ReasonLabels;
 use crate::plan::{Plan, plan_with};
 use crate::policy;
-use crate::status::{self, NotInitialized, StatusInput, SyncOutcome, Synced};
+use crate::record;
+use crate::status::{NotInitialized, SyncOutcome, Synced};
 use crate::writes::{self, Live};
 
 pub async fn reconcile(object: Arc<DynamicObject>, ctx: Arc<Context>) -> Result<Action> {
@@ -78,7 +77,12 @@ async fn reconcile_inner(object: &DynamicObject, ctx: &Context) -> Result<Action
         Ok(plan) => {
             let slices = service_slices(ctx, &owner);
             let endpoints = cached(&ctx.caches.endpoints, &owner);
-            let health = probe(ctx, &key, plan, &slices, endpoints.as_deref());
+            let targets = plan.targets();
+            let timeouts: Vec<(TargetId, Duration)> = targets
+                .iter()
+                .map(|(id, spec)| (id.clone(), spec.timeout))
+                .collect();
+            let health = probe(ctx, &key, targets, plan, &slices, endpoints.as_deref());
             if !still_there(ctx, &key, &owner) {
                 // Deleted while we were starting its probes: the delete
                 // event may have been handled before, so stop them here.
@@ -91,8 +95,26 @@ async fn reconcile_inner(object: &DynamicObject, ctx: &Context) -> Result<Action
                 .map(Arc::as_ref)
                 .filter(|s| builder::is_own_slice(s, &owner, id))
                 .collect();
+            let hold = first_verdicts::hold(
+                !own.is_empty() || endpoints.is_some(),
+                timeouts
+                    .iter()
+                    .filter_map(|(id, timeout)| Some((health.get(id)?, *timeout))),
+                SystemTime::now(),
+            );
             let desired = builder::desired(&owner, plan, &health, &ctx.settings.build, &own);
-            let (service, endpoints) = sync(ctx, &desired, &own, endpoints.as_deref()).await;
+            let (service, endpoints) =
+                sync(ctx, &desired, &own, endpoints.as_deref(), hold.is_none()).await;
+            let Some(endpoints) = endpoints else {
+                // Held back ([`first_verdicts`]): the Service is written;
+                // the rest waits for the first verdicts, whose transitions
+                // reconcile again, or for this requeue when the last probe
+                // timeout runs out. Nothing to report meanwhile.
+                let wait = hold.unwrap_or(first_verdicts::MIN_HOLD);
+                debug!(namespace = %key.namespace, name = %key.name, ?wait, "waiting for the first probe verdicts");
+                ctx.backoff.reset(&key);
+                return Ok(Action::requeue(wait));
+            };
             let synced = Synced {
                 plan,
                 service,
@@ -112,97 +134,16 @@ async fn reconcile_inner(object: &DynamicObject, ctx: &Context) -> Result<Action
         .as_ref()
         .is_ok_and(|s| s.service.is_failed() || s.endpoints.is_failed());
 
-    let now_time = SystemTime::now();
-    let now = status::rfc3339(now_time);
-    let previous = decoded.status.as_ref();
-    let certificates = match &planned {
-        Ok(_) => ctx.scheduler.cert_not_after(&key),
-        Err(_) => BTreeMap::new(),
-    };
-    let mut status = status::status(&StatusInput {
-        generation: object.metadata.generation,
-        spec,
-        health: &health,
-        previous,
-        now: &now,
-    });
-    if let Ok(plan) = &planned {
-        let warning = ctx.settings.cert_expiry_warning;
-        let warn_before = warning.and_then(|w| now_time.checked_add(w));
-        certificates::fill(&mut status, plan, &certificates, previous, warn_before);
-        ctx.metrics
-            .set_certificates(&key.namespace, &key.name, &certificates);
-    }
-    let certificate_events = announce_certificates(ctx, &key, previous, &status);
-    for event in certificate_events {
-        info!(namespace = %key.namespace, name = %key.name, note = ?event.note, "certificate expiring");
-        events::publish(ctx, object, event).await;
-    }
-    let announced = {
-        let mut announced = ctx.announced.lock().unwrap_or_else(|e| e.into_inner());
-        let before = announced
-            .get(&key)
-            .cloned()
-            .or_else(|| previous.map(|p| p.conditions.clone()))
-            .unwrap_or_default();
-        announced.insert(key.clone(), status.conditions.clone());
-        before
-    };
-    for event in events::condition_events(&announced, &status) {
-        events::publish(ctx, object, event).await;
-    }
-    if previous != Some(&status) {
-        write_status(ctx, &key, &status, decoded.foreign_form).await?;
-    }
-    // Time alone moves a certificate into the warning window: come back
-    // then.
-    let crossing = ctx
-        .settings
-        .cert_expiry_warning
-        .and_then(|w| certificates::next_crossing(&certificates, w, now_time));
+    let crossing = record::record(ctx, object, &key, &decoded, &planned, spec, &health).await?;
     Ok(if failed {
         Action::requeue(ctx.backoff.failed(&key))
     } else {
         ctx.backoff.reset(&key);
         match crossing {
-            // Capped: the requeue queue refuses delays of years, and a
-            // daily look costs nothing when nothing changed.
-            Some(delay) => Action::requeue(
-                (delay + std::time::Duration::from_secs(1)).min(MAX_CERTIFICATE_REQUEUE),
-            ),
+            Some(delay) => Action::requeue(delay),
             None => Action::await_change(),
         }
     })
-}
-
-/// The longest wait for a certificate to enter the warning window.
-const MAX_CERTIFICATE_REQUEUE: std::time::Duration = std::time::Duration::from_secs(86_400);
-
-/// The `CertificateExpiring` Events due: certificates in the warning window
-/// not announced before (by this process, or in the previous status).
-fn announce_certificates(
-    ctx: &Context,
-    key: &CepKey,
-    previous: Option<&ClusterEndpointStatus>,
-    status: &ClusterEndpointStatus,
-) -> Vec<kube::runtime::events::Event> {
-    let Some(warning) = ctx.settings.cert_expiry_warning else {
-        return Vec::new();
-    };
-    let now = certificates::expiring(status);
-    let mut announced = ctx
-        .announced_certificates
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
-    let before = announced
-        .get(key)
-        .cloned()
-        .or_else(|| previous.map(certificates::expiring))
-        .unwrap_or_default();
-    let days = u32::try_from(warning.as_secs() / 86_400).unwrap_or(u32::MAX);
-    let events = certificates::events(&before, &now, days);
-    announced.insert(key.clone(), now);
-    events
 }
 
 /// Whether the object is still in the cache as this very object (not
@@ -245,7 +186,8 @@ fn admitted(
     Ok(policy::restrict(plan, &ctx.settings.policy, &ranges))
 }
 
-/// Hand the plan's targets to the probe engine and take a health snapshot.
+/// Hand the plan's targets (`targets`, from [`Plan::targets`]) to the
+/// probe engine and take a health snapshot.
 /// Targets it does not know yet start from the health recorded in the
 /// Service's slices and Endpoints ([`builder::seed`]): after a restart, a
 /// failover, an adoption or a migration, nothing changes until a probe
@@ -253,13 +195,14 @@ fn admitted(
 fn probe(
     ctx: &Context,
     key: &CepKey,
+    targets: BTreeMap<TargetId, TargetSpec>,
     plan: &Plan,
     slices: &[Arc<EndpointSlice>],
     endpoints: Option<&Endpoints>,
 ) -> BTreeMap<TargetId, Health> {
     let seed = builder::seed(plan, slices.iter().map(Arc::as_ref), endpoints);
     ctx.scheduler
-        .sync(key, plan.targets(), |id: &TargetId| seed.get(id).copied());
+        .sync(key, targets, |id: &TargetId| seed.get(id).copied());
     let health = ctx.scheduler.health(key);
     ctx.metrics.set_host_readiness(
         &key.namespace,
@@ -274,13 +217,16 @@ fn probe(
 
 /// Decide the writes against the caches and execute them: the Service
 /// first (slices hang off it), then the slices, then the compatibility
-/// Endpoints. Returns the outcome of the Service step and of the rest.
+/// Endpoints. Returns the outcome of the Service step and of the rest;
+/// `None` for the rest when the Service is done and `with_endpoints` is
+/// false (they are held back: nothing of them was written).
 async fn sync(
     ctx: &Context,
     desired: &Desired,
     own_slices: &[&EndpointSlice],
     endpoints: Option<&Endpoints>,
-) -> (SyncOutcome, SyncOutcome) {
+    with_endpoints: bool,
+) -> (SyncOutcome, Option<SyncOutcome>) {
     let owner = &desired.owner;
     let service = cached(&ctx.caches.services, owner);
     let live = Live {
@@ -301,14 +247,17 @@ async fn sync(
                 )
             },
         );
-        return (outcome(&Error::Refused(refusal)), not_synced);
+        return (outcome(&Error::Refused(refusal)), Some(not_synced));
     }
     if let Err(e) = execute(ctx, owner, plan.service).await {
         let not_synced = SyncOutcome::failed(
             "ServiceNotSynced",
             "endpoints are not written until the Service is synced",
         );
-        return (outcome(&e), not_synced);
+        return (outcome(&e), Some(not_synced));
+    }
+    if !with_endpoints {
+        return (SyncOutcome::Done, None);
     }
     let slices = execute(ctx, owner, Ok(plan.slices)).await;
     // A slice name taken by somebody else stops only that slice.
@@ -322,7 +271,7 @@ async fn sync(
     };
     (
         SyncOutcome::Done,
-        rest.map_or_else(|e| outcome(&e), |()| SyncOutcome::Done),
+        Some(rest.map_or_else(|e| outcome(&e), |()| SyncOutcome::Done)),
     )
 }
 

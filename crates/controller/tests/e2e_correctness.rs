@@ -396,6 +396,11 @@ where
         Recorder { seen, task }
     }
 
+    /// What was seen so far.
+    fn seen(&self) -> Vec<K> {
+        self.seen.lock().expect("lock").clone()
+    }
+
     fn stop(self) -> Vec<K> {
         self.task.abort();
         self.seen.lock().expect("lock").clone()
@@ -409,6 +414,79 @@ fn is_ours(slice: &EndpointSlice) -> bool {
         .get("endpointslice.kubernetes.io/managed-by")
         .map(String::as_str)
         == Some(kube_endpoints::DEFAULT_CONTROLLER_ID)
+}
+
+/// Creating an object once listed every new host not ready until its first
+/// probe answered, and rewrote the slice a moment later. Its first listing
+/// now waits for the first verdicts (at most one probe timeout): a host
+/// that answers is ready in every version of the slice ever written, and a
+/// silent host, whose probe takes the whole timeout, is listed not ready in
+/// that same first version.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_objects_first_listing_carries_its_first_verdicts() {
+    let (client, ns) = setup("c-first").await;
+    let (up, _b1) = host_with_backend().await;
+    let (silent, _b2) = host_with_backend().await;
+    silent.blackhole(true).await.expect("blackhole");
+    let (up_ip, silent_ip) = (up.ipv4().to_string(), silent.ipv4().to_string());
+    let slice_versions = Recorder::<EndpointSlice>::start(
+        &client,
+        &ns,
+        Some("kubernetes.io/service-name=first".into()),
+    )
+    .await;
+    let _controller = start_controller(&ns, &[]).await;
+    let yaml = cep(
+        "first",
+        json!([{"name": "tcp", "port": 80, "targetPort": 80, "hosts": [up_ip, silent_ip],
+                "tcpSocket": {"enable": true}, "timeoutSeconds": 1}]),
+    );
+    must_apply(&client, &ns, GROUP, &yaml).await;
+    let cep = wait_phase(&client, &ns, GROUP, "first", Phase::UnHealthy).await;
+    let status = cep.status.expect("status");
+    assert_eq!(status.ready.as_deref(), Some("1/2"));
+    let unhealthy: Vec<&str> = status.ports[0]
+        .unhealthy
+        .iter()
+        .map(|u| u.host.as_str())
+        .collect();
+    assert_eq!(unhealthy, [silent_ip.as_str()]);
+    let readiness = |s: &EndpointSlice| -> BTreeMap<String, Option<bool>> {
+        s.endpoints
+            .iter()
+            .flat_map(|e| {
+                let ready = e.conditions.as_ref().and_then(|c| c.ready);
+                e.addresses.iter().map(move |a| (a.clone(), ready))
+            })
+            .collect()
+    };
+    eventually("the watch to see our slice with both hosts", || async {
+        let seen = slice_versions.seen();
+        seen.iter()
+            .any(|s| is_ours(s) && readiness(s).len() == 2)
+            .then_some(())
+    })
+    .await;
+    let versions: Vec<EndpointSlice> = slice_versions.stop().into_iter().filter(is_ours).collect();
+    let first = versions.first().expect("our slice was seen");
+    assert_eq!(
+        readiness(first),
+        BTreeMap::from([
+            (up_ip.clone(), Some(true)),
+            (silent_ip.clone(), Some(false))
+        ]),
+        "the first listing carries the first verdicts"
+    );
+    for v in &versions {
+        assert_eq!(
+            readiness(v).get(&up_ip),
+            Some(&Some(true)),
+            "{up_ip} listed not ready in {} (rv {:?})",
+            v.name_any(),
+            v.resource_version()
+        );
+    }
+    silent.blackhole(false).await.expect("blackhole lifted");
 }
 
 /// Item 3: adopting a hand-made Service + Endpoints once wrote every host

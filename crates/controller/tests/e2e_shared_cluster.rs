@@ -11,7 +11,11 @@
 //!   the old leader stands by again without restarting;
 //! - standbys racing for a released Lease never lead at once;
 //! - a served group whose CRD is missing does not stop the others, and
-//!   starts once its CRD is installed.
+//!   starts once its CRD is installed;
+//! - creating an object writes each of its objects once (Service,
+//!   EndpointSlice, Endpoints, status), counted in the audit log: the first
+//!   listing waits for the hosts' first verdicts instead of listing them
+//!   not ready first.
 //!
 //! The control plane runs with an audit log of every write (who, which user
 //! agent, when), which is how the second test tells the replicas apart: each
@@ -606,6 +610,101 @@ async fn a_partitioned_leader_stops_writing_before_the_standby_starts() {
             .collect();
         assert_eq!(managers, ["kube-endpoints".to_string()].into());
     }
+}
+
+// -------------------------------------------------------------- write cost
+
+/// The controller's successful writes to objects in `ns`, from the audit
+/// log: `resource[/subresource] verb` → count. The controller's
+/// `User-Agent` is `kube-endpoints/<version>`; the test's own client is not.
+fn controller_writes_in(ns: &str) -> BTreeMap<String, usize> {
+    let text = std::fs::read_to_string(&audited().audit_log).unwrap_or_default();
+    let mut writes = BTreeMap::new();
+    for e in text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+    {
+        let ok = e["responseStatus"]["code"]
+            .as_i64()
+            .is_some_and(|c| c < 400);
+        let ours = e["userAgent"]
+            .as_str()
+            .is_some_and(|ua| ua.starts_with("kube-endpoints/"));
+        let object = &e["objectRef"];
+        if e["stage"] != "ResponseComplete" || !ok || !ours || object["namespace"] != ns {
+            continue;
+        }
+        let resource = object["resource"].as_str().unwrap_or_default();
+        let what = match object["subresource"].as_str() {
+            Some(sub) => format!("{resource}/{sub}"),
+            None => resource.to_string(),
+        };
+        let verb = e["verb"].as_str().unwrap_or_default();
+        *writes.entry(format!("{what} {verb}")).or_default() += 1;
+    }
+    writes
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn creating_an_object_writes_each_of_its_objects_once() {
+    let _serial = SERIAL.lock().await;
+    // Backends: [up, up, down]: the first verdicts are two successes and
+    // one failure (refused at once).
+    let (client, ns, hosts, mut backends) = fixture("e2e-writes", 3).await;
+    backends[2].stop().await.expect("stop");
+    let ip = |i: usize| hosts[i].ipv4().to_string();
+    let controller = start_replica(&ns, Spawn::default()).await;
+    must_apply(
+        &client,
+        &ns,
+        GROUP,
+        &cep_yaml("fresh", &[ip(0), ip(1), ip(2)]),
+    )
+    .await;
+    wait_phase(&client, &ns, GROUP, "fresh", Phase::UnHealthy).await;
+    let readiness = eventually("the hosts' verdicts in the slice", || async {
+        let r = slice_readiness(&client, &ns, "fresh").await;
+        (r.len() == 3).then_some(r)
+    })
+    .await;
+    let by_host: BTreeMap<String, bool> =
+        readiness.into_iter().map(|((_, _, a), r)| (a, r)).collect();
+    assert_eq!(
+        by_host,
+        BTreeMap::from([(ip(0), true), (ip(1), true), (ip(2), false)])
+    );
+    // Three more rounds of probes (period 1 s): any write the controller
+    // was still going to make for the creation is made by then, including
+    // those of reconciles its own writes' watch events trigger.
+    let probes = metric(&controller, "kube_endpoints_probes_total")
+        .await
+        .expect("metrics answer");
+    eventually("three more rounds of probes", || async {
+        let now = metric(&controller, "kube_endpoints_probes_total").await?;
+        (now >= probes + 9.0).then_some(())
+    })
+    .await;
+
+    let mut writes = controller_writes_in(&ns);
+    // The failing host's HostUnhealthy Event is not part of the objects.
+    let events = writes.remove("events create");
+    assert_eq!(
+        writes,
+        BTreeMap::from([
+            ("services patch".to_string(), 1),
+            ("endpointslices create".to_string(), 1),
+            ("endpoints patch".to_string(), 1),
+            ("clusterendpoints/status patch".to_string(), 1),
+        ]),
+        "each object written once, with the first verdicts (Events: {events:?})"
+    );
+    let cep = support::get_cep(&client, &ns, GROUP, "fresh")
+        .await
+        .expect("the object");
+    let status = cep.status.expect("status");
+    assert_eq!(status.ready.as_deref(), Some("2/3"));
+    assert_eq!(status.ports[0].unhealthy.len(), 1, "{status:?}");
+    assert_eq!(status.ports[0].unhealthy[0].host, ip(2));
 }
 
 // ------------------------------------------------------------ served groups

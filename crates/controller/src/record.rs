@@ -1,0 +1,116 @@
+//! Record: what one reconcile reports — the status (written only when it
+//! changed), the Warning Events of conditions that turned bad, and the
+//! certificates' expiry (status, metric, a `CertificateExpiring` Event once
+//! per certificate entering the warning window).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
+
+use kube::core::DynamicObject;
+use kube_endpoints_api::ClusterEndpointStatus;
+use kube_endpoints_probe::{Health, TargetId};
+use tracing::info;
+
+use crate::certificates;
+use crate::context::{CepKey, Context};
+use crate::decode::Decoded;
+use crate::error::Result;
+use crate::events;
+use crate::execute::write_status;
+use crate::plan::Plan;
+use crate::status::{self, NotInitialized, StatusInput, Synced};
+
+/// The longest wait for a certificate to enter the warning window.
+const MAX_CERTIFICATE_REQUEUE: Duration = Duration::from_secs(86_400);
+
+/// Compute the status from what the reconcile found and did, publish the
+/// Events it calls for and write it if it changed. Returns when to look
+/// again because time alone moves a certificate into the warning window.
+pub async fn record(
+    ctx: &Context,
+    object: &DynamicObject,
+    key: &CepKey,
+    decoded: &Decoded,
+    planned: &std::result::Result<Plan, NotInitialized>,
+    spec: std::result::Result<Synced<'_>, NotInitialized>,
+    health: &BTreeMap<TargetId, Health>,
+) -> Result<Option<Duration>> {
+    let now_time = SystemTime::now();
+    let now = status::rfc3339(now_time);
+    let previous = decoded.status.as_ref();
+    let certificates = match planned {
+        Ok(_) => ctx.scheduler.cert_not_after(key),
+        Err(_) => BTreeMap::new(),
+    };
+    let mut status = status::status(&StatusInput {
+        generation: object.metadata.generation,
+        spec,
+        health,
+        previous,
+        now: &now,
+    });
+    if let Ok(plan) = planned {
+        let warning = ctx.settings.cert_expiry_warning;
+        let warn_before = warning.and_then(|w| now_time.checked_add(w));
+        certificates::fill(&mut status, plan, &certificates, previous, warn_before);
+        ctx.metrics
+            .set_certificates(&key.namespace, &key.name, &certificates);
+    }
+    let certificate_events = announce_certificates(ctx, key, previous, &status);
+    for event in certificate_events {
+        info!(namespace = %key.namespace, name = %key.name, note = ?event.note, "certificate expiring");
+        events::publish(ctx, object, event).await;
+    }
+    let announced = {
+        let mut announced = ctx.announced.lock().unwrap_or_else(|e| e.into_inner());
+        let before = announced
+            .get(key)
+            .cloned()
+            .or_else(|| previous.map(|p| p.conditions.clone()))
+            .unwrap_or_default();
+        announced.insert(key.clone(), status.conditions.clone());
+        before
+    };
+    for event in events::condition_events(&announced, &status) {
+        events::publish(ctx, object, event).await;
+    }
+    if previous != Some(&status) {
+        write_status(ctx, key, &status, decoded.foreign_form).await?;
+    }
+    // Time alone moves a certificate into the warning window: come back
+    // then.
+    let crossing = ctx
+        .settings
+        .cert_expiry_warning
+        .and_then(|w| certificates::next_crossing(&certificates, w, now_time));
+    // Capped: the requeue queue refuses delays of years, and a daily look
+    // costs nothing when nothing changed.
+    Ok(crossing.map(|delay| (delay + Duration::from_secs(1)).min(MAX_CERTIFICATE_REQUEUE)))
+}
+
+/// The `CertificateExpiring` Events due: certificates in the warning window
+/// not announced before (by this process, or in the previous status).
+fn announce_certificates(
+    ctx: &Context,
+    key: &CepKey,
+    previous: Option<&ClusterEndpointStatus>,
+    status: &ClusterEndpointStatus,
+) -> Vec<kube::runtime::events::Event> {
+    let Some(warning) = ctx.settings.cert_expiry_warning else {
+        return Vec::new();
+    };
+    let now = certificates::expiring(status);
+    let mut announced = ctx
+        .announced_certificates
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let before = announced
+        .get(key)
+        .cloned()
+        .or_else(|| previous.map(certificates::expiring))
+        .unwrap_or_default();
+    let days = u32::try_from(warning.as_secs() / 86_400).unwrap_or(u32::MAX);
+    let events = certificates::events(&before, &now, days);
+    announced.insert(key.clone(), now);
+    events
+}
