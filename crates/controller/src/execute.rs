@@ -81,8 +81,10 @@ pub async fn execute(
 /// refuse, naming who has it.
 async fn create_object(ctx: &Context, owner: &Owner, object: Object) -> Result<()> {
     let ns = owner.namespace.as_str();
-    let Object::EndpointSlice(slice) = object else {
-        return apply_object(ctx, ns, object).await.map(drop);
+    let slice = match object {
+        Object::EndpointSlice(slice) => slice,
+        Object::Service(service) => return create_service(ctx, ns, &service).await,
+        other => return apply_object(ctx, ns, other).await.map(drop),
     };
     let api: Api<EndpointSlice> = Api::namespaced(ctx.client.clone(), ns);
     let params = PostParams {
@@ -106,6 +108,21 @@ async fn create_object(ctx: &Context, owner: &Owner, object: Object) -> Result<(
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// Create a Service we know nothing of. If one of its name exists after all
+/// (created by somebody else since our cache was read), the 409 is the
+/// step's error: nothing is overwritten, the reconcile is retried, and by
+/// then the cache holds that Service for the adoption rules to judge.
+async fn create_service(ctx: &Context, ns: &str, service: &Service) -> Result<()> {
+    let api: Api<Service> = Api::namespaced(ctx.client.clone(), ns);
+    let params = PostParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..PostParams::default()
+    };
+    api.create(&params, service).await?;
+    ctx.metrics.count_write(Kind::Service.resource(), "create");
+    Ok(())
 }
 
 /// Apply `object`; the applied Service when it is one (its ports may need pruning).

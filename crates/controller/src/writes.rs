@@ -84,10 +84,12 @@ pub type PortKey = (i32, String);
 pub enum Write {
     /// Server-side apply of an object that is ours.
     Apply(Object),
-    /// Create an object that we do not know of. Never overwrites: if one of
-    /// its name exists after all (the cache was behind, or it is somebody
-    /// else's), the shell reads it and applies only when
-    /// [`slice_conflict`] finds it is ours.
+    /// Create an object that we do not know of (a slice, or the Service of
+    /// a new object). Never overwrites: if a slice of its name exists after
+    /// all (the cache was behind, or it is somebody else's), the shell reads
+    /// it and applies only when [`slice_conflict`] finds it is ours; a
+    /// Service that exists after all fails the step, to be judged by the
+    /// next reconcile.
     Create(Object),
     /// Server-side apply that takes over a hand-made, unowned object in
     /// place. The object carries the resourceVersion the decision was made
@@ -293,6 +295,12 @@ pub fn slice_conflict(
 }
 
 fn service_writes(desired: &Service, live: Option<&Service>, decision: &Ownership) -> Vec<Write> {
+    if live.is_none() {
+        // Created, never applied: a Service somebody else created after
+        // our cache was read must not be taken over by a forced apply (the
+        // create fails instead, and the next reconcile judges it).
+        return vec![Write::Create(Object::Service(desired.clone()))];
+    }
     match apply_if_changed(live, desired, decision.clone(), Object::Service) {
         // Which ports survive the apply depends on who owns them, which
         // only the apply's answer tells: the prune is decided on that.
