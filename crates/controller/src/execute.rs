@@ -110,19 +110,26 @@ async fn create_object(ctx: &Context, owner: &Owner, object: Object) -> Result<(
     }
 }
 
-/// Create a Service we know nothing of. If one of its name exists after all
-/// (created by somebody else since our cache was read), the 409 is the
-/// step's error: nothing is overwritten, the reconcile is retried, and by
-/// then the cache holds that Service for the adoption rules to judge.
+/// Create the Service of a new object: server-side apply, but only after a
+/// live read finds no Service of its name. One that somebody else created
+/// since our cache was read fails the step instead (retried; by then the
+/// cache holds it for the adoption rules to judge), so a forced apply
+/// never takes it over. (What remains is the instant between this read and
+/// the apply; a plain create would close it, but would leave a second
+/// entry of our field manager on the Service that later keeps renamed
+/// ports from being dropped.)
 async fn create_service(ctx: &Context, ns: &str, service: &Service) -> Result<()> {
     let api: Api<Service> = Api::namespaced(ctx.client.clone(), ns);
-    let params = PostParams {
-        field_manager: Some(FIELD_MANAGER.into()),
-        ..PostParams::default()
-    };
-    api.create(&params, service).await?;
-    ctx.metrics.count_write(Kind::Service.resource(), "create");
-    Ok(())
+    let name = service.name_any();
+    if api.get_metadata_opt(&name).await?.is_some() {
+        return Err(Error::Refused(Refusal {
+            reason: "ServiceNotYetSeen",
+            message: format!(
+                "a Service {ns}/{name} appeared that the controller had not seen yet; it is judged on the next attempt"
+            ),
+        }));
+    }
+    apply(ctx, ns, service, Kind::Service).await.map(drop)
 }
 
 /// Apply `object`; the applied Service when it is one (its ports may need pruning).

@@ -88,8 +88,8 @@ pub enum Write {
     /// a new object). Never overwrites: if a slice of its name exists after
     /// all (the cache was behind, or it is somebody else's), the shell reads
     /// it and applies only when [`slice_conflict`] finds it is ours; a
-    /// Service that exists after all fails the step, to be judged by the
-    /// next reconcile.
+    /// Service is applied only when a live read finds none (one that exists
+    /// after all fails the step, to be judged by the next reconcile).
     Create(Object),
     /// Server-side apply that takes over a hand-made, unowned object in
     /// place. The object carries the resourceVersion the decision was made
@@ -296,9 +296,9 @@ pub fn slice_conflict(
 
 fn service_writes(desired: &Service, live: Option<&Service>, decision: &Ownership) -> Vec<Write> {
     if live.is_none() {
-        // Created, never applied: a Service somebody else created after
-        // our cache was read must not be taken over by a forced apply (the
-        // create fails instead, and the next reconcile judges it).
+        // Created: a Service somebody else created after our cache was
+        // read must not be taken over by a forced apply (the shell reads
+        // first, and the next reconcile judges one it finds).
         return vec![Write::Create(Object::Service(desired.clone()))];
     }
     match apply_if_changed(live, desired, decision.clone(), Object::Service) {

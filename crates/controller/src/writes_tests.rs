@@ -112,8 +112,8 @@ fn summary(plan: &WritePlan) -> Vec<(Kind, String, &'static str)> {
 fn a_new_object_writes_everything_once() {
     let desired = healthy_wordpress(true);
     let plan = plan_writes(&desired, &Live::default());
-    // The Service is created, never applied: one that somebody else
-    // created meanwhile is then not taken over.
+    // The Service is created (applied only after a live read finds none):
+    // one that somebody else created meanwhile is then not taken over.
     let mut expected = vec![(Kind::Service, "wordpress".to_string(), "create")];
     for port in ["wp-grpc", "wp-http", "wp-https", "wp-udp"] {
         expected.push((

@@ -691,7 +691,7 @@ async fn creating_an_object_writes_each_of_its_objects_once() {
     assert_eq!(
         writes,
         BTreeMap::from([
-            ("services create".to_string(), 1),
+            ("services patch".to_string(), 1),
             ("endpointslices create".to_string(), 1),
             ("endpoints patch".to_string(), 1),
             ("clusterendpoints/status patch".to_string(), 1),

@@ -976,9 +976,10 @@ async fn the_apiservers_service_and_other_tools_services_are_never_adopted() {
 
 /// A Service created (with a selector, by someone else) around the
 /// ClusterEndpoint's first sync is never taken over, whichever side wins,
-/// including the narrowest window (the Service exists but the controller's
-/// cache has not seen it yet: its create of the Service then fails).
-/// Raced with varying delays.
+/// also when the controller's cache has not seen it yet (a live read
+/// before the first apply finds it). Raced with varying delays. (The
+/// instant between that read and the apply is not covered: see
+/// docs/security.md.)
 #[tokio::test(flavor = "multi_thread")]
 async fn a_service_created_during_the_first_sync_is_never_taken_over() {
     let client = admin_with_crd().await;
