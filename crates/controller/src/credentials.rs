@@ -27,6 +27,7 @@ use crate::context::CepKey;
 use crate::decode::decode;
 use crate::metrics::Metrics;
 use crate::plan::{Lookup, Resolve, Sensitive, SourceKind, references};
+use crate::watch_cache::{Cached, spawn_until_shutdown};
 
 /// The label selector of the credential watches.
 pub fn selector() -> String {
@@ -147,13 +148,7 @@ fn cache<K>(
     shutdown: &CancellationToken,
 ) -> Store<K>
 where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + serde::de::DeserializeOwned
-        + 'static,
+    K: Cached + Resource<Scope = k8s_openapi::NamespaceResourceScope>,
 {
     let api: Api<K> = match namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
@@ -187,13 +182,7 @@ where
             }
             futures::future::ready(())
         });
-    let shutdown = shutdown.clone();
-    tokio::spawn(async move {
-        tokio::select! {
-            () = stream => {},
-            () = shutdown.cancelled() => {},
-        }
-    });
+    spawn_until_shutdown(stream, shutdown);
     reader
 }
 

@@ -216,30 +216,26 @@ fn port_material(
             material.tls = tls_config(&format!("{field}.tls"), tls, resolve, errors);
         }
     }
-    if let Some(tcp) = &port.tcp_socket
-        && let Some(tls) = &tcp.tls
-    {
-        let field = format!("{field}.tcpSocket");
-        if !tcp.enable {
+    // TLS over TCP and gRPC: only on an enabled handler.
+    let handlers = [
+        (
+            "tcpSocket",
+            port.tcp_socket.as_ref().map(|h| (h.enable, &h.tls)),
+        ),
+        ("grpc", port.grpc.as_ref().map(|h| (h.enable, &h.tls))),
+    ];
+    for (handler, options) in handlers {
+        let Some((enable, Some(tls))) = options else {
+            continue;
+        };
+        let field = format!("{field}.{handler}.tls");
+        if enable {
+            material.tls = tls_config(&field, tls, resolve, errors);
+        } else {
             errors.push(
-                format!("{field}.tls"),
+                field,
                 "tls is set but the handler is not enabled (set enable: true)",
             );
-        } else {
-            material.tls = tls_config(&format!("{field}.tls"), tls, resolve, errors);
-        }
-    }
-    if let Some(grpc) = &port.grpc
-        && let Some(tls) = &grpc.tls
-    {
-        let field = format!("{field}.grpc");
-        if !grpc.enable {
-            errors.push(
-                format!("{field}.tls"),
-                "tls is set but the handler is not enabled (set enable: true)",
-            );
-        } else {
-            material.tls = tls_config(&format!("{field}.tls"), tls, resolve, errors);
         }
     }
     (errors.0.len() == before).then_some(material)

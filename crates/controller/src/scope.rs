@@ -31,6 +31,7 @@ use crate::events::{self, host_transition_event};
 use crate::metrics::{Metrics, ProbeObserver, TargetCounter, TransitionLabels};
 use crate::policy;
 use crate::reconcile;
+use crate::watch_cache::{Cached, spawn_until_shutdown};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ScopeError {
@@ -465,13 +466,7 @@ impl Children<'_> {
     /// ClusterEndpoint (found through the controller owner reference).
     fn cache<K>(&self, config: watcher::Config, resource: &'static str) -> Store<K>
     where
-        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-            + Clone
-            + std::fmt::Debug
-            + Send
-            + Sync
-            + serde::de::DeserializeOwned
-            + 'static,
+        K: Cached + Resource<Scope = k8s_openapi::NamespaceResourceScope>,
     {
         let (reader, writer) = reflector::store();
         let owner = self.owner.clone();
@@ -504,13 +499,7 @@ impl Children<'_> {
                 }
                 futures::future::ready(())
             });
-        let shutdown = self.shutdown.clone();
-        tokio::spawn(async move {
-            tokio::select! {
-                () = stream => {},
-                () = shutdown.cancelled() => {},
-            }
-        });
+        spawn_until_shutdown(stream, self.shutdown);
         reader
     }
 }
