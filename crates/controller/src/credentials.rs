@@ -72,35 +72,27 @@ impl Resolve for Resolver<'_> {
                 self.namespace
             ))
         };
-        let no_key = || Lookup::Missing(format!("{} {name:?} has no key {key:?}", kind.as_str()));
-        match kind {
-            SourceKind::Secret => {
-                let Some(secret) = stores
-                    .secrets
-                    .get(&ObjectRef::new(name).within(self.namespace))
-                else {
-                    return not_found();
-                };
-                match secret.data.as_ref().and_then(|d| d.get(key)) {
-                    Some(bytes) => Lookup::Found(Sensitive::new(bytes.0.clone())),
-                    None => no_key(),
-                }
-            }
-            SourceKind::ConfigMap => {
-                let Some(config_map) = stores
-                    .config_maps
-                    .get(&ObjectRef::new(name).within(self.namespace))
-                else {
-                    return not_found();
-                };
-                if let Some(text) = config_map.data.as_ref().and_then(|d| d.get(key)) {
-                    return Lookup::Found(Sensitive::new(text.as_bytes()));
-                }
-                match config_map.binary_data.as_ref().and_then(|d| d.get(key)) {
-                    Some(bytes) => Lookup::Found(Sensitive::new(bytes.0.clone())),
-                    None => no_key(),
-                }
-            }
+        // `None`: no such object; `Some(None)`: the object has no such key.
+        let value: Option<Option<Vec<u8>>> = match kind {
+            SourceKind::Secret => stores
+                .secrets
+                .get(&ObjectRef::new(name).within(self.namespace))
+                .map(|secret| Some(secret.data.as_ref()?.get(key)?.0.clone())),
+            SourceKind::ConfigMap => stores
+                .config_maps
+                .get(&ObjectRef::new(name).within(self.namespace))
+                .map(|config_map| {
+                    let text = config_map.data.as_ref().and_then(|d| d.get(key));
+                    match text {
+                        Some(text) => Some(text.as_bytes().to_vec()),
+                        None => Some(config_map.binary_data.as_ref()?.get(key)?.0.clone()),
+                    }
+                }),
+        };
+        match value {
+            None => not_found(),
+            Some(None) => Lookup::Missing(format!("{} {name:?} has no key {key:?}", kind.as_str())),
+            Some(Some(bytes)) => Lookup::Found(Sensitive::new(bytes)),
         }
     }
 }
