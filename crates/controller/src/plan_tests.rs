@@ -478,3 +478,16 @@ fn three_second_timeout(period_seconds: i32) -> ClusterEndpointSpec {
     }))
     .expect("spec")
 }
+
+/// The CRD's admission rule refuses the headers the prober sets itself:
+/// the same list the prober and `plan` use.
+#[test]
+fn the_crd_refuses_every_header_the_prober_owns() {
+    let crd = serde_json::to_string(&kube_endpoints_api::crd_for_group(
+        kube_endpoints_api::GROUP,
+    ))
+    .expect("CRD serialises");
+    for header in OWNED_HEADERS {
+        assert!(crd.contains(&format!("'{header}'")), "{header}");
+    }
+}
