@@ -273,3 +273,14 @@ fn an_exceeded_budget_shows_in_initialized() {
     );
     assert!(s.ports.is_empty());
 }
+
+#[test]
+fn quote_first_lists_the_first_few_and_counts_the_rest() {
+    let items = ["a", "b", "c"];
+    assert_eq!(
+        quote_first(&items, 2, ", ", " and {} more"),
+        "a, b and 1 more"
+    );
+    assert_eq!(quote_first(&items, 3, "; ", "; and {} more"), "a; b; c");
+    assert_eq!(quote_first(&items[..0], 2, ", ", " and {} more"), "");
+}
