@@ -460,17 +460,8 @@ pub struct HttpHeader {
     pub value_from: Option<HeaderValueSource>,
 }
 
-/// Request headers the prober sets itself (hop-by-hop and framing): a
-/// probe may not override them. Lowercase; compared case-insensitively.
-pub const OWNED_HEADERS: [&str; 7] = [
-    "connection",
-    "content-length",
-    "transfer-encoding",
-    "te",
-    "upgrade",
-    "keep-alive",
-    "proxy-connection",
-];
+/// Refuses the request headers the prober sets itself (the probe crate's
+/// `OWNED_HEADERS`, which the controller checks this list against).
 const OWNED_HEADERS_RULE: &str = "!(self.name.lowerAscii() in ['connection', 'content-length', 'transfer-encoding', 'te', 'upgrade', 'keep-alive', 'proxy-connection'])";
 const OWNED_HEADERS_MESSAGE: &str = "this header is set by the prober itself (Connection, Content-Length, Transfer-Encoding, TE, Upgrade, Keep-Alive and Proxy-Connection cannot be set)";
 

@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use plotters::coord::ranged1d::ValueFormatter;
 use plotters::prelude::*;
 use plotters::style::{FontStyle, register_font};
 
@@ -44,6 +45,49 @@ fn plot_err(path: &Path) -> impl Fn(String) -> Error + '_ {
         path: path.to_path_buf(),
         message,
     }
+}
+
+/// The white 900×500 image every plot is drawn on.
+fn canvas<'a>(
+    path: &'a Path,
+    e: &impl Fn(String) -> Error,
+) -> Result<DrawingArea<BitMapBackend<'a>, plotters::coord::Shift>> {
+    let root = BitMapBackend::new(path, (900, 500)).into_drawing_area();
+    root.fill(&WHITE).map_err(|x| e(x.to_string()))?;
+    Ok(root)
+}
+
+/// The layout every plot shares (title, margins, label areas).
+fn layout<'a, 'b>(
+    root: &'a DrawingArea<BitMapBackend<'b>, plotters::coord::Shift>,
+    caption: &str,
+) -> ChartBuilder<'a, 'b, BitMapBackend<'b>> {
+    let mut builder = ChartBuilder::on(root);
+    builder
+        .caption(caption, ("sans-serif", 20))
+        .margin(15)
+        .x_label_area_size(40)
+        .y_label_area_size(55);
+    builder
+}
+
+/// Draw the grid and axes, described `x_desc` and `y_desc`.
+fn mesh<'a, X, Y>(
+    chart: &mut ChartContext<'a, BitMapBackend<'a>, Cartesian2d<X, Y>>,
+    x_desc: &str,
+    y_desc: &str,
+    e: &impl Fn(String) -> Error,
+) -> Result<()>
+where
+    X: Ranged + ValueFormatter<X::ValueType>,
+    Y: Ranged + ValueFormatter<Y::ValueType>,
+{
+    chart
+        .configure_mesh()
+        .x_desc(x_desc)
+        .y_desc(y_desc)
+        .draw()
+        .map_err(|x| e(x.to_string()))
 }
 
 /// Draw the legend at `position` and write the file.
@@ -88,24 +132,19 @@ pub fn convergence(results: &[ProfileResult], path: &Path) -> Result<bool> {
         .iter()
         .flat_map(|(_, s)| s.iter().map(|(t, _)| *t))
         .fold(1.0_f64, f64::max);
-    let root = BitMapBackend::new(path, (900, 500)).into_drawing_area();
-    root.fill(&WHITE).map_err(|x| e(x.to_string()))?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(
-            "Convergence: targets ready in EndpointSlices and Endpoints",
-            ("sans-serif", 20),
-        )
-        .margin(15)
-        .x_label_area_size(40)
-        .y_label_area_size(55)
-        .build_cartesian_2d((0.1_f64..max_t * 1.1).log_scale(), 0.0_f64..100.0)
-        .map_err(|x| e(x.to_string()))?;
-    chart
-        .configure_mesh()
-        .x_desc("seconds since the first object was created (log)")
-        .y_desc("% of targets ready")
-        .draw()
-        .map_err(|x| e(x.to_string()))?;
+    let root = canvas(path, &e)?;
+    let mut chart = layout(
+        &root,
+        "Convergence: targets ready in EndpointSlices and Endpoints",
+    )
+    .build_cartesian_2d((0.1_f64..max_t * 1.1).log_scale(), 0.0_f64..100.0)
+    .map_err(|x| e(x.to_string()))?;
+    mesh(
+        &mut chart,
+        "seconds since the first object was created (log)",
+        "% of targets ready",
+        &e,
+    )?;
     for (i, (name, s)) in series.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
         chart
@@ -148,24 +187,14 @@ pub fn detection(results: &[ProfileResult], path: &Path) -> Result<bool> {
     let e = plot_err(path);
     let all = lines.iter().flat_map(|(_, v)| v.iter().copied());
     let (lo, hi) = all.fold((0.0_f64, 1.0_f64), |(lo, hi), v| (lo.min(v), hi.max(v)));
-    let root = BitMapBackend::new(path, (900, 500)).into_drawing_area();
-    root.fill(&WHITE).map_err(|x| e(x.to_string()))?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(
-            "Detection / recovery time over the floor (threshold × period), CDF",
-            ("sans-serif", 20),
-        )
-        .margin(15)
-        .x_label_area_size(40)
-        .y_label_area_size(55)
-        .build_cartesian_2d((lo - 0.2)..(hi + 0.2), 0.0_f64..100.0)
-        .map_err(|x| e(x.to_string()))?;
-    chart
-        .configure_mesh()
-        .x_desc("seconds over the floor")
-        .y_desc("% of targets")
-        .draw()
-        .map_err(|x| e(x.to_string()))?;
+    let root = canvas(path, &e)?;
+    let mut chart = layout(
+        &root,
+        "Detection / recovery time over the floor (threshold × period), CDF",
+    )
+    .build_cartesian_2d((lo - 0.2)..(hi + 0.2), 0.0_f64..100.0)
+    .map_err(|x| e(x.to_string()))?;
+    mesh(&mut chart, "seconds over the floor", "% of targets", &e)?;
     for (i, (name, v)) in lines.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
         let n = v.len() as f64;

@@ -258,6 +258,19 @@ fn summary_cell(s: Option<&Summary>) -> String {
     )
 }
 
+/// `key: value` for every entry (`precision` decimals, then `unit`), joined
+/// with `, `; `empty` when there is none.
+fn by_key(values: &BTreeMap<String, f64>, precision: usize, unit: &str, empty: &str) -> String {
+    if values.is_empty() {
+        return empty.to_string();
+    }
+    values
+        .iter()
+        .map(|(k, v)| format!("{k}: {v:.precision$}{unit}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// BENCHMARKS.md.
 pub fn markdown(report: &Report, plots: &[(String, String)], analysis: Option<&str>) -> String {
     let mut md = String::new();
@@ -459,22 +472,13 @@ pub fn markdown(report: &Report, plots: &[(String, String)], analysis: Option<&s
     let _ = writeln!(md, "### Writes per object created, by resource and verb\n");
     for r in &report.results {
         if let Some(c) = &r.convergence {
-            let by: Vec<String> = c
-                .writes_per_object_by
-                .iter()
-                .map(|(k, v)| format!("{k}: {v:.2}"))
-                .collect();
             let _ = writeln!(
                 md,
                 "- **{}**: {:.2} by the controller, {:.2} with kube-apiserver's own records: {}",
                 r.profile.name,
                 c.controller_writes_per_object,
                 c.api_writes_per_object,
-                if by.is_empty() {
-                    "none".to_string()
-                } else {
-                    by.join(", ")
-                }
+                by_key(&c.writes_per_object_by, 2, "", "none")
             );
         }
     }
@@ -486,32 +490,14 @@ pub fn markdown(report: &Report, plots: &[(String, String)], analysis: Option<&s
     );
     for r in &report.results {
         if let Some(s) = &r.steady {
-            let by: Vec<String> = s
-                .writes_per_minute_by
-                .iter()
-                .map(|(k, v)| format!("{k}: {v:.1}"))
-                .collect();
-            let probes: Vec<String> = s
-                .probes_per_second_by
-                .iter()
-                .map(|(k, v)| format!("{k}: {v:.0}/s"))
-                .collect();
             let _ = writeln!(
                 md,
                 "- **{}** ({:.0} s window): {}; reads {:.0}/min; probes {}",
                 r.profile.name,
                 s.window_seconds,
-                if by.is_empty() {
-                    "none".to_string()
-                } else {
-                    by.join(", ")
-                },
+                by_key(&s.writes_per_minute_by, 1, "", "none"),
                 s.reads_per_minute,
-                if probes.is_empty() {
-                    "–".to_string()
-                } else {
-                    probes.join(", ")
-                }
+                by_key(&s.probes_per_second_by, 0, "/s", "–")
             );
         }
     }

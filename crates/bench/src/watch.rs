@@ -382,15 +382,16 @@ mod tests {
     fn combined_state_needs_slices_and_endpoints_to_agree() {
         let keys = vec!["a/p/198.19.0.1".to_string(), "a/p/198.19.0.2".to_string()];
         let t = Tracker::new(keys.clone(), true);
-        t.slice_event(
-            &slice(
+        // Slice a-p-1: host 1 ready, host 2 as given.
+        let slice_with_host_2 = |ready: bool| {
+            slice(
                 "a-p-1",
                 "a",
                 "p",
-                &[("198.19.0.1", true), ("198.19.0.2", false)],
-            ),
-            false,
-        );
+                &[("198.19.0.1", true), ("198.19.0.2", ready)],
+            )
+        };
+        t.slice_event(&slice_with_host_2(false), false);
         assert_eq!(t.counts(), (0, 0, 2));
         t.endpoints_event(
             &endpoints("a", "p", &["198.19.0.1"], &["198.19.0.2"]),
@@ -401,15 +402,7 @@ mod tests {
         assert!(t.stamps(&keys[1..], Combined::NotReady)[0].is_some());
         // Host 2 recovers in the slice only: unknown until Endpoints agrees.
         t.reset_stamps(&keys[1..]);
-        t.slice_event(
-            &slice(
-                "a-p-1",
-                "a",
-                "p",
-                &[("198.19.0.1", true), ("198.19.0.2", true)],
-            ),
-            false,
-        );
+        t.slice_event(&slice_with_host_2(true), false);
         assert_eq!(t.counts(), (1, 0, 2));
         t.endpoints_event(
             &endpoints("a", "p", &["198.19.0.1", "198.19.0.2"], &[]),

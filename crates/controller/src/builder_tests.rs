@@ -4,7 +4,6 @@ use kube::ResourceExt;
 
 use super::*;
 use crate::plan::plan;
-use crate::status::{StatusInput, SyncOutcome, Synced, status};
 use crate::testing::*;
 use kube_endpoints_api::{CONDITION_READY, ClusterEndpointSpec, Phase};
 
@@ -231,17 +230,7 @@ fn all_unhealthy_lists_every_host_as_not_ready() {
         assert_eq!(subset.addresses, None);
         assert_eq!(subset.not_ready_addresses.map(|a| a.len()), Some(2));
     }
-    let status = status(&StatusInput {
-        generation: Some(3),
-        spec: Ok(Synced {
-            plan: &plan,
-            service: SyncOutcome::Done,
-            endpoints: SyncOutcome::Done,
-        }),
-        health: &health,
-        previous: None,
-        now: "2026-11-24T10:00:00Z",
-    });
+    let status = synced_status(3, &plan, &health, None, "2026-11-24T10:00:00Z");
     assert_eq!(status.phase, Some(Phase::UnHealthy));
     assert_eq!(status.ready.as_deref(), Some("0/8"));
     assert_eq!(status.observed_generation, Some(3));

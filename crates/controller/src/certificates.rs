@@ -18,7 +18,7 @@ use kube_endpoints_probe::TargetId;
 
 use crate::events::{NOTE_MAX, truncate};
 use crate::plan::Plan;
-use crate::status::rfc3339;
+use crate::status::{quote_first, rfc3339};
 
 /// The Event reason of a certificate entering the warning window.
 pub const REASON_EXPIRING: &str = "CertificateExpiring";
@@ -125,18 +125,13 @@ pub fn events(announced: &BTreeSet<Expiring>, now: &BTreeSet<Expiring>, days: u3
             hosts.sort();
             let quoted: Vec<String> = hosts
                 .iter()
-                .take(QUOTED)
                 .map(|(not_after, host)| format!("{host} (notAfter {not_after})"))
                 .collect();
-            let more = hosts.len().saturating_sub(QUOTED);
-            let mut note = format!(
+            let note = format!(
                 "the TLS certificate of {} host(s) of port {port} expires within {days} days: {}",
                 hosts.len(),
-                quoted.join(", ")
+                quote_first(&quoted, QUOTED, ", ", " and {} more")
             );
-            if more > 0 {
-                note.push_str(&format!(" and {more} more"));
-            }
             Event {
                 type_: EventType::Warning,
                 reason: REASON_EXPIRING.to_string(),

@@ -5,7 +5,6 @@ use kube::runtime::events::EventType;
 use kube_endpoints_probe::HealthState;
 
 use super::*;
-use crate::status::{StatusInput, SyncOutcome, Synced, status};
 use crate::testing::*;
 
 const DAY: u64 = 86_400;
@@ -15,17 +14,7 @@ const DAY: u64 = 86_400;
 fn filled(certificates: &BTreeMap<TargetId, SystemTime>) -> ClusterEndpointStatus {
     let plan = wordpress_plan();
     let health = health_all(&plan, HealthState::Ready);
-    let mut s = status(&StatusInput {
-        generation: Some(1),
-        spec: Ok(Synced {
-            plan: &plan,
-            service: SyncOutcome::Done,
-            endpoints: SyncOutcome::Done,
-        }),
-        health: &health,
-        previous: None,
-        now: "2026-11-24T10:00:00Z",
-    });
+    let mut s = synced_status(1, &plan, &health, None, "2026-11-24T10:00:00Z");
     fill(&mut s, &plan, certificates, None, Some(at(14 * DAY)));
     s
 }

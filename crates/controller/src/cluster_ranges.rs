@@ -24,12 +24,12 @@ use kube::api::Api;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
-use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::policy::{ClusterRanges, RangeKind};
+use crate::watch_cache::{Cached, spawn_until_shutdown};
 
 /// Which of the cluster's ranges are denied (`--deny-cluster-ranges`):
 /// `services` (ServiceCIDRs and `--service-cidrs`), `pods` (the nodes'
@@ -327,16 +327,6 @@ async fn serves_service_cidrs(client: &Client) -> bool {
 }
 
 /// What a reflector cache (and its watch) needs of the objects it holds.
-trait Cached:
-    Resource<DynamicType = ()> + Clone + Debug + Send + Sync + DeserializeOwned + 'static
-{
-}
-
-impl<K> Cached for K where
-    K: Resource<DynamicType = ()> + Clone + Debug + Send + Sync + DeserializeOwned + 'static
-{
-}
-
 /// The `default/kubernetes` object of kind `K` (Endpoints or EndpointSlice),
 /// which lists kube-apiserver's own addresses, cached as [`cache`] does.
 fn kubernetes_object<K>(
@@ -383,13 +373,7 @@ where
             }
             futures::future::ready(())
         });
-    let shutdown = shutdown.clone();
-    tokio::spawn(async move {
-        tokio::select! {
-            () = stream => {},
-            () = shutdown.cancelled() => {},
-        }
-    });
+    spawn_until_shutdown(stream, shutdown);
     reader
 }
 

@@ -27,6 +27,7 @@ use crate::context::CepKey;
 use crate::decode::decode;
 use crate::metrics::Metrics;
 use crate::plan::{Lookup, Resolve, Sensitive, SourceKind, references};
+use crate::watch_cache::{Cached, spawn_until_shutdown};
 
 /// The label selector of the credential watches.
 pub fn selector() -> String {
@@ -71,35 +72,27 @@ impl Resolve for Resolver<'_> {
                 self.namespace
             ))
         };
-        let no_key = || Lookup::Missing(format!("{} {name:?} has no key {key:?}", kind.as_str()));
-        match kind {
-            SourceKind::Secret => {
-                let Some(secret) = stores
-                    .secrets
-                    .get(&ObjectRef::new(name).within(self.namespace))
-                else {
-                    return not_found();
-                };
-                match secret.data.as_ref().and_then(|d| d.get(key)) {
-                    Some(bytes) => Lookup::Found(Sensitive::new(bytes.0.clone())),
-                    None => no_key(),
-                }
-            }
-            SourceKind::ConfigMap => {
-                let Some(config_map) = stores
-                    .config_maps
-                    .get(&ObjectRef::new(name).within(self.namespace))
-                else {
-                    return not_found();
-                };
-                if let Some(text) = config_map.data.as_ref().and_then(|d| d.get(key)) {
-                    return Lookup::Found(Sensitive::new(text.as_bytes()));
-                }
-                match config_map.binary_data.as_ref().and_then(|d| d.get(key)) {
-                    Some(bytes) => Lookup::Found(Sensitive::new(bytes.0.clone())),
-                    None => no_key(),
-                }
-            }
+        // `None`: no such object; `Some(None)`: the object has no such key.
+        let value: Option<Option<Vec<u8>>> = match kind {
+            SourceKind::Secret => stores
+                .secrets
+                .get(&ObjectRef::new(name).within(self.namespace))
+                .map(|secret| Some(secret.data.as_ref()?.get(key)?.0.clone())),
+            SourceKind::ConfigMap => stores
+                .config_maps
+                .get(&ObjectRef::new(name).within(self.namespace))
+                .map(|config_map| {
+                    let text = config_map.data.as_ref().and_then(|d| d.get(key));
+                    match text {
+                        Some(text) => Some(text.as_bytes().to_vec()),
+                        None => Some(config_map.binary_data.as_ref()?.get(key)?.0.clone()),
+                    }
+                }),
+        };
+        match value {
+            None => not_found(),
+            Some(None) => Lookup::Missing(format!("{} {name:?} has no key {key:?}", kind.as_str())),
+            Some(Some(bytes)) => Lookup::Found(Sensitive::new(bytes)),
         }
     }
 }
@@ -147,13 +140,7 @@ fn cache<K>(
     shutdown: &CancellationToken,
 ) -> Store<K>
 where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + serde::de::DeserializeOwned
-        + 'static,
+    K: Cached + Resource<Scope = k8s_openapi::NamespaceResourceScope>,
 {
     let api: Api<K> = match namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
@@ -187,13 +174,7 @@ where
             }
             futures::future::ready(())
         });
-    let shutdown = shutdown.clone();
-    tokio::spawn(async move {
-        tokio::select! {
-            () = stream => {},
-            () = shutdown.cancelled() => {},
-        }
-    });
+    spawn_until_shutdown(stream, shutdown);
     reader
 }
 

@@ -16,11 +16,16 @@ fn health(state: HealthState, since_ms: u64) -> Health {
     }
 }
 
+/// A target still waiting for its first verdict, probed since `since_ms`.
+fn pending_since(since_ms: u64) -> Health {
+    health(HealthState::Pending, since_ms)
+}
+
 const SECOND: Duration = Duration::from_secs(1);
 
 #[test]
 fn a_new_object_waits_for_its_first_verdicts_at_most_one_timeout() {
-    let pending = health(HealthState::Pending, 0);
+    let pending = pending_since(0);
     let ready = health(HealthState::Ready, 40);
     // Just started: the whole timeout is left.
     assert_eq!(hold(false, [(&pending, SECOND)], at(0)), Some(SECOND));
@@ -50,14 +55,14 @@ fn every_verdict_in_means_write_now() {
 fn an_object_that_lists_anything_is_written_at_once() {
     // Seeded targets are never pending; and a host added to an object that
     // already lists others must not hold back their changes.
-    let pending = health(HealthState::Pending, 0);
+    let pending = pending_since(0);
     assert_eq!(hold(true, [(&pending, SECOND)], at(0)), None);
 }
 
 #[test]
 fn the_longest_open_window_decides_and_no_wait_exceeds_its_timeout() {
-    let early = health(HealthState::Pending, 0);
-    let late = health(HealthState::Pending, 500);
+    let early = pending_since(0);
+    let late = pending_since(500);
     assert_eq!(
         hold(false, [(&early, SECOND), (&late, SECOND)], at(600)),
         Some(Duration::from_millis(900))
@@ -69,13 +74,13 @@ fn the_longest_open_window_decides_and_no_wait_exceeds_its_timeout() {
     );
     // A target that claims to have started in the future (the clock
     // stepped back) waits one timeout at most.
-    let future = health(HealthState::Pending, 60_000);
+    let future = pending_since(60_000);
     assert_eq!(hold(false, [(&future, SECOND)], at(0)), Some(SECOND));
 }
 
 #[test]
 fn a_wait_too_short_to_requeue_is_none() {
-    let pending = health(HealthState::Pending, 0);
+    let pending = pending_since(0);
     assert_eq!(hold(false, [(&pending, SECOND)], at(995)), None);
     assert_eq!(
         hold(false, [(&pending, SECOND)], at(985)),

@@ -46,6 +46,7 @@ pub mod record;
 pub mod scope;
 pub mod server;
 pub mod status;
+mod watch_cache;
 pub mod writes;
 pub mod yaml;
 

@@ -129,9 +129,15 @@ fn certificate_expiry_is_per_port_and_per_host_only_when_asked() {
             UNIX_EPOCH + Duration::from_secs(1_000),
         ),
     ]);
-    let off = Metrics::new(false);
-    off.set_certificates("ns", "db", &certificates);
-    let text = off.encode().expect("encodes");
+    // Metrics with per-host series on or off, given `certificates`, and
+    // their text.
+    let filled = |per_host: bool| {
+        let metrics = Metrics::new(per_host);
+        metrics.set_certificates("ns", "db", &certificates);
+        let text = metrics.encode().expect("encodes");
+        (metrics, text)
+    };
+    let (_, text) = filled(false);
     assert_eq!(
         series(
             &text,
@@ -144,9 +150,7 @@ fn certificate_expiry_is_per_port_and_per_host_only_when_asked() {
     );
     assert!(series(&text, "kube_endpoints_host_certificate_expiry").is_empty());
 
-    let on = Metrics::new(true);
-    on.set_certificates("ns", "db", &certificates);
-    let text = on.encode().expect("encodes");
+    let (on, text) = filled(true);
     assert_eq!(
         series(
             &text,

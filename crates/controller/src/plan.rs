@@ -14,13 +14,15 @@ use std::time::Duration;
 
 use kube_endpoints_api::{
     ClusterEndpointPort, ClusterEndpointSpec, HttpGetHandler, MAX_HOSTS, MAX_PORTS, MAX_SECONDS,
-    MAX_TARGETS_PER_OBJECT, MAX_THRESHOLD, OWNED_HEADERS, UdpData,
+    MAX_TARGETS_PER_OBJECT, MAX_THRESHOLD, UdpData,
 };
 use kube_endpoints_api::{
     ExpectedStatus, MAX_EXPECTED_STATUSES, MAX_HTTP_BODY, MAX_MATCH, MAX_PAYLOAD, Payload,
     ReplyMatch, TcpSocketHandler, UdpSocketHandler,
 };
-use kube_endpoints_probe::{BoundedRegex, Expect, HttpMethod, StatusRange, TcpProbe};
+use kube_endpoints_probe::{
+    BoundedRegex, Expect, HttpMethod, OWNED_HEADERS, StatusRange, TcpProbe,
+};
 use kube_endpoints_probe::{
     GrpcProbe, HttpGet, Intervals, Probe, Scheme, TargetId, TargetSpec, Thresholds, UdpProbe,
 };

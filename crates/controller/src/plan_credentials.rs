@@ -141,9 +141,10 @@ pub(super) fn apply(
     resolve: &dyn Resolve,
     errors: &mut Errors,
 ) {
+    let mut resolving = Resolving { resolve, errors };
     for (i, port) in spec.ports.iter().enumerate() {
         let field = format!("spec.ports[{i}]");
-        let Some(material) = port_material(&field, port, resolve, errors) else {
+        let Some(material) = resolving.port_material(&field, port) else {
             continue;
         };
         for plan in ports.iter_mut().filter(|p| p.service_port == port.name) {
@@ -194,272 +195,248 @@ impl Material {
     }
 }
 
-fn port_material(
-    field: &str,
-    port: &ClusterEndpointPort,
-    resolve: &dyn Resolve,
-    errors: &mut Errors,
-) -> Option<Material> {
-    let before = errors.0.len();
-    let mut material = Material::default();
-    if let Some(http) = &port.http_get {
-        let field = format!("{field}.httpGet");
-        material.headers = header_values(&field, http, resolve, errors);
-        if let Some(tls) = &http.tls {
-            let https = http
-                .scheme
-                .as_deref()
-                .is_some_and(|s| s.eq_ignore_ascii_case("https"));
-            if !https {
-                errors.push(format!("{field}.tls"), "tls needs scheme: https");
-            }
-            material.tls = tls_config(&format!("{field}.tls"), tls, resolve, errors);
-        }
-    }
-    if let Some(tcp) = &port.tcp_socket
-        && let Some(tls) = &tcp.tls
-    {
-        let field = format!("{field}.tcpSocket");
-        if !tcp.enable {
-            errors.push(
-                format!("{field}.tls"),
-                "tls is set but the handler is not enabled (set enable: true)",
-            );
-        } else {
-            material.tls = tls_config(&format!("{field}.tls"), tls, resolve, errors);
-        }
-    }
-    if let Some(grpc) = &port.grpc
-        && let Some(tls) = &grpc.tls
-    {
-        let field = format!("{field}.grpc");
-        if !grpc.enable {
-            errors.push(
-                format!("{field}.tls"),
-                "tls is set but the handler is not enabled (set enable: true)",
-            );
-        } else {
-            material.tls = tls_config(&format!("{field}.tls"), tls, resolve, errors);
-        }
-    }
-    (errors.0.len() == before).then_some(material)
+/// Resolves the references of one spec, collecting a field error for
+/// each one that is bad or missing.
+struct Resolving<'a> {
+    resolve: &'a dyn Resolve,
+    errors: &'a mut Errors,
 }
 
-/// The values of the headers set with `valueFrom`, checked as header
-/// values (without ever quoting them).
-fn header_values(
-    field: &str,
-    http: &HttpGetHandler,
-    resolve: &dyn Resolve,
-    errors: &mut Errors,
-) -> Vec<(usize, String, String)> {
-    let mut values = Vec::new();
-    for (i, header) in http.http_headers.iter().enumerate() {
-        let Some(from) = &header.value_from else {
-            continue;
-        };
-        let field = format!("{field}.httpHeaders[{i}]");
-        if !header.value.is_empty() {
-            errors.push(
-                format!("{field}.valueFrom"),
-                "set value or valueFrom, not both",
-            );
-            continue;
-        }
-        if header.name.eq_ignore_ascii_case("host") {
-            errors.push(
-                format!("{field}.valueFrom"),
-                "a Host header cannot come from a Secret: set its value (it is the virtual host, not a credential)",
-            );
-            continue;
-        }
-        let key_field = format!("{field}.valueFrom.secretKeyRef");
-        let Some(bytes) = lookup(
-            &key_field,
-            SourceKind::Secret,
-            &from.secret_key_ref,
-            resolve,
-            errors,
-        ) else {
-            continue;
-        };
-        let described = describe(SourceKind::Secret, &from.secret_key_ref);
-        let Ok(value) = String::from_utf8(bytes.into_bytes()) else {
-            errors.push(key_field, format!("{described} is not UTF-8 text"));
-            continue;
-        };
-        // A trailing newline is what `kubectl create secret --from-file`
-        // of an `echo`ed file leaves; it cannot be part of a header value.
-        let value = value.trim_end_matches(['\r', '\n']).to_string();
-        if value.chars().count() > MAX_HEADER_VALUE {
-            errors.push(
-                key_field,
-                format!("{described} is longer than {MAX_HEADER_VALUE} characters"),
-            );
-            continue;
-        }
-        if value.chars().any(|c| c != '\t' && c.is_ascii_control()) {
-            errors.push(
-                key_field,
-                format!("{described} holds control characters (tab excepted)"),
-            );
-            continue;
-        }
-        values.push((i, header.name.clone(), value));
-    }
-    values
-}
-
-fn tls_config(
-    field: &str,
-    tls: &TlsOptions,
-    resolve: &dyn Resolve,
-    errors: &mut Errors,
-) -> Option<TlsConfig> {
-    let before = errors.0.len();
-    if let Some(name) = tls.server_name.as_deref().filter(|n| !n.is_empty())
-        && let Err(why) = super::validate_virtual_host(name)
-    {
-        errors.push(format!("{field}.serverName"), format!("{name:?} {why}"));
-    }
-    let min_version = match tls.min_version.as_deref() {
-        None | Some("") => None,
-        Some("1.2") => Some(TlsVersion::Tls12),
-        Some("1.3") => Some(TlsVersion::Tls13),
-        Some(other) => {
-            errors.push(
-                format!("{field}.minVersion"),
-                format!("must be \"1.2\" or \"1.3\", got {other:?}"),
-            );
-            None
-        }
-    };
-    let ca_pem = match (&tls.ca_bundle, &tls.ca_bundle_from) {
-        (Some(_), Some(_)) => {
-            errors.push(
-                format!("{field}.caBundleFrom"),
-                "set at most one of caBundle and caBundleFrom",
-            );
-            None
-        }
-        (Some(pem), None) => Some(pem.clone().into_bytes()),
-        (None, Some(source)) => {
-            let from = format!("{field}.caBundleFrom");
-            match key_source(source) {
-                Some((kind, r)) => {
-                    let ref_field = match kind {
-                        SourceKind::ConfigMap => format!("{from}.configMapKeyRef"),
-                        SourceKind::Secret => format!("{from}.secretKeyRef"),
-                    };
-                    lookup(&ref_field, kind, r, resolve, errors).map(Sensitive::into_bytes)
+impl Resolving<'_> {
+    fn port_material(&mut self, field: &str, port: &ClusterEndpointPort) -> Option<Material> {
+        let before = self.errors.0.len();
+        let mut material = Material::default();
+        if let Some(http) = &port.http_get {
+            let field = format!("{field}.httpGet");
+            material.headers = self.header_values(&field, http);
+            if let Some(tls) = &http.tls {
+                let https = http
+                    .scheme
+                    .as_deref()
+                    .is_some_and(|s| s.eq_ignore_ascii_case("https"));
+                if !https {
+                    self.errors
+                        .push(format!("{field}.tls"), "tls needs scheme: https");
                 }
-                None => {
-                    errors.push(from, "set exactly one of configMapKeyRef and secretKeyRef");
-                    None
-                }
+                material.tls = self.tls_config(&format!("{field}.tls"), tls);
             }
         }
-        (None, None) => None,
-    };
-    let (client_cert_pem, client_key_pem) = match &tls.client_cert_secret_ref {
-        None => (None, None),
-        Some(secret) => {
-            let ref_field = format!("{field}.clientCertSecretRef");
-            let key = |key: &str| KeyReference {
-                name: secret.name.clone(),
-                key: key.to_string(),
-            };
-            let cert = lookup(
-                &ref_field,
-                SourceKind::Secret,
-                &key(TLS_CERT_KEY),
-                resolve,
-                errors,
-            );
-            let private = lookup(
-                &ref_field,
-                SourceKind::Secret,
-                &key(TLS_PRIVATE_KEY_KEY),
-                resolve,
-                errors,
-            );
+        // TLS over TCP and gRPC: only on an enabled handler.
+        let handlers = [
             (
-                cert.map(Sensitive::into_bytes),
-                private.map(Sensitive::into_bytes),
-            )
+                "tcpSocket",
+                port.tcp_socket.as_ref().map(|h| (h.enable, &h.tls)),
+            ),
+            ("grpc", port.grpc.as_ref().map(|h| (h.enable, &h.tls))),
+        ];
+        for (handler, options) in handlers {
+            let Some((enable, Some(tls))) = options else {
+                continue;
+            };
+            let field = format!("{field}.{handler}.tls");
+            if enable {
+                material.tls = self.tls_config(&field, tls);
+            } else {
+                self.errors.push(
+                    field,
+                    "tls is set but the handler is not enabled (set enable: true)",
+                );
+            }
         }
-    };
-    if errors.0.len() != before {
-        return None;
+        (self.errors.0.len() == before).then_some(material)
     }
-    let config = TlsConfig {
-        verify: tls.verify,
-        ca_pem,
-        server_name: tls.server_name.clone().filter(|n| !n.is_empty()),
-        client_cert_pem,
-        client_key_pem,
-        min_version,
-    };
-    // Deferred material is left out: nothing to check it against.
-    let deferred = (tls.ca_bundle_from.is_some() && config.ca_pem.is_none())
-        || (tls.client_cert_secret_ref.is_some() && config.client_key_pem.is_none());
-    if !deferred && let Err(detail) = config.check() {
-        errors.push(field.to_string(), detail);
-        return None;
+
+    /// The values of the headers set with `valueFrom`, checked as header
+    /// values (without ever quoting them).
+    fn header_values(
+        &mut self,
+        field: &str,
+        http: &HttpGetHandler,
+    ) -> Vec<(usize, String, String)> {
+        let mut values = Vec::new();
+        for (i, header) in http.http_headers.iter().enumerate() {
+            let Some(from) = &header.value_from else {
+                continue;
+            };
+            let field = format!("{field}.httpHeaders[{i}]");
+            if !header.value.is_empty() {
+                self.errors.push(
+                    format!("{field}.valueFrom"),
+                    "set value or valueFrom, not both",
+                );
+                continue;
+            }
+            if header.name.eq_ignore_ascii_case("host") {
+                self.errors.push(
+                    format!("{field}.valueFrom"),
+                    "a Host header cannot come from a Secret: set its value (it is the virtual host, not a credential)",
+                );
+                continue;
+            }
+            let key_field = format!("{field}.valueFrom.secretKeyRef");
+            let Some(bytes) = self.lookup(&key_field, SourceKind::Secret, &from.secret_key_ref)
+            else {
+                continue;
+            };
+            let described = describe(SourceKind::Secret, &from.secret_key_ref);
+            let Ok(value) = String::from_utf8(bytes.into_bytes()) else {
+                self.errors
+                    .push(key_field, format!("{described} is not UTF-8 text"));
+                continue;
+            };
+            // A trailing newline is what `kubectl create secret --from-file`
+            // of an `echo`ed file leaves; it cannot be part of a header value.
+            let value = value.trim_end_matches(['\r', '\n']).to_string();
+            if value.chars().count() > MAX_HEADER_VALUE {
+                self.errors.push(
+                    key_field,
+                    format!("{described} is longer than {MAX_HEADER_VALUE} characters"),
+                );
+                continue;
+            }
+            if value.chars().any(|c| c != '\t' && c.is_ascii_control()) {
+                self.errors.push(
+                    key_field,
+                    format!("{described} holds control characters (tab excepted)"),
+                );
+                continue;
+            }
+            values.push((i, header.name.clone(), value));
+        }
+        values
     }
-    Some(config)
+
+    fn tls_config(&mut self, field: &str, tls: &TlsOptions) -> Option<TlsConfig> {
+        let before = self.errors.0.len();
+        if let Some(name) = tls.server_name.as_deref().filter(|n| !n.is_empty())
+            && let Err(why) = super::validate_virtual_host(name)
+        {
+            self.errors
+                .push(format!("{field}.serverName"), format!("{name:?} {why}"));
+        }
+        let min_version = match tls.min_version.as_deref() {
+            None | Some("") => None,
+            Some("1.2") => Some(TlsVersion::Tls12),
+            Some("1.3") => Some(TlsVersion::Tls13),
+            Some(other) => {
+                self.errors.push(
+                    format!("{field}.minVersion"),
+                    format!("must be \"1.2\" or \"1.3\", got {other:?}"),
+                );
+                None
+            }
+        };
+        let ca_pem = match (&tls.ca_bundle, &tls.ca_bundle_from) {
+            (Some(_), Some(_)) => {
+                self.errors.push(
+                    format!("{field}.caBundleFrom"),
+                    "set at most one of caBundle and caBundleFrom",
+                );
+                None
+            }
+            (Some(pem), None) => Some(pem.clone().into_bytes()),
+            (None, Some(source)) => {
+                let from = format!("{field}.caBundleFrom");
+                match key_source(source) {
+                    Some((kind, r)) => {
+                        let ref_field = match kind {
+                            SourceKind::ConfigMap => format!("{from}.configMapKeyRef"),
+                            SourceKind::Secret => format!("{from}.secretKeyRef"),
+                        };
+                        self.lookup(&ref_field, kind, r).map(Sensitive::into_bytes)
+                    }
+                    None => {
+                        self.errors
+                            .push(from, "set exactly one of configMapKeyRef and secretKeyRef");
+                        None
+                    }
+                }
+            }
+            (None, None) => None,
+        };
+        let (client_cert_pem, client_key_pem) = match &tls.client_cert_secret_ref {
+            None => (None, None),
+            Some(secret) => {
+                let ref_field = format!("{field}.clientCertSecretRef");
+                let key = |key: &str| KeyReference {
+                    name: secret.name.clone(),
+                    key: key.to_string(),
+                };
+                let cert = self.lookup(&ref_field, SourceKind::Secret, &key(TLS_CERT_KEY));
+                let private =
+                    self.lookup(&ref_field, SourceKind::Secret, &key(TLS_PRIVATE_KEY_KEY));
+                (
+                    cert.map(Sensitive::into_bytes),
+                    private.map(Sensitive::into_bytes),
+                )
+            }
+        };
+        if self.errors.0.len() != before {
+            return None;
+        }
+        let config = TlsConfig {
+            verify: tls.verify,
+            ca_pem,
+            server_name: tls.server_name.clone().filter(|n| !n.is_empty()),
+            client_cert_pem,
+            client_key_pem,
+            min_version,
+        };
+        // Deferred material is left out: nothing to check it against.
+        let deferred = (tls.ca_bundle_from.is_some() && config.ca_pem.is_none())
+            || (tls.client_cert_secret_ref.is_some() && config.client_key_pem.is_none());
+        if !deferred && let Err(detail) = config.check() {
+            self.errors.push(field.to_string(), detail);
+            return None;
+        }
+        Some(config)
+    }
+
+    /// Resolve one reference; a missing one is a field error naming it.
+    /// `None` also when deferred (no error then).
+    fn lookup(&mut self, field: &str, kind: SourceKind, r: &KeyReference) -> Option<Sensitive> {
+        let before = self.errors.0.len();
+        if !is_dns1123_subdomain(&r.name) {
+            self.errors.push(
+                format!("{field}.name"),
+                format!(
+                    "{:?} is not a valid {} name (a DNS subdomain: lowercase letters, digits, '-' and '.', at most 253 characters)",
+                    r.name,
+                    kind.as_str()
+                ),
+            );
+        }
+        let key_ok = !r.key.is_empty()
+            && r.key.len() <= 253
+            && r.key
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b));
+        if !key_ok {
+            self.errors.push(
+                format!("{field}.key"),
+                format!(
+                    "{:?} is not a valid key (letters, digits, '-', '_' and '.', at most 253 characters)",
+                    r.key
+                ),
+            );
+        }
+        if self.errors.0.len() != before {
+            return None;
+        }
+        match self.resolve.lookup(kind, &r.name, &r.key) {
+            Lookup::Found(bytes) => Some(bytes),
+            Lookup::Missing(why) => {
+                self.errors.push(field, why);
+                None
+            }
+            Lookup::Deferred => None,
+        }
+    }
 }
 
 /// `Secret "db" key "token"`.
 fn describe(kind: SourceKind, r: &KeyReference) -> String {
     format!("{} {:?} key {:?}", kind.as_str(), r.name, r.key)
-}
-
-/// Resolve one reference; a missing one is a field error naming it.
-/// `None` also when deferred (no error then).
-fn lookup(
-    field: &str,
-    kind: SourceKind,
-    r: &KeyReference,
-    resolve: &dyn Resolve,
-    errors: &mut Errors,
-) -> Option<Sensitive> {
-    let before = errors.0.len();
-    if !is_dns1123_subdomain(&r.name) {
-        errors.push(
-            format!("{field}.name"),
-            format!(
-                "{:?} is not a valid {} name (a DNS subdomain: lowercase letters, digits, '-' and '.', at most 253 characters)",
-                r.name,
-                kind.as_str()
-            ),
-        );
-    }
-    let key_ok = !r.key.is_empty()
-        && r.key.len() <= 253
-        && r.key
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b));
-    if !key_ok {
-        errors.push(
-            format!("{field}.key"),
-            format!(
-                "{:?} is not a valid key (letters, digits, '-', '_' and '.', at most 253 characters)",
-                r.key
-            ),
-        );
-    }
-    if errors.0.len() != before {
-        return None;
-    }
-    match resolve.lookup(kind, &r.name, &r.key) {
-        Lookup::Found(bytes) => Some(bytes),
-        Lookup::Missing(why) => {
-            errors.push(field, why);
-            None
-        }
-        Lookup::Deferred => None,
-    }
 }
 
 fn is_dns1123_subdomain(s: &str) -> bool {

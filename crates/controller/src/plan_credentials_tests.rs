@@ -23,6 +23,12 @@ impl Objects {
             .insert(key.to_string(), value.to_vec());
         self
     }
+
+    /// A `kubernetes.io/tls` Secret named `client`.
+    fn with_client_secret(self, cert: &str, key: &str) -> Self {
+        self.with(SourceKind::Secret, "client", "tls.crt", cert.as_bytes())
+            .with(SourceKind::Secret, "client", "tls.key", key.as_bytes())
+    }
 }
 
 impl Resolve for Objects {
@@ -60,6 +66,16 @@ fn pem() -> Pem {
         key: leaf_key.serialize_pem(),
         other_key: KeyPair::generate().expect("key").serialize_pem(),
     }
+}
+
+/// A port whose `handler` presents the client certificate of the
+/// Secret `client`, which `Objects` holds.
+fn client_certificate_on(handler: &str) -> (Pem, Objects, ClusterEndpointSpec) {
+    let pem = pem();
+    let objects = Objects::default().with_client_secret(&pem.cert, &pem.key);
+    let spec = spec(serde_json::json!({handler: {"enable": true, "tls": {
+        "clientCertSecretRef": {"name": "client"}}}}));
+    (pem, objects, spec)
 }
 
 fn spec(port: serde_json::Value) -> ClusterEndpointSpec {
@@ -233,12 +249,7 @@ fn tcp_and_grpc_tls_turn_tls_on() {
 
 #[test]
 fn client_certificate_comes_from_a_tls_secret() {
-    let pem = pem();
-    let objects = Objects::default()
-        .with(SourceKind::Secret, "client", "tls.crt", pem.cert.as_bytes())
-        .with(SourceKind::Secret, "client", "tls.key", pem.key.as_bytes());
-    let spec = spec(serde_json::json!({"grpc": {"enable": true, "tls": {
-        "clientCertSecretRef": {"name": "client"}}}}));
+    let (pem, objects, spec) = client_certificate_on("grpc");
     match probe(&spec, &objects) {
         Probe::Grpc(g) => {
             let tls = g.tls.expect("tls");
@@ -258,14 +269,7 @@ fn client_certificate_comes_from_a_tls_secret() {
         errors(&spec, &no_key),
         ["spec.ports[0].grpc.tls.clientCertSecretRef: Secret \"client\" has no key \"tls.key\""]
     );
-    let mismatched = Objects::default()
-        .with(SourceKind::Secret, "client", "tls.crt", pem.cert.as_bytes())
-        .with(
-            SourceKind::Secret,
-            "client",
-            "tls.key",
-            pem.other_key.as_bytes(),
-        );
+    let mismatched = Objects::default().with_client_secret(&pem.cert, &pem.other_key);
     let errors = errors(&spec, &mismatched);
     assert_eq!(
         errors,
@@ -391,12 +395,7 @@ fn sensitive_debug_shows_no_bytes() {
 
 #[test]
 fn tls_debug_shows_no_key_bytes() {
-    let pem = pem();
-    let objects = Objects::default()
-        .with(SourceKind::Secret, "client", "tls.crt", pem.cert.as_bytes())
-        .with(SourceKind::Secret, "client", "tls.key", pem.key.as_bytes());
-    let spec = spec(serde_json::json!({"tcpSocket": {"enable": true, "tls": {
-        "clientCertSecretRef": {"name": "client"}}}}));
+    let (pem, objects, spec) = client_certificate_on("tcpSocket");
     let plan = plan_with("db", &spec, &objects).expect("valid");
     let shown = format!("{plan:?}");
     let key_body = pem.key.lines().nth(1).expect("a PEM body line");

@@ -358,50 +358,60 @@ pub(super) fn not_refused_by_plan<'a>(
 /// would exceed the apiserver's cost budget; see the api crate).
 #[test]
 fn host_headers_must_be_hosts_with_an_optional_port() {
-    for ok in [
-        "db.internal",
-        "db.internal:8443",
-        "10.0.0.1:80",
-        "[fd00::1]:443",
-        "[fd00::1]",
-    ] {
-        assert_eq!(validate_host_header(ok), Ok(()), "{ok}");
-    }
-    for bad in [
-        "x@evil:80",
-        "db.internal:70000",
-        "db.internal:0",
-        "fd00::1",
-        "127.1",
-        "a b",
-        "[zz]",
-        "",
-    ] {
-        assert!(validate_host_header(bad).is_err(), "{bad}");
-    }
-    for ok in [
-        "db.internal",
-        "DB.Internal",
-        "1db",
-        "10.0.0.1",
-        "::1",
-        "[::1]",
-    ] {
-        assert_eq!(validate_virtual_host(ok), Ok(()), "{ok}");
-    }
-    for bad in [
-        "%65vil",
-        "127.1",
-        "0x7f.1",
-        "a..b",
-        "-a",
-        "db.internal:80",
-        "x/y",
-        "",
-    ] {
-        assert!(validate_virtual_host(bad).is_err(), "{bad}");
+    type Validate = fn(&str) -> Result<(), &'static str>;
+    let cases: [(Validate, &[&str], &[&str]); 2] = [
+        (
+            validate_host_header,
+            &[
+                "db.internal",
+                "db.internal:8443",
+                "10.0.0.1:80",
+                "[fd00::1]:443",
+                "[fd00::1]",
+            ],
+            &[
+                "x@evil:80",
+                "db.internal:70000",
+                "db.internal:0",
+                "fd00::1",
+                "127.1",
+                "a b",
+                "[zz]",
+                "",
+            ],
+        ),
+        (
+            validate_virtual_host,
+            &[
+                "db.internal",
+                "DB.Internal",
+                "1db",
+                "10.0.0.1",
+                "::1",
+                "[::1]",
+            ],
+            &[
+                "%65vil",
+                "127.1",
+                "0x7f.1",
+                "a..b",
+                "-a",
+                "db.internal:80",
+                "x/y",
+                "",
+            ],
+        ),
+    ];
+    for (validate, good, bad) in cases {
+        for ok in good {
+            assert_eq!(validate(ok), Ok(()), "{ok}");
+        }
+        for bad in bad {
+            assert!(validate(bad).is_err(), "{bad}");
+        }
     }
 }
+
 /// The budget block of the shared table, through `plan()`.
 #[test]
 fn the_budget_cases_are_rejected_by_plan_too() {
@@ -446,12 +456,7 @@ fn the_target_cap_counts_hosts_times_target_ports_and_admits_the_limit() {
 /// Against the object's period only `plan` checks (see the api crate).
 #[test]
 fn a_timeout_above_the_objects_period_is_refused_by_plan() {
-    let spec: ClusterEndpointSpec = serde_json::from_value(serde_json::json!({
-        "periodSeconds": 2,
-        "ports": [{"name": "a", "port": 80, "targetPort": 80, "hosts": ["198.18.0.2"], "timeoutSeconds": 3}]
-    }))
-    .expect("spec");
-    let errors = errors_of("a", &spec);
+    let errors = errors_of("a", &three_second_timeout(2));
     assert!(
         errors
             .iter()
@@ -462,10 +467,27 @@ fn a_timeout_above_the_objects_period_is_refused_by_plan() {
 
 #[test]
 fn timeout_may_equal_the_period() {
-    let spec: ClusterEndpointSpec = serde_json::from_value(serde_json::json!({
-        "periodSeconds": 3,
+    assert!(plan("a", &three_second_timeout(3)).is_ok());
+}
+
+/// One port probed with a 3 s timeout, every `period_seconds`.
+fn three_second_timeout(period_seconds: i32) -> ClusterEndpointSpec {
+    serde_json::from_value(serde_json::json!({
+        "periodSeconds": period_seconds,
         "ports": [{"name": "a", "port": 80, "targetPort": 80, "hosts": ["198.18.0.2"], "timeoutSeconds": 3}]
     }))
-    .expect("spec");
-    assert!(plan("a", &spec).is_ok());
+    .expect("spec")
+}
+
+/// The CRD's admission rule refuses the headers the prober sets itself:
+/// the same list the prober and `plan` use.
+#[test]
+fn the_crd_refuses_every_header_the_prober_owns() {
+    let crd = serde_json::to_string(&kube_endpoints_api::crd_for_group(
+        kube_endpoints_api::GROUP,
+    ))
+    .expect("CRD serialises");
+    for header in OWNED_HEADERS {
+        assert!(crd.contains(&format!("'{header}'")), "{header}");
+    }
 }

@@ -31,6 +31,7 @@ use crate::events::{self, host_transition_event};
 use crate::metrics::{Metrics, ProbeObserver, TargetCounter, TransitionLabels};
 use crate::policy;
 use crate::reconcile;
+use crate::watch_cache::{Cached, spawn_until_shutdown};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ScopeError {
@@ -217,30 +218,23 @@ impl Scope {
             })
             .touched_objects();
 
-        let transition_task = tokio::spawn(handle_transitions(
-            transitions,
-            ctx.clone(),
-            writer_store.clone(),
-            trigger_tx.clone(),
-        ));
-        let ranges_task = tokio::spawn(reconcile_on_range_changes(
-            ctx.clone(),
-            writer_store.clone(),
-            trigger_tx.clone(),
-        ));
-        let credentials_task = tokio::spawn(reconcile_on_credential_changes(
-            credentials_rx,
-            ctx.clone(),
-            writer_store.clone(),
-            trigger_tx.clone(),
-        ));
-        let certificates_task = tokio::spawn(reconcile_on_certificate_changes(
-            scheduler.certificate_changes(),
-            ctx.clone(),
-            writer_store.clone(),
-            trigger_tx.clone(),
-        ));
-        drop(trigger_tx);
+        let reactions = Reactions {
+            ctx: ctx.clone(),
+            store: writer_store.clone(),
+            trigger: trigger_tx,
+        };
+        let reaction_tasks = [
+            tokio::spawn(handle_transitions(transitions, reactions.clone())),
+            tokio::spawn(reconcile_on_range_changes(reactions.clone())),
+            tokio::spawn(reconcile_on_credential_changes(
+                credentials_rx,
+                reactions.clone(),
+            )),
+            tokio::spawn(reconcile_on_certificate_changes(
+                scheduler.certificate_changes(),
+                reactions,
+            )),
+        ];
         info!(group = %self.group, namespace = ns.unwrap_or("*"), "controller started");
         metrics.set_ready(true);
 
@@ -263,10 +257,9 @@ impl Scope {
             .await;
         scheduler.shutdown();
         drop(counter);
-        transition_task.abort();
-        ranges_task.abort();
-        credentials_task.abort();
-        certificates_task.abort();
+        for task in &reaction_tasks {
+            task.abort();
+        }
         for what in [
             "clusterendpoints",
             "services",
@@ -353,24 +346,42 @@ fn claim_budget(
 /// When the cluster's ranges change, reconcile the objects whose hosts
 /// they now judge differently (a host that became denied leaves its
 /// slices; one that was freed is probed and written).
-async fn reconcile_on_range_changes(
+/// What the tasks that react to changes outside the ClusterEndpoints
+/// (probe transitions, cluster ranges, credentials, certificates) share:
+/// the context, the ClusterEndpoints' cache, and the reconcile requests.
+#[derive(Clone)]
+struct Reactions {
     ctx: Arc<Context>,
     store: Store<DynamicObject>,
     trigger: mpsc::UnboundedSender<ObjectRef<DynamicObject>>,
-) {
-    let mut ranges = ctx.shared.ranges.clone();
+}
+
+impl Reactions {
+    /// Requests a reconcile of the object `key`.
+    fn reconcile(&self, key: &CepKey) {
+        let _ = self.trigger.send(key.object_ref(&self.ctx.resource));
+    }
+
+    /// The cached ClusterEndpoint `key`, if it still exists.
+    fn cached(&self, key: &CepKey) -> Option<Arc<DynamicObject>> {
+        self.store.get(&key.object_ref(&self.ctx.resource))
+    }
+}
+
+async fn reconcile_on_range_changes(reactions: Reactions) {
+    let mut ranges = reactions.ctx.shared.ranges.clone();
     let mut seen = ranges.borrow_and_update().clone();
     while ranges.changed().await.is_ok() {
         let now = ranges.borrow_and_update().clone();
-        for object in store.state() {
+        for object in reactions.store.state() {
             let Ok(spec) = decode(&object).spec else {
                 continue;
             };
             let hosts = policy::hosts_of(&spec);
-            if policy::affected(&hosts, &ctx.settings.policy, &seen, &now)
+            if policy::affected(&hosts, &reactions.ctx.settings.policy, &seen, &now)
                 && let Ok(key) = CepKey::of(object.as_ref())
             {
-                let _ = trigger.send(key.object_ref(&ctx.resource));
+                reactions.reconcile(&key);
             }
         }
         seen = now;
@@ -382,13 +393,11 @@ async fn reconcile_on_range_changes(
 /// reported missing).
 async fn reconcile_on_credential_changes(
     mut changes: mpsc::UnboundedReceiver<credentials::Changed>,
-    ctx: Arc<Context>,
-    store: Store<DynamicObject>,
-    trigger: mpsc::UnboundedSender<ObjectRef<DynamicObject>>,
+    reactions: Reactions,
 ) {
     while let Some(changed) = changes.recv().await {
-        for key in credentials::affected(&store, &changed) {
-            let _ = trigger.send(key.object_ref(&ctx.resource));
+        for key in credentials::affected(&reactions.store, &changed) {
+            reactions.reconcile(&key);
         }
     }
 }
@@ -397,14 +406,11 @@ async fn reconcile_on_credential_changes(
 /// object, whose status lists it.
 async fn reconcile_on_certificate_changes(
     mut changes: mpsc::UnboundedReceiver<CertificateChange<CepKey>>,
-    ctx: Arc<Context>,
-    store: Store<DynamicObject>,
-    trigger: mpsc::UnboundedSender<ObjectRef<DynamicObject>>,
+    reactions: Reactions,
 ) {
     while let Some(change) = changes.recv().await {
-        let object_ref = change.owner.object_ref(&ctx.resource);
-        if store.get(&object_ref).is_some() {
-            let _ = trigger.send(object_ref);
+        if reactions.cached(&change.owner).is_some() {
+            reactions.reconcile(&change.owner);
         }
     }
 }
@@ -465,13 +471,7 @@ impl Children<'_> {
     /// ClusterEndpoint (found through the controller owner reference).
     fn cache<K>(&self, config: watcher::Config, resource: &'static str) -> Store<K>
     where
-        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-            + Clone
-            + std::fmt::Debug
-            + Send
-            + Sync
-            + serde::de::DeserializeOwned
-            + 'static,
+        K: Cached + Resource<Scope = k8s_openapi::NamespaceResourceScope>,
     {
         let (reader, writer) = reflector::store();
         let owner = self.owner.clone();
@@ -504,13 +504,7 @@ impl Children<'_> {
                 }
                 futures::future::ready(())
             });
-        let shutdown = self.shutdown.clone();
-        tokio::spawn(async move {
-            tokio::select! {
-                () = stream => {},
-                () = shutdown.cancelled() => {},
-            }
-        });
+        spawn_until_shutdown(stream, self.shutdown);
         reader
     }
 }
@@ -518,9 +512,7 @@ impl Children<'_> {
 /// Every transition: count it, tell the user (Event) and reconcile the object.
 async fn handle_transitions(
     mut transitions: mpsc::UnboundedReceiver<Transition<CepKey>>,
-    ctx: Arc<Context>,
-    store: Store<DynamicObject>,
-    trigger: mpsc::UnboundedSender<ObjectRef<DynamicObject>>,
+    reactions: Reactions,
 ) {
     while let Some(t) = transitions.recv().await {
         let to = match t.to.state {
@@ -528,21 +520,22 @@ async fn handle_transitions(
             HealthState::NotReady => "not_ready",
             HealthState::Pending => continue,
         };
-        ctx.metrics
+        reactions
+            .ctx
+            .metrics
             .transitions
             .get_or_create(&TransitionLabels { to })
             .inc();
-        let object_ref = t.owner.object_ref(&ctx.resource);
-        let Some(cep) = store.get(&object_ref) else {
-            ctx.forget(&t.owner);
+        let Some(cep) = reactions.cached(&t.owner) else {
+            reactions.ctx.forget(&t.owner);
             continue;
         };
-        let _ = trigger.send(object_ref);
+        reactions.reconcile(&t.owner);
         let Some(event) = host_transition_event(&t) else {
             continue;
         };
         info!(namespace = %t.owner.namespace, name = %t.owner.name, host = %t.target.host, port = %t.target.port, reason = %event.reason, "host transition");
-        let ctx = ctx.clone();
+        let ctx = reactions.ctx.clone();
         tokio::spawn(async move { events::publish(&ctx, cep.as_ref(), event).await });
     }
 }

@@ -242,17 +242,38 @@ fn hosts_allowed(plan: &Plan) -> Condition {
     }
     let mut quoted: Vec<&str> = denied.iter().map(|d| d.message.as_str()).collect();
     quoted.dedup();
-    let more = quoted.len().saturating_sub(DENIALS_QUOTED);
-    quoted.truncate(DENIALS_QUOTED);
-    let mut message = format!(
+    let message = format!(
         "{} host-port(s) denied by the address policy are never probed nor written: {}",
         denied.len(),
-        quoted.join("; ")
+        quote_first(
+            &quoted,
+            DENIALS_QUOTED,
+            "; ",
+            "; and {} more (see status.ports[].denied)"
+        )
     );
-    if more > 0 {
-        message.push_str(&format!("; and {more} more (see status.ports[].denied)"));
-    }
     cond(CONDITION_HOSTS_ALLOWED, false, "HostsDenied", &message)
+}
+
+/// The first `max` of `items` joined by `separator`, then, if any are left
+/// out, `more` with `{}` replaced by how many.
+pub(crate) fn quote_first(
+    items: &[impl AsRef<str>],
+    max: usize,
+    separator: &str,
+    more: &str,
+) -> String {
+    let mut quoted = items
+        .iter()
+        .take(max)
+        .map(AsRef::as_ref)
+        .collect::<Vec<&str>>()
+        .join(separator);
+    let left_out = items.len().saturating_sub(max);
+    if left_out > 0 {
+        quoted.push_str(&more.replace("{}", &left_out.to_string()));
+    }
+    quoted
 }
 
 fn port_status(

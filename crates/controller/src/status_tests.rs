@@ -3,26 +3,11 @@ use std::collections::BTreeMap;
 use super::*;
 use crate::testing::*;
 
-/// A valid plan whose objects were all written.
-fn done(plan: &Plan) -> Result<Synced<'_>, NotInitialized> {
-    Ok(Synced {
-        plan,
-        service: SyncOutcome::Done,
-        endpoints: SyncOutcome::Done,
-    })
-}
-
 #[test]
 fn status_phases_and_conditions() {
     let plan = wordpress_plan();
     let input = |health: &BTreeMap<TargetId, Health>| {
-        status(&StatusInput {
-            generation: Some(1),
-            spec: done(&plan),
-            health,
-            previous: None,
-            now: "2026-11-24T10:00:00Z",
-        })
+        synced_status(1, &plan, health, None, "2026-11-24T10:00:00Z")
     };
     let healthy = input(&health_all(&plan, HealthState::Ready));
     assert_eq!(healthy.phase, Some(Phase::Healthy));
@@ -68,13 +53,7 @@ fn status_is_stable_when_nothing_changed() {
         down(10, "udp: no reply within 1s"),
     );
     let bad = target("wp-udp", "10.33.40.151");
-    let first = status(&StatusInput {
-        generation: Some(1),
-        spec: done(&plan),
-        health: &health,
-        previous: None,
-        now: "2026-11-24T10:00:00Z",
-    });
+    let first = synced_status(1, &plan, &health, None, "2026-11-24T10:00:00Z");
     // Later, after a restart: the host is seeded NotReady with another
     // message and time; the status must come out identical.
     health.insert(
@@ -85,13 +64,7 @@ fn status_is_stable_when_nothing_changed() {
             message: "restored from existing EndpointSlice".into(),
         },
     );
-    let second = status(&StatusInput {
-        generation: Some(1),
-        spec: done(&plan),
-        health: &health,
-        previous: Some(&first),
-        now: "2026-11-24T11:00:00Z",
-    });
+    let second = synced_status(1, &plan, &health, Some(&first), "2026-11-24T11:00:00Z");
     assert_eq!(first, second);
     let udp = first
         .ports
@@ -110,15 +83,7 @@ fn condition_times_move_only_on_change() {
     let unhealthy = health_all(&plan, HealthState::NotReady);
     let mk = |health: &BTreeMap<TargetId, Health>,
               previous: Option<&ClusterEndpointStatus>,
-              now: &str| {
-        status(&StatusInput {
-            generation: Some(1),
-            spec: done(&plan),
-            health,
-            previous,
-            now,
-        })
-    };
+              now: &str| synced_status(1, &plan, health, previous, now);
     let t0 = mk(&healthy, None, "2026-11-24T10:00:00Z");
     let t1 = mk(&unhealthy, Some(&t0), "2026-11-24T10:05:00Z");
     let ready = |s| condition(s, CONDITION_READY).clone();
@@ -186,13 +151,7 @@ fn a_large_outage_lists_a_bounded_number_of_hosts_and_counts_the_rest() {
     .expect("spec");
     let plan = crate::plan::plan("big", &spec).expect("valid");
     let health = health_all(&plan, HealthState::NotReady);
-    let s = status(&StatusInput {
-        generation: Some(1),
-        spec: done(&plan),
-        health: &health,
-        previous: None,
-        now: "2026-11-24T10:00:00Z",
-    });
+    let s = synced_status(1, &plan, &health, None, "2026-11-24T10:00:00Z");
     for port in &s.ports {
         assert_eq!(
             port.unhealthy.len(),
@@ -209,13 +168,7 @@ fn a_large_outage_lists_a_bounded_number_of_hosts_and_counts_the_rest() {
         "status of 2,000 unhealthy host-ports is {size} bytes"
     );
     // Stable: the same outage gives the same status.
-    let again = status(&StatusInput {
-        generation: Some(1),
-        spec: done(&plan),
-        health: &health,
-        previous: Some(&s),
-        now: "2026-11-24T10:05:00Z",
-    });
+    let again = synced_status(1, &plan, &health, Some(&s), "2026-11-24T10:05:00Z");
     assert_eq!(again, s);
 }
 
@@ -225,13 +178,13 @@ fn denied_hosts_are_reported_per_host_counted_in_total_and_never_ready() {
     let mut cluster = ClusterRanges::default();
     cluster.insert("10.33.40.151/32".parse().unwrap(), RangeKind::Apiserver);
     let plan = restrict(wordpress_plan(), &AddressPolicy::default(), &cluster);
-    let s = status(&StatusInput {
-        generation: Some(1),
-        spec: done(&plan),
-        health: &health_all(&plan, HealthState::Ready),
-        previous: None,
-        now: "2026-11-24T10:00:00Z",
-    });
+    let s = synced_status(
+        1,
+        &plan,
+        &health_all(&plan, HealthState::Ready),
+        None,
+        "2026-11-24T10:00:00Z",
+    );
     assert_eq!(s.ready.as_deref(), Some("4/8"));
     assert_eq!(s.phase, Some(Phase::UnHealthy));
     for port in &s.ports {
@@ -280,13 +233,7 @@ fn the_denied_list_is_capped_but_the_count_is_not() {
         &AddressPolicy::default(),
         &cluster,
     );
-    let s = status(&StatusInput {
-        generation: Some(1),
-        spec: done(&plan),
-        health: &BTreeMap::new(),
-        previous: None,
-        now: "2026-11-24T10:00:00Z",
-    });
+    let s = synced_status(1, &plan, &BTreeMap::new(), None, "2026-11-24T10:00:00Z");
     assert_eq!(s.ports[0].denied.len(), MAX_DENIED_LISTED);
     assert_eq!(s.ports[0].total, 200);
     let allowed = condition(&s, CONDITION_HOSTS_ALLOWED);
@@ -325,4 +272,15 @@ fn an_exceeded_budget_shows_in_initialized() {
         ("False", "BudgetExceeded")
     );
     assert!(s.ports.is_empty());
+}
+
+#[test]
+fn quote_first_lists_the_first_few_and_counts_the_rest() {
+    let items = ["a", "b", "c"];
+    assert_eq!(
+        quote_first(&items, 2, ", ", " and {} more"),
+        "a, b and 1 more"
+    );
+    assert_eq!(quote_first(&items, 3, "; ", "; and {} more"), "a; b; c");
+    assert_eq!(quote_first(&items[..0], 2, ", ", " and {} more"), "");
 }

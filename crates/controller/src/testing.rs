@@ -10,6 +10,7 @@ use kube_endpoints_probe::{Health, HealthState, TargetId};
 
 use crate::builder::Owner;
 use crate::plan::{Plan, PortPlan, plan};
+use crate::status::{StatusInput, SyncOutcome, Synced, status};
 
 /// `examples/wordpress.yaml`: four ports (TCP, HTTP, UDP, gRPC) on two
 /// placeholder hosts (never probed here).
@@ -155,4 +156,26 @@ pub fn foreign_service(metadata: ObjectMeta) -> Service {
         }),
         ..Service::default()
     }
+}
+
+/// The status of an object whose Service and Endpoints were both written
+/// for `plan`.
+pub fn synced_status(
+    generation: i64,
+    plan: &Plan,
+    health: &BTreeMap<TargetId, Health>,
+    previous: Option<&ClusterEndpointStatus>,
+    now: &str,
+) -> ClusterEndpointStatus {
+    status(&StatusInput {
+        generation: Some(generation),
+        spec: Ok(Synced {
+            plan,
+            service: SyncOutcome::Done,
+            endpoints: SyncOutcome::Done,
+        }),
+        health,
+        previous,
+        now,
+    })
 }

@@ -74,17 +74,6 @@ async fn bad_manifests_are_rejected_naming_the_field() {
 /// object) are refused at admission, naming the rule's field.
 #[tokio::test(flavor = "multi_thread")]
 async fn over_budget_manifests_are_rejected_naming_the_field() {
-    let client = client().await;
-    install_crd(&client, GROUP).await;
-    let ns = namespace(&client, "e2e-validation-budget").await;
-    let mut failures = not_refused(
-        &client,
-        &ns,
-        budget_cases()
-            .into_iter()
-            .map(|c| (c.what, c.spec, c.admission)),
-    )
-    .await;
     // The largest object the cap allows is accepted: 10 ports × 1000 hosts.
     let hosts: Vec<String> = (0..1000)
         .map(|i| format!("198.18.{}.{}", i / 250, i % 250 + 1))
@@ -93,10 +82,14 @@ async fn over_budget_manifests_are_rejected_naming_the_field() {
         .map(|p| format!("  - {{name: p{p}, port: {}, targetPort: 80}}\n", 100 + p))
         .collect();
     let at_cap = format!("  hosts: [{}]\n  ports:\n{ports}", hosts.join(", "));
-    if let Err(e) = create(&client, &ns, &manifest(GROUP, "at-cap", &at_cap)).await {
-        failures.push(format!("10,000 host-ports refused: {e}"));
-    }
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    refused_and_admitted(
+        "e2e-validation-budget",
+        budget_cases()
+            .into_iter()
+            .map(|c| (c.what, c.spec, c.admission)),
+        ("10,000 host-ports", "at-cap", &at_cap),
+    )
+    .await;
 }
 
 /// The probe options (probe port, schedule, send/expect, HTTP method, body,
@@ -105,22 +98,14 @@ async fn over_budget_manifests_are_rejected_naming_the_field() {
 /// CRD with these rules also fits the apiserver's CEL cost budget).
 #[tokio::test(flavor = "multi_thread")]
 async fn probe_option_manifests_are_checked_at_admission() {
-    let client = client().await;
-    install_crd(&client, GROUP).await;
-    let ns = namespace(&client, "e2e-validation-probe-options").await;
-    let mut failures = not_refused(
-        &client,
-        &ns,
+    refused_and_admitted(
+        "e2e-validation-probe-options",
         PROBE_OPTION_CASES
             .iter()
             .map(|c| (c.what, c.spec.to_string(), c.admission)),
+        ("the valid manifest", "all-options", VALID_PROBE_OPTIONS),
     )
     .await;
-    let valid = manifest(GROUP, "all-options", VALID_PROBE_OPTIONS);
-    if let Err(e) = create(&client, &ns, &valid).await {
-        failures.push(format!("the valid manifest is refused: {e}"));
-    }
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
 /// TLS options and credential references: each bad one refused naming the
@@ -128,21 +113,32 @@ async fn probe_option_manifests_are_checked_at_admission() {
 /// accepted.
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_tls_options_are_rejected_naming_the_field() {
-    let client = client().await;
-    install_crd(&client, GROUP).await;
-    let ns = namespace(&client, "e2e-validation-tls").await;
-    let mut failures = not_refused(
-        &client,
-        &ns,
+    let good = "  ports:
+  - {name: a, port: 443, targetPort: 443, hosts: [198.18.0.2], httpGet: {scheme: HTTPS, host: db.example, httpHeaders: [{name: Authorization, valueFrom: {secretKeyRef: {name: api, key: token}}}], tls: {verify: true, caBundleFrom: {configMapKeyRef: {name: ca, key: ca.crt}}, serverName: db.example, clientCertSecretRef: {name: client}, minVersion: '1.3'}}}\n  - {name: b, port: 444, targetPort: 444, hosts: [198.18.0.2], tcpSocket: {enable: true, tls: {caBundle: x}}}\n  - {name: c, port: 445, targetPort: 445, hosts: [198.18.0.2], grpc: {enable: true, tls: {}}}";
+    refused_and_admitted(
+        "e2e-validation-tls",
         tls_cases()
             .into_iter()
             .map(|c| (c.what, c.spec, c.admission)),
+        ("every TLS option", "tls-good", good),
     )
     .await;
-    let good = "  ports:
-  - {name: a, port: 443, targetPort: 443, hosts: [198.18.0.2], httpGet: {scheme: HTTPS, host: db.example, httpHeaders: [{name: Authorization, valueFrom: {secretKeyRef: {name: api, key: token}}}], tls: {verify: true, caBundleFrom: {configMapKeyRef: {name: ca, key: ca.crt}}, serverName: db.example, clientCertSecretRef: {name: client}, minVersion: '1.3'}}}\n  - {name: b, port: 444, targetPort: 444, hosts: [198.18.0.2], tcpSocket: {enable: true, tls: {caBundle: x}}}\n  - {name: c, port: 445, targetPort: 445, hosts: [198.18.0.2], grpc: {enable: true, tls: {}}}";
-    if let Err(e) = create(&client, &ns, &manifest(GROUP, "tls-good", good)).await {
-        failures.push(format!("every TLS option refused: {e}"));
+}
+
+/// In a new namespace `ns`: every case of a table of bad specs is refused
+/// naming its field (see [`not_refused`]), and `good` (what it is, the
+/// object's name, its spec lines) is admitted.
+async fn refused_and_admitted(
+    ns: &str,
+    cases: impl Iterator<Item = (&'static str, String, &'static str)>,
+    (what, name, spec): (&str, &str, &str),
+) {
+    let client = client().await;
+    install_crd(&client, GROUP).await;
+    let ns = namespace(&client, ns).await;
+    let mut failures = not_refused(&client, &ns, cases).await;
+    if let Err(e) = create(&client, &ns, &manifest(GROUP, name, spec)).await {
+        failures.push(format!("{what} refused: {e}"));
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

@@ -47,6 +47,15 @@ async fn check(yaml: &str, extra: &[&str]) -> (Output, String) {
     (out, text)
 }
 
+/// `check` refuses `yaml`, its output saying each of `said`.
+async fn check_fails_saying(yaml: &str, said: &[&str]) {
+    let (out, text) = check(yaml, &[]).await;
+    assert!(!out.status.success(), "{text}");
+    for what in said {
+        assert!(text.contains(what), "{what}:\n{text}");
+    }
+}
+
 /// Table rows as (port, host, probe, result, message).
 fn rows(text: &str) -> Vec<(String, String, String, String, String)> {
     text.lines()
@@ -71,13 +80,7 @@ fn rows(text: &str) -> Vec<(String, String, String, String, String)> {
 async fn check_probes_every_host_once_and_reports_each_verdict() {
     let up = TestHost::create().await.expect("host");
     let down = TestHost::create().await.expect("host");
-    let ports = BackendPorts {
-        tcp: vec![443],
-        http: vec![80],
-        udp: vec![1234],
-        grpc: vec![8080],
-        redis: vec![],
-    };
+    let ports = BackendPorts::wordpress();
     let _backend = up.start_backend(ports).await.expect("backend");
     // `down` has no backend: TCP is refused, UDP gets port-unreachable.
     let (up_ip, down_ip) = (up.ipv4().to_string(), down.ipv4().to_string());
@@ -142,13 +145,14 @@ async fn check_probes_every_host_once_and_reports_each_verdict() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_invalid_manifest_fails_naming_the_field() {
     let yaml = "apiVersion: khulnasoft-lab.github.io/v1beta1\nkind: ClusterEndpoint\nmetadata: {name: bad}\nspec:\n  ports:\n  - {name: a, port: 80, targetPort: 0, hosts: [127.0.0.1]}\n";
-    let (out, text) = check(yaml, &[]).await;
-    assert!(!out.status.success(), "{text}");
-    assert!(
-        text.contains("spec.ports[0].targetPort: must be between 1 and 65535, got 0"),
-        "{text}"
-    );
-    assert!(text.contains("spec.ports[0].hosts[0]"), "{text}");
+    check_fails_saying(
+        yaml,
+        &[
+            "spec.ports[0].targetPort: must be between 1 and 65535, got 0",
+            "spec.ports[0].hosts[0]",
+        ],
+    )
+    .await;
 }
 
 /// The probe options: `check` probes the probe port with the method,
@@ -228,10 +232,9 @@ spec:
 #[tokio::test(flavor = "multi_thread")]
 async fn a_reference_to_a_secret_is_reported_not_probed_without_it() {
     let yaml = "apiVersion: khulnasoft-lab.github.io/v1beta1\nkind: ClusterEndpoint\nmetadata: {name: tls}\nspec:\n  ports:\n  - {name: a, port: 443, targetPort: 443, hosts: [198.18.0.2], httpGet: {scheme: https, tls: {caBundleFrom: {secretKeyRef: {name: ca, key: ca.crt}}}}}\n";
-    let (out, text) = check(yaml, &[]).await;
-    assert!(!out.status.success(), "{text}");
-    assert!(
-        text.contains("spec.ports[0].httpGet.tls.caBundleFrom.secretKeyRef: Secret \"ca\" cannot be read: kube-endpoints check reads no Secrets or ConfigMaps"),
-        "{text}"
-    );
+    check_fails_saying(
+        yaml,
+        &["spec.ports[0].httpGet.tls.caBundleFrom.secretKeyRef: Secret \"ca\" cannot be read: kube-endpoints check reads no Secrets or ConfigMaps"],
+    )
+    .await;
 }

@@ -93,30 +93,35 @@ fn labels() -> BTreeMap<String, String> {
     BTreeMap::from([(LABEL_PROBE_CREDENTIALS.to_string(), "true".to_string())])
 }
 
+/// Creates `object` as `name` in `ns`, labelled for probes.
+async fn create_labelled<K>(client: &Client, ns: &str, name: &str, mut object: K)
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::Serialize
+        + serde::de::DeserializeOwned,
+{
+    let meta = object.meta_mut();
+    meta.name = Some(name.into());
+    meta.labels = Some(labels());
+    Api::<K>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &object)
+        .await
+        .unwrap_or_else(|e| panic!("{} {name} is not created: {e}", K::kind(&())));
+}
+
 async fn create_secret(client: &Client, ns: &str, name: &str, key: &str, value: &str) {
     let secret = Secret {
-        metadata: kube::api::ObjectMeta {
-            name: Some(name.into()),
-            labels: Some(labels()),
-            ..Default::default()
-        },
         string_data: Some(BTreeMap::from([(key.to_string(), value.to_string())])),
         ..Default::default()
     };
-    Api::<Secret>::namespaced(client.clone(), ns)
-        .create(&PostParams::default(), &secret)
-        .await
-        .expect("Secret is created");
+    create_labelled(client, ns, name, secret).await;
 }
 
 /// A `kubernetes.io/tls` Secret, labelled for probes.
 async fn create_tls_secret(client: &Client, ns: &str, name: &str, cert: &str, key: &str) {
     let secret = Secret {
-        metadata: kube::api::ObjectMeta {
-            name: Some(name.into()),
-            labels: Some(labels()),
-            ..Default::default()
-        },
         type_: Some("kubernetes.io/tls".into()),
         string_data: Some(BTreeMap::from([
             ("tls.crt".to_string(), cert.to_string()),
@@ -124,26 +129,35 @@ async fn create_tls_secret(client: &Client, ns: &str, name: &str, cert: &str, ke
         ])),
         ..Default::default()
     };
-    Api::<Secret>::namespaced(client.clone(), ns)
-        .create(&PostParams::default(), &secret)
-        .await
-        .expect("TLS Secret is created");
+    create_labelled(client, ns, name, secret).await;
 }
 
 async fn create_config_map(client: &Client, ns: &str, name: &str, key: &str, value: &str) {
     let config_map = ConfigMap {
-        metadata: kube::api::ObjectMeta {
-            name: Some(name.into()),
-            labels: Some(labels()),
-            ..Default::default()
-        },
         data: Some(BTreeMap::from([(key.to_string(), value.to_string())])),
         ..Default::default()
     };
-    Api::<ConfigMap>::namespaced(client.clone(), ns)
-        .create(&PostParams::default(), &config_map)
-        .await
-        .expect("ConfigMap is created");
+    create_labelled(client, ns, name, config_map).await;
+}
+
+/// The test backend's arguments to serve HTTPS on `port` with the given
+/// certificate and key, and one more option.
+fn https_args(
+    port: u16,
+    cert: &std::path::Path,
+    key: &std::path::Path,
+    option: [String; 2],
+) -> Vec<String> {
+    let mut args = vec![
+        "--https".to_string(),
+        port.to_string(),
+        "--tls-cert".into(),
+        cert.display().to_string(),
+        "--tls-key".into(),
+        key.display().to_string(),
+    ];
+    args.extend(option);
+    args
 }
 
 /// An HTTPS ClusterEndpoint probing `/auth` on `host`:443 with the given
@@ -222,32 +236,27 @@ async fn tls_verification_secret_headers_and_certificate_expiry() {
     let _mtls_backend = host
         .start_backend_args(
             BackendPorts::default(),
-            vec![
-                "--https".into(),
-                "8443".into(),
-                "--tls-cert".into(),
-                cert_path.display().to_string(),
-                "--tls-key".into(),
-                key_path.display().to_string(),
-                "--tls-client-ca".into(),
-                client_ca_path.display().to_string(),
-            ],
+            https_args(
+                8443,
+                &cert_path,
+                &key_path,
+                [
+                    "--tls-client-ca".into(),
+                    client_ca_path.display().to_string(),
+                ],
+            ),
         )
         .await
         .expect("the mutual TLS backend starts");
     let _backend = host
         .start_backend_args(
             BackendPorts::default(),
-            vec![
-                "--https".into(),
-                "443".into(),
-                "--tls-cert".into(),
-                cert_path.display().to_string(),
-                "--tls-key".into(),
-                key_path.display().to_string(),
-                "--require-header".into(),
-                format!("{HEADER}:{TOKEN}"),
-            ],
+            https_args(
+                443,
+                &cert_path,
+                &key_path,
+                ["--require-header".into(), format!("{HEADER}:{TOKEN}")],
+            ),
         )
         .await
         .expect("the HTTPS backend starts");
@@ -274,28 +283,14 @@ async fn tls_verification_secret_headers_and_certificate_expiry() {
         format!("[{{name: {HEADER}, valueFrom: {{secretKeyRef: {{name: token, key: token}}}}}}]");
     let right_ca = "{caBundleFrom: {configMapKeyRef: {name: right-ca, key: ca.crt}}}";
     let wrong_ca = "{caBundleFrom: {secretKeyRef: {name: wrong-ca, key: ca.crt}}}";
-    must_apply(
-        &client,
-        &ns,
-        GROUP,
-        &https_cep("verified", &ip, right_ca, &header),
-    )
-    .await;
-    must_apply(
-        &client,
-        &ns,
-        GROUP,
-        &https_cep("wrong-ca", &ip, wrong_ca, &header),
-    )
-    .await;
-    // The negative control: without the header, /auth refuses.
-    must_apply(
-        &client,
-        &ns,
-        GROUP,
-        &https_cep("no-token", &ip, right_ca, "[]"),
-    )
-    .await;
+    for (name, tls, headers) in [
+        ("verified", right_ca, header.as_str()),
+        ("wrong-ca", wrong_ca, header.as_str()),
+        // The negative control: without the header, /auth refuses.
+        ("no-token", right_ca, "[]"),
+    ] {
+        must_apply(&client, &ns, GROUP, &https_cep(name, &ip, tls, headers)).await;
+    }
 
     // The right CA verifies and the Secret's header value reached the server.
     wait_phase(&client, &ns, GROUP, "verified", Phase::Healthy).await;

@@ -20,9 +20,10 @@ pub mod scheduler;
 pub mod threshold;
 
 pub use probe::{
-    BoundedRegex, Expect, GrpcProbe, HttpGet, HttpMethod, MAX_READ, MAX_REQUESTS, Outcome, Probe,
-    ProbeError, ProbeKind, Prober, REASONS, Scheme, StatusRange, TcpProbe, TlsConfig, TlsVersion,
-    UdpProbe, Verdict, certificate_not_after, validate_host_header, validate_virtual_host,
+    BoundedRegex, Expect, GrpcProbe, HttpGet, HttpMethod, MAX_READ, MAX_REQUESTS, OWNED_HEADERS,
+    Outcome, Probe, ProbeError, ProbeKind, Prober, REASONS, Scheme, StatusRange, TcpProbe,
+    TlsConfig, TlsVersion, UdpProbe, Verdict, certificate_not_after, validate_host_header,
+    validate_virtual_host,
 };
 pub use scheduler::{
     CertificateChange, DEFAULT_MAX_IN_FLIGHT, Intervals, Observer, Scheduler, StateCounts,

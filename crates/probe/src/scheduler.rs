@@ -171,12 +171,19 @@ impl Target {
 struct Inner<K> {
     owners: Mutex<HashMap<K, HashMap<TargetId, Target>>>,
     root: CancellationToken,
+    engine: Engine<K>,
+    permits_total: usize,
+}
+
+/// What every worker shares: how to probe, whom to tell, and the in-flight
+/// permits.
+#[derive(Clone)]
+struct Engine<K> {
     prober: Prober,
     observer: Arc<dyn Observer>,
     transitions: mpsc::UnboundedSender<Transition<K>>,
     certificates: CertificateSubscriber<K>,
     permits: Arc<Semaphore>,
-    permits_total: usize,
 }
 
 /// Handle to the probe workers. Cheap to clone.
@@ -231,11 +238,13 @@ where
         let inner = Inner {
             owners: Mutex::new(HashMap::new()),
             root: CancellationToken::new(),
-            prober,
-            observer,
-            transitions: tx,
-            certificates: Arc::new(Mutex::new(None)),
-            permits: Arc::new(Semaphore::new(permits)),
+            engine: Engine {
+                prober,
+                observer,
+                transitions: tx,
+                certificates: Arc::new(Mutex::new(None)),
+                permits: Arc::new(Semaphore::new(permits)),
+            },
             permits_total: permits,
         };
         (
@@ -332,11 +341,7 @@ where
             health: health.clone(),
             cert_not_after: cert_not_after.clone(),
             cancel: cancel.clone(),
-            prober: self.inner.prober.clone(),
-            observer: self.inner.observer.clone(),
-            transitions: self.inner.transitions.clone(),
-            certificates: self.inner.certificates.clone(),
-            permits: self.inner.permits.clone(),
+            engine: self.inner.engine.clone(),
         };
         tokio::spawn(worker.run(delay));
         Target {
@@ -410,7 +415,7 @@ where
     /// rarely, so the controller can afford to reconcile on each.
     pub fn certificate_changes(&self) -> mpsc::UnboundedReceiver<CertificateChange<K>> {
         let (tx, rx) = mpsc::unbounded_channel();
-        *lock(&self.inner.certificates) = Some(tx);
+        *lock(&self.inner.engine.certificates) = Some(tx);
         rx
     }
 
@@ -418,7 +423,7 @@ where
     /// cap).
     pub fn in_flight(&self) -> usize {
         // Permits are only ever taken by workers; the cap is fixed.
-        self.inner.max_permits() - self.inner.permits.available_permits()
+        self.inner.max_permits() - self.inner.engine.permits.available_permits()
     }
 
     /// Targets being probed, over all owners.
@@ -510,11 +515,7 @@ struct Worker<K> {
     health: Arc<Mutex<Health>>,
     cert_not_after: Arc<AtomicU64>,
     cancel: CancellationToken,
-    prober: Prober,
-    observer: Arc<dyn Observer>,
-    transitions: mpsc::UnboundedSender<Transition<K>>,
-    certificates: CertificateSubscriber<K>,
-    permits: Arc<Semaphore>,
+    engine: Engine<K>,
 }
 
 impl<K: Clone + Send + 'static> Worker<K> {
@@ -535,7 +536,7 @@ impl<K: Clone + Send + 'static> Worker<K> {
             }
             let permit = tokio::select! {
                 () = self.cancel.cancelled() => return,
-                permit = self.permits.clone().acquire_owned() => permit,
+                permit = self.engine.permits.clone().acquire_owned() => permit,
             };
             // The semaphore is never closed; without a permit, stop.
             let Ok(_permit) = permit else { return };
@@ -543,10 +544,11 @@ impl<K: Clone + Send + 'static> Worker<K> {
             let lateness = started.saturating_duration_since(due);
             let outcome = tokio::select! {
                 () = self.cancel.cancelled() => return,
-                outcome = self.prober.probe(&self.spec.probe, addr, self.spec.timeout) => outcome,
+                outcome = self.engine.prober.probe(&self.spec.probe, addr, self.spec.timeout) => outcome,
             };
             drop(_permit);
-            self.observer
+            self.engine
+                .observer
                 .probe_outcome(self.spec.probe.kind(), &outcome, lateness);
             if let Some(not_after) = outcome.cert_not_after {
                 let secs = not_after
@@ -555,7 +557,7 @@ impl<K: Clone + Send + 'static> Worker<K> {
                 let before = self.cert_not_after.swap(secs, Ordering::Relaxed);
                 if before != secs
                     && !self.cancel.is_cancelled()
-                    && let Some(tx) = lock(&self.certificates).as_ref()
+                    && let Some(tx) = lock(&self.engine.certificates).as_ref()
                 {
                     // A closed channel only means nobody listens any more.
                     let _ = tx.send(CertificateChange {
@@ -577,7 +579,7 @@ impl<K: Clone + Send + 'static> Worker<K> {
                 // Sent under the lock so that stopping waits for it; an
                 // unbounded send never blocks. A closed channel only means
                 // nobody listens any more.
-                let _ = self.transitions.send(Transition {
+                let _ = self.engine.transitions.send(Transition {
                     owner: self.owner.clone(),
                     target: self.id.clone(),
                     from,

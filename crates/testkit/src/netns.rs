@@ -147,6 +147,25 @@ pub struct BackendPorts {
     pub redis: Vec<u16>,
 }
 
+impl BackendPorts {
+    /// One TCP, HTTP, UDP and gRPC port each; no Redis.
+    pub fn one_each(tcp: u16, http: u16, udp: u16, grpc: u16) -> Self {
+        BackendPorts {
+            tcp: vec![tcp],
+            http: vec![http],
+            udp: vec![udp],
+            grpc: vec![grpc],
+            redis: vec![],
+        }
+    }
+
+    /// The target ports of `examples/wordpress.yaml`: TCP 443, HTTP 80,
+    /// UDP 1234 and gRPC 8080.
+    pub fn wordpress() -> Self {
+        Self::one_each(443, 80, 1234, 8080)
+    }
+}
+
 /// What a backend plays in a replicated service (see [`Backend::set_role`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Role {

@@ -26,13 +26,7 @@ const GRPC: u16 = 9090;
 const SILENCE: Duration = Duration::from_millis(1500);
 
 fn ports() -> BackendPorts {
-    BackendPorts {
-        tcp: vec![TCP],
-        http: vec![HTTP],
-        udp: vec![UDP],
-        grpc: vec![GRPC],
-        redis: vec![],
-    }
+    BackendPorts::one_each(TCP, HTTP, UDP, GRPC)
 }
 
 #[derive(Debug, PartialEq)]

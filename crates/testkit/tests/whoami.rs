@@ -38,16 +38,7 @@ fn failure(a: &Attempt) -> Option<&str> {
 async fn every_protocol_reports_the_address_it_was_reached_at() {
     let host = TestHost::create().await.expect("test host");
     let backend = host
-        .start_backend_with(
-            BackendPorts {
-                tcp: vec![7000],
-                http: vec![8080],
-                udp: vec![5353],
-                grpc: vec![9090],
-                redis: vec![],
-            },
-            BACKEND,
-        )
+        .start_backend_with(BackendPorts::one_each(7000, 8080, 5353, 9090), BACKEND)
         .await
         .expect("backend starts");
     for ip in [IpAddr::V4(host.ipv4()), IpAddr::V6(host.ipv6())] {

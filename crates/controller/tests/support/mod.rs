@@ -142,20 +142,9 @@ pub fn controller_launch(namespace: &str, extra: &[&str], kubeconfig: &Path) -> 
     launch
 }
 
-/// The target ports of the wordpress example, served by every test backend.
-pub fn wordpress_ports() -> BackendPorts {
-    BackendPorts {
-        tcp: vec![443],
-        http: vec![80],
-        udp: vec![1234],
-        grpc: vec![8080],
-        redis: vec![],
-    }
-}
-
 /// A test host running a backend on the wordpress example's ports.
 pub async fn host_with_backend() -> (TestHost, Backend) {
-    host_with(wordpress_ports()).await
+    host_with(BackendPorts::wordpress()).await
 }
 
 /// A test host running a backend on `ports`.

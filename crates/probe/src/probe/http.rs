@@ -28,9 +28,10 @@ use super::tls::{Alpn, handshake, server_name};
 use super::vhost::{sni_name, split_host_header, validate_virtual_host};
 use super::{HttpGet, HttpMethod, Inner, MAX_READ, MAX_REQUESTS, Report, Scheme, secs, shown_path};
 
-/// Headers the prober owns: setting them would break the framing or the
-/// connection handling (and HTTP/2 forbids the hop-by-hop ones).
-const RESERVED: &[&str] = &[
+/// Request headers the prober sets itself (hop-by-hop and framing): setting
+/// them would break the framing or the connection handling (and HTTP/2
+/// forbids the hop-by-hop ones). Lowercase; compared case-insensitively.
+pub const OWNED_HEADERS: [&str; 7] = [
     "connection",
     "content-length",
     "transfer-encoding",
@@ -131,7 +132,7 @@ fn prepare<'a>(
     for (name, value) in &get.headers {
         let name = HeaderName::from_bytes(name.as_bytes())
             .map_err(|_| format!("invalid header name {name:?}"))?;
-        if RESERVED.contains(&name.as_str()) {
+        if OWNED_HEADERS.contains(&name.as_str()) {
             return Err(format!("header {name:?} is set by the prober"));
         }
         // Values are never echoed: they may hold credentials.

@@ -35,6 +35,7 @@ use std::time::{Duration, SystemTime};
 use thiserror::Error;
 use tokio::time::{Instant, timeout_at};
 
+pub use http::OWNED_HEADERS;
 pub use tls::{TlsConfig, TlsVersion, not_after as certificate_not_after};
 pub use vhost::{validate_host_header, validate_virtual_host};
 

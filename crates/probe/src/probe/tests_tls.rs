@@ -470,6 +470,29 @@ async fn mutual_tls_needs_the_client_certificate() {
     assert_eq!(log.lock().expect("lock").len(), before, "not contacted");
 }
 
+/// A CA bundle with no certificate and a server name that is no host
+/// name, each with the error it gives.
+fn bad_ca_or_server_name(server_name: &str) -> [(TlsConfig, String); 2] {
+    [
+        (
+            TlsConfig {
+                ca_pem: Some(b"not a pem".to_vec()),
+                ..TlsConfig::default()
+            },
+            "tls: CA bundle holds no usable certificate".to_string(),
+        ),
+        (
+            TlsConfig {
+                server_name: Some(server_name.into()),
+                ..TlsConfig::default()
+            },
+            format!(
+                "tls: server name {server_name:?} must be a DNS name or an IP address (only letters, digits, '-' and '.')"
+            ),
+        ),
+    ]
+}
+
 #[tokio::test]
 async fn bad_tls_settings_are_configuration_errors() {
     let (addr, log) = {
@@ -480,22 +503,7 @@ async fn bad_tls_settings_are_configuration_errors() {
         )
         .await
     };
-    for (tls, detail) in [
-        (
-            TlsConfig {
-                ca_pem: Some(b"not a pem".to_vec()),
-                ..TlsConfig::default()
-            },
-            "tls: CA bundle holds no usable certificate",
-        ),
-        (
-            TlsConfig {
-                server_name: Some("x@127.0.0.1".into()),
-                ..TlsConfig::default()
-            },
-            "tls: server name \"x@127.0.0.1\" must be a DNS name or an IP address (only letters, digits, '-' and '.')",
-        ),
-    ] {
+    for (tls, detail) in bad_ca_or_server_name("x@127.0.0.1") {
         let o = prober().probe(&https(Some(tls)), addr, T).await;
         assert_eq!(o.verdict, Verdict::ConfigError, "{}", o.message);
         assert_eq!(
@@ -751,37 +759,24 @@ fn check_finds_bad_settings_without_a_server() {
     };
     assert_eq!(system.check(), Ok(()));
     let other = pki.leaf(2041, true);
-    for (tls, detail) in [
-        (
-            TlsConfig {
-                ca_pem: Some(b"not a pem".to_vec()),
-                ..TlsConfig::default()
-            },
-            "tls: CA bundle holds no usable certificate",
-        ),
-        (
-            TlsConfig {
-                server_name: Some("x@y".into()),
-                ..TlsConfig::default()
-            },
-            "tls: server name \"x@y\" must be a DNS name or an IP address (only letters, digits, '-' and '.')",
-        ),
+    let bad_pair = [
         (
             TlsConfig {
                 client_key_pem: Some(other.key_pem.as_bytes().to_vec()),
                 ..good.clone()
             },
-            "tls: client certificate and key do not form a usable pair",
+            "tls: client certificate and key do not form a usable pair".to_string(),
         ),
         (
             TlsConfig {
                 client_key_pem: None,
                 ..good.clone()
             },
-            "tls: client certificate and key must be given together",
+            "tls: client certificate and key must be given together".to_string(),
         ),
-    ] {
-        let err = tls.check().expect_err(detail);
+    ];
+    for (tls, detail) in bad_ca_or_server_name("x@y").into_iter().chain(bad_pair) {
+        let err = tls.check().expect_err(&detail);
         assert_eq!(err, detail);
         assert!(!err.contains("PRIVATE KEY"), "no key bytes in {err}");
     }

@@ -115,13 +115,7 @@ async fn demo() -> DemoResult<()> {
     println!("kubeconfig: {}", cp.kubeconfig_path().display());
 
     step("creating two external hosts (network namespaces) with TCP, HTTP, UDP and gRPC backends");
-    let ports = BackendPorts {
-        tcp: vec![443],
-        http: vec![80],
-        udp: vec![1234],
-        grpc: vec![8080],
-        redis: vec![],
-    };
+    let ports = BackendPorts::wordpress();
     let h1 = TestHost::create().await.map_err(|e| e.to_string())?;
     let h2 = TestHost::create().await.map_err(|e| e.to_string())?;
     let _b1 = h1
