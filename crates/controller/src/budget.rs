@@ -161,7 +161,7 @@ pub fn is_incumbent(status: Option<&ClusterEndpointStatus>, targets: usize) -> b
 }
 
 /// The budget's key of a ClusterEndpoint of `group`.
-pub fn key(group: &str, key: &crate::context::CepKey) -> ObjectKey {
+pub fn key(group: &str, key: &crate::cep_key::CepKey) -> ObjectKey {
     ObjectKey {
         namespace: key.namespace.clone(),
         name: key.name.clone(),

@@ -16,9 +16,8 @@ use kube::runtime::events::{Event, EventType};
 use kube_endpoints_api::{ClusterEndpointStatus, HostCertificate, MAX_CERTIFICATES_LISTED};
 use kube_endpoints_probe::TargetId;
 
-use crate::events::{NOTE_MAX, truncate};
 use crate::plan::Plan;
-use crate::status::{quote_first, rfc3339};
+use crate::status::{NOTE_MAX, quote_first, rfc3339, truncate};
 
 /// The Event reason of a certificate entering the warning window.
 pub const REASON_EXPIRING: &str = "CertificateExpiring";

@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::builder::Owner;
-use crate::writes::Refusal;
+use crate::error::Refusal;
 
 /// The annotation that lets a ClusterEndpoint adopt a Service (and its
 /// Endpoints) under `--require-adopt-annotation`.

@@ -7,10 +7,10 @@ use std::sync::{Arc, Mutex};
 
 use k8s_openapi::api::core::v1::{Endpoints, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::Client;
 use kube::core::{ApiResource, DynamicObject};
 use kube::runtime::events::Recorder;
-use kube::runtime::reflector::{ObjectRef, Store};
-use kube::{Client, ResourceExt};
+use kube::runtime::reflector::Store;
 use kube_endpoints_api::Condition;
 use kube_endpoints_probe::Scheduler;
 
@@ -19,32 +19,11 @@ use crate::budget::Budget;
 use crate::builder::BuildSettings;
 use crate::cluster_ranges::RangesReceiver;
 use crate::consent::AdoptionPolicy;
-use crate::error::{Error, Result};
 use crate::event_limit::EventLimiter;
 use crate::metrics::Metrics;
 use crate::policy::AddressPolicy;
 
-/// Identifies a ClusterEndpoint within one controller (whose group is fixed).
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct CepKey {
-    pub namespace: String,
-    pub name: String,
-}
-
-impl CepKey {
-    pub fn of(cep: &impl ResourceExt) -> Result<Self> {
-        Ok(CepKey {
-            namespace: cep
-                .namespace()
-                .ok_or(Error::MissingField("metadata.namespace"))?,
-            name: cep.name_any(),
-        })
-    }
-
-    pub fn object_ref(&self, resource: &ApiResource) -> ObjectRef<DynamicObject> {
-        ObjectRef::new_with(&self.name, resource.clone()).within(&self.namespace)
-    }
-}
+pub use crate::cep_key::CepKey;
 
 /// Settings that do not change while running.
 #[derive(Clone, Debug)]

@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use crate::context::CepKey;
+use crate::cep_key::CepKey;
 use crate::decode::decode;
 use crate::metrics::Metrics;
 use crate::plan::{Lookup, Resolve, Sensitive, SourceKind, references};

@@ -3,8 +3,6 @@
 
 use thiserror::Error;
 
-use crate::writes::Refusal;
-
 #[derive(Debug, Error)]
 pub enum Error {
     #[error("Kubernetes API request failed: {0}")]
@@ -33,3 +31,11 @@ impl Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why a Service or Endpoints of the object's name cannot be managed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    /// Stable, CamelCase; used as condition reason, Event reason and metric label.
+    pub reason: &'static str,
+    pub message: String,
+}

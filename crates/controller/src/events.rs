@@ -11,9 +11,7 @@ use kube_endpoints_probe::{HealthState, Transition};
 use tracing::warn;
 
 use crate::context::Context;
-
-/// Longest Event note we send; events.k8s.io rejects notes over 1 KiB.
-pub const NOTE_MAX: usize = 1000;
+use crate::status::{NOTE_MAX, truncate};
 
 /// The Event for a host's health transition, or `None` when it is not news:
 /// a new host becoming ready is the normal start, and nothing is said about
@@ -89,18 +87,6 @@ pub async fn publish<K: Resource<DynamicType = ApiResource>>(ctx: &Context, cep:
         Ok(()) => ctx.metrics.count_write("events", "create"),
         Err(e) => warn!(reason = %event.reason, error = %e, "could not publish Event"),
     }
-}
-
-/// `s` cut to at most `max` bytes (on a character boundary), marked with "…".
-pub fn truncate(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_string();
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &s[..end])
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@
 pub mod backoff;
 pub mod budget;
 pub mod builder;
+pub mod cep_key;
 pub mod certificates;
 pub mod check;
 pub mod cli;

@@ -36,6 +36,19 @@ pub struct Plan {
     pub ports: Vec<PortPlan>,
 }
 
+/// A host the policy refuses, and why (the message names the range).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Denial {
+    pub host: IpAddr,
+    pub message: String,
+}
+
+impl std::fmt::Display for Denial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
 /// One (Service port, target port) pair. A spec port with
 /// `additionalTargetPorts` becomes several: the first keeps the spec port's
 /// name, the others are named `<name>-<targetPort>`; all share the Service
@@ -58,7 +71,7 @@ pub struct PortPlan {
     pub hosts: Vec<IpAddr>,
     /// Listed hosts the address policy refuses (see [`crate::policy`]):
     /// never probed, never written, only reported. Empty as `plan` makes it.
-    pub denied: Vec<crate::policy::Denial>,
+    pub denied: Vec<Denial>,
     /// `None` for a static port: always ready, never probed.
     pub probe: Option<Probe>,
     pub period: Duration,

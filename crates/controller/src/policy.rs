@@ -17,7 +17,6 @@
 //! status and in an Event.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::IpNet;
@@ -136,18 +135,7 @@ pub struct AddressPolicy {
     pub denied: Vec<IpNet>,
 }
 
-/// A host the policy refuses, and why (the message names the range).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Denial {
-    pub host: IpAddr,
-    pub message: String,
-}
-
-impl fmt::Display for Denial {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
-    }
-}
+pub use crate::plan::Denial;
 
 /// Why `host` may not be an endpoint, or `None` when it may.
 pub fn verdict(host: IpAddr, policy: &AddressPolicy, cluster: &ClusterRanges) -> Option<Denial> {

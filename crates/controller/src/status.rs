@@ -377,6 +377,21 @@ pub fn rfc3339(t: std::time::SystemTime) -> String {
     chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
+/// Longest Event note we send; events.k8s.io rejects notes over 1 KiB.
+pub const NOTE_MAX: usize = 1000;
+
+/// `s` cut to at most `max` bytes (on a character boundary), marked with "…".
+pub fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
 #[cfg(test)]
 #[path = "status_tests.rs"]
 mod tests;

@@ -18,6 +18,7 @@ use crate::builder::{
 };
 use crate::consent::{self, AdoptionPolicy};
 use crate::diff::contains;
+pub use crate::error::Refusal;
 
 /// What is in the cluster now (from the watch caches).
 #[derive(Clone, Debug, Default)]
@@ -403,14 +404,6 @@ pub fn pruned_ports(applied: &Service, keep: &[PortKey]) -> Option<Vec<ServicePo
 
 fn is_headless(service: &Service) -> bool {
     service.spec.as_ref().and_then(|s| s.cluster_ip.as_deref()) == Some("None")
-}
-
-/// Why a Service or Endpoints of the object's name cannot be managed.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Refusal {
-    /// Stable, CamelCase; used as condition reason, Event reason and metric label.
-    pub reason: &'static str,
-    pub message: String,
 }
 
 /// What to do with an object of our name that may already exist.
