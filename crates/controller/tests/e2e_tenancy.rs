@@ -532,15 +532,17 @@ async fn a_tenant_cannot_point_a_service_at_the_cluster_or_a_metadata_address() 
             .then_some(())
     })
     .await;
-    let s = status_of(&client, &ns, "loot").await.expect("status");
-    assert!(
-        s.ports[0]
+    // The status follows the slices in the same reconcile: wait for it.
+    eventually("the host to be reported denied", || async {
+        let s = status_of(&client, &ns, "loot").await?;
+        s.ports
+            .first()?
             .denied
             .iter()
-            .any(|d| d.host == allowed && d.message.contains("node ke-node-b")),
-        "{:?}",
-        s.ports[0].denied
-    );
+            .any(|d| d.host == allowed && d.message.contains("node ke-node-b"))
+            .then_some(())
+    })
+    .await;
     set_node_addresses(&client, "ke-node-b", &["198.19.71.1"]).await;
     support::wait_all_ready(&client, &ns, "loot", 1).await;
     Api::<Node>::all(client.clone())
