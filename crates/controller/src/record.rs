@@ -3,7 +3,8 @@
 //! certificates' expiry (status, metric, a `CertificateExpiring` Event once
 //! per certificate entering the warning window).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use kube::core::DynamicObject;
@@ -61,16 +62,9 @@ pub async fn record(
         info!(namespace = %key.namespace, name = %key.name, note = ?event.note, "certificate expiring");
         events::publish(ctx, object, event).await;
     }
-    let announced = {
-        let mut announced = ctx.announced.lock().unwrap_or_else(|e| e.into_inner());
-        let before = announced
-            .get(key)
-            .cloned()
-            .or_else(|| previous.map(|p| p.conditions.clone()))
-            .unwrap_or_default();
-        announced.insert(key.clone(), status.conditions.clone());
-        before
-    };
+    let announced = remember(&ctx.announced, key, status.conditions.clone(), || {
+        previous.map(|p| p.conditions.clone())
+    });
     for event in events::condition_events(&announced, &status) {
         events::publish(ctx, object, event).await;
     }
@@ -100,17 +94,24 @@ fn announce_certificates(
         return Vec::new();
     };
     let now = certificates::expiring(status);
-    let mut announced = ctx
-        .announced_certificates
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
-    let before = announced
-        .get(key)
-        .cloned()
-        .or_else(|| previous.map(certificates::expiring))
-        .unwrap_or_default();
+    let before = remember(&ctx.announced_certificates, key, now.clone(), || {
+        previous.map(certificates::expiring)
+    });
     let days = u32::try_from(warning.as_secs() / 86_400).unwrap_or(u32::MAX);
-    let events = certificates::events(&before, &now, days);
+    certificates::events(&before, &now, days)
+}
+
+/// Record what is announced now for `key` and return what was announced
+/// before: by this process, else (after a restart) what the previous
+/// status says, else nothing.
+fn remember<T: Clone + Default>(
+    announced: &Mutex<HashMap<CepKey, T>>,
+    key: &CepKey,
+    now: T,
+    from_status: impl FnOnce() -> Option<T>,
+) -> T {
+    let mut announced = announced.lock().unwrap_or_else(|e| e.into_inner());
+    let before = announced.get(key).cloned().or_else(from_status);
     announced.insert(key.clone(), now);
-    events
+    before.unwrap_or_default()
 }

@@ -142,14 +142,8 @@ impl WritePlan {
     }
 }
 
-/// Compare `desired` with `live` and decide every write, adopting by the
-/// default rules ([`AdoptionPolicy::default`]).
-pub fn plan_writes(desired: &Desired, live: &Live<'_>) -> WritePlan {
-    plan_writes_with(desired, live, &AdoptionPolicy::default())
-}
-
-/// [`plan_writes`], adopting unowned objects only as `adoption` allows
-/// ([`consent::adoption`]).
+/// Compare `desired` with `live` and decide every write, adopting unowned
+/// objects only as `adoption` allows ([`consent::adoption`]).
 pub fn plan_writes_with(
     desired: &Desired,
     live: &Live<'_>,

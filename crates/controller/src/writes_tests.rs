@@ -8,6 +8,11 @@ use crate::builder::{BuildSettings, desired};
 use crate::plan::plan;
 use crate::testing::*;
 
+/// The writes under the default adoption rules.
+fn plan_writes(desired: &Desired, live: &Live<'_>) -> WritePlan {
+    plan_writes_with(desired, live, &AdoptionPolicy::default())
+}
+
 fn assert_refusal_says(refusal: &Refusal, words: &str) {
     assert!(refusal.message.contains(words), "{}", refusal.message);
 }
