@@ -39,7 +39,8 @@ async fn the_controller_survives_an_apiserver_and_etcd_restart() {
     let client = cp.client().await.expect("client after restart");
     backend.start().await.expect("start");
     wait_phase(&client, &ns, GROUP, "db", Phase::Healthy).await;
-    let readiness = slice_readiness(&client, &ns, "db").await;
-    assert_eq!(readiness.len(), 2);
-    assert!(readiness.values().all(|r| *r));
+    // The status reports the hosts' health even when a slice write failed
+    // on the restarting apiserver (SyncEndpointReady says so); the retry
+    // brings the slices along.
+    wait_all_ready(&client, &ns, "db", 2).await;
 }
