@@ -40,6 +40,7 @@ use serde::Serialize;
 use crate::error::{Error, Result, kube_err};
 use crate::options::Options;
 use crate::runner::{NAMESPACE, prepare_cluster, start_controller};
+use crate::section::Section;
 use crate::stats::{Summary, summarize};
 
 pub const NAME: &str = "datapath";
@@ -193,7 +194,7 @@ async fn measure(opts: &Options, log: &Path, samples: &mut Samples) -> Result<()
     for h in &hosts {
         node.connect(h).await?;
     }
-    prepare_cluster(&client, &opts.group).await?;
+    prepare_cluster(&cp, &client, opts).await?;
     let mut controller = start_controller(opts, &cp, log).await?;
 
     let addrs = [IpAddr::V4(hosts[0].ipv4()), IpAddr::V4(hosts[1].ipv4())];
@@ -450,13 +451,16 @@ fn cell(s: &Option<Summary>) -> String {
 }
 
 /// Start and end markers of the data-path section in BENCHMARKS.md.
-pub const BEGIN: &str = "<!-- datapath:begin -->";
-pub const END: &str = "<!-- datapath:end -->";
+/// Where the data-path figures go in BENCHMARKS.md.
+pub const SECTION: Section = Section {
+    begin: "<!-- datapath:begin -->",
+    end: "<!-- datapath:end -->",
+};
 
-/// The data-path section of BENCHMARKS.md (between [`BEGIN`] and [`END`]).
+/// The data-path section of BENCHMARKS.md ([`SECTION`]).
 pub fn markdown(r: &DataPathResult, generated_at: &str) -> String {
     let mut md = String::new();
-    let _ = writeln!(md, "{BEGIN}");
+    let _ = writeln!(md, "{}", SECTION.begin);
     let _ = writeln!(md, "## Data path: through kube-proxy\n");
     let _ = writeln!(
         md,
@@ -516,55 +520,13 @@ pub fn markdown(r: &DataPathResult, generated_at: &str) -> String {
     if let Some(e) = &r.error {
         let _ = writeln!(md, "- **Failed**: {e}");
     }
-    let _ = writeln!(md, "\n{END}");
+    let _ = writeln!(md, "\n{}", SECTION.end);
     md
-}
-
-/// `doc` with its data-path section replaced by `section` (or the section
-/// inserted before "## What limits it", or appended, when there is none).
-pub fn splice(doc: &str, section: &str) -> String {
-    if let (Some(b), Some(e)) = (doc.find(BEGIN), doc.find(END))
-        && b < e
-    {
-        let end = e + END.len();
-        let rest = doc[end..].strip_prefix('\n').unwrap_or(&doc[end..]);
-        return format!("{}{section}{rest}", &doc[..b]);
-    }
-    if let Some(i) = doc.find("## What limits it") {
-        return format!("{}{section}\n{}", &doc[..i], &doc[i..]);
-    }
-    format!("{doc}\n{section}")
-}
-
-/// The data-path section of an existing document, if it has one.
-pub fn existing_section(doc: &str) -> Option<String> {
-    let b = doc.find(BEGIN)?;
-    let e = doc.find(END)?;
-    (b < e).then(|| format!("{}\n", &doc[b..e + END.len()]))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn splices_the_section_in_place_or_before_the_analysis() {
-        let section = format!("{BEGIN}\nnew\n{END}\n");
-        let doc = "# B\n\n## Results\nx\n\n## What limits it\ny\n";
-        let once = splice(doc, &section);
-        assert_eq!(
-            once,
-            format!("# B\n\n## Results\nx\n\n{section}\n## What limits it\ny\n")
-        );
-        let again = splice(&once, &format!("{BEGIN}\nnewer\n{END}\n"));
-        assert!(again.contains("newer") && !again.contains("\nnew\n"));
-        assert_eq!(again.matches(BEGIN).count(), 1);
-        assert_eq!(
-            existing_section(&again),
-            Some(format!("{BEGIN}\nnewer\n{END}\n"))
-        );
-        assert_eq!(splice("# B\n", &section), format!("# B\n\n{section}"));
-    }
 
     #[test]
     fn a_stray_is_any_attempt_that_reached_the_broken_host() {

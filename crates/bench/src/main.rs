@@ -2,6 +2,7 @@
 //! controller, measured against a real kube-apiserver + etcd with
 //! network-namespace test hosts. See BENCHMARKS.md (which it writes).
 
+mod compare;
 mod datapath;
 mod error;
 mod options;
@@ -9,6 +10,7 @@ mod plots;
 mod prom;
 mod report;
 mod runner;
+mod section;
 mod stats;
 mod sys;
 mod watch;
@@ -71,6 +73,24 @@ struct Cli {
     /// Skip the plots.
     #[arg(long)]
     no_plots: bool,
+    /// Compare with the predecessor: its binary (`make bench-peer` builds
+    /// it from a checkout of labring/endpoints-operator). Each profile then
+    /// runs for kube-endpoints and for it (once per `--peer-concurrency`),
+    /// and only the side-by-side section of the Markdown report is
+    /// rewritten; the JSON results go to `<out-dir>/peer/`.
+    #[arg(long, requires = "peer_crd")]
+    peer_bin: Option<PathBuf>,
+    /// The predecessor's CRD manifest (its config/crd/sealos.io_clusterendpoints.yaml).
+    #[arg(long)]
+    peer_crd: Option<PathBuf>,
+    /// The predecessor's `--maxconcurrent` values to run, comma-separated:
+    /// by default its chart's setting (1) and kube-endpoints' default
+    /// concurrency (16).
+    #[arg(long, value_delimiter = ',', default_values_t = [1u16, 16])]
+    peer_concurrency: Vec<u16>,
+    /// The port the predecessor serves its metrics on (fixed in its code).
+    #[arg(long, default_value_t = 9090)]
+    peer_metrics_port: u16,
 }
 
 fn main() -> ExitCode {
@@ -171,13 +191,22 @@ async fn run(cli: Cli) -> Result<bool> {
     let work_dir =
         std::env::temp_dir().join(format!("kube-endpoints-bench-{}", std::process::id()));
     let opts = Options {
+        label: "kube-endpoints".into(),
         controller_cmd,
+        controller_env: Vec::new(),
         group: cli.group.clone(),
+        crd_manifest: None,
+        fixed_metrics_port: None,
+        kcm_controllers: Vec::new(),
         check_endpoints: !cli.slices_only,
         concurrency: cli.concurrency,
         work_dir: work_dir.clone(),
         timeout: cli.profile_timeout.map(Duration::from_secs),
     };
+    if let Some(peer_bin) = &cli.peer_bin {
+        let peers = peer_options(&cli, peer_bin, &opts);
+        return compare(&cli, &profiles, opts, peers).await;
+    }
 
     let started = Instant::now();
     let datapath_result = if run_datapath {
@@ -203,7 +232,7 @@ async fn run(cli: Cli) -> Result<bool> {
         // Only the data path: update its section, keep the rest.
         let old = std::fs::read_to_string(&cli.markdown).unwrap_or_default();
         if let Some(section) = &datapath_section {
-            std::fs::write(&cli.markdown, datapath::splice(&old, section))
+            std::fs::write(&cli.markdown, datapath::SECTION.splice(&old, section))
                 .map_err(io_err(format!("writing {}", cli.markdown.display())))?;
             eprintln!(
                 "updated the data-path section of {}",
@@ -271,11 +300,11 @@ async fn run(cli: Cli) -> Result<bool> {
     let analysis = std::fs::read_to_string(cli.out_dir.join("analysis.md")).ok();
     // The data-path section: this run's, or the one already in the report.
     let datapath_section = datapath_section.or_else(|| {
-        datapath::existing_section(&std::fs::read_to_string(&cli.markdown).unwrap_or_default())
+        datapath::SECTION.existing(&std::fs::read_to_string(&cli.markdown).unwrap_or_default())
     });
     let mut markdown = report::markdown(&report, &plots, analysis.as_deref());
     if let Some(section) = &datapath_section {
-        markdown = datapath::splice(&markdown, section);
+        markdown = datapath::SECTION.splice(&markdown, section);
     }
     std::fs::write(&cli.markdown, markdown)
         .map_err(io_err(format!("writing {}", cli.markdown.display())))?;
@@ -304,6 +333,84 @@ async fn run(cli: Cli) -> Result<bool> {
             return Ok(false);
         }
         eprintln!("check: every profile produced its figures");
+    }
+    Ok(ok)
+}
+
+/// The predecessor as the harness runs it, once per `--peer-concurrency`:
+/// its own CRD under sealos.io, its kubeconfig from `KUBECONFIG`, metrics
+/// on its fixed port, and kube-controller-manager's EndpointSlice mirroring
+/// beside it (it writes Endpoints only).
+fn peer_options(cli: &Cli, peer_bin: &std::path::Path, ours: &Options) -> Vec<Options> {
+    cli.peer_concurrency
+        .iter()
+        .map(|n| Options {
+            label: format!("endpoints-operator --maxconcurrent {n}"),
+            controller_cmd: vec![
+                peer_bin.display().to_string(),
+                "--maxconcurrent".into(),
+                n.to_string(),
+                "--v".into(),
+                "1".into(),
+            ],
+            controller_env: vec![("KUBECONFIG".into(), "{kubeconfig}".into())],
+            group: "sealos.io".into(),
+            crd_manifest: cli.peer_crd.clone(),
+            fixed_metrics_port: Some(cli.peer_metrics_port),
+            kcm_controllers: vec!["endpointslicemirroring".into()],
+            ..ours.clone()
+        })
+        .collect()
+}
+
+/// Every profile for kube-endpoints, then for each peer setting, in one
+/// run; writes `<out-dir>/peer/*.json` and the comparison section.
+async fn compare(
+    cli: &Cli,
+    profiles: &[workload::Profile],
+    ours: Options,
+    peers: Vec<Options>,
+) -> Result<bool> {
+    let dir = cli.out_dir.join("peer");
+    std::fs::create_dir_all(&dir).map_err(io_err(format!("creating {}", dir.display())))?;
+    let mut results = Vec::new();
+    for p in profiles {
+        for opts in std::iter::once(&ours).chain(peers.iter()) {
+            eprintln!(
+                "== profile {} with {}: {}",
+                p.name, opts.label, p.description
+            );
+            let r = runner::run_profile(p, opts).await;
+            eprintln!(
+                "== profile {} with {} took {:.0}s",
+                p.name, opts.label, r.duration_seconds
+            );
+            let path = dir.join(format!("{}-{}.json", p.name, runner::slug(&opts.label)));
+            std::fs::write(&path, serde_json::to_string_pretty(&r)?)
+                .map_err(io_err(format!("writing {}", path.display())))?;
+            results.push(r);
+        }
+    }
+    let section = compare::markdown(&results, &sys::machine(), &now_utc());
+    let old = std::fs::read_to_string(&cli.markdown).unwrap_or_default();
+    std::fs::write(&cli.markdown, compare::SECTION.splice(&old, &section))
+        .map_err(io_err(format!("writing {}", cli.markdown.display())))?;
+    eprintln!(
+        "updated the side-by-side section of {}; results in {}",
+        cli.markdown.display(),
+        dir.display()
+    );
+    // Ours must produce its figures; a peer that does not is itself a
+    // finding (reported in the table), not a failed run.
+    let ok = results
+        .iter()
+        .filter(|r| r.controller == ours.label)
+        .all(|r| r.error.is_none());
+    if !tidy_work_dir(
+        &ours.work_dir,
+        ok && results.iter().all(|r| r.error.is_none()),
+    ) {
+        eprintln!("kept the controller logs in {}", ours.work_dir.display());
     }
     Ok(ok)
 }

@@ -93,6 +93,8 @@ pub struct Detection {
 #[derive(Clone, Debug, Serialize)]
 pub struct ProfileResult {
     pub profile: Profile,
+    /// Which controller ran ([`Options::label`]).
+    pub controller: String,
     pub controller_command: Vec<String>,
     pub group: String,
     pub endpoints_checked: bool,
@@ -113,6 +115,7 @@ impl ProfileResult {
     pub fn new(profile: &Profile, opts: &Options) -> ProfileResult {
         ProfileResult {
             profile: profile.clone(),
+            controller: opts.label.clone(),
             controller_command: opts.controller_cmd.clone(),
             group: opts.group.clone(),
             endpoints_checked: opts.check_endpoints,

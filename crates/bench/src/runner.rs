@@ -16,7 +16,7 @@ use kube_endpoints_testkit::{
     Backend, BackendPorts, ControlPlane, ControlPlaneOptions, Fault, TestHost,
 };
 
-use crate::error::{Error, Result, kube_err};
+use crate::error::{Error, Result, io_err, kube_err};
 use crate::options::Options;
 use crate::prom::{self, Sample};
 use crate::report::{
@@ -61,9 +61,11 @@ pub async fn run_profile(profile: &Profile, opts: &Options) -> ProfileResult {
         .timeout
         .unwrap_or(Duration::from_secs(profile.timeout_seconds));
     let phase = Phase::default();
-    let log = opts
-        .work_dir
-        .join(format!("controller-{}.log", profile.name));
+    let log = opts.work_dir.join(format!(
+        "controller-{}-{}.log",
+        slug(&opts.label),
+        profile.name
+    ));
     let started = Instant::now();
     let outcome =
         tokio::time::timeout(limit, run_inner(profile, opts, &phase, &log, &mut result)).await;
@@ -257,6 +259,7 @@ async fn fixture(w: &Workload, opts: &Options, phase: &Phase) -> Result<Fixture>
         // writes a minute that are nobody's controller. Off, so the steady
         // figure is the controller's alone.
         extra_apiserver_args: vec!["--feature-gates=APIServerIdentity=false".into()],
+        extra_controllers: opts.kcm_controllers.clone(),
         ..ControlPlaneOptions::default()
     })
     .await?;
@@ -285,7 +288,7 @@ async fn fixture(w: &Workload, opts: &Options, phase: &Phase) -> Result<Fixture>
         .await?;
 
     phase.set(format!("installing the CRD of {}", opts.group));
-    prepare_cluster(&client, &opts.group).await?;
+    prepare_cluster(&cp, &client, opts).await?;
     Ok(Fixture {
         cp,
         client,
@@ -691,11 +694,49 @@ async fn apiserver_counts(cp: &ControlPlane) -> Result<BTreeMap<prom::RequestKey
 }
 
 /// What every profile needs in the cluster before the controller starts:
-/// the CRD of `group` (served) and the bench's namespace.
-pub(crate) async fn prepare_cluster(client: &Client, group: &str) -> Result<()> {
-    let crd = kube_endpoints_api::crd_for_group(group);
+/// the CRD (ours served under `opts.group`, or the controller's own
+/// manifest) and the bench's namespace.
+pub(crate) async fn prepare_cluster(
+    cp: &ControlPlane,
+    client: &Client,
+    opts: &Options,
+) -> Result<()> {
+    let crd = match &opts.crd_manifest {
+        None => kube_endpoints_api::crd_for_group(&opts.group),
+        Some(path) => crd_from_manifest(cp, path).await?,
+    };
     kube_endpoints_testkit::crd::install_and_wait(client, &crd, "kube-endpoints-bench").await?;
     create_namespace(client).await
+}
+
+/// A CRD manifest (YAML or JSON) as an object, read by kubectl (a client
+/// dry run: nothing is sent), so the bench needs no YAML parser of its own.
+async fn crd_from_manifest(
+    cp: &ControlPlane,
+    path: &std::path::Path,
+) -> Result<
+    k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+> {
+    let what = format!("reading the CRD manifest {} with kubectl", path.display());
+    let out = cp
+        .kubectl([
+            std::ffi::OsStr::new("create"),
+            std::ffi::OsStr::new("--dry-run=client"),
+            std::ffi::OsStr::new("-o"),
+            std::ffi::OsStr::new("json"),
+            std::ffi::OsStr::new("-f"),
+            path.as_os_str(),
+        ])
+        .output()
+        .await
+        .map_err(io_err(what.clone()))?;
+    if !out.status.success() {
+        return Err(Error::Usage(format!(
+            "{what}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(serde_json::from_slice(&out.stdout)?)
 }
 
 async fn create_namespace(client: &Client) -> Result<()> {
@@ -769,21 +810,21 @@ pub(crate) async fn start_controller(
     cp: &ControlPlane,
     log: &std::path::Path,
 ) -> Result<ControllerProcess> {
-    let metrics_port = kube_endpoints_testkit::http::free_port().map_err(crate::error::io_err(
-        "finding a free port for the controller's metrics",
-    ))?;
+    let metrics_port = match opts.fixed_metrics_port {
+        Some(port) => port,
+        None => kube_endpoints_testkit::http::free_port().map_err(crate::error::io_err(
+            "finding a free port for the controller's metrics",
+        ))?,
+    };
     let kubeconfig = cp.kubeconfig_path().display().to_string();
-    let command: Vec<String> = opts
-        .controller_cmd
-        .iter()
-        .map(|a| {
-            a.replace("{kubeconfig}", &kubeconfig)
-                .replace("{metrics_addr}", &format!("127.0.0.1:{metrics_port}"))
-                .replace("{metrics_port}", &metrics_port.to_string())
-                .replace("{namespace}", NAMESPACE)
-                .replace("{group}", &opts.group)
-        })
-        .collect();
+    let fill = |a: &String| {
+        a.replace("{kubeconfig}", &kubeconfig)
+            .replace("{metrics_addr}", &format!("127.0.0.1:{metrics_port}"))
+            .replace("{metrics_port}", &metrics_port.to_string())
+            .replace("{namespace}", NAMESPACE)
+            .replace("{group}", &opts.group)
+    };
+    let command: Vec<String> = opts.controller_cmd.iter().map(fill).collect();
     if command.is_empty() {
         return Err(Error::Usage("the controller command is empty".into()));
     }
@@ -793,7 +834,25 @@ pub(crate) async fn start_controller(
         "RUST_LOG".into(),
         std::env::var("KE_BENCH_RUST_LOG").unwrap_or_else(|_| "warn".into()),
     )];
+    launch.env.extend(
+        opts.controller_env
+            .iter()
+            .map(|(k, v)| (k.clone(), fill(v))),
+    );
     Ok(ControllerProcess::start(launch).await?)
+}
+
+/// `label` as a file-name part: lower-case letters, digits and dashes.
+pub(crate) fn slug(label: &str) -> String {
+    let mut out = String::new();
+    for c in label.chars() {
+        if c.is_ascii_alphanumeric() {
+            out.push(c.to_ascii_lowercase());
+        } else if !out.ends_with('-') {
+            out.push('-');
+        }
+    }
+    out.trim_matches('-').to_string()
 }
 
 struct AbortOnDrop(Vec<tokio::task::JoinHandle<()>>);

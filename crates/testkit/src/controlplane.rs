@@ -97,7 +97,8 @@ pub struct ControlPlaneOptions {
     /// Extra kube-apiserver flags (`--name=value`), appended last.
     pub extra_apiserver_args: Vec<String>,
     /// kube-controller-manager controllers to run besides the garbage
-    /// collector (e.g. `endpointslicemirroring`); needs `garbage_collector`.
+    /// collector (e.g. `endpointslicemirroring`); any of them starts
+    /// kube-controller-manager even without the garbage collector.
     pub extra_controllers: Vec<String>,
     /// Extra etcd flags (`--name=value`), appended last (e.g. a smaller
     /// `--max-request-bytes`, to reach the object size limit with less data).
@@ -113,6 +114,12 @@ impl Default for ControlPlaneOptions {
             extra_controllers: Vec::new(),
             extra_etcd_args: Vec::new(),
         }
+    }
+}
+
+impl ControlPlaneOptions {
+    fn runs_controller_manager(&self) -> bool {
+        self.garbage_collector || !self.extra_controllers.is_empty()
     }
 }
 
@@ -231,7 +238,7 @@ impl ControlPlane {
         crate::remove_stale_scratch_dirs(SCRATCH_PREFIX);
         let bin = resolve_bin_dir().await?;
         let mut needed = vec!["etcd", "kube-apiserver", "kubectl"];
-        if options.garbage_collector {
+        if options.runs_controller_manager() {
             needed.push("kube-controller-manager");
         }
         check_binaries(&bin, &needed)?;
@@ -339,7 +346,7 @@ impl ControlPlane {
     async fn boot(&mut self) -> Result<()> {
         self.start_etcd().await?;
         self.start_apiserver().await?;
-        if self.options.garbage_collector {
+        if self.options.runs_controller_manager() {
             self.start_controller_manager()?;
         }
         Ok(())
@@ -598,7 +605,11 @@ impl ControlPlane {
     }
 
     fn start_controller_manager(&mut self) -> Result<()> {
-        let controllers = std::iter::once("garbagecollector".to_string())
+        let controllers = self
+            .options
+            .garbage_collector
+            .then(|| "garbagecollector".to_string())
+            .into_iter()
             .chain(self.options.extra_controllers.iter().cloned())
             .collect::<Vec<_>>()
             .join(",");
