@@ -34,6 +34,7 @@ pub mod error;
 pub mod event_limit;
 pub mod events;
 pub mod execute;
+pub mod fail_open;
 pub mod fence;
 pub mod first_verdicts;
 pub mod import;

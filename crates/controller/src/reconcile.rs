@@ -5,7 +5,7 @@
 //! Probing never happens here: the probe engine runs every target on its own
 //! schedule and a health transition merely triggers a reconcile of its object.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -25,6 +25,7 @@ use crate::credentials;
 use crate::decode::{Decoded, decode};
 use crate::error::{Error, Result};
 use crate::execute::execute;
+use crate::fail_open;
 use crate::first_verdicts;
 use crate::metrics::ReasonLabels;
 use crate::plan::{Plan, plan_with};
@@ -102,7 +103,9 @@ async fn reconcile_inner(object: &DynamicObject, ctx: &Context) -> Result<Action
                     .filter_map(|(id, timeout)| Some((health.get(id)?, *timeout))),
                 SystemTime::now(),
             );
-            let desired = builder::desired(&owner, plan, &health, &ctx.settings.build, &own);
+            let held = BTreeSet::new();
+            let open = fail_open::apply(plan, &health, &own, &held);
+            let desired = builder::desired(&owner, plan, &open.health, &ctx.settings.build, &own);
             let (service, endpoints) =
                 sync(ctx, &desired, &own, endpoints.as_deref(), hold.is_none()).await;
             let Some(endpoints) = endpoints else {
@@ -119,6 +122,7 @@ async fn reconcile_inner(object: &DynamicObject, ctx: &Context) -> Result<Action
                 plan,
                 service,
                 endpoints,
+                fail_open: open.conditions(),
             };
             (Ok(synced), health)
         }
