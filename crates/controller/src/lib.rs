@@ -37,6 +37,7 @@ pub mod execute;
 pub mod fail_open;
 pub mod fence;
 pub mod first_verdicts;
+pub mod fleet_guard;
 pub mod import;
 pub mod leader;
 pub mod metrics;

@@ -83,6 +83,8 @@ type CertificateSeries = (Vec<PortLabels>, Vec<HostLabels>);
 /// (each running controller's probe engine).
 pub trait TargetCounter: Send + Sync {
     fn count(&self) -> StateCounts;
+    /// All targets, whatever their state (cheaper than [`Self::count`]).
+    fn total(&self) -> usize;
 }
 
 impl<K> TargetCounter for kube_endpoints_probe::Scheduler<K>
@@ -91,6 +93,10 @@ where
 {
     fn count(&self) -> StateCounts {
         self.state_counts()
+    }
+
+    fn total(&self) -> usize {
+        self.target_count()
     }
 }
 
@@ -110,6 +116,10 @@ pub struct Metrics {
     pub watches_failing: Gauge,
     /// Events not sent because their object exceeded its Event rate.
     pub events_suppressed: Counter,
+    /// 1 while the fleet guard is frozen ([`crate::fleet_guard`]).
+    pub fleet_guard_frozen: Gauge,
+    /// Times the fleet guard tripped.
+    pub fleet_guard_trips: Counter,
     host_ports: Family<StateLabels, Gauge>,
     /// Per-host readiness; `None` unless `--per-host-metrics`.
     host_ready: Option<Family<HostLabels, Gauge>>,
@@ -210,6 +220,18 @@ impl Metrics {
             "Events not published because their ClusterEndpoint exceeded its Event rate limit",
             events_suppressed.clone(),
         );
+        let fleet_guard_frozen = Gauge::default();
+        registry.register(
+            "fleet_guard_frozen",
+            "1 while the fleet guard is frozen: too many targets turned failing at once, so failing hosts are kept in rotation",
+            fleet_guard_frozen.clone(),
+        );
+        let fleet_guard_trips = Counter::default();
+        registry.register(
+            "fleet_guard_trips",
+            "Times the fleet guard tripped (froze)",
+            fleet_guard_trips.clone(),
+        );
         let host_ports = Family::<StateLabels, Gauge>::default();
         registry.register(
             "host_ports",
@@ -262,6 +284,8 @@ impl Metrics {
             watch_errors,
             watches_failing,
             events_suppressed,
+            fleet_guard_frozen,
+            fleet_guard_trips,
             ready: AtomicBool::new(false),
             failing: Mutex::new(std::collections::BTreeSet::new()),
         }
@@ -270,6 +294,15 @@ impl Metrics {
     /// Count `counter`'s targets on every scrape, for as long as it lives.
     pub fn register_targets(&self, counter: Weak<dyn TargetCounter>) {
         lock(&self.counters).push(counter);
+    }
+
+    /// Targets of every running probe engine of the process.
+    pub fn target_total(&self) -> usize {
+        lock(&self.counters)
+            .iter()
+            .filter_map(Weak::upgrade)
+            .map(|c| c.total())
+            .sum()
     }
 
     fn refresh_host_ports(&self) {

@@ -5,7 +5,7 @@
 //! Probing never happens here: the probe engine runs every target on its own
 //! schedule and a health transition merely triggers a reconcile of its object.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -103,7 +103,7 @@ async fn reconcile_inner(object: &DynamicObject, ctx: &Context) -> Result<Action
                     .filter_map(|(id, timeout)| Some((health.get(id)?, *timeout))),
                 SystemTime::now(),
             );
-            let held = BTreeSet::new();
+            let held = (ctx.shared.fleet_guard).held(&budget::key(&ctx.resource.group, &key));
             let open = fail_open::apply(plan, &health, &own, &held);
             let desired = builder::desired(&owner, plan, &open.health, &ctx.settings.build, &own);
             let (service, endpoints) =

@@ -266,3 +266,78 @@ async fn invalid_policies_are_refused_at_admission_naming_the_field() {
         "{err}"
     );
 }
+
+/// The fleet guard: every backend namespace is cut off at once (their
+/// replies are blackholed), so every target of the controller turns
+/// failing within one window. The guard freezes: both objects keep their
+/// endpoints and say why (condition, Event), and the metric shows it.
+/// Once the network is back, the hosts recover, the guard thaws and the
+/// real state applies: the one host that is really unhealthy leaves.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_fleet_guard_keeps_the_endpoints_when_every_host_is_cut_off_at_once() {
+    let flags = ["--fleet-guard-percent=50", "--fleet-guard-min-targets=3"];
+    let (client, ns, controller) = watched_namespace("e2e-failopen-fleet", &flags).await;
+    let (hosts, backends, ips) = hosts(3).await;
+    let (a, b, c) = (ips[0].as_str(), ips[1].as_str(), ips[2].as_str());
+    let one = [ips[0].clone(), ips[1].clone()];
+    let two = [ips[2].clone()];
+    must_apply(&client, &ns, GROUP, &manifest("one", &one, json!({}))).await;
+    must_apply(&client, &ns, GROUP, &manifest("two", &two, json!({}))).await;
+    wait_readiness(&client, &ns, "one", &[(a, true), (b, true)]).await;
+    wait_readiness(&client, &ns, "two", &[(c, true)]).await;
+    assert_eq!(
+        controller.metric("kube_endpoints_fleet_guard_frozen").await,
+        0.0
+    );
+
+    for host in &hosts {
+        host.blackhole(true).await.expect("cut off");
+    }
+    // The controller has seen every failure: the status counts none ready
+    // and the guard is frozen.
+    wait_ready_count(&client, &ns, "one", "0/2").await;
+    wait_ready_count(&client, &ns, "two", "0/1").await;
+    eventually("the fleet guard metric to say frozen", || async {
+        (controller.metric("kube_endpoints_fleet_guard_frozen").await == 1.0).then_some(())
+    })
+    .await;
+    assert_eq!(
+        controller
+            .metric("kube_endpoints_fleet_guard_trips_total")
+            .await,
+        1.0
+    );
+    for name in ["one", "two"] {
+        let message = wait_condition(&client, &ns, name, "FleetGuard", "FleetGuardFrozen").await;
+        assert!(message.contains("port web"), "{message}");
+        wait_event(&client, &ns, name, "FleetGuardFrozen", "fleet guard").await;
+    }
+    wait_readiness(&client, &ns, "one", &[(a, true), (b, true)]).await;
+    assert_eq!(
+        readiness(&client, &ns, "two").await,
+        BTreeMap::from([(c.to_string(), true)])
+    );
+
+    // Back on the network, with one host really unhealthy.
+    backends[2].set_healthy(false).expect("unhealthy");
+    for host in &hosts {
+        host.blackhole(false).await.expect("reachable");
+    }
+    eventually("the fleet guard to thaw", || async {
+        (controller.metric("kube_endpoints_fleet_guard_frozen").await == 0.0).then_some(())
+    })
+    .await;
+    wait_readiness(&client, &ns, "two", &[(c, false)]).await;
+    wait_readiness(&client, &ns, "one", &[(a, true), (b, true)]).await;
+    for name in ["one", "two"] {
+        wait_condition_gone(&client, &ns, name, "FleetGuard").await;
+        wait_event(
+            &client,
+            &ns,
+            name,
+            "FleetGuardThawed",
+            "probe results apply",
+        )
+        .await;
+    }
+}
