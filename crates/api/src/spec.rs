@@ -113,13 +113,6 @@ pub struct ClusterEndpointSpec {
     pub fail_open: FailOpen,
 }
 
-/// `allHostsDown` value: a port whose probed hosts all fail has no ready
-/// endpoint (the default).
-pub const FAIL_CLOSED: &str = "FailClosed";
-/// `allHostsDown` value: a port whose probed hosts all fail keeps the hosts
-/// its EndpointSlices list as ready.
-pub const KEEP_LAST_READY: &str = "KeepLastReady";
-
 /// What happens to a port when its probes say that all or most of its
 /// hosts are down: by default they leave rotation (fail closed); with a
 /// fail-open policy the hosts that were ready last stay ready, on the
@@ -143,6 +136,13 @@ pub struct FailOpen {
     #[schemars(range(min = 0, max = 100))]
     pub panic_threshold_percent: Option<i32>,
 }
+
+/// `allHostsDown` value: a port whose probed hosts all fail has no ready
+/// endpoint (the default).
+pub const FAIL_CLOSED: &str = "FailClosed";
+/// `allHostsDown` value: a port whose probed hosts all fail keeps the hosts
+/// its EndpointSlices list as ready.
+pub const KEEP_LAST_READY: &str = "KeepLastReady";
 
 /// One Service port, the external hosts behind it, and how they are probed.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]

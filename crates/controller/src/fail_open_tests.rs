@@ -292,30 +292,28 @@ fn invalid_policies_name_the_field() {
         merge(&mut spec, object);
         serde_json::from_value(spec).expect("deserialises")
     };
-    let err = plan("web", &spec(json!({"allHostsDown": "KeepAll"}), json!({})))
-        .expect_err("invalid")
-        .to_string();
-    assert!(
-        err.contains("spec.allHostsDown: must be FailClosed or KeepLastReady, got \"KeepAll\""),
-        "{err}"
-    );
-    let err = plan(
-        "web",
-        &spec(json!({}), json!({"panicThresholdPercent": 101})),
-    )
-    .expect_err("invalid")
-    .to_string();
-    assert!(
-        err.contains("spec.ports[0].panicThresholdPercent: must be between 0 and 100, got 101"),
-        "{err}"
-    );
-    let err = plan(
-        "web",
-        &spec(json!({"panicThresholdPercent": -1}), json!({})),
-    )
-    .expect_err("invalid")
-    .to_string();
-    assert!(err.contains("spec.panicThresholdPercent"), "{err}");
+    for (object, port, expected) in [
+        (
+            json!({"allHostsDown": "KeepAll"}),
+            json!({}),
+            "spec.allHostsDown: must be FailClosed or KeepLastReady, got \"KeepAll\"",
+        ),
+        (
+            json!({}),
+            json!({"panicThresholdPercent": 101}),
+            "spec.ports[0].panicThresholdPercent: must be between 0 and 100, got 101",
+        ),
+        (
+            json!({"panicThresholdPercent": -1}),
+            json!({}),
+            "spec.panicThresholdPercent: must be between 0 and 100, got -1",
+        ),
+    ] {
+        let err = plan("web", &spec(object, port))
+            .expect_err("invalid")
+            .to_string();
+        assert!(err.contains(expected), "{err}");
+    }
 }
 
 #[test]

@@ -93,10 +93,11 @@ fn only_ready_to_failing_counts() {
 
 #[test]
 fn a_small_controller_never_trips() {
-    let t0 = Instant::now();
-    let mut g = guard(50, 10);
-    assert_eq!(fail(&mut g, "a", 9, t0, 9), Change::None);
-    assert!(!g.is_frozen());
+    for total in [1, 5, 9] {
+        let mut g = guard(50, 10);
+        let failed = fail(&mut g, "a", total, Instant::now(), total);
+        assert_eq!((failed, g.is_frozen()), (Change::None, false), "{total}");
+    }
 }
 
 #[test]

@@ -100,6 +100,15 @@ where
     }
 }
 
+/// Names and help of the fleet guard's metrics ([`crate::fleet_guard`]).
+const FLEET_GUARD_METRICS: [(&str, &str); 2] = [
+    (
+        "fleet_guard_frozen",
+        "1 while the fleet guard is frozen: too many targets turned failing at once, so failing hosts are kept in rotation",
+    ),
+    ("fleet_guard_trips", "Times the fleet guard tripped (froze)"),
+];
+
 pub struct Metrics {
     registry: Registry,
     pub probes: Family<ProbeLabels, Counter>,
@@ -220,18 +229,10 @@ impl Metrics {
             "Events not published because their ClusterEndpoint exceeded its Event rate limit",
             events_suppressed.clone(),
         );
-        let fleet_guard_frozen = Gauge::default();
-        registry.register(
-            "fleet_guard_frozen",
-            "1 while the fleet guard is frozen: too many targets turned failing at once, so failing hosts are kept in rotation",
-            fleet_guard_frozen.clone(),
-        );
-        let fleet_guard_trips = Counter::default();
-        registry.register(
-            "fleet_guard_trips",
-            "Times the fleet guard tripped (froze)",
-            fleet_guard_trips.clone(),
-        );
+        let (fleet_guard_frozen, fleet_guard_trips) = (Gauge::default(), Counter::default());
+        let [(frozen, frozen_help), (trips, trips_help)] = FLEET_GUARD_METRICS;
+        registry.register(frozen, frozen_help, fleet_guard_frozen.clone());
+        registry.register(trips, trips_help, fleet_guard_trips.clone());
         let host_ports = Family::<StateLabels, Gauge>::default();
         registry.register(
             "host_ports",

@@ -58,8 +58,7 @@ async fn wait_condition(
     client: &Client,
     ns: &str,
     name: &str,
-    type_: &str,
-    reason: &str,
+    (type_, reason): (&str, &str),
 ) -> String {
     let what = format!("{name} to report {type_}=True ({reason})");
     eventually(&what, || async {
@@ -95,7 +94,10 @@ async fn wait_ready_count(client: &Client, ns: &str, name: &str, ready: &str) {
     .await;
 }
 
-fn manifest(name: &str, hosts: &[String], policy: Value) -> String {
+/// ClusterEndpoint `name`: port `web` on `hosts`, judged by HTTP
+/// `/healthz` every second, one failure taking a host out; `policy`
+/// merged into the spec.
+fn web(name: &str, hosts: &[String], policy: Value) -> String {
     let mut spec = json!({
         "periodSeconds": 1,
         "ports": [{
@@ -106,13 +108,7 @@ fn manifest(name: &str, hosts: &[String], policy: Value) -> String {
     if let (Some(spec), Value::Object(policy)) = (spec.as_object_mut(), policy) {
         spec.extend(policy);
     }
-    json!({
-        "apiVersion": format!("{GROUP}/v1beta1"),
-        "kind": "ClusterEndpoint",
-        "metadata": {"name": name},
-        "spec": spec,
-    })
-    .to_string()
+    manifest(name, spec)
 }
 
 /// `n` test hosts serving HTTP, healthy.
@@ -131,26 +127,17 @@ async fn hosts(n: usize) -> (Vec<TestHost>, Vec<Backend>, Vec<String>) {
     (hosts, backends, ips)
 }
 
-/// A namespace of its own with a controller watching it.
-async fn watched_namespace(name: &str, flags: &[&str]) -> (Client, String, Controller) {
-    let client = client().await;
-    install_crd(&client, GROUP).await;
-    let ns = namespace(&client, name).await;
-    let controller = start_controller(&ns, flags).await;
-    (client, ns, controller)
-}
-
 /// KeepLastReady: one host failing leaves rotation as usual; when the last
 /// one fails too, the last ready set (that one host, not the one already
 /// out) stays ready, the condition and a Warning Event say so; when a host
 /// recovers, the probes rule again and a Normal Event says so.
 #[tokio::test(flavor = "multi_thread")]
 async fn keep_last_ready_keeps_the_last_ready_host_when_every_host_fails() {
-    let (client, ns, _controller) = watched_namespace("e2e-failopen-keep", &[]).await;
+    let (client, ns, _controller) = watched_namespace("e2e-failopen-keep").await;
     let (_hosts, backends, ips) = hosts(2).await;
     let (a, b) = (ips[0].as_str(), ips[1].as_str());
     let policy = json!({"allHostsDown": "KeepLastReady"});
-    must_apply(&client, &ns, GROUP, &manifest("keep", &ips, policy)).await;
+    must_apply(&client, &ns, GROUP, &web("keep", &ips, policy)).await;
     wait_readiness(&client, &ns, "keep", &[(a, true), (b, true)]).await;
 
     backends[1].set_healthy(false).expect("unhealthy");
@@ -158,7 +145,7 @@ async fn keep_last_ready_keeps_the_last_ready_host_when_every_host_fails() {
     assert_eq!(condition(&client, &ns, "keep", "FailingOpen").await, None);
 
     backends[0].set_healthy(false).expect("unhealthy");
-    let message = wait_condition(&client, &ns, "keep", "FailingOpen", "AllHostsDown").await;
+    let message = wait_condition(&client, &ns, "keep", ("FailingOpen", "AllHostsDown")).await;
     assert!(
         message.contains("port web keeps 1 last-ready host(s) with 0/2 healthy"),
         "{message}"
@@ -188,10 +175,10 @@ async fn keep_last_ready_keeps_the_last_ready_host_when_every_host_fails() {
 /// and nothing says it is failing open.
 #[tokio::test(flavor = "multi_thread")]
 async fn by_default_every_failing_host_leaves_rotation() {
-    let (client, ns, _controller) = watched_namespace("e2e-failopen-closed", &[]).await;
+    let (client, ns, _controller) = watched_namespace("e2e-failopen-closed").await;
     let (_hosts, backends, ips) = hosts(2).await;
     let (a, b) = (ips[0].as_str(), ips[1].as_str());
-    must_apply(&client, &ns, GROUP, &manifest("closed", &ips, json!({}))).await;
+    must_apply(&client, &ns, GROUP, &web("closed", &ips, json!({}))).await;
     wait_readiness(&client, &ns, "closed", &[(a, true), (b, true)]).await;
     for backend in &backends {
         backend.set_healthy(false).expect("unhealthy");
@@ -206,18 +193,18 @@ async fn by_default_every_failing_host_leaves_rotation() {
 /// predecessor set; a recovery ends it.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_panic_threshold_keeps_the_last_ready_hosts_when_too_few_are_healthy() {
-    let (client, ns, _controller) = watched_namespace("e2e-failopen-panic", &[]).await;
+    let (client, ns, _controller) = watched_namespace("e2e-failopen-panic").await;
     let (_hosts, backends, ips) = hosts(3).await;
     let (a, b, c) = (ips[0].as_str(), ips[1].as_str(), ips[2].as_str());
     let policy = json!({"panicThresholdPercent": 60});
-    must_apply(&client, &ns, GROUP, &manifest("panic", &ips, policy)).await;
+    must_apply(&client, &ns, GROUP, &web("panic", &ips, policy)).await;
     wait_readiness(&client, &ns, "panic", &[(a, true), (b, true), (c, true)]).await;
 
     backends[2].set_healthy(false).expect("unhealthy");
     wait_readiness(&client, &ns, "panic", &[(a, true), (b, true), (c, false)]).await;
 
     backends[1].set_healthy(false).expect("unhealthy");
-    let message = wait_condition(&client, &ns, "panic", "FailingOpen", "PanicThreshold").await;
+    let message = wait_condition(&client, &ns, "panic", ("FailingOpen", "PanicThreshold")).await;
     assert!(message.contains("1/3 healthy"), "{message}");
     wait_ready_count(&client, &ns, "panic", "1/3").await;
     assert_eq!(
@@ -250,13 +237,13 @@ async fn invalid_policies_are_refused_at_admission_naming_the_field() {
             "spec.panicThresholdPercent",
         ),
     ] {
-        let err = apply_yaml(&client, &ns, GROUP, &manifest("bad", &hosts, policy))
+        let err = apply_yaml(&client, &ns, GROUP, &web("bad", &hosts, policy))
             .await
             .expect_err("refused");
         assert!(err.to_string().contains(field), "{err}");
     }
     let mut port_level =
-        serde_json::from_str::<Value>(&manifest("bad", &hosts, json!({}))).expect("json");
+        serde_json::from_str::<Value>(&web("bad", &hosts, json!({}))).expect("json");
     port_level["spec"]["ports"][0]["allHostsDown"] = json!("Sometimes");
     let err = apply_yaml(&client, &ns, GROUP, &port_level.to_string())
         .await
@@ -276,13 +263,13 @@ async fn invalid_policies_are_refused_at_admission_naming_the_field() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_fleet_guard_keeps_the_endpoints_when_every_host_is_cut_off_at_once() {
     let flags = ["--fleet-guard-percent=50", "--fleet-guard-min-targets=3"];
-    let (client, ns, controller) = watched_namespace("e2e-failopen-fleet", &flags).await;
+    let (client, ns, controller) = watched_namespace_with("e2e-failopen-fleet", &flags).await;
     let (hosts, backends, ips) = hosts(3).await;
     let (a, b, c) = (ips[0].as_str(), ips[1].as_str(), ips[2].as_str());
     let one = [ips[0].clone(), ips[1].clone()];
     let two = [ips[2].clone()];
-    must_apply(&client, &ns, GROUP, &manifest("one", &one, json!({}))).await;
-    must_apply(&client, &ns, GROUP, &manifest("two", &two, json!({}))).await;
+    must_apply(&client, &ns, GROUP, &web("one", &one, json!({}))).await;
+    must_apply(&client, &ns, GROUP, &web("two", &two, json!({}))).await;
     wait_readiness(&client, &ns, "one", &[(a, true), (b, true)]).await;
     wait_readiness(&client, &ns, "two", &[(c, true)]).await;
     assert_eq!(
@@ -308,7 +295,7 @@ async fn the_fleet_guard_keeps_the_endpoints_when_every_host_is_cut_off_at_once(
         1.0
     );
     for name in ["one", "two"] {
-        let message = wait_condition(&client, &ns, name, "FleetGuard", "FleetGuardFrozen").await;
+        let message = wait_condition(&client, &ns, name, ("FleetGuard", "FleetGuardFrozen")).await;
         assert!(message.contains("port web"), "{message}");
         wait_event(&client, &ns, name, "FleetGuardFrozen", "fleet guard").await;
     }
