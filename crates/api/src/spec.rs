@@ -124,14 +124,16 @@ pub struct FailOpen {
     /// Extension: `FailClosed` (default) takes every failing host out of
     /// rotation even when that leaves no ready host; `KeepLastReady` keeps
     /// the hosts that were ready last in rotation while every probed host
-    /// of the port fails (reported by the `FailingOpen` condition).
+    /// of the port fails (reported by the `FailingOpen` condition). On a
+    /// port, overrides the spec's value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("enum" = [FAIL_CLOSED, KEEP_LAST_READY]))]
     pub all_hosts_down: Option<String>,
 
     /// Extension: when fewer than this percentage of a port's probed hosts
     /// are healthy, keep the hosts that were ready last in rotation
-    /// (Envoy's panic threshold). 0 (default) switches it off.
+    /// (Envoy's panic threshold). 0 (default) switches it off. On a port,
+    /// overrides the spec's value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 100))]
     pub panic_threshold_percent: Option<i32>,

@@ -189,7 +189,7 @@ pub struct RunArgs {
     /// The fleet guard never trips while the controller probes fewer host-ports than this.
     #[arg(long, env = "FLEET_GUARD_MIN_TARGETS", default_value_t = 10)]
     pub fleet_guard_min_targets: usize,
-    /// The window within which failures count as simultaneous for the fleet guard; at least the probe period plus failureThreshold periods of a typical port (default 10 s × 3).
+    /// Failures within this many seconds count as simultaneous for the fleet guard. Hosts cut off at once leave rotation spread over about one probe period, so keep it at least the longest periodSeconds in use.
     #[arg(long, env = "FLEET_GUARD_WINDOW_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub fleet_guard_window_seconds: u64,
 }

@@ -78,6 +78,7 @@ fn values_schema_rejects_bad_values() {
             "a negative warning window",
         ),
         ("probeCredentials.enabed=true", "a misspelt key"),
+        ("fleetGuard.percent=101", "a share over 100 %"),
     ] {
         let out = helm(&["template", "t", chart, "--set", set]);
         assert!(!out.ok, "the schema accepted {why} ({set})");
@@ -434,6 +435,14 @@ fn deployment_is_hardened_and_its_args_parse() {
     assert_eq!(run.metrics_addr.port(), 8080);
     assert!(run.probe_credentials);
     assert_eq!(run.cert_expiry_warning_days, 14);
+    assert_eq!(
+        (
+            run.fleet_guard_percent,
+            run.fleet_guard_min_targets,
+            run.fleet_guard_window_seconds
+        ),
+        (50, 10, 30)
+    );
 
     let listed = objects(&render_all_features("rel", "ke-system", &[]));
     let run = parse(&args(&listed));
@@ -477,6 +486,14 @@ fn deployment_is_hardened_and_its_args_parse() {
     assert!(run.require_adopt_annotation);
     assert!(run.probe_credentials);
     assert_eq!(run.cert_expiry_warning_days, 30);
+    assert_eq!(
+        (
+            run.fleet_guard_percent,
+            run.fleet_guard_min_targets,
+            run.fleet_guard_window_seconds
+        ),
+        (60, 100, 20)
+    );
     let c = &one(&listed, "Deployment")["spec"]["template"]["spec"];
     assert_eq!(c["priorityClassName"], "system-cluster-critical");
     assert_eq!(
