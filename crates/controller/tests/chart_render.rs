@@ -537,6 +537,7 @@ fn monitoring_objects_match_the_metrics_service() {
         "KubeEndpointsNoLeader",
         "KubeEndpointsReconcileErrors",
         "KubeEndpointsWatchFailing",
+        "KubeEndpointsFleetGuardFrozen",
     ] {
         assert!(names.contains(needed), "missing alert {needed}");
     }

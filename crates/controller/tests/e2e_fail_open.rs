@@ -222,38 +222,6 @@ async fn the_panic_threshold_keeps_the_last_ready_hosts_when_too_few_are_healthy
     wait_condition_gone(&client, &ns, "panic", "FailingOpen").await;
 }
 
-/// The apiserver refuses an unknown policy and an out-of-range threshold,
-/// naming the field.
-#[tokio::test(flavor = "multi_thread")]
-async fn invalid_policies_are_refused_at_admission_naming_the_field() {
-    let client = client().await;
-    install_crd(&client, GROUP).await;
-    let ns = namespace(&client, "e2e-failopen-admission").await;
-    let hosts = ["198.18.0.2".to_string()];
-    for (policy, field) in [
-        (json!({"allHostsDown": "KeepAll"}), "spec.allHostsDown"),
-        (
-            json!({"panicThresholdPercent": 101}),
-            "spec.panicThresholdPercent",
-        ),
-    ] {
-        let err = apply_yaml(&client, &ns, GROUP, &web("bad", &hosts, policy))
-            .await
-            .expect_err("refused");
-        assert!(err.to_string().contains(field), "{err}");
-    }
-    let mut port_level =
-        serde_json::from_str::<Value>(&web("bad", &hosts, json!({}))).expect("json");
-    port_level["spec"]["ports"][0]["allHostsDown"] = json!("Sometimes");
-    let err = apply_yaml(&client, &ns, GROUP, &port_level.to_string())
-        .await
-        .expect_err("refused");
-    assert!(
-        err.to_string().contains("spec.ports[0].allHostsDown"),
-        "{err}"
-    );
-}
-
 /// The fleet guard: every backend namespace is cut off at once (their
 /// replies are blackholed), so every target of the controller turns
 /// failing within one window. The guard freezes: both objects keep their
