@@ -561,6 +561,9 @@ async fn run_scopes(
         budget: Arc::new(Budget::new(limits)),
         fleet_guard: Arc::new(FleetGuard::new(settings.fleet_guard)),
     };
+    // A fresh guard per run (leadership term): a standby holds nothing.
+    let frozen = metrics.fleet_guard_frozen.clone();
+    frozen.set(0);
     let deps = ScopeDeps {
         client,
         settings,
@@ -588,6 +591,7 @@ async fn run_scopes(
             Some(_) => error!(reason = failed.reason(), "{failed}"),
         }
     }
+    frozen.set(0);
     info!("stopped");
     first_error.map_or(Ok(()), Err)
 }

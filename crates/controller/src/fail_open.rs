@@ -23,7 +23,9 @@ use std::net::IpAddr;
 
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::events::{Event, EventType};
-use kube_endpoints_api::{CONDITION_FAILING_OPEN, CONDITION_FLEET_GUARD, Condition};
+use kube_endpoints_api::{
+    CONDITION_FAILING_OPEN, CONDITION_FLEET_GUARD, ClusterEndpointStatus, Condition,
+};
 use kube_endpoints_probe::{Health, HealthState, TargetId};
 
 use crate::builder;
@@ -193,6 +195,49 @@ fn decide_port(
         triggered,
         kept,
         held,
+    }
+}
+
+/// Correct the `seed` new targets start from ([`crate::builder::seed`]):
+/// while a port fails open, our slices list its kept hosts ready although
+/// they fail, so they would start ready, and the port would look healthy
+/// (and stop failing open, then start again) until their first probes.
+/// Where the `previous` status says the object was failing open, the hosts
+/// it lists unhealthy on a port with a fail-open policy start failing
+/// instead; the policy keeps them in rotation as before.
+pub fn reseed(
+    seed: &mut BTreeMap<TargetId, bool>,
+    plan: &Plan,
+    previous: Option<&ClusterEndpointStatus>,
+) {
+    let Some(previous) = previous else {
+        return;
+    };
+    let failing_open = previous
+        .conditions
+        .iter()
+        .any(|c| c.type_ == CONDITION_FAILING_OPEN && c.status == "True");
+    if !failing_open {
+        return;
+    }
+    for status in &previous.ports {
+        let Some(port) = plan.ports.iter().find(|p| p.name == status.name) else {
+            continue;
+        };
+        if port.fail_open == FailOpenPolicy::default() {
+            continue;
+        }
+        for unhealthy in &status.unhealthy {
+            if let Ok(host) = unhealthy.host.parse::<IpAddr>() {
+                let id = TargetId {
+                    port: port.name.clone(),
+                    host,
+                };
+                if let Some(ready) = seed.get_mut(&id) {
+                    *ready = false;
+                }
+            }
+        }
     }
 }
 

@@ -380,3 +380,37 @@ fn events_say_when_the_fleet_guard_holds_and_lets_go() {
     assert_eq!(thawed[0].type_, EventType::Normal);
     assert_eq!(thawed[0].reason, REASON_FLEET_GUARD_THAWED);
 }
+
+/// The status written for `plan` with `health`, plus `conditions`.
+fn status_of(
+    plan: &Plan,
+    health: &BTreeMap<TargetId, Health>,
+    conditions: Vec<kube_endpoints_api::Condition>,
+) -> kube_endpoints_api::ClusterEndpointStatus {
+    let mut status = crate::testing::synced_status(1, plan, health, None, "2026-11-26T00:00:00Z");
+    status.conditions.extend(conditions);
+    status
+}
+
+#[test]
+fn hosts_kept_ready_start_failing_after_a_restart() {
+    let plan = planned(json!({"allHostsDown": "KeepLastReady"}), json!({}));
+    let last = all_last_ready();
+    let outcome = decide(&plan, &web_health(0), &last, &BTreeSet::new());
+    let previous = status_of(&plan, &web_health(0), outcome.conditions());
+    // The slices list every host ready (kept), so the seed says ready.
+    let mut seed = last.clone();
+    reseed(&mut seed, &plan, Some(&previous));
+    assert!(seed.values().all(|ready| !ready), "{seed:?}");
+    // Not failing open before: the seed stands.
+    let previous = status_of(&plan, &web_health(0), Vec::new());
+    let mut seed = last.clone();
+    reseed(&mut seed, &plan, Some(&previous));
+    assert_eq!(seed, last);
+    // A port without a policy is never reseeded.
+    let closed = planned(json!({}), json!({}));
+    let previous = status_of(&closed, &web_health(0), outcome.conditions());
+    let mut seed = last.clone();
+    reseed(&mut seed, &closed, Some(&previous));
+    assert_eq!(seed, last);
+}

@@ -15,6 +15,7 @@ use kube::core::DynamicObject;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
+use kube_endpoints_api::ClusterEndpointStatus;
 use kube_endpoints_probe::{Health, HealthState, TargetId, TargetSpec};
 use tracing::{debug, warn};
 
@@ -83,7 +84,8 @@ async fn reconcile_inner(object: &DynamicObject, ctx: &Context) -> Result<Action
                 .iter()
                 .map(|(id, spec)| (id.clone(), spec.timeout))
                 .collect();
-            let health = probe(ctx, &key, targets, plan, &slices, endpoints.as_deref());
+            let (endpoints_ref, previous) = (endpoints.as_deref(), decoded.status.as_ref());
+            let health = probe(ctx, &key, targets, plan, &slices, endpoints_ref, previous);
             if !still_there(ctx, &key, &owner) {
                 // Deleted while we were starting its probes: the delete
                 // event may have been handled before, so stop them here.
@@ -193,9 +195,10 @@ fn admitted(
 /// Hand the plan's targets (`targets`, from [`Plan::targets`]) to the
 /// probe engine and take a health snapshot.
 /// Targets it does not know yet start from the health recorded in the
-/// Service's slices and Endpoints ([`builder::seed`]): after a restart, a
-/// failover, an adoption or a migration, nothing changes until a probe
-/// says so.
+/// Service's slices and Endpoints ([`builder::seed`]; hosts kept ready by
+/// a fail-open policy start failing, [`fail_open::reseed`]): after a
+/// restart, a failover, an adoption or a migration, nothing changes until
+/// a probe says so.
 fn probe(
     ctx: &Context,
     key: &CepKey,
@@ -203,8 +206,10 @@ fn probe(
     plan: &Plan,
     slices: &[Arc<EndpointSlice>],
     endpoints: Option<&Endpoints>,
+    previous: Option<&ClusterEndpointStatus>,
 ) -> BTreeMap<TargetId, Health> {
-    let seed = builder::seed(plan, slices.iter().map(Arc::as_ref), endpoints);
+    let mut seed = builder::seed(plan, slices.iter().map(Arc::as_ref), endpoints);
+    fail_open::reseed(&mut seed, plan, previous);
     ctx.scheduler
         .sync(key, targets, |id: &TargetId| seed.get(id).copied());
     let health = ctx.scheduler.health(key);

@@ -435,17 +435,19 @@ fn deployment_is_hardened_and_its_args_parse() {
     assert_eq!(run.metrics_addr.port(), 8080);
     assert!(run.probe_credentials);
     assert_eq!(run.cert_expiry_warning_days, 14);
-    assert_eq!(
+    let fleet_guard = |run: &kube_endpoints::cli::RunArgs| {
+        let r = run;
         (
-            run.fleet_guard_percent,
-            run.fleet_guard_min_targets,
-            run.fleet_guard_window_seconds
-        ),
-        (50, 10, 30)
-    );
+            r.fleet_guard_percent,
+            r.fleet_guard_min_targets,
+            r.fleet_guard_window_seconds,
+        )
+    };
+    assert_eq!(fleet_guard(&run), (50, 10, 30));
 
     let listed = objects(&render_all_features("rel", "ke-system", &[]));
     let run = parse(&args(&listed));
+    assert_eq!(fleet_guard(&run), (60, 100, 20));
     assert_eq!(run.groups, GROUPS);
     assert_eq!(run.namespaces, ["ke-chart-team-a", "ke-chart-team-b"]);
     assert!(!run.compat_endpoints);
@@ -486,14 +488,6 @@ fn deployment_is_hardened_and_its_args_parse() {
     assert!(run.require_adopt_annotation);
     assert!(run.probe_credentials);
     assert_eq!(run.cert_expiry_warning_days, 30);
-    assert_eq!(
-        (
-            run.fleet_guard_percent,
-            run.fleet_guard_min_targets,
-            run.fleet_guard_window_seconds
-        ),
-        (60, 100, 20)
-    );
     let c = &one(&listed, "Deployment")["spec"]["template"]["spec"];
     assert_eq!(c["priorityClassName"], "system-cluster-critical");
     assert_eq!(

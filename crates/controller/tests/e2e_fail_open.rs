@@ -133,7 +133,7 @@ async fn hosts(n: usize) -> (Vec<TestHost>, Vec<Backend>, Vec<String>) {
 /// recovers, the probes rule again and a Normal Event says so.
 #[tokio::test(flavor = "multi_thread")]
 async fn keep_last_ready_keeps_the_last_ready_host_when_every_host_fails() {
-    let (client, ns, _controller) = watched_namespace("e2e-failopen-keep").await;
+    let (client, ns, controller) = watched_namespace("e2e-failopen-keep").await;
     let (_hosts, backends, ips) = hosts(2).await;
     let (a, b) = (ips[0].as_str(), ips[1].as_str());
     let policy = json!({"allHostsDown": "KeepLastReady"});
@@ -163,6 +163,36 @@ async fn keep_last_ready_keeps_the_last_ready_host_when_every_host_fails() {
         "the compatibility Endpoints keeps it too"
     );
     wait_event(&client, &ns, "keep", "AllHostsDown", "failing open").await;
+
+    // A new controller process starts from what the slices say: once it
+    // has probed both hosts failing, it still keeps the same host.
+    controller.kill().await;
+    let controller = start_controller(&ns, &[]).await;
+    eventually("the new controller to see both hosts failing", || async {
+        let text = controller.metrics().await;
+        text.lines()
+            .any(|l| l == r#"kube_endpoints_host_ports{state="not_ready"} 2"#)
+            .then_some(())
+    })
+    .await;
+    assert_eq!(
+        readiness(&client, &ns, "keep").await,
+        BTreeMap::from([(a.to_string(), true), (b.to_string(), false)]),
+        "a restart keeps the last ready host"
+    );
+    assert_eq!(
+        condition(&client, &ns, "keep", "FailingOpen")
+            .await
+            .map(|(s, r, _)| (s, r)),
+        Some(("True".to_string(), "AllHostsDown".to_string()))
+    );
+    assert!(
+        !events(&client, &ns, "keep")
+            .await
+            .iter()
+            .any(|(reason, _)| reason == "FailOpenEnded"),
+        "the restart did not end failing open, not even for a moment"
+    );
 
     // A host recovers: normal behaviour again.
     backends[1].set_healthy(true).expect("healthy");
