@@ -111,7 +111,16 @@ pub fn apply(
     live: &[&EndpointSlice],
     held: &BTreeSet<TargetId>,
 ) -> Outcome {
-    let last_ready = builder::seed_from_slices(plan, live.iter().copied());
+    let no_policy = plan
+        .ports
+        .iter()
+        .all(|p| p.fail_open == FailOpenPolicy::default());
+    // The common case reads no slice.
+    let last_ready = if no_policy {
+        BTreeMap::new()
+    } else {
+        builder::seed_from_slices(plan, live.iter().copied())
+    };
     decide(plan, health, &last_ready, held)
 }
 
