@@ -105,7 +105,10 @@ async fn reconcile_inner(object: &DynamicObject, ctx: &Context) -> Result<Action
                     .filter_map(|(id, timeout)| Some((health.get(id)?, *timeout))),
                 SystemTime::now(),
             );
-            let held = (ctx.shared.fleet_guard).held(&budget::key(&ctx.resource.group, &key));
+            let held = ctx
+                .shared
+                .fleet_guard
+                .held(&budget::key(&ctx.resource.group, &key));
             let open = fail_open::apply(plan, &health, &own, &held);
             let desired = builder::desired(&owner, plan, &open.health, &ctx.settings.build, &own);
             let (service, endpoints) =
