@@ -2,8 +2,10 @@
 //! `allHostsDown: KeepLastReady` keeps the hosts that were ready last when
 //! every host of a port fails (and says so in a condition and Events), the
 //! default fails closed, and `panicThresholdPercent` keeps the last ready
-//! hosts when too few are healthy. The hosts are network-namespace test
-//! hosts running `ke-testbackend`, judged by HTTP `/healthz`. Needs root.
+//! hosts when too few are healthy; the fleet guard keeps every object's
+//! endpoints when all backends are cut off at once. The hosts are
+//! network-namespace test hosts running `ke-testbackend`, judged by HTTP
+//! `/healthz`. Needs root.
 
 mod support;
 
