@@ -106,7 +106,45 @@ pub struct ClusterEndpointSpec {
     /// The ports of the Service, each with its hosts and health check.
     #[schemars(length(min = 1, max = 100), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
     pub ports: Vec<ClusterEndpointPort>,
+
+    /// Extension: the fail-open policy of every port (a port may override
+    /// each field).
+    #[serde(flatten)]
+    pub fail_open: FailOpen,
 }
+
+/// What happens to a port when its probes say that all or most of its
+/// hosts are down: by default they leave rotation (fail closed); with a
+/// fail-open policy the hosts that were ready last stay ready, on the
+/// grounds that a probe failing everywhere at once more likely means the
+/// probe (or the path to the hosts) is broken than every host.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct FailOpen {
+    /// Extension: `FailClosed` (default) takes every failing host out of
+    /// rotation even when that leaves no ready host; `KeepLastReady` keeps
+    /// the hosts that were ready last in rotation while every probed host
+    /// of the port fails (reported by the `FailingOpen` condition). On a
+    /// port, overrides the spec's value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("enum" = [FAIL_CLOSED, KEEP_LAST_READY]))]
+    pub all_hosts_down: Option<String>,
+
+    /// Extension: when fewer than this percentage of a port's probed hosts
+    /// are healthy, keep the hosts that were ready last in rotation
+    /// (Envoy's panic threshold). 0 (default) switches it off. On a port,
+    /// overrides the spec's value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100))]
+    pub panic_threshold_percent: Option<i32>,
+}
+
+/// `allHostsDown` value: a port whose probed hosts all fail has no ready
+/// endpoint (the default).
+pub const FAIL_CLOSED: &str = "FailClosed";
+/// `allHostsDown` value: a port whose probed hosts all fail keeps the hosts
+/// its EndpointSlices list as ready.
+pub const KEEP_LAST_READY: &str = "KeepLastReady";
 
 /// One Service port, the external hosts behind it, and how they are probed.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
@@ -252,6 +290,11 @@ pub struct ClusterEndpointPort {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 3600))]
     pub edge_period_seconds: Option<i32>,
+
+    /// Extension: this port's fail-open policy, field by field overriding
+    /// the object's (`spec.allHostsDown`, `spec.panicThresholdPercent`).
+    #[serde(flatten)]
+    pub fail_open: FailOpen,
 }
 
 /// Healthy when a TCP connection opens (and, with `send`/`expect`, when

@@ -145,3 +145,12 @@ pub struct UnhealthyHost {
     /// Why the last probe failed; never a response body.
     pub message: String,
 }
+
+// Conditions listed only while the exception they name holds (their
+// absence is the normal state).
+/// Present (True) while some port keeps failing hosts in rotation by its
+/// fail-open policy (reason `AllHostsDown` or `PanicThreshold`).
+pub const CONDITION_FAILING_OPEN: &str = "FailingOpen";
+/// Present (True) while the controller's fleet guard holds failing hosts of
+/// the object in rotation (reason `FleetGuardFrozen`).
+pub const CONDITION_FLEET_GUARD: &str = "FleetGuard";

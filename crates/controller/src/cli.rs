@@ -20,6 +20,7 @@ use crate::cluster_ranges::{self, DiscoverySettings, RangeSource};
 use crate::consent::AdoptionPolicy;
 use crate::context::{Settings, Shared};
 use crate::fence::{ClientOptions, Fence};
+use crate::fleet_guard::{FleetGuard, FleetGuardSettings};
 use crate::import::{ImportError, ImportOptions, ProbeChoice, ReadError};
 use crate::leader::{LeaseConfig, run_while_leading};
 use crate::metrics::Metrics;
@@ -182,6 +183,15 @@ pub struct RunArgs {
     /// A TLS certificate a probe sees expiring within this many days raises a CertificateExpiring Warning Event (once, when it enters the window) and is marked expiresSoon in status; 0 turns the warning off.
     #[arg(long, env = "CERT_EXPIRY_WARNING_DAYS", default_value_t = 14, value_parser = clap::value_parser!(u32).range(0..=3650))]
     pub cert_expiry_warning_days: u32,
+    /// Fleet guard: when more than this percentage of all the controller's probed host-ports turn from ready to failing within --fleet-guard-window-seconds, stop taking failing hosts out of rotation (the FleetGuard condition and the kube_endpoints_fleet_guard_frozen metric say so) until that share drops to the percentage or below; 0 turns the guard off.
+    #[arg(long, env = "FLEET_GUARD_PERCENT", default_value_t = 50, value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub fleet_guard_percent: u8,
+    /// The fleet guard never trips while the controller probes fewer host-ports than this.
+    #[arg(long, env = "FLEET_GUARD_MIN_TARGETS", default_value_t = 10)]
+    pub fleet_guard_min_targets: usize,
+    /// Failures within this many seconds count as simultaneous for the fleet guard. Hosts cut off at once leave rotation spread over about one probe period, so keep it at least the longest periodSeconds in use.
+    #[arg(long, env = "FLEET_GUARD_WINDOW_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub fleet_guard_window_seconds: u64,
 }
 
 /// A CIDR, or a single address (its /32 or /128).
@@ -211,6 +221,11 @@ impl RunArgs {
             cert_expiry_warning: (self.cert_expiry_warning_days > 0).then(|| {
                 std::time::Duration::from_secs(u64::from(self.cert_expiry_warning_days) * 86_400)
             }),
+            fleet_guard: FleetGuardSettings {
+                percent: self.fleet_guard_percent,
+                min_targets: self.fleet_guard_min_targets,
+                window: std::time::Duration::from_secs(self.fleet_guard_window_seconds),
+            },
         }
     }
 
@@ -544,7 +559,11 @@ async fn run_scopes(
     let shared = Shared {
         ranges,
         budget: Arc::new(Budget::new(limits)),
+        fleet_guard: Arc::new(FleetGuard::new(settings.fleet_guard)),
     };
+    // A fresh guard per run (leadership term): a standby holds nothing.
+    let frozen = metrics.fleet_guard_frozen.clone();
+    frozen.set(0);
     let deps = ScopeDeps {
         client,
         settings,
@@ -572,6 +591,7 @@ async fn run_scopes(
             Some(_) => error!(reason = failed.reason(), "{failed}"),
         }
     }
+    frozen.set(0);
     info!("stopped");
     first_error.map_or(Ok(()), Err)
 }

@@ -15,11 +15,12 @@ use kube_endpoints_api::Condition;
 use kube_endpoints_probe::Scheduler;
 
 use crate::backoff::Backoff;
-use crate::budget::Budget;
+use crate::budget::{Budget, ObjectKey};
 use crate::builder::BuildSettings;
 use crate::cluster_ranges::RangesReceiver;
 use crate::consent::AdoptionPolicy;
 use crate::event_limit::EventLimiter;
+use crate::fleet_guard::{FleetGuard, FleetGuardSettings};
 use crate::metrics::Metrics;
 use crate::policy::AddressPolicy;
 
@@ -44,6 +45,8 @@ pub struct Settings {
     /// TLS certificates expiring within this raise `CertificateExpiring`
     /// (`--cert-expiry-warning-days`); `None`: never.
     pub cert_expiry_warning: Option<std::time::Duration>,
+    /// When the fleet guard trips ([`crate::fleet_guard`]).
+    pub fleet_guard: FleetGuardSettings,
 }
 
 /// What every scope of the process shares.
@@ -53,6 +56,9 @@ pub struct Shared {
     pub ranges: RangesReceiver,
     /// The target budgets.
     pub budget: Arc<Budget>,
+    /// Fed by every scope's probe transitions; holds failures that came
+    /// all at once.
+    pub fleet_guard: Arc<FleetGuard<ObjectKey>>,
 }
 
 /// Caches of the objects the controller writes, kept by watches so that a
@@ -98,6 +104,11 @@ impl Context {
     /// Stop probing an object and drop what is remembered about it.
     pub fn forget(&self, key: &CepKey) {
         self.scheduler.remove(key);
+        let group = &self.resource.group;
+        let total = self.metrics.target_total();
+        self.shared
+            .fleet_guard
+            .forget(&crate::budget::key(group, key), total);
         self.metrics.forget_object(&key.namespace, &key.name);
         self.backoff.reset(key);
         self.event_limiter.forget(key);

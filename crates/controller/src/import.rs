@@ -193,6 +193,7 @@ pub fn import(
             unhealthy_period_seconds: None,
             jitter_percent: None,
             edge_period_seconds: None,
+            fail_open: Default::default(),
         };
         set_probe(&mut port, options);
         ports.push(port);
@@ -203,6 +204,7 @@ pub fn import(
         cluster_ip: (spec.cluster_ip.as_deref() == Some("None")).then(|| "None".to_string()),
         hosts: Vec::new(),
         ports,
+        fail_open: Default::default(),
     };
     // Only ever print what the apiserver and the controller will accept.
     plan(&name, &spec).map_err(|e| ImportError::Invalid(e.to_string()))?;

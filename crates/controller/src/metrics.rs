@@ -83,6 +83,8 @@ type CertificateSeries = (Vec<PortLabels>, Vec<HostLabels>);
 /// (each running controller's probe engine).
 pub trait TargetCounter: Send + Sync {
     fn count(&self) -> StateCounts;
+    /// All targets, whatever their state (cheaper than [`Self::count`]).
+    fn total(&self) -> usize;
 }
 
 impl<K> TargetCounter for kube_endpoints_probe::Scheduler<K>
@@ -92,7 +94,20 @@ where
     fn count(&self) -> StateCounts {
         self.state_counts()
     }
+
+    fn total(&self) -> usize {
+        self.target_count()
+    }
 }
+
+/// Names and help of the fleet guard's metrics ([`crate::fleet_guard`]).
+const FLEET_GUARD_METRICS: [(&str, &str); 2] = [
+    (
+        "fleet_guard_frozen",
+        "1 while the fleet guard is frozen: too many targets turned failing at once, so failing hosts are kept in rotation",
+    ),
+    ("fleet_guard_trips", "Times the fleet guard tripped (froze)"),
+];
 
 pub struct Metrics {
     registry: Registry,
@@ -110,6 +125,10 @@ pub struct Metrics {
     pub watches_failing: Gauge,
     /// Events not sent because their object exceeded its Event rate.
     pub events_suppressed: Counter,
+    /// 1 while the fleet guard is frozen ([`crate::fleet_guard`]).
+    pub fleet_guard_frozen: Gauge,
+    /// Times the fleet guard tripped.
+    pub fleet_guard_trips: Counter,
     host_ports: Family<StateLabels, Gauge>,
     /// Per-host readiness; `None` unless `--per-host-metrics`.
     host_ready: Option<Family<HostLabels, Gauge>>,
@@ -210,6 +229,10 @@ impl Metrics {
             "Events not published because their ClusterEndpoint exceeded its Event rate limit",
             events_suppressed.clone(),
         );
+        let (fleet_guard_frozen, fleet_guard_trips) = (Gauge::default(), Counter::default());
+        let [(frozen, frozen_help), (trips, trips_help)] = FLEET_GUARD_METRICS;
+        registry.register(frozen, frozen_help, fleet_guard_frozen.clone());
+        registry.register(trips, trips_help, fleet_guard_trips.clone());
         let host_ports = Family::<StateLabels, Gauge>::default();
         registry.register(
             "host_ports",
@@ -262,6 +285,8 @@ impl Metrics {
             watch_errors,
             watches_failing,
             events_suppressed,
+            fleet_guard_frozen,
+            fleet_guard_trips,
             ready: AtomicBool::new(false),
             failing: Mutex::new(std::collections::BTreeSet::new()),
         }
@@ -270,6 +295,15 @@ impl Metrics {
     /// Count `counter`'s targets on every scrape, for as long as it lives.
     pub fn register_targets(&self, counter: Weak<dyn TargetCounter>) {
         lock(&self.counters).push(counter);
+    }
+
+    /// Targets of every running probe engine of the process.
+    pub fn target_total(&self) -> usize {
+        lock(&self.counters)
+            .iter()
+            .filter_map(Weak::upgrade)
+            .map(|c| c.total())
+            .sum()
     }
 
     fn refresh_host_ports(&self) {

@@ -12,6 +12,10 @@ impl TargetCounter for Fixed {
     fn count(&self) -> StateCounts {
         self.0
     }
+
+    fn total(&self) -> usize {
+        self.0.pending + self.0.ready + self.0.not_ready
+    }
 }
 
 #[test]
@@ -68,6 +72,7 @@ fn host_ports_sum_the_live_engines_at_scrape_time() {
     }));
     m.register_targets(Arc::downgrade(&a));
     m.register_targets(Arc::downgrade(&b));
+    assert_eq!(m.target_total(), 11, "what the fleet guard counts against");
     let text = m.encode().expect("encodes");
     for line in [
         r#"kube_endpoints_host_ports{state="pending"} 1"#,
@@ -79,6 +84,7 @@ fn host_ports_sum_the_live_engines_at_scrape_time() {
     }
     // A stopped controller's engine drops out.
     drop(b);
+    assert_eq!(m.target_total(), 8);
     let text = m.encode().expect("encodes");
     assert!(
         text.lines()

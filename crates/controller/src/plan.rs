@@ -12,6 +12,7 @@ use std::fmt;
 use std::net::IpAddr;
 use std::time::Duration;
 
+use crate::fail_open::FailOpenPolicy;
 use kube_endpoints_api::{
     ClusterEndpointPort, ClusterEndpointSpec, HttpGetHandler, MAX_HOSTS, MAX_PORTS, MAX_SECONDS,
     MAX_TARGETS_PER_OBJECT, MAX_THRESHOLD, UdpData,
@@ -84,6 +85,8 @@ pub struct PortPlan {
     /// The schedule beyond the fixed period: unhealthy period, jitter,
     /// confirmation probe. The default is today's fixed period.
     pub intervals: Intervals,
+    /// When failing hosts stay in rotation ([`crate::fail_open`]).
+    pub fail_open: FailOpenPolicy,
 }
 
 impl PortPlan {
@@ -329,6 +332,7 @@ pub fn plan_with(
         );
     }
     credentials::apply(spec, &mut ports, resolve, &mut errors);
+    fail_open_policy::apply(spec, &mut ports, &mut errors);
     if !errors.0.is_empty() {
         return Err(InvalidSpec(errors.0));
     }
@@ -453,6 +457,7 @@ fn plan_port(
         initial_delay: seconds(port.initial_delay_seconds.unwrap_or(0)),
         probe_port,
         intervals,
+        fail_open: FailOpenPolicy::default(),
     })
 }
 
@@ -1051,6 +1056,9 @@ fn is_dns1035_label(s: &str) -> bool {
 
 #[path = "plan_credentials.rs"]
 mod credentials;
+
+#[path = "plan_fail_open.rs"]
+mod fail_open_policy;
 pub use credentials::{Deferred, Lookup, Resolve, Sensitive, SourceKind, references};
 
 #[cfg(test)]

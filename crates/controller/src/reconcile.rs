@@ -15,6 +15,7 @@ use kube::core::DynamicObject;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
+use kube_endpoints_api::ClusterEndpointStatus;
 use kube_endpoints_probe::{Health, HealthState, TargetId, TargetSpec};
 use tracing::{debug, warn};
 
@@ -25,6 +26,7 @@ use crate::credentials;
 use crate::decode::{Decoded, decode};
 use crate::error::{Error, Result};
 use crate::execute::execute;
+use crate::fail_open;
 use crate::first_verdicts;
 use crate::metrics::ReasonLabels;
 use crate::plan::{Plan, plan_with};
@@ -82,7 +84,8 @@ async fn reconcile_inner(object: &DynamicObject, ctx: &Context) -> Result<Action
                 .iter()
                 .map(|(id, spec)| (id.clone(), spec.timeout))
                 .collect();
-            let health = probe(ctx, &key, targets, plan, &slices, endpoints.as_deref());
+            let (endpoints_ref, previous) = (endpoints.as_deref(), decoded.status.as_ref());
+            let health = probe(ctx, &key, targets, plan, &slices, endpoints_ref, previous);
             if !still_there(ctx, &key, &owner) {
                 // Deleted while we were starting its probes: the delete
                 // event may have been handled before, so stop them here.
@@ -102,7 +105,12 @@ async fn reconcile_inner(object: &DynamicObject, ctx: &Context) -> Result<Action
                     .filter_map(|(id, timeout)| Some((health.get(id)?, *timeout))),
                 SystemTime::now(),
             );
-            let desired = builder::desired(&owner, plan, &health, &ctx.settings.build, &own);
+            let held = ctx
+                .shared
+                .fleet_guard
+                .held(&budget::key(&ctx.resource.group, &key));
+            let open = fail_open::apply(plan, &health, &own, &held);
+            let desired = builder::desired(&owner, plan, &open.health, &ctx.settings.build, &own);
             let (service, endpoints) =
                 sync(ctx, &desired, &own, endpoints.as_deref(), hold.is_none()).await;
             let Some(endpoints) = endpoints else {
@@ -119,6 +127,7 @@ async fn reconcile_inner(object: &DynamicObject, ctx: &Context) -> Result<Action
                 plan,
                 service,
                 endpoints,
+                fail_open: open.conditions(),
             };
             (Ok(synced), health)
         }
@@ -189,9 +198,10 @@ fn admitted(
 /// Hand the plan's targets (`targets`, from [`Plan::targets`]) to the
 /// probe engine and take a health snapshot.
 /// Targets it does not know yet start from the health recorded in the
-/// Service's slices and Endpoints ([`builder::seed`]): after a restart, a
-/// failover, an adoption or a migration, nothing changes until a probe
-/// says so.
+/// Service's slices and Endpoints ([`builder::seed`]; hosts kept ready by
+/// a fail-open policy start failing, [`fail_open::reseed`]): after a
+/// restart, a failover, an adoption or a migration, nothing changes until
+/// a probe says so.
 fn probe(
     ctx: &Context,
     key: &CepKey,
@@ -199,8 +209,10 @@ fn probe(
     plan: &Plan,
     slices: &[Arc<EndpointSlice>],
     endpoints: Option<&Endpoints>,
+    previous: Option<&ClusterEndpointStatus>,
 ) -> BTreeMap<TargetId, Health> {
-    let seed = builder::seed(plan, slices.iter().map(Arc::as_ref), endpoints);
+    let mut seed = builder::seed(plan, slices.iter().map(Arc::as_ref), endpoints);
+    fail_open::reseed(&mut seed, plan, previous);
     ctx.scheduler
         .sync(key, targets, |id: &TargetId| seed.get(id).copied());
     let health = ctx.scheduler.health(key);

@@ -18,6 +18,7 @@ use crate::decode::Decoded;
 use crate::error::Result;
 use crate::events;
 use crate::execute::write_status;
+use crate::fail_open;
 use crate::plan::Plan;
 use crate::status::{self, NotInitialized, StatusInput, Synced};
 
@@ -65,7 +66,11 @@ pub async fn record(
     let announced = remember(&ctx.announced, key, status.conditions.clone(), || {
         previous.map(|p| p.conditions.clone())
     });
-    for event in events::condition_events(&announced, &status) {
+    let fail_open_events = fail_open::events(&announced, &status.conditions);
+    for event in events::condition_events(&announced, &status)
+        .into_iter()
+        .chain(fail_open_events)
+    {
         events::publish(ctx, object, event).await;
     }
     if previous != Some(&status) {

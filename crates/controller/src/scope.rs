@@ -28,6 +28,7 @@ use crate::credentials;
 use crate::decode::decode;
 use crate::event_limit::{self, EventLimiter};
 use crate::events::{self, host_transition_event};
+use crate::fleet_guard::Change;
 use crate::metrics::{Metrics, ProbeObserver, TargetCounter, TransitionLabels};
 use crate::policy;
 use crate::reconcile;
@@ -226,6 +227,7 @@ impl Scope {
         let reaction_tasks = [
             tokio::spawn(handle_transitions(transitions, reactions.clone())),
             tokio::spawn(reconcile_on_range_changes(reactions.clone())),
+            tokio::spawn(reconcile_on_fleet_guard_changes(reactions.clone())),
             tokio::spawn(reconcile_on_credential_changes(
                 credentials_rx,
                 reactions.clone(),
@@ -509,6 +511,57 @@ impl Children<'_> {
     }
 }
 
+/// Feed a transition to the fleet guard; a trip or thaw is counted and
+/// logged here, and every scope reconciles its objects then
+/// ([`reconcile_on_fleet_guard_changes`]).
+fn guard_fleet(ctx: &Context, t: &Transition<CepKey>) {
+    let total = ctx.metrics.target_total();
+    let owner = budget::key(&ctx.resource.group, &t.owner);
+    let (change, failing) =
+        ctx.shared
+            .fleet_guard
+            .observe(owner, t.target.clone(), t.from, t.to.state, total);
+    match change {
+        Change::Tripped => {
+            ctx.metrics.fleet_guard_frozen.set(1);
+            ctx.metrics.fleet_guard_trips.inc();
+            warn!(
+                failing,
+                total,
+                percent = ctx.settings.fleet_guard.percent,
+                "fleet guard tripped: too many targets turned failing at once; failing hosts stay in rotation until the share drops"
+            );
+        }
+        Change::Thawed => {
+            ctx.metrics.fleet_guard_frozen.set(0);
+            info!(total, "fleet guard thawed: probe results apply again");
+        }
+        Change::None => {}
+    }
+}
+
+/// When the fleet guard trips or thaws, reconcile every object of the
+/// scope: the held hosts of each are kept, or let go, and its `FleetGuard`
+/// condition follows.
+async fn reconcile_on_fleet_guard_changes(reactions: Reactions) {
+    let guard = reactions.ctx.shared.fleet_guard.clone();
+    let mut changes = guard.subscribe();
+    while changes.changed().await.is_ok() {
+        // Also after a thaw that no transition caused (objects deleted).
+        let frozen = guard.is_frozen();
+        reactions
+            .ctx
+            .metrics
+            .fleet_guard_frozen
+            .set(i64::from(frozen));
+        for object in reactions.store.state() {
+            if let Ok(key) = CepKey::of(object.as_ref()) {
+                reactions.reconcile(&key);
+            }
+        }
+    }
+}
+
 /// Every transition: count it, tell the user (Event) and reconcile the object.
 async fn handle_transitions(
     mut transitions: mpsc::UnboundedReceiver<Transition<CepKey>>,
@@ -530,6 +583,7 @@ async fn handle_transitions(
             reactions.ctx.forget(&t.owner);
             continue;
         };
+        guard_fleet(&reactions.ctx, &t);
         reactions.reconcile(&t.owner);
         let Some(event) = host_transition_event(&t) else {
             continue;

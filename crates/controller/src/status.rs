@@ -70,6 +70,9 @@ pub struct Synced<'a> {
     pub plan: &'a Plan,
     pub service: SyncOutcome,
     pub endpoints: SyncOutcome,
+    /// Conditions of the fail-open stage ([`crate::fail_open`]), present
+    /// only while true; stamped here like the rest.
+    pub fail_open: Vec<Condition>,
 }
 
 /// Everything that decides the status.
@@ -93,6 +96,9 @@ pub fn status(input: &StatusInput<'_>) -> ClusterEndpointStatus {
         Err(_) => (Phase::UnHealthy, None, Vec::new()),
     };
     let mut conditions = conditions(&input.spec, phase, &ports);
+    if let Ok(synced) = &input.spec {
+        conditions.extend(synced.fail_open.iter().cloned());
+    }
     let previous: BTreeMap<&str, &Condition> = input
         .previous
         .map(|s| s.conditions.iter().map(|c| (c.type_.as_str(), c)).collect())

@@ -128,6 +128,7 @@ fn invalid_spec_and_refusals_show_in_conditions() {
                 "Service default/wordpress has a selector",
             ),
             endpoints: SyncOutcome::failed("ServiceNotSynced", "x"),
+            fail_open: Vec::new(),
         }),
         health: &health_all(&plan, HealthState::Ready),
         previous: None,

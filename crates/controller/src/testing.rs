@@ -173,6 +173,7 @@ pub fn synced_status(
             plan,
             service: SyncOutcome::Done,
             endpoints: SyncOutcome::Done,
+            fail_open: Vec::new(),
         }),
         health,
         previous,

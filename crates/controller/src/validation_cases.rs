@@ -411,10 +411,37 @@ pub const PROBE_OPTION_CASES: &[Case] = &[
         admission: "spec.ports[0].httpGet.expectedStatuses",
         plan_field: "spec.ports[0].httpGet.expectedStatuses",
     },
+    // Fail-open policy.
+    Case {
+        what: "unknown allHostsDown",
+        spec: "  allHostsDown: KeepAll\n  ports: [{name: a, port: 80, targetPort: 80, hosts: [198.18.0.2]}]",
+        admission: "spec.allHostsDown",
+        plan_field: "spec.allHostsDown",
+    },
+    Case {
+        what: "unknown port allHostsDown",
+        spec: "  ports: [{name: a, port: 80, targetPort: 80, hosts: [198.18.0.2], allHostsDown: failclosed}]",
+        admission: "spec.ports[0].allHostsDown",
+        plan_field: "spec.ports[0].allHostsDown",
+    },
+    Case {
+        what: "panicThresholdPercent 101",
+        spec: "  panicThresholdPercent: 101\n  ports: [{name: a, port: 80, targetPort: 80, hosts: [198.18.0.2]}]",
+        admission: "spec.panicThresholdPercent",
+        plan_field: "spec.panicThresholdPercent",
+    },
+    Case {
+        what: "port panicThresholdPercent -1",
+        spec: "  ports: [{name: a, port: 80, targetPort: 80, hosts: [198.18.0.2], panicThresholdPercent: -1}]",
+        admission: "spec.ports[0].panicThresholdPercent",
+        plan_field: "spec.ports[0].panicThresholdPercent",
+    },
 ];
 
 /// Every probe option set, validly: admitted by the apiserver and planned.
-pub const VALID_PROBE_OPTIONS: &str = r#"  ports:
+pub const VALID_PROBE_OPTIONS: &str = r#"  allHostsDown: KeepLastReady
+  panicThresholdPercent: 50
+  ports:
   - name: pg
     hosts: [198.18.0.2]
     port: 5432
@@ -424,6 +451,8 @@ pub const VALID_PROBE_OPTIONS: &str = r#"  ports:
     unhealthyPeriodSeconds: 30
     jitterPercent: 10
     edgePeriodSeconds: 0
+    allHostsDown: FailClosed
+    panicThresholdPercent: 0
   - name: redis
     hosts: [198.18.0.2]
     port: 6379

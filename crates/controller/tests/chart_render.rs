@@ -78,6 +78,7 @@ fn values_schema_rejects_bad_values() {
             "a negative warning window",
         ),
         ("probeCredentials.enabed=true", "a misspelt key"),
+        ("fleetGuard.percent=101", "a share over 100 %"),
     ] {
         let out = helm(&["template", "t", chart, "--set", set]);
         assert!(!out.ok, "the schema accepted {why} ({set})");
@@ -434,9 +435,19 @@ fn deployment_is_hardened_and_its_args_parse() {
     assert_eq!(run.metrics_addr.port(), 8080);
     assert!(run.probe_credentials);
     assert_eq!(run.cert_expiry_warning_days, 14);
+    let fleet_guard = |run: &kube_endpoints::cli::RunArgs| {
+        let r = run;
+        (
+            r.fleet_guard_percent,
+            r.fleet_guard_min_targets,
+            r.fleet_guard_window_seconds,
+        )
+    };
+    assert_eq!(fleet_guard(&run), (50, 10, 30));
 
     let listed = objects(&render_all_features("rel", "ke-system", &[]));
     let run = parse(&args(&listed));
+    assert_eq!(fleet_guard(&run), (60, 100, 20));
     assert_eq!(run.groups, GROUPS);
     assert_eq!(run.namespaces, ["ke-chart-team-a", "ke-chart-team-b"]);
     assert!(!run.compat_endpoints);
@@ -520,6 +531,7 @@ fn monitoring_objects_match_the_metrics_service() {
         "KubeEndpointsNoLeader",
         "KubeEndpointsReconcileErrors",
         "KubeEndpointsWatchFailing",
+        "KubeEndpointsFleetGuardFrozen",
     ] {
         assert!(names.contains(needed), "missing alert {needed}");
     }

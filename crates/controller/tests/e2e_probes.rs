@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use kube::Client;
 use kube_endpoints_api::GROUP;
 use kube_endpoints_testkit::netns::{Backend, BackendPorts, Role, TestHost};
-use serde_json::{Value, json};
+use serde_json::json;
 use support::*;
 
 /// Which hosts the slices list ready, per port name: (port, host) → ready.
@@ -77,26 +77,6 @@ async fn unhealthy_message(
             .map(|u| u.message.clone())
     })
     .await
-}
-
-fn manifest(name: &str, spec: Value) -> String {
-    json!({
-        "apiVersion": format!("{GROUP}/v1beta1"),
-        "kind": "ClusterEndpoint",
-        "metadata": {"name": name},
-        "spec": spec,
-    })
-    .to_string()
-}
-
-/// A namespace of its own with a controller watching it (kept running
-/// while the returned handle lives).
-async fn watched_namespace(name: &str) -> (Client, String, Controller) {
-    let client = client().await;
-    install_crd(&client, GROUP).await;
-    let ns = namespace(&client, name).await;
-    let controller = start_controller(&ns, &[]).await;
-    (client, ns, controller)
 }
 
 async fn two_hosts(ports: BackendPorts) -> ([TestHost; 2], [Backend; 2], [String; 2]) {

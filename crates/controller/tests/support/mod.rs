@@ -459,3 +459,29 @@ pub fn yaml_object<T: serde::de::DeserializeOwned>(yaml: &str) -> T {
     };
     serde_json::from_value(doc.clone()).expect("test manifest has the expected kind")
 }
+
+/// A ClusterEndpoint `name` of our group with `spec`, as JSON (which is YAML).
+pub fn manifest(name: &str, spec: Value) -> String {
+    json!({
+        "apiVersion": format!("{}/v1beta1", kube_endpoints_api::GROUP),
+        "kind": "ClusterEndpoint",
+        "metadata": {"name": name},
+        "spec": spec,
+    })
+    .to_string()
+}
+
+/// A namespace of its own with a controller watching it (kept running
+/// while the returned handle lives).
+pub async fn watched_namespace(name: &str) -> (Client, String, Controller) {
+    watched_namespace_with(name, &[]).await
+}
+
+/// [`watched_namespace`], the controller started with `flags`.
+pub async fn watched_namespace_with(name: &str, flags: &[&str]) -> (Client, String, Controller) {
+    let client = client().await;
+    install_crd(&client, kube_endpoints_api::GROUP).await;
+    let ns = namespace(&client, name).await;
+    let controller = start_controller(&ns, flags).await;
+    (client, ns, controller)
+}
