@@ -25,11 +25,31 @@ pub const MAX_THRESHOLD: i32 = 1000;
 /// 1.1 million targets the list limits alone would allow do not.
 pub const MAX_TARGETS_PER_OBJECT: usize = 10_000;
 
-/// CEL rule text shared by `spec.hosts` and `spec.ports[].hosts`. `isGlobalUnicast`
-/// excludes exactly what EndpointSlice validation refuses (loopback,
-/// link-local, unspecified, multicast) while allowing private ranges.
-const HOST_RULE: &str = "isIP(self) && ip(self).isGlobalUnicast()";
-const HOST_MESSAGE: &str = "must be a unicast IPv4 or IPv6 address literal (e.g. 10.33.40.151 or fd00::1); loopback, link-local, multicast and unspecified addresses cannot be endpoints";
+/// Longest host string: a DNS name of at most 253 characters (an IP literal
+/// is at most 45).
+pub const MAX_HOST_LENGTH: usize = 253;
+/// Default `resolvePeriodSeconds`: how often a host given as a DNS name is
+/// resolved again at most (a shorter TTL, within the controller's
+/// `--dns-min-ttl`, resolves it sooner).
+pub const DEFAULT_RESOLVE_PERIOD_SECONDS: i32 = 30;
+
+/// The shape of a host string, checked by the OpenAPI `pattern` (which
+/// costs nothing against the apiserver's CEL budget, unlike a CEL regex
+/// over up to 100,000 hosts): an IPv4-looking literal (digits and dots), an
+/// IPv6-looking literal (hex digits, dots and at least one colon), or a
+/// lower-case RFC 1123 DNS name. `HOST_RULE` then decides.
+pub const HOST_PATTERN: &str = r"^([0-9.]+|[0-9A-Fa-f.]*:[0-9A-Fa-f:.]*|[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*)$";
+
+/// CEL rule text shared by every host string (`spec.hosts`,
+/// `spec.ports[].hosts`). An IP literal must be one `isGlobalUnicast`
+/// accepts: that excludes exactly what EndpointSlice validation refuses
+/// (loopback, link-local, unspecified, multicast) while allowing private
+/// ranges. Anything else is a DNS name (see `HOST_PATTERN`) whose last label
+/// is not a number (URL parsers and resolvers read `127.1` or `0x7f.1` as
+/// IPv4 addresses) and that holds no colon (an IPv6 look-alike that is not
+/// an address). The controller's `plan` applies the same rules.
+pub const HOST_RULE: &str = "isIP(self) ? ip(self).isGlobalUnicast() : (!self.contains(':') && !self.matches('(^|[.])([0-9]+|0x[0-9a-f]*)$'))";
+pub const HOST_MESSAGE: &str = "must be a unicast IPv4 or IPv6 address literal (e.g. 10.33.40.151 or fd00::1) or a lower-case DNS name (RFC 1123, at most 253 characters, not ending in a number, e.g. db.example.com); loopback, link-local, multicast and unspecified addresses cannot be endpoints";
 
 /// External hosts and ports that a selector-less Service should reach, with
 /// kubelet-style health checks per port.
@@ -103,6 +123,14 @@ pub struct ClusterEndpointSpec {
     #[schemars(schema_with = "host_list_schema")]
     pub hosts: Vec<String>,
 
+    /// Extension: for hosts given as DNS names, resolve each name again
+    /// at least this often, in seconds (a shorter TTL, no shorter than the
+    /// controller's `--dns-min-ttl`, resolves it sooner). Default 30; a
+    /// port's own `resolvePeriodSeconds` wins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub resolve_period_seconds: Option<i32>,
+
     /// The ports of the Service, each with its hosts and health check.
     #[schemars(length(min = 1, max = 100), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
     pub ports: Vec<ClusterEndpointPort>,
@@ -164,7 +192,9 @@ pub struct ClusterEndpointPort {
     )]
     pub name: String,
 
-    /// External host IP literals serving this port (IPv4 or IPv6).
+    /// External hosts serving this port: IPv4 or IPv6 literals, or DNS
+    /// names, which the controller resolves (A and AAAA) and re-resolves;
+    /// every address of a name is probed and written on its own.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "host_list_schema")]
     pub hosts: Vec<String>,
@@ -252,6 +282,13 @@ pub struct ClusterEndpointPort {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 3600))]
     pub edge_period_seconds: Option<i32>,
+
+    /// Extension: for this port's hosts given as DNS names, resolve each
+    /// name again at least this often, in seconds. Default: the object's
+    /// `resolvePeriodSeconds`, else 30.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub resolve_period_seconds: Option<i32>,
 }
 
 /// Healthy when a TCP connection opens (and, with `send`/`expect`, when
@@ -684,7 +721,7 @@ pub struct SecretReference {
     pub name: String,
 }
 
-/// A set of IP literals, each checked by CEL; written by hand because schemars
+/// A set of hosts (IP literals or DNS names), each checked by CEL; written by hand because schemars
 /// cannot attach extensions to list items.
 fn host_list_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schemars::json_schema!({
@@ -693,7 +730,8 @@ fn host_list_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
         "x-kubernetes-list-type": "set",
         "items": {
             "type": "string",
-            "maxLength": 45,
+            "maxLength": MAX_HOST_LENGTH,
+            "pattern": HOST_PATTERN,
             "x-kubernetes-validations": [{"rule": HOST_RULE, "message": HOST_MESSAGE}]
         }
     })

@@ -24,6 +24,7 @@ use crate::import::{ImportError, ImportOptions, ProbeChoice, ReadError};
 use crate::leader::{LeaseConfig, run_while_leading};
 use crate::metrics::Metrics;
 use crate::policy::AddressPolicy;
+use crate::resolve::{ResolverSettings, TtlBounds};
 use crate::scope::{Scope, ScopeError};
 use crate::server::Liveness;
 use crate::yaml;
@@ -182,6 +183,25 @@ pub struct RunArgs {
     /// A TLS certificate a probe sees expiring within this many days raises a CertificateExpiring Warning Event (once, when it enters the window) and is marked expiresSoon in status; 0 turns the warning off.
     #[arg(long, env = "CERT_EXPIRY_WARNING_DAYS", default_value_t = 14, value_parser = clap::value_parser!(u32).range(0..=3650))]
     pub cert_expiry_warning_days: u32,
+    /// DNS server (IP or IP:PORT, port 53 by default) that resolves the hosts given as DNS names; repeat for several. Default: the system's resolver configuration (/etc/resolv.conf, with its search domains).
+    #[arg(long = "dns-server", env = "DNS_SERVERS", value_delimiter = ',', value_parser = parse_dns_server)]
+    pub dns_servers: Vec<SocketAddr>,
+    /// Seconds: a DNS name is resolved again after its records' TTL, but never sooner than this (a TTL of 0 would ask for every probe); a port's resolvePeriodSeconds still applies when shorter.
+    #[arg(long, env = "DNS_MIN_TTL", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=86_400))]
+    pub dns_min_ttl: u32,
+    /// Seconds: a DNS name is resolved again at the latest after this, however long its TTL.
+    #[arg(long, env = "DNS_MAX_TTL", default_value_t = 3600, value_parser = clap::value_parser!(u32).range(1..=86_400))]
+    pub dns_max_ttl: u32,
+}
+
+/// A DNS server address: `IP:PORT`, `[IPv6]:PORT`, or a bare IP (port 53).
+fn parse_dns_server(s: &str) -> Result<SocketAddr, String> {
+    s.parse::<SocketAddr>()
+        .or_else(|_| {
+            s.parse::<std::net::IpAddr>()
+                .map(|ip| SocketAddr::new(ip, 53))
+        })
+        .map_err(|_| format!("{s:?} is neither IP:PORT nor an IP address"))
 }
 
 /// A CIDR, or a single address (its /32 or /128).
@@ -211,6 +231,15 @@ impl RunArgs {
             cert_expiry_warning: (self.cert_expiry_warning_days > 0).then(|| {
                 std::time::Duration::from_secs(u64::from(self.cert_expiry_warning_days) * 86_400)
             }),
+            dns: ResolverSettings {
+                servers: self.dns_servers.clone(),
+                bounds: TtlBounds {
+                    floor: std::time::Duration::from_secs(self.dns_min_ttl.into()),
+                    ceiling: std::time::Duration::from_secs(
+                        self.dns_max_ttl.max(self.dns_min_ttl).into(),
+                    ),
+                },
+            },
         }
     }
 
@@ -544,6 +573,7 @@ async fn run_scopes(
     let shared = Shared {
         ranges,
         budget: Arc::new(Budget::new(limits)),
+        dns: crate::resolve::hickory_or_failing(&settings.dns),
     };
     let deps = ScopeDeps {
         client,

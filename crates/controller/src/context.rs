@@ -44,6 +44,9 @@ pub struct Settings {
     /// TLS certificates expiring within this raise `CertificateExpiring`
     /// (`--cert-expiry-warning-days`); `None`: never.
     pub cert_expiry_warning: Option<std::time::Duration>,
+    /// Where hosts given as DNS names are resolved, and the TTL bounds
+    /// (`--dns-server`, `--dns-min-ttl`, `--dns-max-ttl`).
+    pub dns: crate::resolve::ResolverSettings,
 }
 
 /// What every scope of the process shares.
@@ -53,6 +56,8 @@ pub struct Shared {
     pub ranges: RangesReceiver,
     /// The target budgets.
     pub budget: Arc<Budget>,
+    /// The DNS client every scope's name workers ask.
+    pub dns: crate::resolve::Lookup,
 }
 
 /// Caches of the objects the controller writes, kept by watches so that a
@@ -71,6 +76,8 @@ pub struct Context {
     /// The ClusterEndpoint resource of this scope's group.
     pub resource: ApiResource,
     pub scheduler: Scheduler<CepKey>,
+    /// The workers resolving the hosts given as DNS names.
+    pub resolver: crate::resolve::Resolver<CepKey>,
     pub settings: Settings,
     pub caches: Caches,
     pub metrics: Arc<Metrics>,
@@ -98,6 +105,7 @@ impl Context {
     /// Stop probing an object and drop what is remembered about it.
     pub fn forget(&self, key: &CepKey) {
         self.scheduler.remove(key);
+        self.resolver.remove(key);
         self.metrics.forget_object(&key.namespace, &key.name);
         self.backoff.reset(key);
         self.event_limiter.forget(key);

@@ -193,6 +193,7 @@ pub fn import(
             unhealthy_period_seconds: None,
             jitter_percent: None,
             edge_period_seconds: None,
+            resolve_period_seconds: None,
         };
         set_probe(&mut port, options);
         ports.push(port);
@@ -202,6 +203,7 @@ pub fn import(
         period_seconds: options.period_seconds,
         cluster_ip: (spec.cluster_ip.as_deref() == Some("None")).then(|| "None".to_string()),
         hosts: Vec::new(),
+        resolve_period_seconds: None,
         ports,
     };
     // Only ever print what the apiserver and the controller will accept.

@@ -27,6 +27,7 @@ use crate::error::{Error, Result};
 use crate::execute::execute;
 use crate::first_verdicts;
 use crate::metrics::ReasonLabels;
+use crate::names;
 use crate::plan::{Plan, plan_with};
 use crate::policy;
 use crate::record;
@@ -170,6 +171,10 @@ fn admitted(
     };
     let plan =
         plan_with(&key.name, spec, &resolver).map_err(|invalid| NotInitialized::from(&invalid))?;
+    // Names become addresses before the budgets and the address policy
+    // see the plan: resolved addresses are judged exactly as literals.
+    let resolutions = ctx.resolver.sync(key, &names::wanted(&plan));
+    let plan = names::expand(plan, &resolutions);
     let claim = budget::claim(
         &object.metadata,
         decoded.status.as_ref(),
