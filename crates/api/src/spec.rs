@@ -25,9 +25,12 @@ pub const MAX_THRESHOLD: i32 = 1000;
 /// 1.1 million targets the list limits alone would allow do not.
 pub const MAX_TARGETS_PER_OBJECT: usize = 10_000;
 
-/// Longest host string: a DNS name of at most 253 characters (an IP literal
-/// is at most 45).
-pub const MAX_HOST_LENGTH: usize = 253;
+/// Longest host string: an IP literal (at most 45) or a DNS name of at
+/// most 100 characters. Not DNS's 253: the apiserver estimates the cost of
+/// the CEL rule on every host from this bound, over up to 100,000 hosts
+/// per object, and 253 exceeds its budget (names longer than 100
+/// characters are rare).
+pub const MAX_HOST_LENGTH: usize = 100;
 /// Default `resolvePeriodSeconds`: how often a host given as a DNS name is
 /// resolved again at most (a shorter TTL, within the controller's
 /// `--dns-min-ttl`, resolves it sooner).
@@ -35,21 +38,23 @@ pub const DEFAULT_RESOLVE_PERIOD_SECONDS: i32 = 30;
 
 /// The shape of a host string, checked by the OpenAPI `pattern` (which
 /// costs nothing against the apiserver's CEL budget, unlike a CEL regex
-/// over up to 100,000 hosts): an IPv4-looking literal (digits and dots), an
-/// IPv6-looking literal (hex digits, dots and at least one colon), or a
-/// lower-case RFC 1123 DNS name. `HOST_RULE` then decides.
-pub const HOST_PATTERN: &str = r"^([0-9.]+|[0-9A-Fa-f.]*:[0-9A-Fa-f:.]*|[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*)$";
+/// over up to 100,000 hosts of 253 characters): a dotted-quad IPv4 address
+/// (each octet 0-255), an IPv6-looking literal (hex digits, dots and at
+/// least one colon; `HOST_RULE` then requires a valid address), or a
+/// lower-case RFC 1123 DNS name whose last label starts with a letter (so
+/// that no name reads as an IPv4 address to URL parsers and resolvers:
+/// `127.1`, `0x7f.1`).
+pub const HOST_PATTERN: &str = r"^(((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])|[0-9A-Fa-f.]*:[0-9A-Fa-f:.]*|([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\.)*[a-z]([-a-z0-9]{0,61}[a-z0-9])?)$";
 
 /// CEL rule text shared by every host string (`spec.hosts`,
-/// `spec.ports[].hosts`). An IP literal must be one `isGlobalUnicast`
-/// accepts: that excludes exactly what EndpointSlice validation refuses
-/// (loopback, link-local, unspecified, multicast) while allowing private
-/// ranges. Anything else is a DNS name (see `HOST_PATTERN`) whose last label
-/// is not a number (URL parsers and resolvers read `127.1` or `0x7f.1` as
-/// IPv4 addresses) and that holds no colon (an IPv6 look-alike that is not
-/// an address). The controller's `plan` applies the same rules.
-pub const HOST_RULE: &str = "isIP(self) ? ip(self).isGlobalUnicast() : (!self.contains(':') && !self.matches('(^|[.])([0-9]+|0x[0-9a-f]*)$'))";
-pub const HOST_MESSAGE: &str = "must be a unicast IPv4 or IPv6 address literal (e.g. 10.33.40.151 or fd00::1) or a lower-case DNS name (RFC 1123, at most 253 characters, not ending in a number, e.g. db.example.com); loopback, link-local, multicast and unspecified addresses cannot be endpoints";
+/// `spec.ports[].hosts`), after `HOST_PATTERN`. An IP literal must be one
+/// `isGlobalUnicast` accepts: that excludes exactly what EndpointSlice
+/// validation refuses (loopback, link-local, unspecified, multicast) while
+/// allowing private ranges. Anything else must be a DNS name: no colon (an
+/// IPv6 look-alike that is not an address). The controller's `plan`
+/// applies the same rules (`plan::parse_host`).
+pub const HOST_RULE: &str = "isIP(self) ? ip(self).isGlobalUnicast() : !self.contains(':')";
+pub const HOST_MESSAGE: &str = "must be a unicast IPv4 or IPv6 address literal (e.g. 10.33.40.151 or fd00::1) or a lower-case DNS name (RFC 1123, at most 100 characters, its last label starting with a letter, e.g. db.example.com); loopback, link-local, multicast and unspecified addresses cannot be endpoints";
 
 /// External hosts and ports that a selector-less Service should reach, with
 /// kubelet-style health checks per port.

@@ -46,10 +46,13 @@ fn host_strings_are_ip_literals_or_lower_case_dns_names() {
         Ok(Host::Name("db.example.com".into()))
     );
     assert_eq!(parse_host("db"), Ok(Host::Name("db".into())));
+    let longest = format!("{}.{}", "a".repeat(63), "b".repeat(36));
+    assert_eq!(parse_host(&longest), Ok(Host::Name(longest.clone())));
     for bad in [
         "127.1",
         "0x7f.1",
         "db.1",
+        "db.1a",
         "1.2.3",
         "x@db",
         "x@127.0.0.1",
@@ -63,7 +66,7 @@ fn host_strings_are_ip_literals_or_lower_case_dns_names() {
         "127.0.0.1",
         "fe80::1",
         "",
-        &"a".repeat(254),
+        &"a".repeat(101),
     ] {
         assert!(parse_host(bad).is_err(), "{bad:?} must be refused");
     }

@@ -14,7 +14,8 @@ use std::time::Duration;
 
 use kube_endpoints_api::{
     ClusterEndpointPort, ClusterEndpointSpec, DEFAULT_RESOLVE_PERIOD_SECONDS, HttpGetHandler,
-    MAX_HOSTS, MAX_PORTS, MAX_SECONDS, MAX_TARGETS_PER_OBJECT, MAX_THRESHOLD, UdpData,
+    MAX_HOST_LENGTH, MAX_HOSTS, MAX_PORTS, MAX_SECONDS, MAX_TARGETS_PER_OBJECT, MAX_THRESHOLD,
+    UdpData,
 };
 use kube_endpoints_api::{
     ExpectedStatus, MAX_EXPECTED_STATUSES, MAX_HTTP_BODY, MAX_MATCH, MAX_PAYLOAD, Payload,
@@ -1034,9 +1035,9 @@ pub enum Host {
 
 /// The one check of a host string, the same as the CRD's `HOST_PATTERN`
 /// and `HOST_RULE`: an IP literal that can be an endpoint, or a lower-case
-/// RFC 1123 DNS name of at most 253 characters whose last label is not a
-/// number (`127.1` and `0x7f.1` read as IPv4 addresses elsewhere) — the
-/// prober's rule for virtual hosts, lower-case only.
+/// RFC 1123 DNS name of at most `MAX_HOST_LENGTH` (100) characters (the prober's rule for
+/// virtual hosts, lower-case only) whose last label starts with a letter,
+/// so that no name reads as an IPv4 address elsewhere (`127.1`, `0x7f.1`).
 pub fn parse_host(host: &str) -> Result<Host, String> {
     if let Ok(ip) = host.parse::<IpAddr>() {
         return if is_endpoint_ip(&ip) {
@@ -1052,10 +1053,15 @@ pub fn parse_host(host: &str) -> Result<Host, String> {
     if host.starts_with('[') || host.bytes().any(|b| b.is_ascii_uppercase()) {
         return Err(not_a_host());
     }
-    match validate_virtual_host(host) {
-        Ok(()) => Ok(Host::Name(host.to_string())),
-        Err(why) => Err(format!("{} ({why})", not_a_host())),
+    validate_virtual_host(host).map_err(|why| format!("{} ({why})", not_a_host()))?;
+    let last = host.rsplit('.').next().unwrap_or(host);
+    if !last.starts_with(|c: char| c.is_ascii_lowercase()) {
+        return Err(format!(
+            "{} (its last label must start with a letter)",
+            not_a_host()
+        ));
     }
+    Ok(Host::Name(host.to_string()))
 }
 
 /// A parsed host list: literals and names, each sorted and unique.
