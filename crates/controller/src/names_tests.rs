@@ -67,6 +67,7 @@ fn host_strings_are_ip_literals_or_lower_case_dns_names() {
         "fe80::1",
         "",
         &"a".repeat(101),
+        &format!("{}.{}", "a".repeat(63), "b".repeat(37)),
     ] {
         assert!(parse_host(bad).is_err(), "{bad:?} must be refused");
     }

@@ -1050,6 +1050,12 @@ pub fn parse_host(host: &str) -> Result<Host, String> {
     }
     let not_a_host =
         || format!("{host:?} is not an IPv4 or IPv6 address literal nor a lower-case DNS name");
+    if host.len() > MAX_HOST_LENGTH {
+        return Err(format!(
+            "must be at most {MAX_HOST_LENGTH} characters, got {}",
+            host.len()
+        ));
+    }
     if host.starts_with('[') || host.bytes().any(|b| b.is_ascii_uppercase()) {
         return Err(not_a_host());
     }
