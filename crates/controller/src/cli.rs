@@ -62,6 +62,9 @@ pub enum Command {
         /// `table` prints the verdicts; `yaml` also prints the objects the controller would write.
         #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Table)]
         output: Output,
+        /// DNS server (IP or IP:PORT) that resolves the hosts given as DNS names; repeat for several. Default: the system's resolver configuration.
+        #[arg(long = "dns-server", value_delimiter = ',', value_parser = parse_dns_server)]
+        dns_servers: Vec<SocketAddr>,
     },
     /// Print a ClusterEndpoint built from an existing selector-less Service and its Endpoints.
     Import(ImportArgs),
@@ -341,7 +344,11 @@ fn dispatch(cli: Cli) -> Result<ExitCode, CliError> {
             print!("{}", yaml::crd(&group).map_err(CliError::Crd)?);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Check { file, output } => runtime()?.block_on(check(file, output)),
+        Command::Check {
+            file,
+            output,
+            dns_servers,
+        } => runtime()?.block_on(check(file, output, dns_servers)),
         Command::Import(args) => runtime()?.block_on(import(args)),
         Command::Run(args) => {
             init_logging(args.log_format);
@@ -367,9 +374,17 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-async fn check(file: PathBuf, output: Output) -> Result<ExitCode, CliError> {
+async fn check(
+    file: PathBuf,
+    output: Output,
+    dns_servers: Vec<SocketAddr>,
+) -> Result<ExitCode, CliError> {
     let prober = Prober::new(crate::user_agent()).map_err(CliError::Probes)?;
-    let report = crate::check::check(&file, &prober, output == Output::Yaml).await?;
+    let dns = crate::resolve::hickory_or_failing(&ResolverSettings {
+        servers: dns_servers,
+        bounds: TtlBounds::default(),
+    });
+    let report = crate::check::check(&file, &prober, &dns, output == Output::Yaml).await?;
     print!("{}", report.text);
     Ok(if report.invalid {
         ExitCode::FAILURE

@@ -321,6 +321,25 @@ where
     }
 }
 
+/// Resolve each of `names` once (for `kube-endpoints check`).
+pub async fn resolve_once(lookup: &Lookup, names: impl IntoIterator<Item = String>) -> Resolutions {
+    let lookups = names.into_iter().map(|name| async move {
+        let answer = lookup(name.clone()).await;
+        let (resolution, _, _) = apply(
+            &Resolution::default(),
+            answer,
+            SystemTime::now(),
+            Duration::ZERO,
+            TtlBounds::default(),
+        );
+        (name, resolution)
+    });
+    futures::future::join_all(lookups)
+        .await
+        .into_iter()
+        .collect()
+}
+
 /// Where DNS queries go: the given servers (`--dns-server`), or the
 /// system's configuration (`/etc/resolv.conf`) when none is given.
 #[derive(Clone, Debug, Default)]
