@@ -19,6 +19,15 @@ fn spec(v: serde_json::Value) -> ClusterEndpointSpec {
     serde_json::from_value(v).unwrap()
 }
 
+/// The plan of one port `pg` (5432) on `hosts`, with `extra` fields.
+fn pg_plan(hosts: &[&str], extra: serde_json::Value) -> Plan {
+    let mut port = json!({"name": "pg", "port": 5432, "targetPort": 5432, "hosts": hosts});
+    for (k, v) in extra.as_object().unwrap() {
+        port[k] = v.clone();
+    }
+    plan("db", &spec(json!({ "ports": [port] }))).unwrap()
+}
+
 fn resolved(entries: &[(&str, &[&str])]) -> Resolutions {
     entries
         .iter()
@@ -75,14 +84,10 @@ fn host_strings_are_ip_literals_or_lower_case_dns_names() {
 
 #[test]
 fn plan_keeps_names_out_of_hosts_and_expand_adds_their_addresses() {
-    let plan = plan(
-        "db",
-        &spec(
-            json!({"ports": [{"name": "pg", "port": 5432, "targetPort": 5432,
-            "hosts": ["198.18.0.9", "db.test", "198.18.0.2"], "resolvePeriodSeconds": 7}]}),
-        ),
-    )
-    .unwrap();
+    let plan = pg_plan(
+        &["198.18.0.9", "db.test", "198.18.0.2"],
+        json!({"resolvePeriodSeconds": 7}),
+    );
     let port = &plan.ports[0];
     assert_eq!(port.hosts, vec![ip("198.18.0.2"), ip("198.18.0.9")]);
     assert_eq!(port.names, vec!["db.test".to_string()]);
@@ -163,14 +168,7 @@ fn the_default_resolve_period_is_the_objects_else_thirty_seconds() {
 
 #[test]
 fn a_name_resolving_into_a_denied_range_is_denied_like_a_literal() {
-    let plan = plan(
-        "db",
-        &spec(
-            json!({"ports": [{"name": "pg", "port": 5432, "targetPort": 5432,
-            "hosts": ["db.test"], "tcpSocket": {"enable": true}}]}),
-        ),
-    )
-    .unwrap();
+    let plan = pg_plan(&["db.test"], json!({"tcpSocket": {"enable": true}}));
     let mut cluster = ClusterRanges::default();
     cluster.insert("198.19.250.0/24".parse().unwrap(), RangeKind::Service);
     let expanded = expand(

@@ -47,15 +47,21 @@ fn a_first_answer_is_sorted_unique_and_a_change() {
     assert_eq!(r.failure, None);
 }
 
-#[test]
-fn the_same_answer_again_changes_nothing_not_even_the_time() {
-    let (first, _, _) = apply(
+/// 198.18.0.2, resolved at second 1.
+fn resolved_once() -> Resolution {
+    apply(
         &Resolution::default(),
         ok(&["198.18.0.2"], 60),
         at(1),
         PERIOD,
         BOUNDS,
-    );
+    )
+    .0
+}
+
+#[test]
+fn the_same_answer_again_changes_nothing_not_even_the_time() {
+    let first = resolved_once();
     let (again, changed, _) = apply(&first, ok(&["198.18.0.2"], 60), at(40), PERIOD, BOUNDS);
     assert!(!changed);
     assert_eq!(again, first);
@@ -93,13 +99,7 @@ fn the_next_resolution_is_the_period_or_the_clamped_ttl_whichever_is_sooner() {
 
 #[test]
 fn a_failure_keeps_the_last_good_addresses_and_only_its_start_is_a_change() {
-    let (good, _, _) = apply(
-        &Resolution::default(),
-        ok(&["198.18.0.2"], 60),
-        at(1),
-        PERIOD,
-        BOUNDS,
-    );
+    let good = resolved_once();
     let (down, changed, retry) = apply(&good, Err("timed out".into()), at(40), PERIOD, BOUNDS);
     assert!(changed);
     assert_eq!(down.addresses, good.addresses);
