@@ -309,7 +309,7 @@ fn render(c: &Checked, health: &BTreeMap<TargetId, Health>) -> String {
 /// How `port` is probed, or `None` for a static port.
 /// One line per host given as a DNS name: what it resolved to, or why not.
 fn describe_names(port: &PortPlan) -> Vec<String> {
-    names::name_statuses(port)
+    names::name_statuses(port, None)
         .into_iter()
         .map(|n| match n.failure {
             Some(why) => format!("name {} does not resolve: {why}", n.name),

@@ -13,7 +13,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kube_endpoints_api::{CONDITION_NAMES_RESOLVED, ClusterEndpointSpec, Condition, NameStatus};
+use kube_endpoints_api::{
+    CONDITION_NAMES_RESOLVED, ClusterEndpointSpec, Condition, NameStatus, PortStatus,
+};
 use kube_endpoints_probe::{Probe, TargetSpec};
 
 use crate::plan::{Host, Plan, PortPlan, parse_host};
@@ -59,6 +61,22 @@ pub fn expand(mut plan: Plan, resolutions: &Resolutions) -> Plan {
     }
     plan
 }
+
+/// Whether a name of the plan has neither resolved nor failed yet (just
+/// listed, or the controller just started). Nothing is written meanwhile:
+/// slices written now would drop the addresses the name had before a
+/// restart. Its first answer, or failure, reconciles the object again.
+pub fn pending(plan: &Plan) -> bool {
+    plan.ports.iter().any(|p| {
+        p.resolutions
+            .values()
+            .any(|r| r.resolved_at.is_none() && r.failure.is_none())
+    })
+}
+
+/// How long a reconcile waits for pending names at most before looking
+/// again (their first answer usually reconciles sooner).
+pub const PENDING_RECHECK: Duration = Duration::from_secs(10);
 
 /// The probe of an address resolved from `name`: HTTP(S) sends `name` as
 /// `Host` (and, for HTTPS, as the TLS server name) unless the spec sets a
@@ -110,13 +128,19 @@ pub fn lists_names(spec: &ClusterEndpointSpec) -> bool {
 }
 
 /// `status.ports[].names`: each name of the port, its addresses (the last
-/// good ones while resolution fails) and when they were first seen.
-pub fn name_statuses(port: &PortPlan) -> Vec<NameStatus> {
+/// good ones while resolution fails) and when they were first seen. The
+/// times of `previous` are kept while what they date did not change (the
+/// same addresses; a failure going on), so that a restarted controller,
+/// which resolves everything anew, writes no status.
+pub fn name_statuses(port: &PortPlan, previous: Option<&PortStatus>) -> Vec<NameStatus> {
+    let previous: BTreeMap<&str, &NameStatus> = previous
+        .map(|p| p.names.iter().map(|n| (n.name.as_str(), n)).collect())
+        .unwrap_or_default();
     port.names
         .iter()
         .map(|name| {
             let resolution = port.resolutions.get(name).cloned().unwrap_or_default();
-            NameStatus {
+            let mut status = NameStatus {
                 name: name.clone(),
                 addresses: resolution
                     .addresses
@@ -126,7 +150,17 @@ pub fn name_statuses(port: &PortPlan) -> Vec<NameStatus> {
                 resolved_at: resolution.resolved_at.map(rfc3339),
                 failure: resolution.failure.as_ref().map(|f| f.message.clone()),
                 failed_since: resolution.failure.as_ref().map(|f| rfc3339(f.since)),
+            };
+            if let Some(before) = previous.get(name.as_str()) {
+                if before.addresses == status.addresses && before.resolved_at.is_some() {
+                    status.resolved_at.clone_from(&before.resolved_at);
+                }
+                if before.failure.is_some() && status.failure.is_some() {
+                    status.failure.clone_from(&before.failure);
+                    status.failed_since.clone_from(&before.failed_since);
+                }
             }
+            status
         })
         .collect()
 }

@@ -123,8 +123,10 @@ fn plan_keeps_names_out_of_hosts_and_expand_adds_their_addresses() {
     );
     assert_eq!(expanded.targets().len(), 0, "a static port is not probed");
 
-    // Never resolved: the name contributes nothing.
+    assert!(!pending(&expanded));
+    // Never resolved: the name contributes nothing, and is pending.
     let unresolved = expand(plan, &Resolutions::new());
+    assert!(pending(&unresolved));
     assert_eq!(
         unresolved.ports[0].hosts,
         vec![ip("198.18.0.2"), ip("198.18.0.9")]
@@ -268,14 +270,14 @@ fn status_lists_each_name_and_the_condition_says_whether_all_resolved() {
     .unwrap();
     assert!(names_resolved(&plan("db", &spec(json!({"ports": [{"name": "a", "port": 1, "targetPort": 1, "hosts": ["198.18.0.2"]}]}))).unwrap()).is_none());
 
-    let pending = expand(p.clone(), &resolved(&[("a.test", &["198.18.0.2"])]));
-    let c = names_resolved(&pending).unwrap();
+    let half = expand(p.clone(), &resolved(&[("a.test", &["198.18.0.2"])]));
+    let c = names_resolved(&half).unwrap();
     assert_eq!(
         (c.status.as_str(), c.reason.as_str()),
         ("Unknown", "DNSResolutionPending")
     );
     assert!(c.message.contains("b.test"), "{}", c.message);
-    let statuses = name_statuses(&pending.ports[0]);
+    let statuses = name_statuses(&half.ports[0], None);
     assert_eq!(statuses[0].addresses, vec!["198.18.0.2".to_string()]);
     assert_eq!(
         statuses[0].resolved_at.as_deref(),
@@ -290,6 +292,7 @@ fn status_lists_each_name_and_the_condition_says_whether_all_resolved() {
         since: SystemTime::UNIX_EPOCH + Duration::from_secs(60),
     });
     let failing = expand(p.clone(), &down);
+    assert!(!pending(&failing), "a failure is an answer");
     // The last good addresses stay in use.
     assert_eq!(failing.ports[0].hosts.len(), 2);
     let c = names_resolved(&failing).unwrap();
@@ -303,11 +306,43 @@ fn status_lists_each_name_and_the_condition_says_whether_all_resolved() {
         "{}",
         c.message
     );
-    let statuses = name_statuses(&failing.ports[0]);
+    let statuses = name_statuses(&failing.ports[0], None);
     assert_eq!(statuses[1].failure.as_deref(), Some("timed out"));
     assert_eq!(
         statuses[1].failed_since.as_deref(),
         Some("1970-01-01T00:01:00Z")
+    );
+
+    // Another controller (a restart) resolving the same addresses later,
+    // or failing later in the same outage, keeps the times shown.
+    let previous = kube_endpoints_api::PortStatus {
+        name: "a".into(),
+        probe: "none".into(),
+        ready: 2,
+        total: 2,
+        unhealthy: vec![],
+        unhealthy_omitted: None,
+        denied: vec![],
+        certificates: vec![],
+        certificates_omitted: None,
+        names: statuses.clone(),
+    };
+    let mut later = down.clone();
+    for r in later.values_mut() {
+        r.resolved_at = Some(SystemTime::UNIX_EPOCH + Duration::from_secs(500));
+    }
+    if let Some(f) = later.get_mut("b.test").unwrap().failure.as_mut() {
+        f.since = SystemTime::UNIX_EPOCH + Duration::from_secs(600);
+        f.message = "refused".into();
+    }
+    let again = name_statuses(&expand(p.clone(), &later).ports[0], Some(&previous));
+    assert_eq!(again, statuses);
+    let mut moved = later.clone();
+    moved.get_mut("a.test").unwrap().addresses = vec![ip("198.18.0.4")];
+    let changed = name_statuses(&expand(p.clone(), &moved).ports[0], Some(&previous));
+    assert_eq!(
+        changed[0].resolved_at.as_deref(),
+        Some("1970-01-01T00:08:20Z")
     );
 
     let fine = expand(

@@ -75,6 +75,10 @@ async fn reconcile_inner(object: &DynamicObject, ctx: &Context) -> Result<Action
     let decoded = decode(object);
     let planned = admitted(ctx, object, &decoded, &key);
     let (spec, health) = match &planned {
+        Ok(plan) if names::pending(plan) => {
+            debug!(namespace = %key.namespace, name = %key.name, "waiting for the first resolution of its names");
+            return Ok(Action::requeue(names::PENDING_RECHECK));
+        }
         Ok(plan) => {
             let slices = service_slices(ctx, &owner);
             let endpoints = cached(&ctx.caches.endpoints, &owner);

@@ -342,7 +342,7 @@ fn port_status(
         // Filled in by `certificates::fill`.
         certificates: Vec::new(),
         certificates_omitted: None,
-        names: crate::names::name_statuses(port),
+        names: crate::names::name_statuses(port, previous),
     }
 }
 

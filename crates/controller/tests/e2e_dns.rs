@@ -256,3 +256,46 @@ async fn an_http_probe_of_a_resolved_address_sends_the_name_as_host() {
     })
     .await;
 }
+
+/// A restarted controller has resolved nothing yet: it must not write the
+/// slices without the names' addresses meanwhile. Once it has resolved and
+/// probed, it has written nothing at all.
+#[tokio::test]
+async fn a_controller_restart_writes_nothing_while_names_resolve_again() {
+    let (client, ns, dns) = setup("dns-restart").await;
+    let (h1, _b1) = host().await;
+    let (h2, _b2) = host().await;
+    dns.set(NAME, &[h1.ipv4().into()], 1);
+    let controller_1 = controller(&ns, &dns, &[]).await;
+    let literal = h2.ipv4().to_string();
+    must_apply(&client, &ns, GROUP, &cep("db", &[NAME, &literal], tcp())).await;
+    wait_ready_exactly(&client, &ns, "db", &[h1.ipv4().into(), h2.ipv4().into()]).await;
+    wait_names_resolved(&client, &ns, "db", "NamesResolved").await;
+
+    let versions = || resource_versions(&client, &ns, GROUP, "db");
+    let before = versions().await;
+    controller_1.kill().await;
+    let answered = dns.answered(NAME);
+    let restarted = controller(&ns, &dns, &[]).await;
+    eventually(
+        "the restarted controller to resolve, reconcile and probe",
+        || async {
+            let resolved = dns.answered(NAME) > answered;
+            let reconciled = restarted.metric("kube_endpoints_reconciles_total").await >= 2.0;
+            let probed = restarted.metric("kube_endpoints_probes_total").await >= 4.0;
+            (resolved && reconciled && probed).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        restarted.metric("kube_endpoints_api_writes_total").await,
+        0.0,
+        "the restarted controller wrote to the API:\n{}",
+        restarted.metrics().await
+    );
+    assert_eq!(
+        versions().await,
+        before,
+        "resourceVersions changed across the restart"
+    );
+}
