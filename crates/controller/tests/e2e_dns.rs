@@ -299,3 +299,48 @@ async fn a_controller_restart_writes_nothing_while_names_resolve_again() {
         "resourceVersions changed across the restart"
     );
 }
+
+/// HTTPS to a resolved address verifies the server's certificate against
+/// the name (and sends it as SNI): a certificate for the name alone passes
+/// by name and fails for the same address listed as a literal.
+#[tokio::test]
+async fn an_https_probe_of_a_resolved_address_verifies_the_name() {
+    let (client, ns, dns) = setup("dns-sni").await;
+    let h1 = TestHost::create().await.expect("test host");
+    let certified = rcgen::generate_simple_self_signed(vec![NAME.to_string()]).expect("cert");
+    let cert_pem = certified.cert.pem();
+    let (cert, key) = (h1.dir().join("name.crt"), h1.dir().join("name.key"));
+    std::fs::write(&cert, &cert_pem).expect("write cert");
+    std::fs::write(&key, certified.signing_key.serialize_pem()).expect("write key");
+    let args = ["--https", "443", "--tls-cert", &cert.display().to_string()]
+        .into_iter()
+        .chain(["--tls-key", &key.display().to_string()])
+        .map(String::from)
+        .collect();
+    let _backend = h1
+        .start_backend_args(Default::default(), args)
+        .await
+        .expect("HTTPS backend starts");
+    dns.set(NAME, &[h1.ipv4().into()], 1);
+    let _controller = controller(&ns, &dns, &[]).await;
+    let probe = json!({"httpGet": {"scheme": "https", "path": "/healthz",
+                                   "tls": {"caBundle": cert_pem}},
+                       "failureThreshold": 1});
+    let mut by_name: Value = serde_json::from_str(&cep("by-name", &[NAME], probe.clone())).unwrap();
+    let literal = h1.ipv4().to_string();
+    let mut by_address: Value =
+        serde_json::from_str(&cep("by-address", &[&literal], probe)).unwrap();
+    for object in [&mut by_name, &mut by_address] {
+        object["spec"]["ports"][0]["port"] = json!(443);
+        object["spec"]["ports"][0]["targetPort"] = json!(443);
+    }
+    must_apply(&client, &ns, GROUP, &by_name.to_string()).await;
+    must_apply(&client, &ns, GROUP, &by_address.to_string()).await;
+
+    wait_ready_exactly(&client, &ns, "by-name", &[h1.ipv4().into()]).await;
+    eventually("the literal address to be listed not ready", || async {
+        let got = endpoints_of(&client, &ns, "by-address").await;
+        (got == vec![(literal.clone(), false)]).then_some(())
+    })
+    .await;
+}
