@@ -459,3 +459,14 @@ pub fn yaml_object<T: serde::de::DeserializeOwned>(yaml: &str) -> T {
     };
     serde_json::from_value(doc.clone()).expect("test manifest has the expected kind")
 }
+
+/// `controller` has sent no write to the API (its metrics say why not).
+pub async fn assert_wrote_nothing(controller: &Controller) {
+    let writes = controller.metric("kube_endpoints_api_writes_total").await;
+    assert_eq!(
+        writes,
+        0.0,
+        "the controller wrote to the API:\n{}",
+        controller.metrics().await
+    );
+}
