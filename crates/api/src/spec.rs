@@ -25,11 +25,36 @@ pub const MAX_THRESHOLD: i32 = 1000;
 /// 1.1 million targets the list limits alone would allow do not.
 pub const MAX_TARGETS_PER_OBJECT: usize = 10_000;
 
-/// CEL rule text shared by `spec.hosts` and `spec.ports[].hosts`. `isGlobalUnicast`
-/// excludes exactly what EndpointSlice validation refuses (loopback,
-/// link-local, unspecified, multicast) while allowing private ranges.
-const HOST_RULE: &str = "isIP(self) && ip(self).isGlobalUnicast()";
-const HOST_MESSAGE: &str = "must be a unicast IPv4 or IPv6 address literal (e.g. 10.33.40.151 or fd00::1); loopback, link-local, multicast and unspecified addresses cannot be endpoints";
+/// Longest host string: an IP literal (at most 45) or a DNS name of at
+/// most 100 characters. Not DNS's 253: the apiserver estimates the cost of
+/// the CEL rule on every host from this bound, over up to 100,000 hosts
+/// per object, and 253 exceeds its budget (names longer than 100
+/// characters are rare).
+pub const MAX_HOST_LENGTH: usize = 100;
+/// Default `resolvePeriodSeconds`: how often a host given as a DNS name is
+/// resolved again at most (a shorter TTL, within the controller's
+/// `--dns-min-ttl`, resolves it sooner).
+pub const DEFAULT_RESOLVE_PERIOD_SECONDS: i32 = 30;
+
+/// The shape of a host string, checked by the OpenAPI `pattern` (which
+/// costs nothing against the apiserver's CEL budget, unlike a CEL regex
+/// over up to 100,000 hosts of 253 characters): a dotted-quad IPv4 address
+/// (each octet 0-255), an IPv6-looking literal (hex digits, dots and at
+/// least one colon; `HOST_RULE` then requires a valid address), or a
+/// lower-case RFC 1123 DNS name whose last label starts with a letter (so
+/// that no name reads as an IPv4 address to URL parsers and resolvers:
+/// `127.1`, `0x7f.1`).
+pub const HOST_PATTERN: &str = r"^(((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])|[0-9A-Fa-f.]*:[0-9A-Fa-f:.]*|([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\.)*[a-z]([-a-z0-9]{0,61}[a-z0-9])?)$";
+
+/// CEL rule text shared by every host string (`spec.hosts`,
+/// `spec.ports[].hosts`), after `HOST_PATTERN`. An IP literal must be one
+/// `isGlobalUnicast` accepts: that excludes exactly what EndpointSlice
+/// validation refuses (loopback, link-local, unspecified, multicast) while
+/// allowing private ranges. Anything else must be a DNS name: no colon (an
+/// IPv6 look-alike that is not an address). The controller's `plan`
+/// applies the same rules (`plan::parse_host`).
+pub const HOST_RULE: &str = "isIP(self) ? ip(self).isGlobalUnicast() : !self.contains(':')";
+pub const HOST_MESSAGE: &str = "must be a unicast IPv4 or IPv6 address literal (e.g. 10.33.40.151 or fd00::1) or a lower-case DNS name (RFC 1123, at most 100 characters, its last label starting with a letter, e.g. db.example.com); loopback, link-local, multicast and unspecified addresses cannot be endpoints";
 
 /// External hosts and ports that a selector-less Service should reach, with
 /// kubelet-style health checks per port.
@@ -102,6 +127,14 @@ pub struct ClusterEndpointSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "host_list_schema")]
     pub hosts: Vec<String>,
+
+    /// Extension: for hosts given as DNS names, resolve each name again
+    /// at least this often, in seconds (a shorter TTL, no shorter than the
+    /// controller's `--dns-min-ttl`, resolves it sooner). Default 30; a
+    /// port's own `resolvePeriodSeconds` wins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub resolve_period_seconds: Option<i32>,
 
     /// The ports of the Service, each with its hosts and health check.
     #[schemars(length(min = 1, max = 100), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
@@ -202,7 +235,9 @@ pub struct ClusterEndpointPort {
     )]
     pub name: String,
 
-    /// External host IP literals serving this port (IPv4 or IPv6).
+    /// External hosts serving this port: IPv4 or IPv6 literals, or DNS
+    /// names, which the controller resolves (A and AAAA) and re-resolves;
+    /// every address of a name is probed and written on its own.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "host_list_schema")]
     pub hosts: Vec<String>,
@@ -295,6 +330,12 @@ pub struct ClusterEndpointPort {
     /// the object's (`spec.allHostsDown`, `spec.panicThresholdPercent`).
     #[serde(flatten)]
     pub fail_open: FailOpen,
+    /// Extension: for this port's hosts given as DNS names, resolve each
+    /// name again at least this often, in seconds. Default: the object's
+    /// `resolvePeriodSeconds`, else 30.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub resolve_period_seconds: Option<i32>,
 }
 
 /// Healthy when a TCP connection opens (and, with `send`/`expect`, when
@@ -727,7 +768,7 @@ pub struct SecretReference {
     pub name: String,
 }
 
-/// A set of IP literals, each checked by CEL; written by hand because schemars
+/// A set of hosts (IP literals or DNS names), each checked by CEL; written by hand because schemars
 /// cannot attach extensions to list items.
 fn host_list_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schemars::json_schema!({
@@ -736,7 +777,8 @@ fn host_list_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
         "x-kubernetes-list-type": "set",
         "items": {
             "type": "string",
-            "maxLength": 45,
+            "maxLength": MAX_HOST_LENGTH,
+            "pattern": HOST_PATTERN,
             "x-kubernetes-validations": [{"rule": HOST_RULE, "message": HOST_MESSAGE}]
         }
     })

@@ -15,6 +15,9 @@ pub const CONDITION_SYNC_ENDPOINT: &str = "SyncEndpointReady";
 pub const CONDITION_READY: &str = "Ready";
 /// Whether every listed host is allowed by the controller's address policy.
 pub const CONDITION_HOSTS_ALLOWED: &str = "HostsAllowed";
+/// Whether every host given as a DNS name resolved at its last attempt
+/// (present only on objects that list names).
+pub const CONDITION_NAMES_RESOLVED: &str = "NamesResolved";
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema, Default)]
 #[serde(rename_all = "camelCase")]
@@ -106,6 +109,35 @@ pub struct PortStatus {
     /// Hosts with a certificate not listed in `certificates`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certificates_omitted: Option<i32>,
+    /// Hosts given as DNS names: the addresses each resolved to, and
+    /// whether its last resolution failed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    pub names: Vec<NameStatus>,
+}
+
+/// One host given as a DNS name and what it resolves to.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NameStatus {
+    pub name: String,
+    /// The addresses (A and AAAA) of the last successful resolution, in
+    /// address order; kept while resolution fails; empty until the name
+    /// resolved once.
+    #[serde(default)]
+    pub addresses: Vec<String>,
+    /// RFC 3339 time these addresses were first seen (unset until the name
+    /// resolved once). Not moved by resolutions that change nothing, so an
+    /// unchanging name causes no status writes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved_at: Option<String>,
+    /// Why the last resolution failed, if it did (then `addresses` are
+    /// the last good ones).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
+    /// RFC 3339 time resolution started failing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_since: Option<String>,
 }
 
 /// The most certificates listed per port in status.

@@ -215,6 +215,7 @@ fn incumbency_is_read_from_the_status() {
         denied: vec![],
         certificates: vec![],
         certificates_omitted: None,
+        names: vec![],
     };
     let initialized = |ok: bool| Condition {
         type_: CONDITION_INITIALIZED.into(),

@@ -72,6 +72,7 @@ fn the_list_is_bounded() {
             denied: vec![],
             certificates: vec![],
             certificates_omitted: None,
+            names: vec![],
         }],
         ..ClusterEndpointStatus::default()
     };

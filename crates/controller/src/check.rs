@@ -14,8 +14,10 @@ use kube_endpoints_probe::{Expect, Health, HealthState, Probe, Prober, TargetId,
 use serde::Deserialize;
 
 use crate::builder::{self, BuildSettings, Owner};
-use crate::plan::{Lookup, Plan, PortPlan, Resolve, SourceKind, plan_with};
+use crate::names;
+use crate::plan::{self, Plan, PortPlan, Resolve, SourceKind, plan_with};
 use crate::policy::{self, AddressPolicy, ClusterRanges};
+use crate::resolve::{self, Lookup};
 use crate::yaml;
 
 #[derive(Deserialize)]
@@ -42,8 +44,8 @@ struct Meta {
 struct Offline;
 
 impl Resolve for Offline {
-    fn lookup(&self, kind: SourceKind, name: &str, _key: &str) -> Lookup {
-        Lookup::Missing(format!(
+    fn lookup(&self, kind: SourceKind, name: &str, _key: &str) -> plan::Lookup {
+        plan::Lookup::Missing(format!(
             "{} {name:?} cannot be read: kube-endpoints check reads no Secrets or ConfigMaps",
             kind.as_str()
         ))
@@ -63,7 +65,13 @@ pub struct Report {
 }
 
 /// Read, validate and probe. `yaml` adds the objects that would be written.
-pub async fn check(file: &Path, prober: &Prober, yaml: bool) -> Result<Report, yaml::FileError> {
+/// Hosts given as DNS names are resolved once with `dns`.
+pub async fn check(
+    file: &Path,
+    prober: &Prober,
+    dns: &Lookup,
+    yaml: bool,
+) -> Result<Report, yaml::FileError> {
     let mut out = String::new();
     let mut invalid = false;
     let mut checked = Vec::new();
@@ -102,13 +110,22 @@ pub async fn check(file: &Path, prober: &Prober, yaml: bool) -> Result<Report, y
         };
         // Without a cluster only the built-in denies apply: `check` never
         // probes a cloud metadata address from the machine it runs on.
-        match plan_with(&name, &spec, &Offline)
-            .map(|p| policy::restrict(p, &AddressPolicy::default(), &ClusterRanges::default()))
-        {
+        match plan_with(&name, &spec, &Offline) {
             Ok(plan) => {
+                // Names resolve before the address policy judges them.
+                let wanted = names::wanted(&plan).into_keys();
+                let resolutions = resolve::resolve_once(dns, wanted).await;
+                let plan = policy::restrict(
+                    names::expand(plan, &resolutions),
+                    &AddressPolicy::default(),
+                    &ClusterRanges::default(),
+                );
                 let _ = writeln!(out, "{label}: valid");
                 for port in &plan.ports {
                     if let Some(line) = describe(port) {
+                        let _ = writeln!(out, "  {}: {line}", port.name);
+                    }
+                    for line in describe_names(port) {
                         let _ = writeln!(out, "  {}: {line}", port.name);
                     }
                 }
@@ -290,6 +307,17 @@ fn render(c: &Checked, health: &BTreeMap<TargetId, Health>) -> String {
 // be a credential), nor a path's query.
 
 /// How `port` is probed, or `None` for a static port.
+/// One line per host given as a DNS name: what it resolved to, or why not.
+fn describe_names(port: &PortPlan) -> Vec<String> {
+    names::name_statuses(port, None)
+        .into_iter()
+        .map(|n| match n.failure {
+            Some(why) => format!("name {} does not resolve: {why}", n.name),
+            None => format!("name {} resolves to {}", n.name, n.addresses.join(", ")),
+        })
+        .collect()
+}
+
 fn describe(port: &PortPlan) -> Option<String> {
     let probe = port.probe.as_ref()?;
     let what = match probe {

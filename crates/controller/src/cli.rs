@@ -25,6 +25,7 @@ use crate::import::{ImportError, ImportOptions, ProbeChoice, ReadError};
 use crate::leader::{LeaseConfig, run_while_leading};
 use crate::metrics::Metrics;
 use crate::policy::AddressPolicy;
+use crate::resolve::{ResolverSettings, TtlBounds};
 use crate::scope::{Scope, ScopeError};
 use crate::server::Liveness;
 use crate::yaml;
@@ -62,6 +63,9 @@ pub enum Command {
         /// `table` prints the verdicts; `yaml` also prints the objects the controller would write.
         #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Table)]
         output: Output,
+        /// DNS server (IP or IP:PORT) that resolves the hosts given as DNS names; repeat for several. Default: the system's resolver configuration.
+        #[arg(long = "dns-server", value_delimiter = ',', value_parser = parse_dns_server)]
+        dns_servers: Vec<SocketAddr>,
     },
     /// Print a ClusterEndpoint built from an existing selector-less Service and its Endpoints.
     Import(ImportArgs),
@@ -192,6 +196,25 @@ pub struct RunArgs {
     /// Failures within this many seconds count as simultaneous for the fleet guard. Hosts cut off at once leave rotation spread over about one probe period, so keep it at least the longest periodSeconds in use.
     #[arg(long, env = "FLEET_GUARD_WINDOW_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub fleet_guard_window_seconds: u64,
+    /// DNS server (IP or IP:PORT, port 53 by default) that resolves the hosts given as DNS names; repeat for several. Default: the system's resolver configuration (/etc/resolv.conf, with its search domains).
+    #[arg(long = "dns-server", env = "DNS_SERVERS", value_delimiter = ',', value_parser = parse_dns_server)]
+    pub dns_servers: Vec<SocketAddr>,
+    /// Seconds: a DNS name is resolved again after its records' TTL, but never sooner than this (a TTL of 0 would ask for every probe); a port's resolvePeriodSeconds still applies when shorter.
+    #[arg(long, env = "DNS_MIN_TTL", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=86_400))]
+    pub dns_min_ttl: u32,
+    /// Seconds: a DNS name is resolved again at the latest after this, however long its TTL.
+    #[arg(long, env = "DNS_MAX_TTL", default_value_t = 3600, value_parser = clap::value_parser!(u32).range(1..=86_400))]
+    pub dns_max_ttl: u32,
+}
+
+/// A DNS server address: `IP:PORT`, `[IPv6]:PORT`, or a bare IP (port 53).
+fn parse_dns_server(s: &str) -> Result<SocketAddr, String> {
+    s.parse::<SocketAddr>()
+        .or_else(|_| {
+            s.parse::<std::net::IpAddr>()
+                .map(|ip| SocketAddr::new(ip, 53))
+        })
+        .map_err(|_| format!("{s:?} is neither IP:PORT nor an IP address"))
 }
 
 /// A CIDR, or a single address (its /32 or /128).
@@ -225,6 +248,15 @@ impl RunArgs {
                 percent: self.fleet_guard_percent,
                 min_targets: self.fleet_guard_min_targets,
                 window: std::time::Duration::from_secs(self.fleet_guard_window_seconds),
+            },
+            dns: ResolverSettings {
+                servers: self.dns_servers.clone(),
+                bounds: TtlBounds {
+                    floor: std::time::Duration::from_secs(self.dns_min_ttl.into()),
+                    ceiling: std::time::Duration::from_secs(
+                        self.dns_max_ttl.max(self.dns_min_ttl).into(),
+                    ),
+                },
             },
         }
     }
@@ -327,7 +359,11 @@ fn dispatch(cli: Cli) -> Result<ExitCode, CliError> {
             print!("{}", yaml::crd(&group).map_err(CliError::Crd)?);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Check { file, output } => runtime()?.block_on(check(file, output)),
+        Command::Check {
+            file,
+            output,
+            dns_servers,
+        } => runtime()?.block_on(check(file, output, dns_servers)),
         Command::Import(args) => runtime()?.block_on(import(args)),
         Command::Run(args) => {
             init_logging(args.log_format);
@@ -353,9 +389,17 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-async fn check(file: PathBuf, output: Output) -> Result<ExitCode, CliError> {
+async fn check(
+    file: PathBuf,
+    output: Output,
+    dns_servers: Vec<SocketAddr>,
+) -> Result<ExitCode, CliError> {
     let prober = Prober::new(crate::user_agent()).map_err(CliError::Probes)?;
-    let report = crate::check::check(&file, &prober, output == Output::Yaml).await?;
+    let dns = crate::resolve::hickory_or_failing(&ResolverSettings {
+        servers: dns_servers,
+        bounds: TtlBounds::default(),
+    });
+    let report = crate::check::check(&file, &prober, &dns, output == Output::Yaml).await?;
     print!("{}", report.text);
     Ok(if report.invalid {
         ExitCode::FAILURE
@@ -560,6 +604,7 @@ async fn run_scopes(
         ranges,
         budget: Arc::new(Budget::new(limits)),
         fleet_guard: Arc::new(FleetGuard::new(settings.fleet_guard)),
+        dns: crate::resolve::hickory_or_failing(&settings.dns),
     };
     // A fresh guard per run (leadership term): a standby holds nothing.
     let frozen = metrics.fleet_guard_frozen.clone();

@@ -47,6 +47,9 @@ pub struct Settings {
     pub cert_expiry_warning: Option<std::time::Duration>,
     /// When the fleet guard trips ([`crate::fleet_guard`]).
     pub fleet_guard: FleetGuardSettings,
+    /// Where hosts given as DNS names are resolved, and the TTL bounds
+    /// (`--dns-server`, `--dns-min-ttl`, `--dns-max-ttl`).
+    pub dns: crate::resolve::ResolverSettings,
 }
 
 /// What every scope of the process shares.
@@ -59,6 +62,8 @@ pub struct Shared {
     /// Fed by every scope's probe transitions; holds failures that came
     /// all at once.
     pub fleet_guard: Arc<FleetGuard<ObjectKey>>,
+    /// The DNS client every scope's name workers ask.
+    pub dns: crate::resolve::Lookup,
 }
 
 /// Caches of the objects the controller writes, kept by watches so that a
@@ -77,6 +82,8 @@ pub struct Context {
     /// The ClusterEndpoint resource of this scope's group.
     pub resource: ApiResource,
     pub scheduler: Scheduler<CepKey>,
+    /// The workers resolving the hosts given as DNS names.
+    pub resolver: crate::resolve::Resolver<CepKey>,
     pub settings: Settings,
     pub caches: Caches,
     pub metrics: Arc<Metrics>,
@@ -109,6 +116,7 @@ impl Context {
         self.shared
             .fleet_guard
             .forget(&crate::budget::key(group, key), total);
+        self.resolver.remove(key);
         self.metrics.forget_object(&key.namespace, &key.name);
         self.backoff.reset(key);
         self.event_limiter.forget(key);

@@ -194,6 +194,7 @@ pub fn import(
             jitter_percent: None,
             edge_period_seconds: None,
             fail_open: Default::default(),
+            resolve_period_seconds: None,
         };
         set_probe(&mut port, options);
         ports.push(port);
@@ -203,6 +204,7 @@ pub fn import(
         period_seconds: options.period_seconds,
         cluster_ip: (spec.cluster_ip.as_deref() == Some("None")).then(|| "None".to_string()),
         hosts: Vec::new(),
+        resolve_period_seconds: None,
         ports,
         fail_open: Default::default(),
     };

@@ -14,8 +14,9 @@ use std::time::Duration;
 
 use crate::fail_open::FailOpenPolicy;
 use kube_endpoints_api::{
-    ClusterEndpointPort, ClusterEndpointSpec, HttpGetHandler, MAX_HOSTS, MAX_PORTS, MAX_SECONDS,
-    MAX_TARGETS_PER_OBJECT, MAX_THRESHOLD, UdpData,
+    ClusterEndpointPort, ClusterEndpointSpec, DEFAULT_RESOLVE_PERIOD_SECONDS, HttpGetHandler,
+    MAX_HOST_LENGTH, MAX_HOSTS, MAX_PORTS, MAX_SECONDS, MAX_TARGETS_PER_OBJECT, MAX_THRESHOLD,
+    UdpData,
 };
 use kube_endpoints_api::{
     ExpectedStatus, MAX_EXPECTED_STATUSES, MAX_HTTP_BODY, MAX_MATCH, MAX_PAYLOAD, Payload,
@@ -68,8 +69,21 @@ pub struct PortPlan {
     pub protocol: String,
     pub port: i32,
     pub target_port: u16,
-    /// Sorted, unique; probed and written.
+    /// Sorted, unique; probed and written. As `plan` makes it: the listed
+    /// IP literals only; [`crate::names::expand`] adds the addresses the
+    /// listed DNS names resolve to (before the address policy runs).
     pub hosts: Vec<IpAddr>,
+    /// Hosts listed as DNS names: sorted, unique.
+    pub names: Vec<String>,
+    /// How often each name is resolved again at most (`resolvePeriodSeconds`).
+    pub resolve_period: Duration,
+    /// The addresses in `hosts` that come from a name and not from a
+    /// literal, and that name (the first in order when several resolve to
+    /// one): probed with the name as `Host` and TLS server name.
+    pub named: BTreeMap<IpAddr, String>,
+    /// What each of `names` resolved to (for status); filled by
+    /// [`crate::names::expand`].
+    pub resolutions: crate::resolve::Resolutions,
     /// Listed hosts the address policy refuses (see [`crate::policy`]):
     /// never probed, never written, only reported. Empty as `plan` makes it.
     pub denied: Vec<Denial>,
@@ -128,12 +142,16 @@ impl Plan {
                 continue;
             };
             for host in &port.hosts {
+                let spec = match port.named.get(host) {
+                    Some(name) => crate::names::with_name(&spec, name),
+                    None => spec.clone(),
+                };
                 targets.insert(
                     TargetId {
                         port: port.name.clone(),
                         host: *host,
                     },
-                    spec.clone(),
+                    spec,
                 );
             }
         }
@@ -238,6 +256,17 @@ pub fn plan_with(
         }
     };
     let legacy_hosts = parse_hosts("spec.hosts", &spec.hosts, &mut errors);
+    if let Some(period) = spec.resolve_period_seconds {
+        errors.range(
+            "spec.resolvePeriodSeconds",
+            period.into(),
+            1,
+            MAX_SECONDS.into(),
+        );
+    }
+    let resolve_period = spec
+        .resolve_period_seconds
+        .unwrap_or(DEFAULT_RESOLVE_PERIOD_SECONDS);
 
     if spec.ports.is_empty() {
         errors.push("spec.ports", "must list at least one port");
@@ -286,6 +315,7 @@ pub fn plan_with(
             port,
             single,
             spec.period_seconds,
+            resolve_period,
             &legacy_hosts,
             &mut errors,
         ) {
@@ -322,7 +352,7 @@ pub fn plan_with(
             );
         }
     }
-    let targets: usize = ports.iter().map(|p| p.hosts.len()).sum();
+    let targets: usize = ports.iter().map(|p| p.hosts.len() + p.names.len()).sum();
     if targets > MAX_TARGETS_PER_OBJECT {
         errors.push(
             "spec.ports",
@@ -345,7 +375,8 @@ fn plan_port(
     port: &ClusterEndpointPort,
     single: bool,
     spec_period: i32,
-    legacy_hosts: &[IpAddr],
+    spec_resolve_period: i32,
+    legacy_hosts: &Hosts,
     errors: &mut Errors,
 ) -> Option<PortPlan> {
     let before = errors.0.len();
@@ -416,6 +447,14 @@ fn plan_port(
             ),
         );
     }
+    if let Some(period) = port.resolve_period_seconds {
+        errors.range(
+            &format!("{field}.resolvePeriodSeconds"),
+            period.into(),
+            1,
+            MAX_SECONDS.into(),
+        );
+    }
     let own_hosts = parse_hosts(&format!("{field}.hosts"), &port.hosts, errors);
     let hosts = if port.hosts.is_empty() {
         if legacy_hosts.is_empty() {
@@ -424,7 +463,7 @@ fn plan_port(
                 "must list at least one host (or set the legacy spec.hosts)",
             );
         }
-        legacy_hosts.to_vec()
+        legacy_hosts.clone()
     } else {
         own_hosts
     };
@@ -445,7 +484,11 @@ fn plan_port(
         protocol: port.protocol.clone(),
         port: port.port,
         target_port: u16::try_from(port.target_port).ok()?,
-        hosts,
+        hosts: hosts.addresses,
+        names: hosts.names,
+        resolve_period: seconds(port.resolve_period_seconds.unwrap_or(spec_resolve_period)),
+        named: BTreeMap::new(),
+        resolutions: BTreeMap::new(),
         denied: Vec::new(),
         probe,
         period: seconds(period),
@@ -988,8 +1031,65 @@ fn header(name: &str, value: &str) -> Result<(), (&'static str, String)> {
 /// by the prober's own rules, the same as the CRD's CEL rule for the former.
 pub use kube_endpoints_probe::{validate_host_header, validate_virtual_host};
 
+/// One host string: an IP literal or a DNS name.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Host {
+    Address(IpAddr),
+    Name(String),
+}
+
+/// The one check of a host string, the same as the CRD's `HOST_PATTERN`
+/// and `HOST_RULE`: an IP literal that can be an endpoint, or a lower-case
+/// RFC 1123 DNS name of at most `MAX_HOST_LENGTH` (100) characters (the prober's rule for
+/// virtual hosts, lower-case only) whose last label starts with a letter,
+/// so that no name reads as an IPv4 address elsewhere (`127.1`, `0x7f.1`).
+pub fn parse_host(host: &str) -> Result<Host, String> {
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return if is_endpoint_ip(&ip) {
+            Ok(Host::Address(ip))
+        } else {
+            Err(format!(
+                "{host} cannot be an endpoint: loopback, link-local, multicast and unspecified addresses are refused by Kubernetes"
+            ))
+        };
+    }
+    let not_a_host =
+        || format!("{host:?} is not an IPv4 or IPv6 address literal nor a lower-case DNS name");
+    if host.len() > MAX_HOST_LENGTH {
+        return Err(format!(
+            "must be at most {MAX_HOST_LENGTH} characters, got {}",
+            host.len()
+        ));
+    }
+    if host.starts_with('[') || host.bytes().any(|b| b.is_ascii_uppercase()) {
+        return Err(not_a_host());
+    }
+    validate_virtual_host(host).map_err(|why| format!("{} ({why})", not_a_host()))?;
+    let last = host.rsplit('.').next().unwrap_or(host);
+    if !last.starts_with(|c: char| c.is_ascii_lowercase()) {
+        return Err(format!(
+            "{} (its last label must start with a letter)",
+            not_a_host()
+        ));
+    }
+    Ok(Host::Name(host.to_string()))
+}
+
+/// A parsed host list: literals and names, each sorted and unique.
+#[derive(Clone, Debug, Default)]
+struct Hosts {
+    addresses: Vec<IpAddr>,
+    names: Vec<String>,
+}
+
+impl Hosts {
+    fn is_empty(&self) -> bool {
+        self.addresses.is_empty() && self.names.is_empty()
+    }
+}
+
 /// Parse, check and sort a host list; errors name the exact item.
-fn parse_hosts(field: &str, hosts: &[String], errors: &mut Errors) -> Vec<IpAddr> {
+fn parse_hosts(field: &str, hosts: &[String], errors: &mut Errors) -> Hosts {
     if hosts.len() > MAX_HOSTS {
         errors.push(
             field,
@@ -998,23 +1098,27 @@ fn parse_hosts(field: &str, hosts: &[String], errors: &mut Errors) -> Vec<IpAddr
     }
     let mut parsed = BTreeSet::new();
     for (i, host) in hosts.iter().enumerate() {
-        match host.parse::<IpAddr>() {
-            Ok(ip) if !is_endpoint_ip(&ip) => errors.push(
-                format!("{field}[{i}]"),
-                format!("{host} cannot be an endpoint: loopback, link-local, multicast and unspecified addresses are refused by Kubernetes"),
-            ),
-            Ok(ip) => {
-                if !parsed.insert(ip) {
-                    errors.push(format!("{field}[{i}]"), format!("duplicate host {host}"));
+        match parse_host(host) {
+            Ok(host) => {
+                if let Some(duplicate) = parsed.replace(host) {
+                    let shown = match duplicate {
+                        Host::Address(ip) => ip.to_string(),
+                        Host::Name(name) => name,
+                    };
+                    errors.push(format!("{field}[{i}]"), format!("duplicate host {shown}"));
                 }
             }
-            Err(_) => errors.push(
-                format!("{field}[{i}]"),
-                format!("{host:?} is not an IPv4 or IPv6 address literal"),
-            ),
+            Err(message) => errors.push(format!("{field}[{i}]"), message),
         }
     }
-    parsed.into_iter().collect()
+    let mut out = Hosts::default();
+    for host in parsed {
+        match host {
+            Host::Address(ip) => out.addresses.push(ip),
+            Host::Name(name) => out.names.push(name),
+        }
+    }
+    out
 }
 
 /// What EndpointSlice validation accepts as an endpoint address.

@@ -112,8 +112,14 @@ fn hosts_are_sorted_and_ipv6_accepted() {
 #[test]
 fn bad_hosts_are_rejected_naming_the_item() {
     for (host, needle) in [
-        ("db.example.com", "not an IPv4 or IPv6 address"),
-        ("10.0.0.300", "not an IPv4 or IPv6 address"),
+        ("127.1", "ends in a number"),
+        ("0x7f.1", "ends in a number"),
+        (
+            "x@db.example.com",
+            "not an IPv4 or IPv6 address literal nor a lower-case DNS name",
+        ),
+        ("DB.example.com", "lower-case DNS name"),
+        ("10.0.0.300", "ends in a number"),
         ("127.0.0.1", "loopback"),
         ("169.254.1.1", "link-local"),
         ("0.0.0.0", "unspecified"),
@@ -128,6 +134,13 @@ fn bad_hosts_are_rejected_naming_the_item() {
     let mut spec = wordpress();
     spec.ports[1].hosts = vec!["198.18.0.2".into(), "198.18.0.2".into()];
     assert_rejected(&spec, "spec.ports[1].hosts[1]", "duplicate host");
+    let mut spec = wordpress();
+    spec.ports[1].hosts = vec!["db.example.com".into(), "db.example.com".into()];
+    assert_rejected(
+        &spec,
+        "spec.ports[1].hosts[1]",
+        "duplicate host db.example.com",
+    );
     let mut spec = wordpress();
     spec.ports[1].hosts = (0..1001)
         .map(|i| format!("198.18.{}.{}", i / 250, i % 250 + 1))

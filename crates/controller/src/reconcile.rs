@@ -29,6 +29,7 @@ use crate::execute::execute;
 use crate::fail_open;
 use crate::first_verdicts;
 use crate::metrics::ReasonLabels;
+use crate::names;
 use crate::plan::{Plan, plan_with};
 use crate::policy;
 use crate::record;
@@ -76,6 +77,10 @@ async fn reconcile_inner(object: &DynamicObject, ctx: &Context) -> Result<Action
     let decoded = decode(object);
     let planned = admitted(ctx, object, &decoded, &key);
     let (spec, health) = match &planned {
+        Ok(plan) if names::pending(plan) => {
+            debug!(namespace = %key.namespace, name = %key.name, "waiting for the first resolution of its names");
+            return Ok(Action::requeue(names::PENDING_RECHECK));
+        }
         Ok(plan) => {
             let slices = service_slices(ctx, &owner);
             let endpoints = cached(&ctx.caches.endpoints, &owner);
@@ -179,6 +184,10 @@ fn admitted(
     };
     let plan =
         plan_with(&key.name, spec, &resolver).map_err(|invalid| NotInitialized::from(&invalid))?;
+    // Names become addresses before the budgets and the address policy
+    // see the plan: resolved addresses are judged exactly as literals.
+    let resolutions = ctx.resolver.sync(key, &names::wanted(&plan));
+    let plan = names::expand(plan, &resolutions);
     let claim = budget::claim(
         &object.metadata,
         decoded.status.as_ref(),

@@ -30,8 +30,10 @@ use crate::event_limit::{self, EventLimiter};
 use crate::events::{self, host_transition_event};
 use crate::fleet_guard::Change;
 use crate::metrics::{Metrics, ProbeObserver, TargetCounter, TransitionLabels};
+use crate::names;
 use crate::policy;
 use crate::reconcile;
+use crate::resolve::Resolver;
 use crate::watch_cache::{Cached, spawn_until_shutdown};
 
 #[derive(Debug, thiserror::Error)]
@@ -179,10 +181,12 @@ impl Scope {
         };
         let writer = reflector::store::Writer::new(resource.clone());
         let writer_store = writer.as_reader();
+        let (resolver, name_changes) = Resolver::new(shared.dns.clone(), settings.dns.bounds);
         let ctx = Arc::new(Context {
             client: client.clone(),
             resource: resource.clone(),
             scheduler: scheduler.clone(),
+            resolver: resolver.clone(),
             settings,
             caches,
             metrics: metrics.clone(),
@@ -234,8 +238,9 @@ impl Scope {
             )),
             tokio::spawn(reconcile_on_certificate_changes(
                 scheduler.certificate_changes(),
-                reactions,
+                reactions.clone(),
             )),
+            tokio::spawn(reconcile_on_name_changes(name_changes, reactions)),
         ];
         info!(group = %self.group, namespace = ns.unwrap_or("*"), "controller started");
         metrics.set_ready(true);
@@ -258,6 +263,7 @@ impl Scope {
             .for_each(|_| futures::future::ready(()))
             .await;
         scheduler.shutdown();
+        resolver.shutdown();
         drop(counter);
         for task in &reaction_tasks {
             task.abort();
@@ -380,7 +386,9 @@ async fn reconcile_on_range_changes(reactions: Reactions) {
                 continue;
             };
             let hosts = policy::hosts_of(&spec);
-            if policy::affected(&hosts, &reactions.ctx.settings.policy, &seen, &now)
+            // Names: their addresses are not in the spec; judge them anew.
+            if (names::lists_names(&spec)
+                || policy::affected(&hosts, &reactions.ctx.settings.policy, &seen, &now))
                 && let Ok(key) = CepKey::of(object.as_ref())
             {
                 reactions.reconcile(&key);
@@ -413,6 +421,19 @@ async fn reconcile_on_certificate_changes(
     while let Some(change) = changes.recv().await {
         if reactions.cached(&change.owner).is_some() {
             reactions.reconcile(&change.owner);
+        }
+    }
+}
+
+/// A DNS name an object lists resolved to other addresses, or started or
+/// stopped failing: reconcile the objects using it.
+async fn reconcile_on_name_changes(
+    mut changes: mpsc::UnboundedReceiver<CepKey>,
+    reactions: Reactions,
+) {
+    while let Some(key) = changes.recv().await {
+        if reactions.cached(&key).is_some() {
+            reactions.reconcile(&key);
         }
     }
 }

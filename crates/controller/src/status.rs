@@ -232,6 +232,9 @@ fn conditions(
         ready,
         hosts_allowed(synced.plan),
     ]
+    .into_iter()
+    .chain(crate::names::names_resolved(synced.plan))
+    .collect()
 }
 
 /// `HostsAllowed`: false while the address policy denies any listed host,
@@ -345,6 +348,7 @@ fn port_status(
         // Filled in by `certificates::fill`.
         certificates: Vec::new(),
         certificates_omitted: None,
+        names: crate::names::name_statuses(port, previous),
     }
 }
 

@@ -26,10 +26,40 @@ pub const CASES: &[Case] = &[
         plan_field: "spec.ports[0].hosts[0]",
     },
     Case {
-        what: "hostname",
-        spec: "  ports: [{name: a, port: 80, targetPort: 80, hosts: [db.example.com]}]",
+        what: "host name ending in a number (read as IPv4 by resolvers)",
+        spec: "  ports: [{name: a, port: 80, targetPort: 80, hosts: ['127.1']}]",
         admission: "spec.ports[0].hosts[0]",
         plan_field: "spec.ports[0].hosts[0]",
+    },
+    Case {
+        what: "host name ending in a hex number",
+        spec: "  ports: [{name: a, port: 80, targetPort: 80, hosts: [db.example.com, '0x7f.1']}]",
+        admission: "spec.ports[0].hosts[1]",
+        plan_field: "spec.ports[0].hosts[1]",
+    },
+    Case {
+        what: "host with a user part",
+        spec: "  hosts: ['x@db.example.com']\n  ports: [{name: a, port: 80, targetPort: 80}]",
+        admission: "spec.hosts[0]",
+        plan_field: "spec.hosts[0]",
+    },
+    Case {
+        what: "upper-case host name",
+        spec: "  ports: [{name: a, port: 80, targetPort: 80, hosts: [DB.example.com]}]",
+        admission: "spec.ports[0].hosts[0]",
+        plan_field: "spec.ports[0].hosts[0]",
+    },
+    Case {
+        what: "IPv6 look-alike",
+        spec: "  ports: [{name: a, port: 80, targetPort: 80, hosts: ['fd00::1::2']}]",
+        admission: "spec.ports[0].hosts[0]",
+        plan_field: "spec.ports[0].hosts[0]",
+    },
+    Case {
+        what: "resolve period",
+        spec: "  resolvePeriodSeconds: 0\n  ports: [{name: a, port: 80, targetPort: 80, hosts: [db.example.com]}]",
+        admission: "spec.resolvePeriodSeconds",
+        plan_field: "spec.resolvePeriodSeconds",
     },
     Case {
         what: "link-local",

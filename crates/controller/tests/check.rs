@@ -238,3 +238,48 @@ async fn a_reference_to_a_secret_is_reported_not_probed_without_it() {
     )
     .await;
 }
+
+/// Hosts given as DNS names are resolved (with `--dns-server`, here the
+/// testkit's DNS server) and each address probed, with the name as `Host`;
+/// a name that does not resolve is reported; a malformed one is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn names_are_resolved_probed_and_reported() {
+    let host = TestHost::create().await.expect("host");
+    let _backend = host
+        .start_backend_args(
+            BackendPorts::wordpress(),
+            vec!["--require-header".into(), "host:db.check.test".into()],
+        )
+        .await
+        .expect("backend");
+    let dns = kube_endpoints_testkit::DnsServer::start()
+        .await
+        .expect("DNS server");
+    dns.set("db.check.test", &[host.ipv4().into()], 30);
+    let ip = host.ipv4().to_string();
+    let yaml = "apiVersion: khulnasoft-lab.github.io/v1beta1\nkind: ClusterEndpoint\nmetadata: {name: db}\nspec:\n  ports:\n  - {name: web, port: 80, targetPort: 80, hosts: [db.check.test, gone.check.test], httpGet: {path: /auth}}\n";
+    let server = dns.addr().to_string();
+    let (out, text) = check(yaml, &["--dns-server", &server]).await;
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains(&format!("web: name db.check.test resolves to {ip}")),
+        "{text}"
+    );
+    assert!(
+        text.contains("web: name gone.check.test does not resolve"),
+        "{text}"
+    );
+    // `/auth` answers 200 only with `Host: db.check.test`.
+    let got: Vec<_> = rows(&text)
+        .into_iter()
+        .map(|(p, h, k, r, _)| (p, h, k, r))
+        .collect();
+    assert_eq!(
+        got,
+        [("web:80".into(), ip, "http".into(), "healthy".into())],
+        "{text}"
+    );
+
+    let bad = yaml.replace("gone.check.test", "'127.1'");
+    check_fails_saying(&bad, &["spec.ports[0].hosts[1]", "ends in a number"]).await;
+}

@@ -26,6 +26,7 @@
 pub mod controller;
 pub mod controlplane;
 pub mod crd;
+pub mod dns;
 pub mod http;
 pub mod netns;
 pub mod node;
@@ -37,6 +38,7 @@ use std::process::ExitStatus;
 use std::time::Duration;
 
 pub use controlplane::{ControlPlane, ControlPlaneOptions};
+pub use dns::DnsServer;
 pub use netns::{Backend, BackendPorts, Fault, Role, TestHost};
 
 /// Everything that can go wrong while setting up or driving a fixture. Each

@@ -485,3 +485,14 @@ pub async fn watched_namespace_with(name: &str, flags: &[&str]) -> (Client, Stri
     let controller = start_controller(&ns, flags).await;
     (client, ns, controller)
 }
+
+/// `controller` has sent no write to the API (its metrics say why not).
+pub async fn assert_wrote_nothing(controller: &Controller) {
+    let writes = controller.metric("kube_endpoints_api_writes_total").await;
+    assert_eq!(
+        writes,
+        0.0,
+        "the controller wrote to the API:\n{}",
+        controller.metrics().await
+    );
+}
