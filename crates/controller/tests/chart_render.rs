@@ -79,6 +79,8 @@ fn values_schema_rejects_bad_values() {
         ),
         ("probeCredentials.enabed=true", "a misspelt key"),
         ("fleetGuard.percent=101", "a share over 100 %"),
+        ("dns.minTtlSeconds=0", "a TTL floor the CLI refuses"),
+        ("dns.servers={db.example}", "a DNS server given by name"),
     ] {
         let out = helm(&["template", "t", chart, "--set", set]);
         assert!(!out.ok, "the schema accepted {why} ({set})");
@@ -444,10 +446,23 @@ fn deployment_is_hardened_and_its_args_parse() {
         )
     };
     assert_eq!(fleet_guard(&run), (50, 10, 30));
+    let dns = |run: &kube_endpoints::cli::RunArgs| {
+        let servers: Vec<String> = run.dns_servers.iter().map(ToString::to_string).collect();
+        (servers, run.dns_min_ttl, run.dns_max_ttl)
+    };
+    assert_eq!(dns(&run), (vec![], 5, 3600));
 
     let listed = objects(&render_all_features("rel", "ke-system", &[]));
     let run = parse(&args(&listed));
     assert_eq!(fleet_guard(&run), (60, 100, 20));
+    assert_eq!(
+        dns(&run),
+        (
+            vec!["198.18.0.53:53".to_string(), "[fd00:6b65::53]:5353".to_string()],
+            10,
+            600
+        )
+    );
     assert_eq!(run.groups, GROUPS);
     assert_eq!(run.namespaces, ["ke-chart-team-a", "ke-chart-team-b"]);
     assert!(!run.compat_endpoints);
