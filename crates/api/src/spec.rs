@@ -11,6 +11,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::ClusterEndpointStatus;
+use crate::HostEntry;
+use crate::host::host_list_schema;
 
 pub const DEFAULT_PERIOD_SECONDS: i32 = 10;
 pub const DEFAULT_TIMEOUT_SECONDS: i32 = 1;
@@ -25,11 +27,9 @@ pub const MAX_THRESHOLD: i32 = 1000;
 /// 1.1 million targets the list limits alone would allow do not.
 pub const MAX_TARGETS_PER_OBJECT: usize = 10_000;
 
-/// CEL rule text shared by `spec.hosts` and `spec.ports[].hosts`. `isGlobalUnicast`
-/// excludes exactly what EndpointSlice validation refuses (loopback,
-/// link-local, unspecified, multicast) while allowing private ranges.
-const HOST_RULE: &str = "isIP(self) && ip(self).isGlobalUnicast()";
-const HOST_MESSAGE: &str = "must be a unicast IPv4 or IPv6 address literal (e.g. 10.33.40.151 or fd00::1); loopback, link-local, multicast and unspecified addresses cannot be endpoints";
+/// Longest `sessionAffinityConfig.clientIP.timeoutSeconds` (a day, as the
+/// Service API allows).
+pub const MAX_SESSION_AFFINITY_SECONDS: i32 = 86_400;
 
 /// External hosts and ports that a selector-less Service should reach, with
 /// kubelet-style health checks per port.
@@ -61,23 +61,25 @@ const HOST_MESSAGE: &str = "must be a unicast IPv4 or IPv6 address literal (e.g.
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
     {
-        "rule": "self.ports.all(p, (has(p.hosts) && size(p.hosts) > 0)) || (has(self.hosts) && size(self.hosts) > 0)",
-        "message": "every port needs hosts: set spec.ports[].hosts, or the legacy spec.hosts for ports that list none",
-        "fieldPath": ".ports",
-        "reason": "FieldValueRequired"
-    },
-    {
         "rule": "self.ports.all(p, self.ports.filter(q, q.port == p.port && q.protocol == p.protocol).size() == 1)",
         "message": "spec.ports[].port must be unique per protocol: the Service cannot expose the same port and protocol twice",
         "fieldPath": ".ports",
         "reason": "FieldValueInvalid"
     },
-    // Budget (the controller checks the same in `plan`): one object cannot
-    // declare more targets than one controller should carry for it.
+    // No rule here can read `hosts`: a list whose items are strings or
+    // objects has no CEL type (see the `host` module), so "every port
+    // needs hosts" and the host-port budget are checked by the
+    // controller's `plan` only.
     {
-        "rule": "self.ports.map(p, ((has(p.hosts) && size(p.hosts) > 0) ? size(p.hosts) : (has(self.hosts) ? size(self.hosts) : 0)) * (1 + (has(p.additionalTargetPorts) ? size(p.additionalTargetPorts) : 0))).sum() <= 10000",
-        "message": "spec.ports: at most 10000 host-ports per object (the sum over ports of hosts × (1 + additionalTargetPorts)); split the hosts over several ClusterEndpoints",
-        "fieldPath": ".ports",
+        "rule": "!has(self.publishNotReadyAddresses) || !self.publishNotReadyAddresses || (has(self.clusterIP) && self.clusterIP == 'None')",
+        "message": "publishNotReadyAddresses is only for a headless Service (clusterIP: None)",
+        "fieldPath": ".publishNotReadyAddresses",
+        "reason": "FieldValueForbidden"
+    },
+    {
+        "rule": "!has(self.sessionAffinityConfig) || (has(self.sessionAffinity) && self.sessionAffinity == 'ClientIP')",
+        "message": "sessionAffinityConfig needs sessionAffinity: ClientIP",
+        "fieldPath": ".sessionAffinityConfig",
         "reason": "FieldValueForbidden"
     },
     {
@@ -101,11 +103,58 @@ pub struct ClusterEndpointSpec {
     /// Legacy (endpoints-operator 0.1): hosts used by every port that lists none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "host_list_schema")]
-    pub hosts: Vec<String>,
+    pub hosts: Vec<HostEntry>,
 
     /// The ports of the Service, each with its hosts and health check.
     #[schemars(length(min = 1, max = 100), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
     pub ports: Vec<ClusterEndpointPort>,
+
+    // Service passthrough: copied onto the Service as they are.
+    /// `None` (default) or `ClientIP`: the Service's session affinity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("enum" = ["None", "ClientIP"]))]
+    pub session_affinity: Option<String>,
+    /// With `sessionAffinity: ClientIP`: `{clientIP: {timeoutSeconds: N}}`
+    /// (1..86400; the Service's default is 10800).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_affinity_config: Option<SessionAffinityConfig>,
+    /// `Cluster` (default) or `Local`: the Service's internalTrafficPolicy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("enum" = ["Cluster", "Local"]))]
+    pub internal_traffic_policy: Option<String>,
+    /// `PreferClose`: kube-proxy prefers ready hosts of the client's zone
+    /// (using the zone hints written when every ready host has a zone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("enum" = ["PreferClose"]))]
+    pub traffic_distribution: Option<String>,
+    /// Labels set on the Service (merged: labels others set stay).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 64))]
+    pub service_labels: std::collections::BTreeMap<String, String>,
+    /// Annotations set on the Service (merged: annotations others set stay).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 64))]
+    pub service_annotations: std::collections::BTreeMap<String, String>,
+    /// Headless Services only: DNS publishes every host, ready or not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publish_not_ready_addresses: Option<bool>,
+}
+
+/// The Service's `sessionAffinityConfig`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema, Default)]
+pub struct SessionAffinityConfig {
+    #[serde(default, rename = "clientIP", skip_serializing_if = "Option::is_none")]
+    pub client_ip: Option<ClientIpConfig>,
+}
+
+/// How long a client sticks to one host.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientIpConfig {
+    /// Seconds, 1..86400 (Service default 10800).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 86400))]
+    pub timeout_seconds: Option<i32>,
 }
 
 /// One Service port, the external hosts behind it, and how they are probed.
@@ -164,10 +213,18 @@ pub struct ClusterEndpointPort {
     )]
     pub name: String,
 
-    /// External host IP literals serving this port (IPv4 or IPv6).
+    /// External hosts serving this port: IPv4 or IPv6 literals, or
+    /// objects `{address, zone, drain, priority, hostname}`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "host_list_schema")]
-    pub hosts: Vec<String>,
+    pub hosts: Vec<HostEntry>,
+
+    /// Extension: backups (hosts of `priority` 1 and up) are ready only
+    /// while fewer than this many primaries (priority 0) are ready.
+    /// Default 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub min_ready: Option<i32>,
 
     /// TCP, UDP or SCTP. Default TCP.
     #[serde(default = "default_protocol")]
@@ -682,21 +739,6 @@ pub struct SecretReference {
         regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
     )]
     pub name: String,
-}
-
-/// A set of IP literals, each checked by CEL; written by hand because schemars
-/// cannot attach extensions to list items.
-fn host_list_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-    schemars::json_schema!({
-        "type": "array",
-        "maxItems": MAX_HOSTS,
-        "x-kubernetes-list-type": "set",
-        "items": {
-            "type": "string",
-            "maxLength": 45,
-            "x-kubernetes-validations": [{"rule": HOST_RULE, "message": HOST_MESSAGE}]
-        }
-    })
 }
 
 fn default_period() -> i32 {

@@ -13,8 +13,8 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use kube_endpoints_api::{
-    ClusterEndpointPort, ClusterEndpointSpec, HttpGetHandler, MAX_HOSTS, MAX_PORTS, MAX_SECONDS,
-    MAX_TARGETS_PER_OBJECT, MAX_THRESHOLD, UdpData,
+    ClusterEndpointPort, ClusterEndpointSpec, DEFAULT_MIN_READY, HttpGetHandler, MAX_PORTS,
+    MAX_SECONDS, MAX_TARGETS_PER_OBJECT, MAX_THRESHOLD, UdpData,
 };
 use kube_endpoints_api::{
     ExpectedStatus, MAX_EXPECTED_STATUSES, MAX_HTTP_BODY, MAX_MATCH, MAX_PAYLOAD, Payload,
@@ -34,6 +34,8 @@ pub struct Plan {
     pub headless: bool,
     /// Sorted by name.
     pub ports: Vec<PortPlan>,
+    /// Fields copied onto the Service.
+    pub service: ServiceOptions,
 }
 
 /// A host the policy refuses, and why (the message names the range).
@@ -69,6 +71,11 @@ pub struct PortPlan {
     pub target_port: u16,
     /// Sorted, unique; probed and written.
     pub hosts: Vec<IpAddr>,
+    /// Per-host fields of the hosts that have any (zone, drain, priority,
+    /// hostname); a host not here has the defaults.
+    pub attributes: BTreeMap<IpAddr, HostAttributes>,
+    /// Backups are ready only while fewer primaries than this are ready.
+    pub min_ready: usize,
     /// Listed hosts the address policy refuses (see [`crate::policy`]):
     /// never probed, never written, only reported. Empty as `plan` makes it.
     pub denied: Vec<Denial>,
@@ -234,7 +241,9 @@ pub fn plan_with(
             false
         }
     };
-    let legacy_hosts = parse_hosts("spec.hosts", &spec.hosts, &mut errors);
+    let mut hostnames = Hostnames::default();
+    let legacy_hosts = parse_hosts("spec.hosts", &spec.hosts, &mut hostnames, &mut errors);
+    let service = plan_service(spec, headless, &mut errors);
 
     if spec.ports.is_empty() {
         errors.push("spec.ports", "must list at least one port");
@@ -284,6 +293,7 @@ pub fn plan_with(
             single,
             spec.period_seconds,
             &legacy_hosts,
+            &mut hostnames,
             &mut errors,
         ) {
             for (j, extra) in port.additional_target_ports.iter().enumerate() {
@@ -333,7 +343,11 @@ pub fn plan_with(
         return Err(InvalidSpec(errors.0));
     }
     ports.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(Plan { headless, ports })
+    Ok(Plan {
+        headless,
+        ports,
+        service,
+    })
 }
 
 fn plan_port(
@@ -341,7 +355,8 @@ fn plan_port(
     port: &ClusterEndpointPort,
     single: bool,
     spec_period: i32,
-    legacy_hosts: &[IpAddr],
+    legacy_hosts: &ParsedHosts,
+    hostnames: &mut Hostnames,
     errors: &mut Errors,
 ) -> Option<PortPlan> {
     let before = errors.0.len();
@@ -412,18 +427,20 @@ fn plan_port(
             ),
         );
     }
-    let own_hosts = parse_hosts(&format!("{field}.hosts"), &port.hosts, errors);
-    let hosts = if port.hosts.is_empty() {
-        if legacy_hosts.is_empty() {
+    let own_hosts = parse_hosts(&format!("{field}.hosts"), &port.hosts, hostnames, errors);
+    let ParsedHosts { hosts, attributes } = if port.hosts.is_empty() {
+        if legacy_hosts.hosts.is_empty() {
             errors.push(
                 format!("{field}.hosts"),
                 "must list at least one host (or set the legacy spec.hosts)",
             );
         }
-        legacy_hosts.to_vec()
+        legacy_hosts.clone()
     } else {
         own_hosts
     };
+    let min_ready = port.min_ready.unwrap_or(DEFAULT_MIN_READY);
+    errors.range(&format!("{field}.minReady"), min_ready.into(), 1, 1000);
     let probe = plan_probe(field, port, errors);
     let (probe_port, intervals) = plan_schedule(field, port, errors);
     if errors.0.len() != before {
@@ -442,6 +459,8 @@ fn plan_port(
         port: port.port,
         target_port: u16::try_from(port.target_port).ok()?,
         hosts,
+        attributes,
+        min_ready: usize::try_from(min_ready).ok()?,
         denied: Vec::new(),
         probe,
         period: seconds(period),
@@ -983,35 +1002,6 @@ fn header(name: &str, value: &str) -> Result<(), (&'static str, String)> {
 /// by the prober's own rules, the same as the CRD's CEL rule for the former.
 pub use kube_endpoints_probe::{validate_host_header, validate_virtual_host};
 
-/// Parse, check and sort a host list; errors name the exact item.
-fn parse_hosts(field: &str, hosts: &[String], errors: &mut Errors) -> Vec<IpAddr> {
-    if hosts.len() > MAX_HOSTS {
-        errors.push(
-            field,
-            format!("must have at most {MAX_HOSTS} entries, got {}", hosts.len()),
-        );
-    }
-    let mut parsed = BTreeSet::new();
-    for (i, host) in hosts.iter().enumerate() {
-        match host.parse::<IpAddr>() {
-            Ok(ip) if !is_endpoint_ip(&ip) => errors.push(
-                format!("{field}[{i}]"),
-                format!("{host} cannot be an endpoint: loopback, link-local, multicast and unspecified addresses are refused by Kubernetes"),
-            ),
-            Ok(ip) => {
-                if !parsed.insert(ip) {
-                    errors.push(format!("{field}[{i}]"), format!("duplicate host {host}"));
-                }
-            }
-            Err(_) => errors.push(
-                format!("{field}[{i}]"),
-                format!("{host:?} is not an IPv4 or IPv6 address literal"),
-            ),
-        }
-    }
-    parsed.into_iter().collect()
-}
-
 /// What EndpointSlice validation accepts as an endpoint address.
 pub fn is_endpoint_ip(ip: &IpAddr) -> bool {
     match ip {
@@ -1051,7 +1041,15 @@ fn is_dns1035_label(s: &str) -> bool {
 
 #[path = "plan_credentials.rs"]
 mod credentials;
+#[path = "plan_hosts.rs"]
+mod hosts;
+pub use hosts::{HostAttributes, is_label_value};
+use hosts::{Hostnames, ParsedHosts, parse_hosts};
+#[path = "plan_service.rs"]
+mod service;
 pub use credentials::{Deferred, Lookup, Resolve, Sensitive, SourceKind, references};
+pub use service::ServiceOptions;
+use service::plan_service;
 
 #[cfg(test)]
 #[path = "plan_tests.rs"]

@@ -130,7 +130,7 @@ fn bad_hosts_are_rejected_naming_the_item() {
     assert_rejected(&spec, "spec.ports[1].hosts[1]", "duplicate host");
     let mut spec = wordpress();
     spec.ports[1].hosts = (0..1001)
-        .map(|i| format!("198.18.{}.{}", i / 250, i % 250 + 1))
+        .map(|i| format!("198.18.{}.{}", i / 250, i % 250 + 1).into())
         .collect();
     assert_rejected(&spec, "spec.ports[1].hosts", "at most 1000");
 }
