@@ -215,6 +215,9 @@ fn incumbency_is_read_from_the_status() {
         denied: vec![],
         certificates: vec![],
         certificates_omitted: None,
+        drained: vec![],
+        drained_omitted: None,
+        backups_in_rotation: vec![],
     };
     let initialized = |ok: bool| Condition {
         type_: CONDITION_INITIALIZED.into(),

@@ -72,6 +72,9 @@ fn the_list_is_bounded() {
             denied: vec![],
             certificates: vec![],
             certificates_omitted: None,
+            drained: vec![],
+            drained_omitted: None,
+            backups_in_rotation: vec![],
         }],
         ..ClusterEndpointStatus::default()
     };

@@ -36,6 +36,7 @@ pub mod events;
 pub mod execute;
 pub mod fence;
 pub mod first_verdicts;
+pub mod host_report;
 pub mod host_roles;
 pub mod import;
 pub mod leader;

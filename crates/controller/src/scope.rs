@@ -193,6 +193,7 @@ impl Scope {
             event_limiter: EventLimiter::new(event_limit::BURST, event_limit::REFILL),
             credentials: credential_stores,
             announced_certificates: Default::default(),
+            announced_hosts: Default::default(),
         });
         // A budget freed elsewhere (another scope's object was deleted)
         // reconciles this scope's objects that now fit.

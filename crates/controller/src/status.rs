@@ -339,6 +339,9 @@ fn port_status(
         // Filled in by `certificates::fill`.
         certificates: Vec::new(),
         certificates_omitted: None,
+        drained: vec![],
+        drained_omitted: None,
+        backups_in_rotation: vec![],
     }
 }
 
