@@ -30,6 +30,7 @@ pub mod context;
 pub mod credentials;
 pub mod decode;
 pub mod diff;
+pub mod drain;
 pub mod error;
 pub mod event_limit;
 pub mod events;
