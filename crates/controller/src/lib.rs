@@ -49,6 +49,7 @@ pub mod reconcile;
 pub mod record;
 pub mod scope;
 pub mod server;
+pub mod service_metadata;
 pub mod status;
 mod watch_cache;
 pub mod writes;

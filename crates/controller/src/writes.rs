@@ -296,6 +296,8 @@ fn service_writes(desired: &Service, live: Option<&Service>, decision: &Ownershi
         // first, and the next reconcile judges one it finds).
         return vec![Write::Create(Object::Service(desired.clone()))];
     }
+    // Labels and annotations another manager set with other values stay theirs.
+    let desired = &crate::service_metadata::yield_foreign(desired, live);
     match apply_if_changed(live, desired, decision.clone(), Object::Service) {
         // Which ports survive the apply depends on who owns them, which
         // only the apply's answer tells: the prune is decided on that.

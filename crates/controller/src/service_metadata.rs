@@ -1,0 +1,181 @@
+//! The labels and annotations the spec asks for on the Service
+//! (`serviceLabels`, `serviceAnnotations`) are merged, never imposed: a
+//! key the live Service has with another value, set by another field
+//! manager, is left to that manager (pure). Our applies are forced (we own
+//! the Service's ports and type), so without this a forced apply would take
+//! such a key over.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+use crate::FIELD_MANAGER;
+
+/// `desired` without the labels and annotations that would overwrite
+/// another manager's value on `live`.
+pub fn yield_foreign(desired: &Service, live: Option<&Service>) -> Service {
+    let Some(live) = live else {
+        return desired.clone();
+    };
+    let mut out = desired.clone();
+    let meta = &live.metadata;
+    out.metadata.labels = keep_ours(
+        desired.metadata.labels.as_ref(),
+        meta.labels.as_ref(),
+        meta,
+        "f:labels",
+    );
+    out.metadata.annotations = keep_ours(
+        desired.metadata.annotations.as_ref(),
+        meta.annotations.as_ref(),
+        meta,
+        "f:annotations",
+    );
+    out
+}
+
+fn keep_ours(
+    desired: Option<&BTreeMap<String, String>>,
+    live: Option<&BTreeMap<String, String>>,
+    meta: &ObjectMeta,
+    field: &str,
+) -> Option<BTreeMap<String, String>> {
+    let kept: BTreeMap<String, String> = desired?
+        .iter()
+        .filter(|(key, value)| {
+            let theirs = live.and_then(|l| l.get(*key)).is_some_and(|v| v != *value);
+            !(theirs && owned_by_another(meta, field, key))
+        })
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    (!kept.is_empty()).then_some(kept)
+}
+
+/// What the Service cache keeps of managed fields: other managers' label
+/// and annotation keys only (the rest is never read, and dropping it saves
+/// much of each cached object's memory).
+pub fn trim_managed_fields(service: &mut Service) {
+    let Some(entries) = service.metadata.managed_fields.take() else {
+        return;
+    };
+    let kept: Vec<_> = entries
+        .into_iter()
+        .filter(|e| e.manager.as_deref() != Some(FIELD_MANAGER))
+        .filter_map(|mut e| {
+            let meta = e.fields_v1.as_ref()?.0.get("f:metadata")?;
+            let mut trimmed = serde_json::Map::new();
+            for field in ["f:labels", "f:annotations"] {
+                if let Some(v) = meta.get(field) {
+                    trimmed.insert(field.to_string(), v.clone());
+                }
+            }
+            if trimmed.is_empty() {
+                return None;
+            }
+            e.fields_v1 = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::FieldsV1(
+                serde_json::json!({"f:metadata": trimmed}),
+            ));
+            Some(
+                k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry {
+                    manager: e.manager,
+                    fields_v1: e.fields_v1,
+                    ..Default::default()
+                },
+            )
+        })
+        .collect();
+    service.metadata.managed_fields = (!kept.is_empty()).then_some(kept);
+}
+
+/// Whether a manager other than ours owns `metadata.<field>.<key>`.
+fn owned_by_another(meta: &ObjectMeta, field: &str, key: &str) -> bool {
+    meta.managed_fields.iter().flatten().any(|entry| {
+        entry.manager.as_deref() != Some(FIELD_MANAGER)
+            && entry
+                .fields_v1
+                .as_ref()
+                .and_then(|f| f.0.get("f:metadata"))
+                .and_then(|m| m.get(field))
+                .is_some_and(|m| m.get(format!("f:{key}")).is_some())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry};
+    use serde_json::json;
+
+    use super::*;
+
+    fn service(labels: &[(&str, &str)], managers: Vec<ManagedFieldsEntry>) -> Service {
+        Service {
+            metadata: ObjectMeta {
+                labels: Some(
+                    labels
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                ),
+                managed_fields: Some(managers),
+                ..ObjectMeta::default()
+            },
+            ..Service::default()
+        }
+    }
+
+    fn manager(name: &str, labels: &[&str]) -> ManagedFieldsEntry {
+        let fields: serde_json::Map<String, serde_json::Value> = labels
+            .iter()
+            .map(|l| (format!("f:{l}"), json!({})))
+            .collect();
+        ManagedFieldsEntry {
+            manager: Some(name.into()),
+            fields_v1: Some(FieldsV1(json!({"f:metadata": {"f:labels": fields}}))),
+            ..ManagedFieldsEntry::default()
+        }
+    }
+
+    #[test]
+    fn another_managers_value_is_not_overwritten_ours_is() {
+        let desired = service(&[("team", "db"), ("tier", "data"), ("new", "x")], vec![]);
+        let live = service(
+            &[("team", "old"), ("tier", "gold")],
+            vec![
+                manager(FIELD_MANAGER, &["team"]),
+                manager("someone-else", &["tier"]),
+            ],
+        );
+        let out = yield_foreign(&desired, Some(&live));
+        let labels = out.metadata.labels.expect("labels");
+        assert_eq!(
+            labels.get("team").map(String::as_str),
+            Some("db"),
+            "ours: updated"
+        );
+        assert_eq!(labels.get("tier"), None, "theirs: left alone");
+        assert_eq!(labels.get("new").map(String::as_str), Some("x"));
+        // The same value is shared, not fought over.
+        let same = service(
+            &[("tier", "data")],
+            vec![manager("someone-else", &["tier"])],
+        );
+        let out = yield_foreign(&desired, Some(&same));
+        assert_eq!(
+            out.metadata
+                .labels
+                .expect("labels")
+                .get("tier")
+                .map(String::as_str),
+            Some("data")
+        );
+        assert_eq!(yield_foreign(&desired, None), desired);
+        // What the cache keeps is enough to decide.
+        let mut cached = live.clone();
+        trim_managed_fields(&mut cached);
+        let kept = cached.metadata.managed_fields.clone().expect("kept");
+        assert_eq!(kept.len(), 1, "ours dropped: {kept:?}");
+        let out = yield_foreign(&desired, Some(&cached));
+        assert_eq!(out.metadata.labels.expect("labels").get("tier"), None);
+    }
+}
