@@ -102,6 +102,25 @@ pub fn list_port(port: &PortPlan, health: &BTreeMap<TargetId, Health>) -> PortLi
     listing
 }
 
+/// How `host` is listed beyond its probe verdict, for people (`check`):
+/// `drained`, `backup 1, standby`, `backup 1, in rotation`; `None` for a
+/// plain primary.
+pub fn role(port: &PortPlan, listing: &PortListing, host: IpAddr) -> Option<String> {
+    let attrs = attributes(port, host);
+    if attrs.drain {
+        return Some("drained".into());
+    }
+    if attrs.priority == 0 {
+        return None;
+    }
+    let state = if listing.promoted.contains(&host) {
+        "in rotation"
+    } else {
+        "standby"
+    };
+    Some(format!("backup {}, {state}", attrs.priority))
+}
+
 fn zone_hints_allowed(
     port: &PortPlan,
     in_rotation: &[IpAddr],
