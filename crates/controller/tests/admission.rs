@@ -147,7 +147,7 @@ async fn host_objects_are_checked_at_admission() {
   - {name: b, port: 81, targetPort: 81}";
     refused_and_admitted(
         "e2e-validation-hosts",
-        cases.into_iter().map(|(w, s, a)| (w, s, a)),
+        cases.into_iter(),
         ("hosts as strings and objects", "hosts-good", good),
     )
     .await;
