@@ -167,11 +167,16 @@ pub(crate) fn host_list_schema(_: &mut schemars::SchemaGenerator) -> schemars::S
             "pattern": HOST_PATTERN,
             "required": ["address"],
             "properties": {
-                "address": {"type": "string", "maxLength": 45, "pattern": HOST_PATTERN},
-                "zone": {"type": "string", "minLength": 1, "maxLength": 63, "pattern": ZONE_PATTERN},
-                "drain": {"type": "boolean"},
-                "priority": {"type": "integer", "format": "int32", "minimum": 0, "maximum": MAX_PRIORITY},
-                "hostname": {"type": "string", "minLength": 1, "maxLength": 63, "pattern": HOSTNAME_PATTERN}
+                "address": {"type": "string", "maxLength": 45, "pattern": HOST_PATTERN,
+                    "description": "The host's unicast IPv4 or IPv6 address literal (required in the object form)."},
+                "zone": {"type": "string", "minLength": 1, "maxLength": 63, "pattern": ZONE_PATTERN,
+                    "description": "Zone of the host: written as endpoints[].zone, and as a zone hint when every ready host has a zone and every zone a ready host."},
+                "drain": {"type": "boolean",
+                    "description": "Out of rotation on purpose: listed ready: false, serving: <probe verdict>, terminating: true. See `kube-endpoints drain`."},
+                "priority": {"type": "integer", "format": "int32", "minimum": 0, "maximum": MAX_PRIORITY,
+                    "description": "0 (default): a primary. 1 and up: a backup, ready only while fewer than the port's minReady hosts of lower priority are ready."},
+                "hostname": {"type": "string", "minLength": 1, "maxLength": 63, "pattern": HOSTNAME_PATTERN,
+                    "description": "A DNS label, unique within the object, written as endpoints[].hostname."}
             }
         }
     })
