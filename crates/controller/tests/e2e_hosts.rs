@@ -17,24 +17,10 @@ use kube_endpoints_api::{DrainedHost, GROUP, Phase};
 use serde_json::{Value, json};
 use support::*;
 
-async fn setup(test: &str) -> (Client, String, Controller) {
-    let client = client().await;
-    install_crd(&client, GROUP).await;
-    let ns = namespace(&client, test).await;
-    let controller = start_controller(&ns, &[]).await;
-    (client, ns, controller)
-}
-
 /// A ClusterEndpoint `name` with `spec` (periodSeconds 1 added).
 fn cep(name: &str, mut spec: Value) -> String {
     spec["periodSeconds"] = json!(1);
-    json!({
-        "apiVersion": format!("{GROUP}/v1beta1"),
-        "kind": "ClusterEndpoint",
-        "metadata": {"name": name},
-        "spec": spec,
-    })
-    .to_string()
+    cep_manifest(name, spec)
 }
 
 /// One HTTP-probed port (`/healthz` on 80, which `set_healthy` flips).
@@ -114,7 +100,7 @@ async fn admin_name(client: &Client) -> String {
 /// hosts works throughout.
 #[tokio::test(flavor = "multi_thread")]
 async fn drain_via_the_cli_leaves_the_host_terminating_and_undrain_restores_it() {
-    let (client, ns, _controller) = setup("e2e-hosts-drain").await;
+    let (client, ns, _controller) = watched_namespace("e2e-hosts-drain").await;
     let (h1, _b1) = host_with_backend().await;
     let (h2, _b2) = host_with_backend().await;
     let (ip1, ip2) = (h1.ipv4().to_string(), h2.ipv4().to_string());
@@ -196,7 +182,7 @@ async fn drain_via_the_cli_leaves_the_host_terminating_and_undrain_restores_it()
 /// host without a zone, means no hints at all.
 #[tokio::test(flavor = "multi_thread")]
 async fn zones_give_hints_only_when_every_zone_keeps_a_ready_host() {
-    let (client, ns, _controller) = setup("e2e-hosts-zones").await;
+    let (client, ns, _controller) = watched_namespace("e2e-hosts-zones").await;
     let (h1, _b1) = host_with_backend().await;
     let (h2, b2) = host_with_backend().await;
     let (ip1, ip2) = (h1.ipv4().to_string(), h2.ipv4().to_string());
@@ -271,7 +257,7 @@ async fn zones_give_hints_only_when_every_zone_keeps_a_ready_host() {
 /// lists the backup in rotation while it is.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_backup_is_ready_only_while_the_primary_fails() {
-    let (client, ns, _controller) = setup("e2e-hosts-backup").await;
+    let (client, ns, _controller) = watched_namespace("e2e-hosts-backup").await;
     let (h1, b1) = host_with_backend().await;
     let (h2, _b2) = host_with_backend().await;
     let (ip1, ip2) = (h1.ipv4().to_string(), h2.ipv4().to_string());
@@ -319,7 +305,7 @@ async fn a_backup_is_ready_only_while_the_primary_fails() {
 /// manager owns with another value is not taken over.
 #[tokio::test(flavor = "multi_thread")]
 async fn passthrough_fields_appear_on_the_service_and_others_labels_survive() {
-    let (client, ns, _controller) = setup("e2e-hosts-service").await;
+    let (client, ns, _controller) = watched_namespace("e2e-hosts-service").await;
     let (h1, _b1) = host_with_backend().await;
     let ip1 = h1.ipv4().to_string();
     let spec = |team: &str| {
@@ -343,15 +329,24 @@ async fn passthrough_fields_appear_on_the_service_and_others_labels_survive() {
     })
     .await;
     let s = svc.spec.clone().expect("spec");
-    assert_eq!(s.session_affinity.as_deref(), Some("ClientIP"));
-    assert_eq!(
-        s.session_affinity_config
-            .and_then(|c| c.client_ip)
-            .and_then(|c| c.timeout_seconds),
-        Some(600)
+    let timeout = s
+        .session_affinity_config
+        .and_then(|c| c.client_ip?.timeout_seconds);
+    let fields = (
+        s.session_affinity.as_deref(),
+        timeout,
+        s.internal_traffic_policy.as_deref(),
+        s.traffic_distribution.as_deref(),
     );
-    assert_eq!(s.internal_traffic_policy.as_deref(), Some("Local"));
-    assert_eq!(s.traffic_distribution.as_deref(), Some("PreferClose"));
+    assert_eq!(
+        fields,
+        (
+            Some("ClientIP"),
+            Some(600),
+            Some("Local"),
+            Some("PreferClose")
+        )
+    );
     assert_eq!(
         svc.annotations()
             .get("example.com/owner")

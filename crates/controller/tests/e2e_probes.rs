@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use kube::Client;
 use kube_endpoints_api::GROUP;
 use kube_endpoints_testkit::netns::{Backend, BackendPorts, Role, TestHost};
-use serde_json::{Value, json};
+use serde_json::json;
 use support::*;
 
 /// Which hosts the slices list ready, per port name: (port, host) → ready.
@@ -79,26 +79,6 @@ async fn unhealthy_message(
     .await
 }
 
-fn manifest(name: &str, spec: Value) -> String {
-    json!({
-        "apiVersion": format!("{GROUP}/v1beta1"),
-        "kind": "ClusterEndpoint",
-        "metadata": {"name": name},
-        "spec": spec,
-    })
-    .to_string()
-}
-
-/// A namespace of its own with a controller watching it (kept running
-/// while the returned handle lives).
-async fn watched_namespace(name: &str) -> (Client, String, Controller) {
-    let client = client().await;
-    install_crd(&client, GROUP).await;
-    let ns = namespace(&client, name).await;
-    let controller = start_controller(&ns, &[]).await;
-    (client, ns, controller)
-}
-
 async fn two_hosts(ports: BackendPorts) -> ([TestHost; 2], [Backend; 2], [String; 2]) {
     let (h1, b1) = host_with(ports.clone()).await;
     let (h2, b2) = host_with(ports).await;
@@ -137,7 +117,7 @@ async fn a_primary_only_service_follows_the_primary() {
             }
         ]
     });
-    must_apply(&client, &ns, GROUP, &manifest("pg", spec)).await;
+    must_apply(&client, &ns, GROUP, &cep_manifest("pg", spec)).await;
     let ports = ["pg", "pg-role"];
     wait_readiness(&client, &ns, "pg", &expect(&ports, &first, &second)).await;
 
@@ -200,7 +180,7 @@ async fn tcp_send_and_expect_judge_the_reply() {
             }
         ]
     });
-    must_apply(&client, &ns, GROUP, &manifest("redis", spec)).await;
+    must_apply(&client, &ns, GROUP, &cep_manifest("redis", spec)).await;
     wait_readiness(
         &client,
         &ns,
@@ -237,7 +217,7 @@ async fn a_regex_that_does_not_compile_is_reported_naming_the_field() {
             "httpGet": {"path": "/", "bodyMatch": {"regex": "(s3cr3t"}}
         }]
     });
-    must_apply(&client, &ns, GROUP, &manifest("web", spec)).await;
+    must_apply(&client, &ns, GROUP, &cep_manifest("web", spec)).await;
     let field = "spec.ports[0].httpGet.bodyMatch.regex";
     let message = eventually("Initialized=False naming the regex", || async {
         let status = get_cep(&client, &ns, GROUP, "web").await?.status?;

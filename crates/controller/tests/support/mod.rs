@@ -186,6 +186,27 @@ pub fn example(file: &str, group: &str, hosts: &[String], period: u32) -> String
     serde_json::to_string(&cep).expect("JSON")
 }
 
+/// A ClusterEndpoint `name` of our group with `spec`, as JSON text.
+pub fn cep_manifest(name: &str, spec: Value) -> String {
+    json!({
+        "apiVersion": format!("{}/v1beta1", kube_endpoints_api::GROUP),
+        "kind": "ClusterEndpoint",
+        "metadata": {"name": name},
+        "spec": spec,
+    })
+    .to_string()
+}
+
+/// A namespace of its own with a controller watching it (kept running
+/// while the returned handle lives), the CRD of our group installed.
+pub async fn watched_namespace(name: &str) -> (Client, String, Controller) {
+    let client = client().await;
+    install_crd(&client, kube_endpoints_api::GROUP).await;
+    let ns = namespace(&client, name).await;
+    let controller = start_controller(&ns, &[]).await;
+    (client, ns, controller)
+}
+
 /// A fresh namespace for one test.
 pub async fn namespace(client: &Client, name: &str) -> String {
     let namespaces: Api<Namespace> = Api::all(client.clone());
