@@ -541,3 +541,49 @@ async fn a_controller_failover_drops_no_connection() {
     );
     wait_programmed(node, &ns, "web", ("http", "tcp"), &endpoints).await;
 }
+
+/// `kube-endpoints drain` takes a healthy host out of kube-proxy's
+/// rotation (listed terminating: no new connection reaches it, 100 in a
+/// row all go to the other host); `undrain` brings it back.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_drained_host_gets_no_new_connection() {
+    let node = node();
+    let w = world("dp-drain", node).await;
+    let [a1, a2] = w.addrs;
+    let (vip, [e1, e2]) = serve_http(&w.client, &w.ns, node, "web", [a1, a2]).await;
+    assert_spread(node, Proto::Http, vip, &[a1, a2]).await;
+
+    let drain = |verb: &'static str| {
+        let ns = w.ns.clone();
+        async move {
+            let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_kube-endpoints"))
+                .args([verb, "web", &a2.to_string(), "-n", &ns, "--kubeconfig"])
+                .arg(control_plane().kubeconfig_path())
+                .output()
+                .await
+                .expect("the CLI runs");
+            assert!(
+                out.status.success(),
+                "{verb}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    };
+    drain("drain").await;
+    wait_slice_ready(&w.client, &w.ns, "web", a2, false).await;
+    wait_programmed(node, &w.ns, "web", ("http", "tcp"), &[e1]).await;
+    let attempts = node
+        .ask(Proto::Http, vip, 100)
+        .await
+        .expect("ke-client runs");
+    assert_eq!(
+        answers(&attempts, "100 connections with a2 drained"),
+        BTreeMap::from([(a1, 100)]),
+        "no new connection reaches the drained host"
+    );
+
+    drain("undrain").await;
+    wait_slice_ready(&w.client, &w.ns, "web", a2, true).await;
+    wait_programmed(node, &w.ns, "web", ("http", "tcp"), &[e1, e2]).await;
+    assert_spread(node, Proto::Http, vip, &[a1, a2]).await;
+}
