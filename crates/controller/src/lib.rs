@@ -31,6 +31,7 @@ pub mod credentials;
 pub mod decode;
 pub mod diff;
 pub mod drain;
+pub mod dropped_fields;
 pub mod error;
 pub mod event_limit;
 pub mod events;

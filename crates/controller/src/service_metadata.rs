@@ -52,29 +52,38 @@ fn keep_ours(
     (!kept.is_empty()).then_some(kept)
 }
 
-/// What the Service cache keeps of managed fields: other managers' label
-/// and annotation keys only (the rest is never read, and dropping it saves
-/// much of each cached object's memory).
+/// What the Service cache keeps of managed fields: who owns which label
+/// and annotation key and which passthrough field of the spec (see
+/// [`crate::dropped_fields`]); the rest is never read, and dropping it
+/// saves much of each cached object's memory.
 pub fn trim_managed_fields(service: &mut Service) {
     let Some(entries) = service.metadata.managed_fields.take() else {
         return;
     };
     let kept: Vec<_> = entries
         .into_iter()
-        .filter(|e| e.manager.as_deref() != Some(FIELD_MANAGER))
         .filter_map(|mut e| {
-            let meta = e.fields_v1.as_ref()?.0.get("f:metadata")?;
+            let fields = &e.fields_v1.as_ref()?.0;
+            let pick = |part: &str, keys: &[&str]| {
+                let from = fields.get(part)?.as_object()?;
+                let picked: serde_json::Map<_, _> = keys
+                    .iter()
+                    .filter_map(|k| Some(((*k).to_string(), from.get(*k)?.clone())))
+                    .collect();
+                (!picked.is_empty()).then_some(picked)
+            };
             let mut trimmed = serde_json::Map::new();
-            for field in ["f:labels", "f:annotations"] {
-                if let Some(v) = meta.get(field) {
-                    trimmed.insert(field.to_string(), v.clone());
-                }
+            if let Some(m) = pick("f:metadata", &["f:labels", "f:annotations"]) {
+                trimmed.insert("f:metadata".into(), m.into());
+            }
+            if let Some(s) = pick("f:spec", &crate::dropped_fields::PASSTHROUGH_SPEC_FIELDS) {
+                trimmed.insert("f:spec".into(), s.into());
             }
             if trimmed.is_empty() {
                 return None;
             }
             e.fields_v1 = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::FieldsV1(
-                serde_json::json!({"f:metadata": trimmed}),
+                serde_json::Value::Object(trimmed),
             ));
             Some(
                 k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry {
@@ -174,7 +183,7 @@ mod tests {
         let mut cached = live.clone();
         trim_managed_fields(&mut cached);
         let kept = cached.metadata.managed_fields.clone().expect("kept");
-        assert_eq!(kept.len(), 1, "ours dropped: {kept:?}");
+        assert_eq!(kept.len(), 2, "{kept:?}");
         let out = yield_foreign(&desired, Some(&cached));
         assert_eq!(out.metadata.labels.expect("labels").get("tier"), None);
     }

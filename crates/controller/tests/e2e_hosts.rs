@@ -250,6 +250,22 @@ async fn zones_give_hints_only_when_every_zone_keeps_a_ready_host() {
     let all = endpoints_of(&client, &ns, "partly").await;
     assert_eq!(all[&ip1].zone.as_deref(), Some("zone-a"));
     assert!(all.values().all(|e| e.hints.is_none()), "{all:?}");
+
+    // Zones taken off the hosts: zones and hints leave the slices (no
+    // condition changes, so only the dropped fields call for the write).
+    must_apply(
+        &client,
+        &ns,
+        GROUP,
+        &cep("zoned", json!({"ports": http_port(json!([ip1, ip2]))})),
+    )
+    .await;
+    eventually("zones and hints gone", || async {
+        let all = endpoints_of(&client, &ns, "zoned").await;
+        (all.len() == 2 && all.values().all(|e| e.zone.is_none() && e.hints.is_none()))
+            .then_some(())
+    })
+    .await;
 }
 
 /// A backup (priority 1) is ready only while the primary fails; it steps
@@ -385,6 +401,25 @@ async fn passthrough_fields_appear_on_the_service_and_others_labels_survive() {
             .get("example.com/audit")
             .map(String::as_str),
         Some("yes")
+    );
+
+    // Taken out of the spec: gone from the Service (theirs stay).
+    let plain = json!({"ports": [{"name": "p", "port": 80, "targetPort": 80, "hosts": [ip1]}]});
+    must_apply(&client, &ns, GROUP, &cep("svc", plain)).await;
+    let svc = eventually("our fields to be removed", || async {
+        let svc = service(&client, &ns, "svc").await?;
+        let spec = svc.spec.clone()?;
+        let gone = !svc.labels().contains_key("team")
+            && !svc.annotations().contains_key("example.com/owner")
+            && spec.session_affinity.as_deref() == Some("None")
+            && spec.traffic_distribution.is_none();
+        gone.then_some(svc)
+    })
+    .await;
+    assert!(
+        has(&svc, "owner", "platform") && has(&svc, "tier", "gold"),
+        "{:?}",
+        svc.labels()
     );
 
     // publishNotReadyAddresses on a headless Service.
