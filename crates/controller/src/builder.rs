@@ -583,15 +583,13 @@ pub fn seed_from_slices<'a>(
             continue;
         };
         for endpoint in &slice.endpoints {
-            // A drained host is listed terminating: its probe verdict is
-            // `serving`, not `ready`.
+            // The probe verdict is `serving`: the same as `ready` but for a
+            // drained host (terminating) and a backup on standby, which are
+            // not ready whatever their verdict ([`crate::host_roles`]).
             let conditions = endpoint.conditions.as_ref();
-            let verdict = if conditions.and_then(|c| c.terminating) == Some(true) {
-                conditions.and_then(|c| c.serving)
-            } else {
-                conditions.and_then(|c| c.ready)
-            };
-            let ready = verdict.unwrap_or(false);
+            let ready = conditions
+                .and_then(|c| c.serving.or(c.ready))
+                .unwrap_or(false);
             for address in &endpoint.addresses {
                 if let Ok(host) = address.parse() {
                     let id = TargetId {

@@ -6,7 +6,12 @@
 //!   probe's verdict stays visible.
 //! - Backups (priority 1 and up) are promoted tier by tier, lowest number
 //!   first, while fewer than `minReady` hosts of the tiers above are ready.
-//!   A tier not promoted is on standby: `ready: false, serving: false`.
+//!   A tier not promoted is on standby: `ready: false, serving: <probe
+//!   verdict>, terminating: false`. kube-proxy sends traffic only to ready
+//!   endpoints (and, when none is, to serving *terminating* ones), so a
+//!   standby gets none; `serving` records its verdict, which a restarted
+//!   controller seeds from (see `builder::seed_from_slices`) so that a
+//!   restart writes nothing.
 //! - Zone hints (`hints.forZones` = the host's own zone) are written when
 //!   every ready host has a zone and every zone of the hosts in rotation
 //!   keeps at least one ready host; otherwise none. kube-proxy
@@ -79,7 +84,8 @@ pub fn list_port(port: &PortPlan, health: &BTreeMap<TargetId, Health>) -> PortLi
     for (priority, hosts) in tiers {
         let active = priority == 0 || ready_above < port.min_ready;
         for host in hosts {
-            let ready = active && passing(host);
+            let verdict = passing(host);
+            let ready = active && verdict;
             ready_above += usize::from(ready);
             if active {
                 in_rotation.push(host);
@@ -91,7 +97,7 @@ pub fn list_port(port: &PortPlan, health: &BTreeMap<TargetId, Health>) -> PortLi
                 host,
                 Listing {
                     ready,
-                    serving: ready,
+                    serving: verdict,
                     terminating: false,
                 },
             );

@@ -66,7 +66,7 @@ fn a_backup_is_ready_only_while_too_few_primaries_are() {
     let plan = one_port(hosts, json!({}));
     let port = &plan.ports[0];
     let primary_up = list_port(port, &health(&plan, &[]));
-    assert_eq!(conditions(&primary_up, "198.18.0.9"), (false, false, false));
+    assert_eq!(conditions(&primary_up, "198.18.0.9"), (false, true, false));
     assert!(primary_up.promoted.is_empty());
     let primary_down = list_port(port, &health(&plan, &["198.18.0.1"]));
     assert_eq!(conditions(&primary_down, "198.18.0.9"), (true, true, false));

@@ -287,8 +287,8 @@ async fn a_backup_is_ready_only_while_the_primary_fails() {
     .await;
     wait_conditions(&client, &ns, "db", &ip1, conditions(true, true, false)).await;
     wait_phase(&client, &ns, GROUP, "db", Phase::Healthy).await;
-    // The backup passes its probes but stays on standby.
-    wait_conditions(&client, &ns, "db", &ip2, conditions(false, false, false)).await;
+    // The backup passes its probes but stays on standby (serving says so).
+    wait_conditions(&client, &ns, "db", &ip2, conditions(false, true, false)).await;
 
     b1.set_healthy(false).expect("primary fails");
     wait_conditions(&client, &ns, "db", &ip2, conditions(true, true, false)).await;
@@ -302,7 +302,7 @@ async fn a_backup_is_ready_only_while_the_primary_fails() {
 
     b1.set_healthy(true).expect("primary returns");
     wait_conditions(&client, &ns, "db", &ip1, conditions(true, true, false)).await;
-    wait_conditions(&client, &ns, "db", &ip2, conditions(false, false, false)).await;
+    wait_conditions(&client, &ns, "db", &ip2, conditions(false, true, false)).await;
     wait_event(&client, &ns, "db", "BackupDemoted", &ip2).await;
     eventually("the status to list no backup in rotation", || async {
         let cep = get_cep(&client, &ns, GROUP, "db").await?;
@@ -434,4 +434,76 @@ async fn passthrough_fields_appear_on_the_service_and_others_labels_survive() {
         },
     )
     .await;
+}
+
+/// Drained hosts, a standby backup, zones, hints, hostnames and the
+/// passthrough fields change nothing while nothing changes: no write in
+/// several probe rounds, and none (not even an Event) from a restarted
+/// controller, which seeds every host from the slices.
+#[tokio::test(flavor = "multi_thread")]
+async fn per_host_fields_cause_no_steady_writes_and_none_after_a_restart() {
+    let (client, ns, controller) = watched_namespace("e2e-hosts-steady").await;
+    let (h1, _b1) = host_with_backend().await;
+    let (h2, _b2) = host_with_backend().await;
+    let (h3, _b3) = host_with_backend().await;
+    let [ip1, ip2, ip3] = [&h1, &h2, &h3].map(|h| h.ipv4().to_string());
+    let hosts = json!([
+        {"address": ip1, "zone": "zone-a", "hostname": "db-1"},
+        {"address": ip2, "zone": "zone-a", "drain": true},
+        {"address": ip3, "zone": "zone-b", "priority": 1},
+    ]);
+    let spec = json!({"ports": http_port(hosts), "serviceLabels": {"team": "db"},
+        "sessionAffinity": "ClientIP", "trafficDistribution": "PreferClose"});
+    must_apply(&client, &ns, GROUP, &cep("db", spec)).await;
+    wait_conditions(&client, &ns, "db", &ip1, conditions(true, true, false)).await;
+    wait_conditions(&client, &ns, "db", &ip2, conditions(false, true, true)).await;
+    wait_conditions(&client, &ns, "db", &ip3, conditions(false, true, false)).await;
+    wait_phase(&client, &ns, GROUP, "db", Phase::Healthy).await;
+    wait_event(&client, &ns, "db", "HostDrained", &ip2).await;
+
+    // Steady: three more probes of every host write nothing.
+    let metric = |name: &'static str| controller.metric(name);
+    let (writes, probes) = (
+        metric("kube_endpoints_api_writes_total").await,
+        metric("kube_endpoints_probes_total").await,
+    );
+    eventually("three more probe rounds", || async {
+        (metric("kube_endpoints_probes_total").await >= probes + 9.0).then_some(())
+    })
+    .await;
+    assert_eq!(
+        metric("kube_endpoints_api_writes_total").await,
+        writes,
+        "writes while nothing changed:\n{}",
+        controller.metrics().await
+    );
+
+    // Restart: the new process reconciles, probes every host twice, and
+    // writes nothing.
+    let versions = || resource_versions(&client, &ns, GROUP, "db");
+    let before = versions().await;
+    let events_before = events(&client, &ns, "db").await.len();
+    controller.kill().await;
+    let restarted = start_controller(&ns, &[]).await;
+    eventually(
+        "the restarted controller to reconcile and probe",
+        || async {
+            let reconciled = restarted.metric("kube_endpoints_reconciles_total").await >= 1.0;
+            let probed = restarted.metric("kube_endpoints_probes_total").await >= 6.0;
+            (reconciled && probed).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        restarted.metric("kube_endpoints_api_writes_total").await,
+        0.0,
+        "the restarted controller wrote:\n{}",
+        restarted.metrics().await
+    );
+    assert_eq!(versions().await, before, "resourceVersions changed");
+    assert_eq!(
+        events(&client, &ns, "db").await.len(),
+        events_before,
+        "no Event repeated"
+    );
 }
