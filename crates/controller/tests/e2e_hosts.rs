@@ -507,3 +507,52 @@ async fn per_host_fields_cause_no_steady_writes_and_none_after_a_restart() {
         "no Event repeated"
     );
 }
+
+/// What admission cannot check about a host object (an unknown field: the
+/// items of `hosts` preserve unknown fields) is refused by the controller,
+/// naming the field on the object's status; its other objects are served.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bad_host_object_is_reported_naming_the_field() {
+    let (client, ns, _controller) = watched_namespace("e2e-hosts-bad").await;
+    let (h1, _b1) = host_with_backend().await;
+    let ip1 = h1.ipv4().to_string();
+    let bad = json!([ip1, {"address": "198.18.0.2", "zones": "a"}]);
+    must_apply(
+        &client,
+        &ns,
+        GROUP,
+        &cep("bad", json!({"ports": http_port(bad)})),
+    )
+    .await;
+    must_apply(
+        &client,
+        &ns,
+        GROUP,
+        &cep("good", json!({"ports": http_port(json!([ip1]))})),
+    )
+    .await;
+    // Read untyped: the object does not decode into our types.
+    let api: Api<kube::core::DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        &ns,
+        &kube_endpoints_api::api_resource(GROUP),
+    );
+    let message = eventually("the bad object to report Initialized=False", || async {
+        let object = api.get_opt("bad").await.ok()??;
+        let conditions = object
+            .data
+            .pointer("/status/conditions")?
+            .as_array()?
+            .clone();
+        conditions
+            .iter()
+            .find(|c| c["type"] == "Initialized" && c["status"] == "False")
+            .and_then(|c| c["message"].as_str().map(String::from))
+    })
+    .await;
+    assert!(
+        message.contains("spec.ports[0].hosts[1].zones"),
+        "{message}"
+    );
+    wait_phase(&client, &ns, GROUP, "good", Phase::Healthy).await;
+}
