@@ -457,6 +457,15 @@ pub fn endpoints(owner: &Owner, plan: &Plan, health: &BTreeMap<TargetId, Health>
     }
 }
 
+/// Every address of a subset, ready ones first.
+pub fn subset_addresses(subset: &EndpointSubset) -> impl Iterator<Item = &EndpointAddress> {
+    subset
+        .addresses
+        .iter()
+        .flatten()
+        .chain(subset.not_ready_addresses.iter().flatten())
+}
+
 /// Keep at most `max` addresses over all subsets, as the Kubernetes
 /// endpoints controller does (`truncateEndpoints`): ready addresses first;
 /// each subset keeps a share proportional to its size (rounded up, in

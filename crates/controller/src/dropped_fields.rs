@@ -91,12 +91,7 @@ pub fn endpoints_drop_fields(desired: &Endpoints, live: &Endpoints) -> bool {
         e.subsets
             .iter()
             .flatten()
-            .flat_map(|s| {
-                s.addresses
-                    .iter()
-                    .flatten()
-                    .chain(s.not_ready_addresses.iter().flatten())
-            })
+            .flat_map(crate::builder::subset_addresses)
             .map(|a| (a.ip.clone(), a.hostname.is_some()))
             .collect()
     };

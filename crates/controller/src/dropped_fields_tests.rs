@@ -1,32 +1,17 @@
 use k8s_openapi::api::core::v1::ServiceSpec;
 use k8s_openapi::api::discovery::v1::Endpoint;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry, ObjectMeta};
 use serde_json::json;
 
 use super::*;
+use crate::testing::{labelled_service, managed};
 
 fn service(labels: &[(&str, &str)], affinity: Option<&str>, ours: Value) -> Service {
-    Service {
-        metadata: ObjectMeta {
-            labels: Some(
-                labels
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect(),
-            ),
-            managed_fields: Some(vec![ManagedFieldsEntry {
-                manager: Some(FIELD_MANAGER.into()),
-                fields_v1: Some(FieldsV1(ours)),
-                ..ManagedFieldsEntry::default()
-            }]),
-            ..ObjectMeta::default()
-        },
-        spec: Some(ServiceSpec {
-            session_affinity: affinity.map(Into::into),
-            ..ServiceSpec::default()
-        }),
-        ..Service::default()
-    }
+    let mut service = labelled_service(labels, vec![managed(FIELD_MANAGER, ours)]);
+    service.spec = Some(ServiceSpec {
+        session_affinity: affinity.map(Into::into),
+        ..ServiceSpec::default()
+    });
+    service
 }
 
 #[test]

@@ -112,37 +112,18 @@ fn owned_by_another(meta: &ObjectMeta, field: &str, key: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
     use serde_json::json;
 
     use super::*;
-
-    fn service(labels: &[(&str, &str)], managers: Vec<ManagedFieldsEntry>) -> Service {
-        Service {
-            metadata: ObjectMeta {
-                labels: Some(
-                    labels
-                        .iter()
-                        .map(|(k, v)| (k.to_string(), v.to_string()))
-                        .collect(),
-                ),
-                managed_fields: Some(managers),
-                ..ObjectMeta::default()
-            },
-            ..Service::default()
-        }
-    }
+    use crate::testing::{labelled_service as service, managed};
 
     fn manager(name: &str, labels: &[&str]) -> ManagedFieldsEntry {
         let fields: serde_json::Map<String, serde_json::Value> = labels
             .iter()
             .map(|l| (format!("f:{l}"), json!({})))
             .collect();
-        ManagedFieldsEntry {
-            manager: Some(name.into()),
-            fields_v1: Some(FieldsV1(json!({"f:metadata": {"f:labels": fields}}))),
-            ..ManagedFieldsEntry::default()
-        }
+        managed(name, json!({"f:metadata": {"f:labels": fields}}))
     }
 
     #[test]

@@ -311,20 +311,31 @@ async fn a_stopped_backend_leaves_and_returns(node: &Node, test: &str) {
     w.hosts[1].1.stop().await.expect("backend 2 stops");
     wait_slice_ready(&w.client, &w.ns, "web", a2, false).await;
     wait_programmed(node, &w.ns, "web", ("http", "tcp"), &[e1]).await;
+    all_answered_by(node, vip, a1, "100 connections after the failure").await;
+
+    w.hosts[1].1.start().await.expect("backend 2 starts again");
+    back_in_rotation(&w, node, vip, [e1, e2]).await;
+}
+
+/// 100 new connections to `vip` are all answered by `host`.
+async fn all_answered_by(node: &Node, vip: SocketAddr, host: IpAddr, what: &str) {
     let attempts = node
         .ask(Proto::Http, vip, 100)
         .await
         .expect("ke-client runs");
-    let by = answers(&attempts, "100 connections after the failure");
     assert_eq!(
-        by,
-        BTreeMap::from([(a1, 100)]),
-        "every connection reaches the healthy host only"
+        answers(&attempts, what),
+        BTreeMap::from([(host, 100)]),
+        "{what}: every connection reaches {host} only"
     );
+}
 
-    w.hosts[1].1.start().await.expect("backend 2 starts again");
+/// The second host of `w` is ready again, kube-proxy sends to both
+/// endpoints, and both answer.
+async fn back_in_rotation(w: &World, node: &Node, vip: SocketAddr, endpoints: [SocketAddr; 2]) {
+    let [a1, a2] = w.addrs;
     wait_slice_ready(&w.client, &w.ns, "web", a2, true).await;
-    wait_programmed(node, &w.ns, "web", ("http", "tcp"), &[e1, e2]).await;
+    wait_programmed(node, &w.ns, "web", ("http", "tcp"), &endpoints).await;
     assert_spread(node, Proto::Http, vip, &[a1, a2]).await;
 }
 
@@ -556,34 +567,19 @@ async fn a_drained_host_gets_no_new_connection() {
     let drain = |verb: &'static str| {
         let ns = w.ns.clone();
         async move {
-            let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_kube-endpoints"))
-                .args([verb, "web", &a2.to_string(), "-n", &ns, "--kubeconfig"])
-                .arg(control_plane().kubeconfig_path())
-                .output()
-                .await
-                .expect("the CLI runs");
-            assert!(
-                out.status.success(),
-                "{verb}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            let host = a2.to_string();
+            support::run_cli(
+                &[verb, "web", &host, "-n", &ns],
+                control_plane().kubeconfig_path(),
+            )
+            .await
         }
     };
     drain("drain").await;
     wait_slice_ready(&w.client, &w.ns, "web", a2, false).await;
     wait_programmed(node, &w.ns, "web", ("http", "tcp"), &[e1]).await;
-    let attempts = node
-        .ask(Proto::Http, vip, 100)
-        .await
-        .expect("ke-client runs");
-    assert_eq!(
-        answers(&attempts, "100 connections with a2 drained"),
-        BTreeMap::from([(a1, 100)]),
-        "no new connection reaches the drained host"
-    );
+    all_answered_by(node, vip, a1, "100 connections with a2 drained").await;
 
     drain("undrain").await;
-    wait_slice_ready(&w.client, &w.ns, "web", a2, true).await;
-    wait_programmed(node, &w.ns, "web", ("http", "tcp"), &[e1, e2]).await;
-    assert_spread(node, Proto::Http, vip, &[a1, a2]).await;
+    back_in_rotation(&w, node, vip, [e1, e2]).await;
 }

@@ -66,19 +66,7 @@ async fn wait_conditions(
 
 /// Run `kube-endpoints <args>` against the test cluster as its admin.
 async fn cli(args: &[&str]) -> String {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_kube-endpoints"))
-        .args(args)
-        .arg("--kubeconfig")
-        .arg(control_plane().kubeconfig_path())
-        .output()
-        .await
-        .expect("the CLI runs");
-    assert!(
-        out.status.success(),
-        "kube-endpoints {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    run_cli(args, control_plane().kubeconfig_path()).await
 }
 
 /// The user the test's client is, as the apiserver says.
@@ -483,23 +471,8 @@ async fn per_host_fields_cause_no_steady_writes_and_none_after_a_restart() {
     let versions = || resource_versions(&client, &ns, GROUP, "db");
     let before = versions().await;
     let events_before = events(&client, &ns, "db").await.len();
-    controller.kill().await;
-    let restarted = start_controller(&ns, &[]).await;
-    eventually(
-        "the restarted controller to reconcile and probe",
-        || async {
-            let reconciled = restarted.metric("kube_endpoints_reconciles_total").await >= 1.0;
-            let probed = restarted.metric("kube_endpoints_probes_total").await >= 6.0;
-            (reconciled && probed).then_some(())
-        },
-    )
-    .await;
-    assert_eq!(
-        restarted.metric("kube_endpoints_api_writes_total").await,
-        0.0,
-        "the restarted controller wrote:\n{}",
-        restarted.metrics().await
-    );
+    // Every host probed twice.
+    let _restarted = restart_writing_nothing(controller, &ns, 6.0).await;
     assert_eq!(versions().await, before, "resourceVersions changed");
     assert_eq!(
         events(&client, &ns, "db").await.len(),
