@@ -11,9 +11,11 @@
 
 #![forbid(unsafe_code)]
 
+mod host;
 mod spec;
 mod status;
 
+pub use host::*;
 pub use spec::*;
 pub use status::*;
 

@@ -86,8 +86,14 @@ fn schema_carries_defaults_bounds_and_cel_rules() {
     let spec_rules = rules(spec);
     assert_eq!(spec_rules.len(), 4, "{spec_rules:?}");
     assert!(spec_rules.iter().any(|r| r.contains("oldSelf.clusterIP")));
-    // The target cap (a budget).
-    assert!(spec_rules.iter().any(|r| r.contains(".sum() <= 10000")));
+    assert!(
+        spec_rules
+            .iter()
+            .any(|r| r.contains("publishNotReadyAddresses"))
+    );
+    // No rule can read `hosts` (its items have no CEL type): the apiserver
+    // would refuse the CRD.
+    assert!(!spec_rules.iter().any(|r| r.contains("hosts")));
     let ports = &spec["properties"]["ports"];
     assert_eq!(ports["x-kubernetes-list-type"], "map");
     assert_eq!(
@@ -134,11 +140,122 @@ fn schema_carries_defaults_bounds_and_cel_rules() {
     }
     assert_eq!(port["properties"]["protocol"]["default"], "TCP");
     assert_eq!(port["properties"]["targetPort"]["maximum"], 65535.0);
-    let hosts = &port["properties"]["hosts"];
-    assert_eq!(hosts["x-kubernetes-list-type"], "set");
-    assert_eq!(hosts["maxItems"], 1000);
-    assert!(rules(&hosts["items"])[0].contains("isIP(self)"));
-    assert!(rules(&spec["properties"]["hosts"]["items"])[0].contains("isIP(self)"));
+    for hosts in [&port["properties"]["hosts"], &spec["properties"]["hosts"]] {
+        assert_eq!(hosts["maxItems"], 1000);
+        let item = &hosts["items"];
+        assert_eq!(item["x-kubernetes-preserve-unknown-fields"], true);
+        assert!(item.get("type").is_none(), "a string or an object");
+        assert!(rules(item).is_empty(), "no CEL on an untyped item");
+        assert_eq!(item["pattern"], HOST_PATTERN);
+        assert_eq!(item["required"], serde_json::json!(["address"]));
+        assert_eq!(item["properties"]["address"]["pattern"], HOST_PATTERN);
+        assert_eq!(item["properties"]["priority"]["maximum"], 100.0);
+        assert_eq!(item["properties"]["drain"]["type"], "boolean");
+    }
+    assert_eq!(port["properties"]["minReady"]["minimum"], 1.0);
+}
+
+/// The admission pattern of a host string: what it lets through and what
+/// it refuses (the controller parses exactly; this only has to catch the
+/// usual mistakes and never refuse a valid endpoint address or DNS name).
+#[test]
+fn the_host_pattern_accepts_unicast_literals_and_names_and_refuses_the_rest() {
+    let pattern = regex::Regex::new(HOST_PATTERN).expect("compiles");
+    for good in [
+        "10.33.40.151",
+        "198.18.0.2",
+        "1.2.3.4",
+        "126.255.255.255",
+        "128.0.0.1",
+        "169.253.1.1",
+        "169.255.0.1",
+        "223.255.255.254",
+        "fd00::1",
+        "2001:db8::1",
+        "fe7f::1",
+        "fec0::1",
+        "fe8::1",
+        "::2",
+        "::ffff:198.18.0.1",
+        "1::",
+        "FD00:6B65::1",
+        "db.example.com",
+        "db",
+        "db-1.x9",
+        "a1.b2.example",
+    ] {
+        assert!(pattern.is_match(good), "{good} refused");
+    }
+    for bad in [
+        "127.0.0.1",
+        "0.0.0.0",
+        "0.1.2.3",
+        "169.254.1.1",
+        "224.0.0.1",
+        "255.255.255.255",
+        "256.1.1.1",
+        "1.2.3",
+        "127.1",
+        "0x7f.1",
+        "db.1",
+        "x@db",
+        "DB.example.com",
+        "db..example",
+        "-db.example",
+        "db.example.",
+        "::1",
+        "::",
+        "fe80::1",
+        "febf::1",
+        "ff02::1",
+        "10.0.0.1 ",
+        "",
+    ] {
+        assert!(!pattern.is_match(bad), "{bad} accepted");
+    }
+}
+
+#[test]
+fn a_host_is_a_string_or_an_object() {
+    let port: ClusterEndpointPort = serde_json::from_value(serde_json::json!({
+        "name": "a", "port": 80, "targetPort": 80,
+        "hosts": ["198.18.0.1", {"address": "198.18.0.2", "zone": "z1", "drain": true, "priority": 2, "hostname": "db-1"}],
+    }))
+    .expect("parses");
+    assert_eq!(port.hosts[0], HostEntry::Address("198.18.0.1".into()));
+    assert_eq!(
+        port.hosts[1],
+        HostEntry::Detailed(HostDetails {
+            address: "198.18.0.2".into(),
+            zone: Some("z1".into()),
+            drain: true,
+            priority: Some(2),
+            hostname: Some("db-1".into()),
+        })
+    );
+    // Written back as read: the string stays a string.
+    let back = serde_json::to_value(&port.hosts).expect("serialises");
+    assert_eq!(back[0], "198.18.0.1");
+    assert_eq!(back[1]["zone"], "z1");
+    assert_eq!(back[1]["drain"], true);
+    // Errors keep the path into the object.
+    for (host, path) in [
+        (
+            serde_json::json!({"address": "198.18.0.2", "zone": 3}),
+            "hosts[0].zone",
+        ),
+        (
+            serde_json::json!({"address": "198.18.0.2", "zones": "a"}),
+            "hosts[0].zones",
+        ),
+        (serde_json::json!({"zone": "a"}), "hosts[0]"),
+        (serde_json::json!(7), "hosts[0]"),
+    ] {
+        let value = serde_json::json!({"name": "a", "port": 80, "targetPort": 80, "hosts": [host]});
+        let err = serde_path_to_error::deserialize::<_, ClusterEndpointPort>(&value)
+            .expect_err("refused");
+        assert_eq!(err.path().to_string(), path, "{err}");
+    }
 }
 
 #[test]

@@ -11,6 +11,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::ClusterEndpointStatus;
+use crate::HostEntry;
+use crate::host::host_list_schema;
 
 pub const DEFAULT_PERIOD_SECONDS: i32 = 10;
 pub const DEFAULT_TIMEOUT_SECONDS: i32 = 1;
@@ -25,36 +27,16 @@ pub const MAX_THRESHOLD: i32 = 1000;
 /// 1.1 million targets the list limits alone would allow do not.
 pub const MAX_TARGETS_PER_OBJECT: usize = 10_000;
 
-/// Longest host string: an IP literal (at most 45) or a DNS name of at
-/// most 100 characters. Not DNS's 253: the apiserver estimates the cost of
-/// the CEL rule on every host from this bound, over up to 100,000 hosts
-/// per object, and 253 exceeds its budget (names longer than 100
-/// characters are rare).
-pub const MAX_HOST_LENGTH: usize = 100;
+/// Longest host string: an IP literal (at most 45 characters) or a DNS
+/// name (RFC 1123: at most 253).
+pub const MAX_HOST_LENGTH: usize = 253;
 /// Default `resolvePeriodSeconds`: how often a host given as a DNS name is
 /// resolved again at most (a shorter TTL, within the controller's
 /// `--dns-min-ttl`, resolves it sooner).
 pub const DEFAULT_RESOLVE_PERIOD_SECONDS: i32 = 30;
-
-/// The shape of a host string, checked by the OpenAPI `pattern` (which
-/// costs nothing against the apiserver's CEL budget, unlike a CEL regex
-/// over up to 100,000 hosts of 253 characters): a dotted-quad IPv4 address
-/// (each octet 0-255), an IPv6-looking literal (hex digits, dots and at
-/// least one colon; `HOST_RULE` then requires a valid address), or a
-/// lower-case RFC 1123 DNS name whose last label starts with a letter (so
-/// that no name reads as an IPv4 address to URL parsers and resolvers:
-/// `127.1`, `0x7f.1`).
-pub const HOST_PATTERN: &str = r"^(((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])|[0-9A-Fa-f.]*:[0-9A-Fa-f:.]*|([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\.)*[a-z]([-a-z0-9]{0,61}[a-z0-9])?)$";
-
-/// CEL rule text shared by every host string (`spec.hosts`,
-/// `spec.ports[].hosts`), after `HOST_PATTERN`. An IP literal must be one
-/// `isGlobalUnicast` accepts: that excludes exactly what EndpointSlice
-/// validation refuses (loopback, link-local, unspecified, multicast) while
-/// allowing private ranges. Anything else must be a DNS name: no colon (an
-/// IPv6 look-alike that is not an address). The controller's `plan`
-/// applies the same rules (`plan::parse_host`).
-pub const HOST_RULE: &str = "isIP(self) ? ip(self).isGlobalUnicast() : !self.contains(':')";
-pub const HOST_MESSAGE: &str = "must be a unicast IPv4 or IPv6 address literal (e.g. 10.33.40.151 or fd00::1) or a lower-case DNS name (RFC 1123, at most 100 characters, its last label starting with a letter, e.g. db.example.com); loopback, link-local, multicast and unspecified addresses cannot be endpoints";
+/// Longest `sessionAffinityConfig.clientIP.timeoutSeconds` (a day, as the
+/// Service API allows).
+pub const MAX_SESSION_AFFINITY_SECONDS: i32 = 86_400;
 
 /// External hosts and ports that a selector-less Service should reach, with
 /// kubelet-style health checks per port.
@@ -86,23 +68,25 @@ pub const HOST_MESSAGE: &str = "must be a unicast IPv4 or IPv6 address literal (
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
     {
-        "rule": "self.ports.all(p, (has(p.hosts) && size(p.hosts) > 0)) || (has(self.hosts) && size(self.hosts) > 0)",
-        "message": "every port needs hosts: set spec.ports[].hosts, or the legacy spec.hosts for ports that list none",
-        "fieldPath": ".ports",
-        "reason": "FieldValueRequired"
-    },
-    {
         "rule": "self.ports.all(p, self.ports.filter(q, q.port == p.port && q.protocol == p.protocol).size() == 1)",
         "message": "spec.ports[].port must be unique per protocol: the Service cannot expose the same port and protocol twice",
         "fieldPath": ".ports",
         "reason": "FieldValueInvalid"
     },
-    // Budget (the controller checks the same in `plan`): one object cannot
-    // declare more targets than one controller should carry for it.
+    // No rule here can read `hosts`: a list whose items are strings or
+    // objects has no CEL type (see the `host` module), so "every port
+    // needs hosts" and the host-port budget are checked by the
+    // controller's `plan` only.
     {
-        "rule": "self.ports.map(p, ((has(p.hosts) && size(p.hosts) > 0) ? size(p.hosts) : (has(self.hosts) ? size(self.hosts) : 0)) * (1 + (has(p.additionalTargetPorts) ? size(p.additionalTargetPorts) : 0))).sum() <= 10000",
-        "message": "spec.ports: at most 10000 host-ports per object (the sum over ports of hosts × (1 + additionalTargetPorts)); split the hosts over several ClusterEndpoints",
-        "fieldPath": ".ports",
+        "rule": "!has(self.publishNotReadyAddresses) || !self.publishNotReadyAddresses || (has(self.clusterIP) && self.clusterIP == 'None')",
+        "message": "publishNotReadyAddresses is only for a headless Service (clusterIP: None)",
+        "fieldPath": ".publishNotReadyAddresses",
+        "reason": "FieldValueForbidden"
+    },
+    {
+        "rule": "!has(self.sessionAffinityConfig) || (has(self.sessionAffinity) && self.sessionAffinity == 'ClientIP')",
+        "message": "sessionAffinityConfig needs sessionAffinity: ClientIP",
+        "fieldPath": ".sessionAffinityConfig",
         "reason": "FieldValueForbidden"
     },
     {
@@ -126,7 +110,7 @@ pub struct ClusterEndpointSpec {
     /// Legacy (endpoints-operator 0.1): hosts used by every port that lists none.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "host_list_schema")]
-    pub hosts: Vec<String>,
+    pub hosts: Vec<HostEntry>,
 
     /// Extension: for hosts given as DNS names, resolve each name again
     /// at least this often, in seconds (a shorter TTL, no shorter than the
@@ -144,6 +128,52 @@ pub struct ClusterEndpointSpec {
     /// each field).
     #[serde(flatten)]
     pub fail_open: FailOpen,
+    // Service passthrough: copied onto the Service as they are.
+    /// `None` (default) or `ClientIP`: the Service's session affinity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("enum" = ["None", "ClientIP"]))]
+    pub session_affinity: Option<String>,
+    /// With `sessionAffinity: ClientIP`: `{clientIP: {timeoutSeconds: N}}`
+    /// (1..86400; the Service's default is 10800).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_affinity_config: Option<SessionAffinityConfig>,
+    /// `Cluster` (default) or `Local`: the Service's internalTrafficPolicy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("enum" = ["Cluster", "Local"]))]
+    pub internal_traffic_policy: Option<String>,
+    /// `PreferClose`: kube-proxy prefers ready hosts of the client's zone
+    /// (using the zone hints written when every ready host has a zone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("enum" = ["PreferClose"]))]
+    pub traffic_distribution: Option<String>,
+    /// Labels set on the Service (merged: labels others set stay).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 64))]
+    pub service_labels: std::collections::BTreeMap<String, String>,
+    /// Annotations set on the Service (merged: annotations others set stay).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 64))]
+    pub service_annotations: std::collections::BTreeMap<String, String>,
+    /// Headless Services only: DNS publishes every host, ready or not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publish_not_ready_addresses: Option<bool>,
+}
+
+/// The Service's `sessionAffinityConfig`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema, Default)]
+pub struct SessionAffinityConfig {
+    #[serde(default, rename = "clientIP", skip_serializing_if = "Option::is_none")]
+    pub client_ip: Option<ClientIpConfig>,
+}
+
+/// How long a client sticks to one host.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientIpConfig {
+    /// Seconds, 1..86400 (Service default 10800).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 86400))]
+    pub timeout_seconds: Option<i32>,
 }
 
 /// What happens to a port when its probes say that all or most of its
@@ -235,12 +265,20 @@ pub struct ClusterEndpointPort {
     )]
     pub name: String,
 
-    /// External hosts serving this port: IPv4 or IPv6 literals, or DNS
-    /// names, which the controller resolves (A and AAAA) and re-resolves;
-    /// every address of a name is probed and written on its own.
+    /// External hosts serving this port: IPv4 or IPv6 literals or DNS
+    /// names (resolved, A and AAAA, and re-resolved; every address of a name
+    /// is probed and written on its own), as strings or as objects
+    /// `{address, zone, drain, priority, hostname}`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "host_list_schema")]
-    pub hosts: Vec<String>,
+    pub hosts: Vec<HostEntry>,
+
+    /// Extension: backups (hosts of `priority` 1 and up) are ready only
+    /// while fewer than this many primaries (priority 0) are ready.
+    /// Default 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub min_ready: Option<i32>,
 
     /// TCP, UDP or SCTP. Default TCP.
     #[serde(default = "default_protocol")]
@@ -766,22 +804,6 @@ pub struct SecretReference {
         regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
     )]
     pub name: String,
-}
-
-/// A set of hosts (IP literals or DNS names), each checked by CEL; written by hand because schemars
-/// cannot attach extensions to list items.
-fn host_list_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-    schemars::json_schema!({
-        "type": "array",
-        "maxItems": MAX_HOSTS,
-        "x-kubernetes-list-type": "set",
-        "items": {
-            "type": "string",
-            "maxLength": MAX_HOST_LENGTH,
-            "pattern": HOST_PATTERN,
-            "x-kubernetes-validations": [{"rule": HOST_RULE, "message": HOST_MESSAGE}]
-        }
-    })
 }
 
 fn default_period() -> i32 {

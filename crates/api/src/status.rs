@@ -114,6 +114,33 @@ pub struct PortStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
     pub names: Vec<NameStatus>,
+    /// Hosts drained (`drain: true`), in address order, at most 50, with
+    /// who drained them when `kube-endpoints drain` recorded it;
+    /// `drainedOmitted` counts the rest.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["host"]))]
+    pub drained: Vec<DrainedHost>,
+    /// Drained hosts not listed in `drained`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drained_omitted: Option<i32>,
+    /// Backups (priority 1 and up) in rotation now, because fewer than
+    /// `minReady` primaries are ready; in address order, at most 50.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "set"))]
+    pub backups_in_rotation: Vec<String>,
+}
+
+/// The most drained hosts and backups in rotation listed per port.
+pub const MAX_HOST_ROLES_LISTED: usize = 50;
+
+/// A drained host.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DrainedHost {
+    pub host: String,
+    /// Who drained it (the user `kube-endpoints drain` ran as), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
 }
 
 /// One host given as a DNS name and what it resolves to.

@@ -216,6 +216,9 @@ fn incumbency_is_read_from_the_status() {
         certificates: vec![],
         certificates_omitted: None,
         names: vec![],
+        drained: vec![],
+        drained_omitted: None,
+        backups_in_rotation: vec![],
     };
     let initialized = |ok: bool| Condition {
         type_: CONDITION_INITIALIZED.into(),

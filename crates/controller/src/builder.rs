@@ -8,16 +8,18 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use k8s_openapi::api::core::v1::{
-    EndpointAddress, EndpointPort, EndpointSubset, Endpoints, Service, ServicePort, ServiceSpec,
+    ClientIPConfig, EndpointAddress, EndpointPort, EndpointSubset, Endpoints, Service, ServicePort,
+    ServiceSpec, SessionAffinityConfig,
 };
 use k8s_openapi::api::discovery::v1::{
-    Endpoint, EndpointConditions, EndpointPort as SlicePort, EndpointSlice,
+    Endpoint, EndpointConditions, EndpointHints, EndpointPort as SlicePort, EndpointSlice, ForZone,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 use kube_endpoints_probe::{Health, HealthState, TargetId};
 
+use crate::host_roles::{self, attributes};
 use crate::placement;
 use crate::plan::{Plan, PortPlan};
 
@@ -169,7 +171,9 @@ pub fn is_ready(port: &PortPlan, host: IpAddr, health: &BTreeMap<TargetId, Healt
 }
 
 /// The selector-less Service. Only the fields we own are set, so server-side
-/// apply leaves an adopted Service's clusterIP, labels and annotations alone.
+/// apply leaves an adopted Service's clusterIP, labels and annotations alone;
+/// the spec's passthrough fields (session affinity, traffic policies,
+/// labels, annotations, publishNotReadyAddresses) are set when given.
 ///
 /// The IP families of a ClusterIP Service follow the hosts: one family
 /// gives a single-stack Service of that family (so that IPv6-only hosts get
@@ -198,14 +202,28 @@ pub fn service(owner: &Owner, plan: &Plan) -> Service {
         // gives one ClusterIP rather than refusing the Service.
         _ => (Some("PreferDualStack"), None),
     };
+    let options = &plan.service;
+    let mut metadata = owner.meta(owner.name.clone(), options.labels.clone());
+    metadata.annotations = (!options.annotations.is_empty()).then(|| options.annotations.clone());
     Service {
-        metadata: owner.meta(owner.name.clone(), BTreeMap::new()),
+        metadata,
         spec: Some(ServiceSpec {
             type_: Some("ClusterIP".into()),
             cluster_ip: plan.headless.then(|| "None".to_string()),
             ports: Some(ports),
             ip_family_policy: policy.map(Into::into),
             ip_families,
+            session_affinity: options.session_affinity.clone(),
+            session_affinity_config: options.affinity_timeout_seconds.map(|t| {
+                SessionAffinityConfig {
+                    client_ip: Some(ClientIPConfig {
+                        timeout_seconds: Some(t),
+                    }),
+                }
+            }),
+            internal_traffic_policy: options.internal_traffic_policy.clone(),
+            traffic_distribution: options.traffic_distribution.clone(),
+            publish_not_ready_addresses: options.publish_not_ready_addresses.then_some(true),
             ..ServiceSpec::default()
         }),
         ..Service::default()
@@ -270,7 +288,8 @@ pub fn parse_slice_name(name: &str) -> Option<(&str, &str, &'static str, usize)>
 /// [`MAX_ENDPOINTS_PER_SLICE`] endpoints each, hosts kept in the slice of
 /// `live` that holds them ([`crate::placement`]), sorted by name.
 /// Unhealthy hosts stay listed with ready=false and serving=false so they
-/// remain visible.
+/// remain visible; drained hosts and backups are listed as
+/// [`host_roles`] says, with their zone, hint and hostname.
 pub fn endpoint_slices(
     owner: &Owner,
     plan: &Plan,
@@ -288,6 +307,7 @@ pub fn endpoint_slices(
     let current = live_layouts(owner, live);
     let mut slices = Vec::new();
     for port in &plan.ports {
+        let listing = host_roles::list_port(port, health);
         for address_type in ["IPv4", "IPv6"] {
             let hosts: std::collections::BTreeSet<IpAddr> = port
                 .hosts
@@ -303,18 +323,7 @@ pub fn endpoint_slices(
             for (index, chunk) in layout {
                 let endpoints = chunk
                     .iter()
-                    .map(|host| {
-                        let ready = is_ready(port, *host, health);
-                        Endpoint {
-                            addresses: vec![host.to_string()],
-                            conditions: Some(EndpointConditions {
-                                ready: Some(ready),
-                                serving: Some(ready),
-                                terminating: Some(false),
-                            }),
-                            ..Endpoint::default()
-                        }
-                    })
+                    .map(|host| endpoint(port, &listing, *host))
                     .collect();
                 slices.push(EndpointSlice {
                     metadata: owner.meta(
@@ -335,6 +344,32 @@ pub fn endpoint_slices(
     }
     slices.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
     slices
+}
+
+/// One endpoint of a slice: the host's conditions, zone, hint and hostname.
+fn endpoint(port: &PortPlan, listing: &host_roles::PortListing, host: IpAddr) -> Endpoint {
+    let attrs = attributes(port, host);
+    let conditions = listing.hosts.get(&host).copied();
+    let hints = attrs
+        .zone
+        .as_ref()
+        .filter(|_| listing.zone_hints)
+        .map(|zone| EndpointHints {
+            for_zones: Some(vec![ForZone { name: zone.clone() }]),
+            ..EndpointHints::default()
+        });
+    Endpoint {
+        addresses: vec![host.to_string()],
+        conditions: Some(EndpointConditions {
+            ready: Some(conditions.is_some_and(|c| c.ready)),
+            serving: Some(conditions.is_some_and(|c| c.serving)),
+            terminating: Some(conditions.is_some_and(|c| c.terminating)),
+        }),
+        hostname: attrs.hostname.clone(),
+        zone: attrs.zone.clone(),
+        hints,
+        ..Endpoint::default()
+    }
 }
 
 /// What our live slices hold, per (port key, address family): the input
@@ -370,20 +405,25 @@ fn live_layouts<'a>(
 }
 
 /// The compatibility Endpoints: one subset per port, ready hosts in
-/// `addresses`, the rest in `notReadyAddresses`.
+/// `addresses`, the rest (drained hosts and standby backups too) in
+/// `notReadyAddresses`.
 pub fn endpoints(owner: &Owner, plan: &Plan, health: &BTreeMap<TargetId, Health>) -> Endpoints {
     let subsets = plan
         .ports
         .iter()
         .map(|port| {
-            let (ready, not_ready): (Vec<IpAddr>, Vec<IpAddr>) =
-                port.hosts.iter().partition(|h| is_ready(port, **h, health));
+            let listing = host_roles::list_port(port, health);
+            let (ready, not_ready): (Vec<IpAddr>, Vec<IpAddr>) = port
+                .hosts
+                .iter()
+                .partition(|h| listing.hosts.get(h).is_some_and(|l| l.ready));
             let addresses = |hosts: Vec<IpAddr>| {
                 (!hosts.is_empty()).then(|| {
                     hosts
                         .into_iter()
                         .map(|ip| EndpointAddress {
                             ip: ip.to_string(),
+                            hostname: attributes(port, ip).hostname.clone(),
                             ..EndpointAddress::default()
                         })
                         .collect()
@@ -415,6 +455,15 @@ pub fn endpoints(owner: &Owner, plan: &Plan, health: &BTreeMap<TargetId, Health>
         metadata,
         subsets: Some(subsets),
     }
+}
+
+/// Every address of a subset, ready ones first.
+pub fn subset_addresses(subset: &EndpointSubset) -> impl Iterator<Item = &EndpointAddress> {
+    subset
+        .addresses
+        .iter()
+        .flatten()
+        .chain(subset.not_ready_addresses.iter().flatten())
 }
 
 /// Keep at most `max` addresses over all subsets, as the Kubernetes
@@ -543,10 +592,12 @@ pub fn seed_from_slices<'a>(
             continue;
         };
         for endpoint in &slice.endpoints {
-            let ready = endpoint
-                .conditions
-                .as_ref()
-                .and_then(|c| c.ready)
+            // The probe verdict is `serving`: the same as `ready` but for a
+            // drained host (terminating) and a backup on standby, which are
+            // not ready whatever their verdict ([`crate::host_roles`]).
+            let conditions = endpoint.conditions.as_ref();
+            let ready = conditions
+                .and_then(|c| c.serving.or(c.ready))
                 .unwrap_or(false);
             for address in &endpoint.addresses {
                 if let Ok(host) = address.parse() {

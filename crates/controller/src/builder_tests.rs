@@ -660,3 +660,144 @@ fn orphaned_slices_of_our_controller_are_ours_to_take_over() {
         "another controller id"
     );
 }
+
+/// Per-host fields reach the slices and the Endpoints: a drained host is
+/// terminating (serving keeps its probe verdict) and in
+/// notReadyAddresses; zones, hints and hostnames are written.
+#[test]
+fn per_host_fields_reach_slices_and_endpoints() {
+    let spec: ClusterEndpointSpec = serde_json::from_value(serde_json::json!({"ports": [
+        {"name": "p", "port": 80, "targetPort": 80, "tcpSocket": {"enable": true}, "hosts": [
+            {"address": "198.18.0.1", "zone": "a", "hostname": "db-1"},
+            {"address": "198.18.0.2", "zone": "b", "drain": true},
+            {"address": "198.18.0.3", "zone": "b"},
+        ]}
+    ]}))
+    .expect("spec");
+    let plan = plan("obj", &spec).expect("valid");
+    let health = health_all(&plan, kube_endpoints_probe::HealthState::Ready);
+    let slices = endpoint_slices(&owner(), &plan, &health, ID, &[]);
+    let endpoints: Vec<&Endpoint> = slices.iter().flat_map(|s| &s.endpoints).collect();
+    let conditions: Vec<(String, EndpointConditions)> = endpoints
+        .iter()
+        .map(|e| {
+            (
+                e.addresses[0].clone(),
+                e.conditions.clone().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        conditions[1],
+        (
+            "198.18.0.2".to_string(),
+            EndpointConditions {
+                ready: Some(false),
+                serving: Some(true),
+                terminating: Some(true)
+            }
+        )
+    );
+    assert_eq!(endpoints[0].hostname.as_deref(), Some("db-1"));
+    assert_eq!(endpoints[0].zone.as_deref(), Some("a"));
+    let hint = |e: &Endpoint| {
+        e.hints
+            .as_ref()
+            .and_then(|h| h.for_zones.clone())
+            .map(|z| z.into_iter().map(|z| z.name).collect::<Vec<_>>())
+    };
+    assert_eq!(hint(endpoints[0]), Some(vec!["a".to_string()]));
+    assert_eq!(hint(endpoints[2]), Some(vec!["b".to_string()]));
+    // Zone b without a ready host: no hints anywhere.
+    let mut down = health.clone();
+    down.insert(target("p", "198.18.0.3"), down_health());
+    let slices = endpoint_slices(&owner(), &plan, &down, ID, &[]);
+    assert!(
+        slices
+            .iter()
+            .flat_map(|s| &s.endpoints)
+            .all(|e| e.hints.is_none())
+    );
+    // The Endpoints object: the drained host is not ready.
+    let ep = endpoints_of(&plan, &health);
+    let subset = &ep.subsets.expect("subsets")[0];
+    let ips = |a: &Option<Vec<EndpointAddress>>| {
+        a.iter()
+            .flatten()
+            .map(|a| (a.ip.clone(), a.hostname.clone()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        ips(&subset.addresses),
+        vec![
+            ("198.18.0.1".to_string(), Some("db-1".to_string())),
+            ("198.18.0.3".to_string(), None)
+        ]
+    );
+    assert_eq!(
+        ips(&subset.not_ready_addresses),
+        vec![("198.18.0.2".to_string(), None)]
+    );
+}
+
+fn down_health() -> kube_endpoints_probe::Health {
+    down(1, "tcp connect: connection refused")
+}
+
+fn endpoints_of(
+    plan: &Plan,
+    health: &BTreeMap<TargetId, kube_endpoints_probe::Health>,
+) -> Endpoints {
+    endpoints(&owner(), plan, health)
+}
+
+/// The passthrough fields are set on the Service; without them it is as
+/// before.
+#[test]
+fn service_passthrough_fields_are_set_when_given() {
+    let spec: ClusterEndpointSpec = serde_json::from_value(serde_json::json!({
+        "clusterIP": "None",
+        "sessionAffinity": "ClientIP",
+        "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 600}},
+        "internalTrafficPolicy": "Local",
+        "trafficDistribution": "PreferClose",
+        "serviceLabels": {"team": "db"},
+        "serviceAnnotations": {"example.com/owner": "dba"},
+        "publishNotReadyAddresses": true,
+        "ports": [{"name": "p", "port": 80, "targetPort": 80, "hosts": ["198.18.0.1"]}]
+    }))
+    .expect("spec");
+    let plan = plan("obj", &spec).expect("valid");
+    let svc = service(&owner(), &plan);
+    let s = svc.spec.clone().expect("spec");
+    assert_eq!(s.session_affinity.as_deref(), Some("ClientIP"));
+    assert_eq!(
+        s.session_affinity_config
+            .and_then(|c| c.client_ip)
+            .and_then(|c| c.timeout_seconds),
+        Some(600)
+    );
+    assert_eq!(s.internal_traffic_policy.as_deref(), Some("Local"));
+    assert_eq!(s.traffic_distribution.as_deref(), Some("PreferClose"));
+    assert_eq!(s.publish_not_ready_addresses, Some(true));
+    assert_eq!(svc.labels().get("team").map(String::as_str), Some("db"));
+    assert_eq!(
+        svc.annotations()
+            .get("example.com/owner")
+            .map(String::as_str),
+        Some("dba")
+    );
+    let plain = service(&owner(), &wordpress_plan());
+    let p = plain.spec.expect("spec");
+    assert_eq!(
+        (
+            p.session_affinity,
+            p.internal_traffic_policy,
+            p.traffic_distribution,
+            p.publish_not_ready_addresses
+        ),
+        (None, None, None, None)
+    );
+    assert_eq!(plain.metadata.labels, None);
+    assert_eq!(plain.metadata.annotations, None);
+}

@@ -73,6 +73,9 @@ fn the_list_is_bounded() {
             certificates: vec![],
             certificates_omitted: None,
             names: vec![],
+            drained: vec![],
+            drained_omitted: None,
+            backups_in_rotation: vec![],
         }],
         ..ClusterEndpointStatus::default()
     };

@@ -220,6 +220,7 @@ async fn probe_all(
                 denied.message.clone(),
             ]);
         }
+        let first_row = rows.len();
         for host in &port.hosts {
             let id = TargetId {
                 port: port.name.clone(),
@@ -270,6 +271,20 @@ async fn probe_all(
                 latency,
                 message,
             ]);
+        }
+        // Per-host fields change what a verdict means: say how each host
+        // would be listed (drained, a backup on standby or in rotation).
+        let listing = crate::host_roles::list_port(port, &health);
+        for (row, host) in rows[first_row..].iter_mut().zip(&port.hosts) {
+            if let Some(role) = crate::host_roles::role(port, &listing, *host) {
+                // In the message column (the last, free text), so that
+                // the table's columns stay one word each.
+                row[6] = if row[6].is_empty() {
+                    format!("[{role}]")
+                } else {
+                    format!("[{role}] {}", row[6])
+                };
+            }
         }
     }
     health

@@ -69,6 +69,31 @@ pub enum Command {
     },
     /// Print a ClusterEndpoint built from an existing selector-less Service and its Endpoints.
     Import(ImportArgs),
+    /// Drain a host: it stays listed, terminating (no new connections), with its probe verdict as `serving`.
+    ///
+    /// Sets `drain: true` on every entry of HOST in the object (a string
+    /// entry becomes `{address, drain: true}`) and records who ran the
+    /// command (the status and the `HostDrained` Event say who).
+    Drain(DrainArgs),
+    /// Undrain a host: clears `drain` on every entry of HOST (an entry with no other field becomes a string again).
+    Undrain(DrainArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct DrainArgs {
+    /// Name of the ClusterEndpoint.
+    pub object: String,
+    /// The host, as listed (an IP address matches any spelling of it).
+    pub host: String,
+    /// Namespace of the ClusterEndpoint; default: the kubeconfig's.
+    #[arg(short = 'n', long)]
+    pub namespace: Option<String>,
+    /// Kubeconfig file.
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// API group of the ClusterEndpoint.
+    #[arg(long, default_value = kube_endpoints_api::GROUP)]
+    pub group: String,
 }
 
 #[derive(clap::Args, Debug)]
@@ -296,6 +321,8 @@ pub enum CliError {
     ImportRead(#[from] ReadError),
     #[error(transparent)]
     Import(#[from] ImportError),
+    #[error(transparent)]
+    Drain(#[from] crate::drain::DrainError),
     #[error("cannot render YAML: {0}")]
     Yaml(yaml::WriteError),
     #[error("cannot read kubeconfig {path}: {source}")]
@@ -332,6 +359,7 @@ impl CliError {
             CliError::Crd(_) | CliError::Yaml(_) => "RenderFailed",
             CliError::Manifest(_) | CliError::ImportRead(_) => "ReadFailed",
             CliError::Import(_) => "ImportFailed",
+            CliError::Drain(_) => "DrainFailed",
         }
     }
 }
@@ -365,6 +393,8 @@ fn dispatch(cli: Cli) -> Result<ExitCode, CliError> {
             dns_servers,
         } => runtime()?.block_on(check(file, output, dns_servers)),
         Command::Import(args) => runtime()?.block_on(import(args)),
+        Command::Drain(args) => runtime()?.block_on(drain(args, true)),
+        Command::Undrain(args) => runtime()?.block_on(drain(args, false)),
         Command::Run(args) => {
             init_logging(args.log_format);
             runtime()?.block_on(run(args))
@@ -431,6 +461,26 @@ async fn import(args: ImportArgs) -> Result<ExitCode, CliError> {
         "{}",
         crate::import::to_yaml(&imported).map_err(CliError::Yaml)?
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn drain(args: DrainArgs, drain: bool) -> Result<ExitCode, CliError> {
+    let client = client(args.kubeconfig.as_ref()).await?;
+    let namespace = args
+        .namespace
+        .clone()
+        .unwrap_or_else(|| client.default_namespace().to_string());
+    let resource = kube_endpoints_api::api_resource(&args.group);
+    let done = crate::drain::drain(
+        client,
+        &resource,
+        &namespace,
+        &args.object,
+        &args.host,
+        drain,
+    )
+    .await?;
+    println!("{done}");
     Ok(ExitCode::SUCCESS)
 }
 

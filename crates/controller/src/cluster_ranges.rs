@@ -124,12 +124,7 @@ pub fn ranges(settings: &DiscoverySettings, sources: &Sources<'_>) -> ClusterRan
             .and_then(|e| e.subsets.as_ref())
             .into_iter()
             .flatten()
-            .flat_map(|s| {
-                s.addresses
-                    .iter()
-                    .flatten()
-                    .chain(s.not_ready_addresses.iter().flatten())
-            })
+            .flat_map(crate::builder::subset_addresses)
             .map(|a| a.ip.clone());
         let from_slices = sources
             .apiserver_slices

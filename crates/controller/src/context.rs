@@ -105,6 +105,10 @@ pub struct Context {
     /// last decided on, as `announced` is for conditions.
     pub announced_certificates:
         Mutex<HashMap<CepKey, std::collections::BTreeSet<crate::certificates::Expiring>>>,
+    /// The drained hosts and promoted backups each object's Events were
+    /// last decided on, as `announced` is for conditions.
+    pub announced_hosts:
+        Mutex<HashMap<CepKey, std::collections::BTreeSet<crate::host_report::Role>>>,
 }
 
 impl Context {
@@ -125,6 +129,10 @@ impl Context {
             .unwrap_or_else(|e| e.into_inner())
             .remove(key);
         self.announced_certificates
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
+        self.announced_hosts
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(key);

@@ -122,3 +122,38 @@ fn the_status_is_read_when_it_decodes() {
     o.data["status"] = json!({"phase": 7});
     assert_eq!(decode(&o).status, None);
 }
+
+/// Hosts as objects: a bad per-host field (which admission lets through,
+/// as the items of `hosts` are untyped) is reported naming the field; the
+/// string form and a mix still decode.
+#[test]
+fn host_objects_decode_and_bad_ones_name_the_field() {
+    let d = decode(&object(json!({
+        "ports": [{"name": "pg", "port": 5432, "targetPort": 5432,
+                   "hosts": ["198.18.0.1", {"address": "198.18.0.2", "zone": "a", "drain": true}]}]
+    })));
+    let spec = d.spec.expect("decodes");
+    assert_eq!(
+        spec.ports[0].hosts[0],
+        kube_endpoints_api::HostEntry::Address("198.18.0.1".into())
+    );
+    assert!(spec.ports[0].hosts[1].details().drain);
+    for (host, field) in [
+        (
+            json!({"address": "198.18.0.2", "zones": "a"}),
+            "spec.ports[0].hosts[2].zones",
+        ),
+        (
+            json!({"address": "198.18.0.2", "priority": "high"}),
+            "spec.ports[0].hosts[2].priority",
+        ),
+        (json!(42), "spec.ports[0].hosts[2]"),
+    ] {
+        let d = decode(&object(json!({
+            "ports": [{"name": "pg", "port": 5432, "targetPort": 5432,
+                       "hosts": ["198.18.0.1", "198.18.0.3", host]}]
+        })));
+        let errors = d.spec.expect_err("refused").0;
+        assert_eq!(errors[0].field, field, "{errors:?}");
+    }
+}

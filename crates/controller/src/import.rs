@@ -19,8 +19,8 @@ use kube::api::Api;
 use kube::{Client, ResourceExt};
 use kube_endpoints_api::{
     ClusterEndpointPort, ClusterEndpointSpec, DEFAULT_FAILURE_THRESHOLD, DEFAULT_SUCCESS_THRESHOLD,
-    DEFAULT_TIMEOUT_SECONDS, GrpcHandler, HttpGetHandler, KIND, TcpSocketHandler, UdpSocketHandler,
-    VERSION,
+    DEFAULT_TIMEOUT_SECONDS, GrpcHandler, HostEntry, HttpGetHandler, KIND, TcpSocketHandler,
+    UdpSocketHandler, VERSION,
 };
 use serde_json::{Value, json};
 
@@ -175,7 +175,11 @@ pub fn import(
         }
         let mut port = ClusterEndpointPort {
             name: port_name,
-            hosts: hosts.iter().map(ToString::to_string).collect(),
+            hosts: hosts
+                .iter()
+                .map(|h| HostEntry::Address(h.to_string()))
+                .collect(),
+            min_ready: None,
             protocol: protocol.clone(),
             port: sp.port,
             target_port: target_ports[0],
@@ -207,6 +211,13 @@ pub fn import(
         resolve_period_seconds: None,
         ports,
         fail_open: Default::default(),
+        session_affinity: None,
+        session_affinity_config: None,
+        internal_traffic_policy: None,
+        traffic_distribution: None,
+        service_labels: Default::default(),
+        service_annotations: Default::default(),
+        publish_not_ready_addresses: None,
     };
     // Only ever print what the apiserver and the controller will accept.
     plan(&name, &spec).map_err(|e| ImportError::Invalid(e.to_string()))?;

@@ -114,7 +114,7 @@ fn named_ports_match_endpoints_ports_by_name_and_protocol() {
                 p.protocol.clone(),
                 p.port,
                 p.target_port,
-                p.hosts.clone(),
+                p.hosts.iter().map(|h| h.address().to_string()).collect(),
             )
         })
         .collect();

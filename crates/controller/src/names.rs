@@ -51,6 +51,13 @@ pub fn expand(mut plan: Plan, resolutions: &Resolutions) -> Plan {
             for address in &resolution.addresses {
                 if hosts.insert(*address) || named.contains_key(address) {
                     named.entry(*address).or_insert_with(|| name.clone());
+                    // The name's per-host fields (the first name's, as for
+                    // `Host`); a literal of the same address keeps its own.
+                    if let Some(attrs) = port.name_attributes.get(name) {
+                        port.attributes
+                            .entry(*address)
+                            .or_insert_with(|| attrs.clone());
+                    }
                 }
             }
             seen.insert(name.clone(), resolution);
@@ -124,7 +131,7 @@ pub fn lists_names(spec: &ClusterEndpointSpec) -> bool {
     spec.hosts
         .iter()
         .chain(spec.ports.iter().flat_map(|p| p.hosts.iter()))
-        .any(|h| matches!(parse_host(h), Ok(Host::Name(_))))
+        .any(|h| matches!(parse_host(h.address()), Ok(Host::Name(_))))
 }
 
 /// `status.ports[].names`: each name of the port, its addresses (the last

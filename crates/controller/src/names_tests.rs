@@ -55,7 +55,9 @@ fn host_strings_are_ip_literals_or_lower_case_dns_names() {
         Ok(Host::Name("db.example.com".into()))
     );
     assert_eq!(parse_host("db"), Ok(Host::Name("db".into())));
-    let longest = format!("{}.{}", "a".repeat(63), "b".repeat(36));
+    let label = "a".repeat(63);
+    let longest = format!("{label}.{label}.{label}.{}", "b".repeat(61));
+    assert_eq!(longest.len(), 253);
     assert_eq!(parse_host(&longest), Ok(Host::Name(longest.clone())));
     for bad in [
         "127.1",
@@ -75,8 +77,8 @@ fn host_strings_are_ip_literals_or_lower_case_dns_names() {
         "127.0.0.1",
         "fe80::1",
         "",
-        &"a".repeat(101),
-        &format!("{}.{}", "a".repeat(63), "b".repeat(37)),
+        &"a".repeat(64),
+        &format!("{label}.{label}.{label}.{}", "b".repeat(62)),
     ] {
         assert!(parse_host(bad).is_err(), "{bad:?} must be refused");
     }
@@ -326,6 +328,9 @@ fn status_lists_each_name_and_the_condition_says_whether_all_resolved() {
         certificates: vec![],
         certificates_omitted: None,
         names: statuses.clone(),
+        drained: vec![],
+        drained_omitted: None,
+        backups_in_rotation: vec![],
     };
     let mut later = down.clone();
     for r in later.values_mut() {

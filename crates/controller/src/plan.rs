@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use crate::fail_open::FailOpenPolicy;
 use kube_endpoints_api::{
-    ClusterEndpointPort, ClusterEndpointSpec, DEFAULT_RESOLVE_PERIOD_SECONDS, HttpGetHandler,
-    MAX_HOST_LENGTH, MAX_HOSTS, MAX_PORTS, MAX_SECONDS, MAX_TARGETS_PER_OBJECT, MAX_THRESHOLD,
+    ClusterEndpointPort, ClusterEndpointSpec, DEFAULT_MIN_READY, DEFAULT_RESOLVE_PERIOD_SECONDS,
+    HttpGetHandler, MAX_HOST_LENGTH, MAX_PORTS, MAX_SECONDS, MAX_TARGETS_PER_OBJECT, MAX_THRESHOLD,
     UdpData,
 };
 use kube_endpoints_api::{
@@ -36,6 +36,8 @@ pub struct Plan {
     pub headless: bool,
     /// Sorted by name.
     pub ports: Vec<PortPlan>,
+    /// Fields copied onto the Service.
+    pub service: ServiceOptions,
 }
 
 /// A host the policy refuses, and why (the message names the range).
@@ -84,6 +86,15 @@ pub struct PortPlan {
     /// What each of `names` resolved to (for status); filled by
     /// [`crate::names::expand`].
     pub resolutions: crate::resolve::Resolutions,
+    /// Per-host fields of the hosts that have any (zone, drain, priority,
+    /// hostname); a host not here has the defaults.
+    pub attributes: BTreeMap<IpAddr, HostAttributes>,
+    /// Per-host fields of hosts given as DNS names (never a hostname):
+    /// every address of the name gets them when [`crate::names::expand`]
+    /// adds it (a literal listing the same address keeps its own).
+    pub name_attributes: BTreeMap<String, HostAttributes>,
+    /// Backups are ready only while fewer primaries than this are ready.
+    pub min_ready: usize,
     /// Listed hosts the address policy refuses (see [`crate::policy`]):
     /// never probed, never written, only reported. Empty as `plan` makes it.
     pub denied: Vec<Denial>,
@@ -255,7 +266,9 @@ pub fn plan_with(
             false
         }
     };
-    let legacy_hosts = parse_hosts("spec.hosts", &spec.hosts, &mut errors);
+    let mut hostnames = Hostnames::default();
+    let legacy_hosts = parse_hosts("spec.hosts", &spec.hosts, &mut hostnames, &mut errors);
+    let service = plan_service(spec, headless, &mut errors);
     if let Some(period) = spec.resolve_period_seconds {
         errors.range(
             "spec.resolvePeriodSeconds",
@@ -317,6 +330,7 @@ pub fn plan_with(
             spec.period_seconds,
             resolve_period,
             &legacy_hosts,
+            &mut hostnames,
             &mut errors,
         ) {
             for (j, extra) in port.additional_target_ports.iter().enumerate() {
@@ -367,7 +381,11 @@ pub fn plan_with(
         return Err(InvalidSpec(errors.0));
     }
     ports.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(Plan { headless, ports })
+    Ok(Plan {
+        headless,
+        ports,
+        service,
+    })
 }
 
 fn plan_port(
@@ -376,7 +394,8 @@ fn plan_port(
     single: bool,
     spec_period: i32,
     spec_resolve_period: i32,
-    legacy_hosts: &Hosts,
+    legacy_hosts: &ParsedHosts,
+    hostnames: &mut Hostnames,
     errors: &mut Errors,
 ) -> Option<PortPlan> {
     let before = errors.0.len();
@@ -455,8 +474,13 @@ fn plan_port(
             MAX_SECONDS.into(),
         );
     }
-    let own_hosts = parse_hosts(&format!("{field}.hosts"), &port.hosts, errors);
-    let hosts = if port.hosts.is_empty() {
+    let own_hosts = parse_hosts(&format!("{field}.hosts"), &port.hosts, hostnames, errors);
+    let ParsedHosts {
+        hosts,
+        names,
+        attributes,
+        name_attributes,
+    } = if port.hosts.is_empty() {
         if legacy_hosts.is_empty() {
             errors.push(
                 format!("{field}.hosts"),
@@ -467,6 +491,8 @@ fn plan_port(
     } else {
         own_hosts
     };
+    let min_ready = port.min_ready.unwrap_or(DEFAULT_MIN_READY);
+    errors.range(&format!("{field}.minReady"), min_ready.into(), 1, 1000);
     let probe = plan_probe(field, port, errors);
     let (probe_port, intervals) = plan_schedule(field, port, errors);
     if errors.0.len() != before {
@@ -484,11 +510,14 @@ fn plan_port(
         protocol: port.protocol.clone(),
         port: port.port,
         target_port: u16::try_from(port.target_port).ok()?,
-        hosts: hosts.addresses,
-        names: hosts.names,
+        hosts,
+        names,
         resolve_period: seconds(port.resolve_period_seconds.unwrap_or(spec_resolve_period)),
         named: BTreeMap::new(),
         resolutions: BTreeMap::new(),
+        attributes,
+        name_attributes,
+        min_ready: usize::try_from(min_ready).ok()?,
         denied: Vec::new(),
         probe,
         period: seconds(period),
@@ -1039,8 +1068,9 @@ pub enum Host {
 }
 
 /// The one check of a host string, the same as the CRD's `HOST_PATTERN`
-/// and `HOST_RULE`: an IP literal that can be an endpoint, or a lower-case
-/// RFC 1123 DNS name of at most `MAX_HOST_LENGTH` (100) characters (the prober's rule for
+/// (exact where the pattern is loose): an IP literal that can be an
+/// endpoint, or a lower-case RFC 1123 DNS name of at most
+/// `MAX_HOST_LENGTH` (253) characters (the prober's rule for
 /// virtual hosts, lower-case only) whose last label starts with a letter,
 /// so that no name reads as an IPv4 address elsewhere (`127.1`, `0x7f.1`).
 pub fn parse_host(host: &str) -> Result<Host, String> {
@@ -1073,52 +1103,6 @@ pub fn parse_host(host: &str) -> Result<Host, String> {
         ));
     }
     Ok(Host::Name(host.to_string()))
-}
-
-/// A parsed host list: literals and names, each sorted and unique.
-#[derive(Clone, Debug, Default)]
-struct Hosts {
-    addresses: Vec<IpAddr>,
-    names: Vec<String>,
-}
-
-impl Hosts {
-    fn is_empty(&self) -> bool {
-        self.addresses.is_empty() && self.names.is_empty()
-    }
-}
-
-/// Parse, check and sort a host list; errors name the exact item.
-fn parse_hosts(field: &str, hosts: &[String], errors: &mut Errors) -> Hosts {
-    if hosts.len() > MAX_HOSTS {
-        errors.push(
-            field,
-            format!("must have at most {MAX_HOSTS} entries, got {}", hosts.len()),
-        );
-    }
-    let mut parsed = BTreeSet::new();
-    for (i, host) in hosts.iter().enumerate() {
-        match parse_host(host) {
-            Ok(host) => {
-                if let Some(duplicate) = parsed.replace(host) {
-                    let shown = match duplicate {
-                        Host::Address(ip) => ip.to_string(),
-                        Host::Name(name) => name,
-                    };
-                    errors.push(format!("{field}[{i}]"), format!("duplicate host {shown}"));
-                }
-            }
-            Err(message) => errors.push(format!("{field}[{i}]"), message),
-        }
-    }
-    let mut out = Hosts::default();
-    for host in parsed {
-        match host {
-            Host::Address(ip) => out.addresses.push(ip),
-            Host::Name(name) => out.names.push(name),
-        }
-    }
-    out
 }
 
 /// What EndpointSlice validation accepts as an endpoint address.
@@ -1163,7 +1147,15 @@ mod credentials;
 
 #[path = "plan_fail_open.rs"]
 mod fail_open_policy;
+#[path = "plan_hosts.rs"]
+mod hosts;
+pub use hosts::{HostAttributes, is_label_value};
+use hosts::{Hostnames, ParsedHosts, parse_hosts};
+#[path = "plan_service.rs"]
+mod service;
 pub use credentials::{Deferred, Lookup, Resolve, Sensitive, SourceKind, references};
+pub use service::ServiceOptions;
+use service::plan_service;
 
 #[cfg(test)]
 #[path = "plan_tests.rs"]

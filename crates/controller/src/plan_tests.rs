@@ -143,7 +143,7 @@ fn bad_hosts_are_rejected_naming_the_item() {
     );
     let mut spec = wordpress();
     spec.ports[1].hosts = (0..1001)
-        .map(|i| format!("198.18.{}.{}", i / 250, i % 250 + 1))
+        .map(|i| format!("198.18.{}.{}", i / 250, i % 250 + 1).into())
         .collect();
     assert_rejected(&spec, "spec.ports[1].hosts", "at most 1000");
 }
@@ -503,4 +503,149 @@ fn the_crd_refuses_every_header_the_prober_owns() {
     for header in OWNED_HEADERS {
         assert!(crd.contains(&format!("'{header}'")), "{header}");
     }
+}
+
+/// Per-host fields, minReady and the passthrough fields: each bad value is
+/// refused naming its field (objects can arrive through a CRD that does
+/// not check them, and admission cannot check everything about hosts).
+#[test]
+fn per_host_and_service_fields_are_checked_naming_the_field() {
+    use serde_json::json;
+    let with = |extra: serde_json::Value, hosts: serde_json::Value| {
+        let mut spec =
+            json!({"ports": [{"name": "a", "port": 80, "targetPort": 80, "hosts": hosts}]});
+        if let (Some(s), Some(e)) = (spec.as_object_mut(), extra.as_object()) {
+            s.extend(e.clone());
+        }
+        serde_json::from_value::<ClusterEndpointSpec>(spec).expect("spec")
+    };
+    let h = json!(["198.18.0.2"]);
+    for (spec, field, text) in [
+        (
+            with(
+                json!({}),
+                json!(["198.18.0.1", {"address": "198.18.0.2", "zone": "a b"}]),
+            ),
+            "spec.ports[0].hosts[1].zone",
+            "label value",
+        ),
+        (
+            with(json!({}), json!([{"address": "127.0.0.1"}])),
+            "spec.ports[0].hosts[0].address",
+            "cannot be an endpoint",
+        ),
+        (
+            with(
+                json!({}),
+                json!([{"address": "198.18.0.2", "priority": 101}]),
+            ),
+            "spec.ports[0].hosts[0].priority",
+            "between 0 and 100",
+        ),
+        (
+            with(
+                json!({}),
+                json!([{"address": "198.18.0.2", "hostname": "DB"}]),
+            ),
+            "spec.ports[0].hosts[0].hostname",
+            "DNS label",
+        ),
+        (
+            with(
+                json!({}),
+                json!([{"address": "198.18.0.2", "hostname": "db"}, {"address": "198.18.0.3", "hostname": "db"}]),
+            ),
+            "spec.ports[0].hosts[1].hostname",
+            "already given to 198.18.0.2",
+        ),
+        (
+            with(json!({}), json!(["198.18.0.2", {"address": "198.18.0.2"}])),
+            "spec.ports[0].hosts[1]",
+            "duplicate host",
+        ),
+        (
+            with(json!({"sessionAffinity": "Sticky"}), h.clone()),
+            "spec.sessionAffinity",
+            "None, ClientIP",
+        ),
+        (
+            with(
+                json!({"sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 5}}}),
+                h.clone(),
+            ),
+            "spec.sessionAffinityConfig",
+            "ClientIP",
+        ),
+        (
+            with(
+                json!({"sessionAffinity": "ClientIP", "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 0}}}),
+                h.clone(),
+            ),
+            "spec.sessionAffinityConfig.clientIP.timeoutSeconds",
+            "between 1 and 86400",
+        ),
+        (
+            with(json!({"internalTrafficPolicy": "Node"}), h.clone()),
+            "spec.internalTrafficPolicy",
+            "Cluster, Local",
+        ),
+        (
+            with(json!({"trafficDistribution": "Anywhere"}), h.clone()),
+            "spec.trafficDistribution",
+            "PreferClose",
+        ),
+        (
+            with(json!({"publishNotReadyAddresses": true}), h.clone()),
+            "spec.publishNotReadyAddresses",
+            "headless",
+        ),
+        (
+            with(json!({"serviceLabels": {"bad key!": "x"}}), h.clone()),
+            "spec.serviceLabels[bad key!]",
+            "qualified name",
+        ),
+        (
+            with(json!({"serviceLabels": {"team": "a b"}}), h.clone()),
+            "spec.serviceLabels[team]",
+            "label value",
+        ),
+        (
+            with(json!({"serviceAnnotations": {"/x": "y"}}), h.clone()),
+            "spec.serviceAnnotations[/x]",
+            "qualified name",
+        ),
+    ] {
+        assert_rejected(&spec, field, text);
+    }
+    let mut spec = with(json!({}), h);
+    spec.ports[0].min_ready = Some(0);
+    assert_rejected(&spec, "spec.ports[0].minReady", "between 1 and 1000");
+}
+
+/// The same host may carry the same hostname on several ports; attributes
+/// are per port, and the legacy spec.hosts carry theirs to every port
+/// that lists none.
+#[test]
+fn host_attributes_are_kept_per_port() {
+    let spec: ClusterEndpointSpec = serde_json::from_value(serde_json::json!({
+        "hosts": [{"address": "198.18.0.9", "zone": "z", "hostname": "db-9"}],
+        "ports": [
+            {"name": "a", "port": 80, "targetPort": 80, "minReady": 2, "hosts": [{"address": "198.18.0.9", "hostname": "db-9", "priority": 1}, "198.18.0.1"]},
+            {"name": "b", "port": 81, "targetPort": 81},
+        ]
+    }))
+    .expect("spec");
+    let plan = plan("obj", &spec).expect("valid");
+    let a = port(&plan, "a");
+    let b = port(&plan, "b");
+    let ip: std::net::IpAddr = "198.18.0.9".parse().expect("ip");
+    assert_eq!(a.min_ready, 2);
+    assert_eq!(b.min_ready, 1);
+    assert_eq!(a.attributes[&ip].priority, 1);
+    assert_eq!(a.attributes[&ip].zone, None);
+    assert_eq!(b.attributes[&ip].zone.as_deref(), Some("z"));
+    assert!(
+        !a.attributes
+            .contains_key(&"198.18.0.1".parse().expect("ip"))
+    );
 }

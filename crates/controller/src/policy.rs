@@ -213,7 +213,7 @@ pub fn hosts_of(spec: &ClusterEndpointSpec) -> BTreeSet<IpAddr> {
     spec.hosts
         .iter()
         .chain(spec.ports.iter().flat_map(|p| p.hosts.iter()))
-        .filter_map(|h| h.parse().ok())
+        .filter_map(|h| h.address().parse().ok())
         .collect()
 }
 

@@ -19,6 +19,7 @@ use crate::error::Result;
 use crate::events;
 use crate::execute::write_status;
 use crate::fail_open;
+use crate::host_report;
 use crate::plan::Plan;
 use crate::status::{self, NotInitialized, StatusInput, Synced};
 
@@ -57,6 +58,17 @@ pub async fn record(
         certificates::fill(&mut status, plan, &certificates, previous, warn_before);
         ctx.metrics
             .set_certificates(&key.namespace, &key.name, &certificates);
+    }
+    if let Ok(plan) = planned {
+        let drained_by = host_report::drained_by(object.metadata.annotations.as_ref());
+        host_report::fill(&mut status, plan, health, &drained_by);
+        let now_roles = host_report::roles(&status);
+        let before = remember(&ctx.announced_hosts, key, now_roles.clone(), || {
+            previous.map(host_report::roles)
+        });
+        for event in host_report::events(&before, &now_roles, &status) {
+            events::publish(ctx, object, event).await;
+        }
     }
     let certificate_events = announce_certificates(ctx, key, previous, &status);
     for event in certificate_events {

@@ -116,11 +116,18 @@ impl Scope {
             scope: watch_name(""),
         };
         let caches = Caches {
-            services: children.cache(watcher::Config::default(), "services"),
-            endpoints: children.cache(watcher::Config::default(), "endpoints"),
+            // The Services keep who owns their labels and annotations
+            // (see `service_metadata`).
+            services: children.cache(
+                watcher::Config::default(),
+                "services",
+                crate::service_metadata::trim_managed_fields,
+            ),
+            endpoints: children.cache(watcher::Config::default(), "endpoints", drop_managed_fields),
             slices: children.cache(
                 watcher::Config::default().labels(&slice_selector),
                 "endpointslices",
+                drop_managed_fields,
             ),
         };
         // Probe credentials: only labelled Secrets and ConfigMaps are
@@ -198,6 +205,7 @@ impl Scope {
             event_limiter: EventLimiter::new(event_limit::BURST, event_limit::REFILL),
             credentials: credential_stores,
             announced_certificates: Default::default(),
+            announced_hosts: Default::default(),
         });
         // A budget freed elsewhere (another scope's object was deleted)
         // reconciles this scope's objects that now fit.
@@ -492,7 +500,12 @@ struct Children<'a> {
 impl Children<'_> {
     /// A cache of `K` whose changes trigger a reconcile of the owning
     /// ClusterEndpoint (found through the controller owner reference).
-    fn cache<K>(&self, config: watcher::Config, resource: &'static str) -> Store<K>
+    fn cache<K>(
+        &self,
+        config: watcher::Config,
+        resource: &'static str,
+        trim: fn(&mut K),
+    ) -> Store<K>
     where
         K: Cached + Resource<Scope = k8s_openapi::NamespaceResourceScope>,
     {
@@ -503,7 +516,7 @@ impl Children<'_> {
         let watch = format!("{}{resource}", self.scope);
         let stream = watcher(api::<K>(self.client, self.namespace), config)
             .default_backoff()
-            .modify(drop_managed_fields)
+            .modify(trim)
             .reflect(writer)
             .touched_objects()
             .for_each(move |obj| {

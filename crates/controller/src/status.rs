@@ -349,6 +349,9 @@ fn port_status(
         certificates: Vec::new(),
         certificates_omitted: None,
         names: crate::names::name_statuses(port, previous),
+        drained: vec![],
+        drained_omitted: None,
+        backups_in_rotation: vec![],
     }
 }
 

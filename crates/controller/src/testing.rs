@@ -180,3 +180,37 @@ pub fn synced_status(
         now,
     })
 }
+
+/// A Service with `labels`, whose fields `managers` own.
+pub fn labelled_service(
+    labels: &[(&str, &str)],
+    managers: Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry>,
+) -> Service {
+    Service {
+        metadata: ObjectMeta {
+            labels: Some(
+                labels
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            ),
+            managed_fields: Some(managers),
+            ..ObjectMeta::default()
+        },
+        ..Service::default()
+    }
+}
+
+/// A managed-fields entry: `manager` owns `fields` (fieldsV1).
+pub fn managed(
+    manager: &str,
+    fields: serde_json::Value,
+) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry {
+    k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry {
+        manager: Some(manager.into()),
+        fields_v1: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::FieldsV1(
+            fields,
+        )),
+        ..Default::default()
+    }
+}

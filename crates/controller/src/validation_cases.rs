@@ -11,7 +11,9 @@ pub struct Case {
     /// The lines under `spec:`, indented by two spaces.
     pub spec: &'static str,
     /// What the apiserver's message must contain (the field, or for a rule on
-    /// the whole spec, the rule's message).
+    /// the whole spec, the rule's message); empty for what only the
+    /// controller can check (rules over `hosts`, whose string-or-object
+    /// items have no CEL type: see the api crate's `host` module).
     pub admission: &'static str,
     /// The field `plan()` must name.
     pub plan_field: &'static str,
@@ -70,7 +72,7 @@ pub const CASES: &[Case] = &[
     Case {
         what: "duplicate host",
         spec: "  ports: [{name: a, port: 80, targetPort: 80, hosts: [198.18.0.2, 198.18.0.2]}]",
-        admission: "spec.ports[0].hosts[1]",
+        admission: "",
         plan_field: "spec.ports[0].hosts[1]",
     },
     Case {
@@ -82,7 +84,7 @@ pub const CASES: &[Case] = &[
     Case {
         what: "no hosts",
         spec: "  ports: [{name: a, port: 80, targetPort: 80}]",
-        admission: "every port needs hosts",
+        admission: "",
         plan_field: "spec.ports[0].hosts",
     },
     Case {
@@ -282,7 +284,7 @@ pub fn budget_cases() -> Vec<BuiltCase> {
         BuiltCase {
             what: "more host-ports than one object may have",
             spec: over_target_cap(),
-            admission: "spec.ports: at most 10000 host-ports per object",
+            admission: "",
             plan_field: "spec.ports",
         },
     ]

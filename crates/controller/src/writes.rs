@@ -18,6 +18,7 @@ use crate::builder::{
 };
 use crate::consent::{self, AdoptionPolicy};
 use crate::diff::contains;
+use crate::dropped_fields;
 pub use crate::error::Refusal;
 
 /// What is in the cluster now (from the watch caches).
@@ -187,6 +188,9 @@ pub fn plan_writes_with(
         .filter_map(|slice| {
             let name = slice.name_any();
             match live.slices.iter().copied().find(|l| l.name_any() == name) {
+                Some(live) if dropped_fields::slice_drops_fields(slice, live) => {
+                    Some(Write::Apply(Object::EndpointSlice(slice.clone())))
+                }
                 Some(live) => {
                     apply_if_changed(Some(live), slice, Ownership::Owned, Object::EndpointSlice)
                 }
@@ -237,8 +241,13 @@ pub fn plan_writes_with(
             ),
         }),
         (Some(desired), decision) => {
+            let drops = matches!(decision, Ownership::Owned)
+                && live
+                    .endpoints
+                    .is_some_and(|l| dropped_fields::endpoints_drop_fields(desired, l));
+            let compared = if drops { None } else { live.endpoints };
             Ok(
-                apply_if_changed(live.endpoints, desired, decision, Object::Endpoints)
+                apply_if_changed(compared, desired, decision, Object::Endpoints)
                     .into_iter()
                     .collect(),
             )
@@ -296,7 +305,13 @@ fn service_writes(desired: &Service, live: Option<&Service>, decision: &Ownershi
         // first, and the next reconcile judges one it finds).
         return vec![Write::Create(Object::Service(desired.clone()))];
     }
-    match apply_if_changed(live, desired, decision.clone(), Object::Service) {
+    // Labels and annotations another manager set with other values stay theirs.
+    let desired = &crate::service_metadata::yield_foreign(desired, live);
+    // A field we set before and no longer want is removed only by an apply.
+    let drops = matches!(decision, Ownership::Owned)
+        && live.is_some_and(|l| dropped_fields::service_drops_owned(desired, l));
+    let compared = if drops { None } else { live };
+    match apply_if_changed(compared, desired, decision.clone(), Object::Service) {
         // Which ports survive the apply depends on who owns them, which
         // only the apply's answer tells: the prune is decided on that.
         Some(apply) => vec![

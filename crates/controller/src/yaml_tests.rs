@@ -38,7 +38,7 @@ fn the_crd_reads_back_as_the_same_object() {
     assert_eq!(back, kube_endpoints_api::crd_for_group(group));
     // Long messages stay on one line.
     assert!(
-        text.contains("message: must be a unicast IPv4 or IPv6 address literal"),
+        text.contains("message: must be a DNS name (RFC 1123, at most 253 characters, not ending in a number) or an IP address literal"),
         "{text}"
     );
 }

@@ -458,7 +458,10 @@ fn deployment_is_hardened_and_its_args_parse() {
     assert_eq!(
         dns(&run),
         (
-            vec!["198.18.0.53:53".to_string(), "[fd00:6b65::53]:5353".to_string()],
+            vec![
+                "198.18.0.53:53".to_string(),
+                "[fd00:6b65::53]:5353".to_string()
+            ],
             10,
             600
         )

@@ -283,3 +283,64 @@ async fn names_are_resolved_probed_and_reported() {
     let bad = yaml.replace("gone.check.test", "'127.1'");
     check_fails_saying(&bad, &["spec.ports[0].hosts[1]", "ends in a number"]).await;
 }
+
+/// Hosts as objects: `check` accepts them and says how each would be
+/// listed (drained, a backup on standby or in rotation); `-o yaml` shows
+/// the zone, hint and hostname in the slices and the drained host
+/// terminating.
+#[tokio::test(flavor = "multi_thread")]
+async fn check_handles_per_host_fields() {
+    let up = TestHost::create().await.expect("host");
+    let backup = TestHost::create().await.expect("host");
+    let drained = TestHost::create().await.expect("host");
+    let ports = BackendPorts::wordpress();
+    let _b1 = up.start_backend(ports.clone()).await.expect("backend");
+    let _b2 = backup.start_backend(ports.clone()).await.expect("backend");
+    let _b3 = drained.start_backend(ports).await.expect("backend");
+    let (u, b, d) = (
+        up.ipv4().to_string(),
+        backup.ipv4().to_string(),
+        drained.ipv4().to_string(),
+    );
+    let yaml = format!(
+        r#"
+apiVersion: khulnasoft-lab.github.io/v1beta1
+kind: ClusterEndpoint
+metadata: {{name: db, namespace: web}}
+spec:
+  ports:
+  - name: tcp
+    port: 443
+    targetPort: 443
+    tcpSocket: {{enable: true}}
+    hosts:
+    - {{address: {u}, zone: zone-a, hostname: db-0}}
+    - {{address: {b}, zone: zone-a, priority: 1}}
+    - {{address: {d}, zone: zone-b, drain: true}}
+"#
+    );
+    let (out, text) = check(&yaml, &["-o", "yaml"]).await;
+    assert!(out.status.success(), "{text}");
+    let got = rows(&text);
+    let message = |host: &str| {
+        got.iter()
+            .find(|(_, h, ..)| h == host)
+            .map(|r| (r.3.clone(), r.4.clone()))
+            .unwrap_or_else(|| panic!("no row for {host}:\n{text}"))
+    };
+    assert_eq!(
+        message(&u),
+        ("healthy".to_string(), String::new()),
+        "{text}"
+    );
+    assert_eq!(message(&b).1, "[backup 1, standby]", "{text}");
+    assert_eq!(message(&d).1, "[drained]", "{text}");
+    for line in [
+        "zone: zone-a",
+        "hostname: db-0",
+        "terminating: true",
+        "name: zone-a",
+    ] {
+        assert!(text.contains(line), "{line} missing:\n{text}");
+    }
+}

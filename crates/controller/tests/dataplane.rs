@@ -311,20 +311,31 @@ async fn a_stopped_backend_leaves_and_returns(node: &Node, test: &str) {
     w.hosts[1].1.stop().await.expect("backend 2 stops");
     wait_slice_ready(&w.client, &w.ns, "web", a2, false).await;
     wait_programmed(node, &w.ns, "web", ("http", "tcp"), &[e1]).await;
+    all_answered_by(node, vip, a1, "100 connections after the failure").await;
+
+    w.hosts[1].1.start().await.expect("backend 2 starts again");
+    back_in_rotation(&w, node, vip, [e1, e2]).await;
+}
+
+/// 100 new connections to `vip` are all answered by `host`.
+async fn all_answered_by(node: &Node, vip: SocketAddr, host: IpAddr, what: &str) {
     let attempts = node
         .ask(Proto::Http, vip, 100)
         .await
         .expect("ke-client runs");
-    let by = answers(&attempts, "100 connections after the failure");
     assert_eq!(
-        by,
-        BTreeMap::from([(a1, 100)]),
-        "every connection reaches the healthy host only"
+        answers(&attempts, what),
+        BTreeMap::from([(host, 100)]),
+        "{what}: every connection reaches {host} only"
     );
+}
 
-    w.hosts[1].1.start().await.expect("backend 2 starts again");
+/// The second host of `w` is ready again, kube-proxy sends to both
+/// endpoints, and both answer.
+async fn back_in_rotation(w: &World, node: &Node, vip: SocketAddr, endpoints: [SocketAddr; 2]) {
+    let [a1, a2] = w.addrs;
     wait_slice_ready(&w.client, &w.ns, "web", a2, true).await;
-    wait_programmed(node, &w.ns, "web", ("http", "tcp"), &[e1, e2]).await;
+    wait_programmed(node, &w.ns, "web", ("http", "tcp"), &endpoints).await;
     assert_spread(node, Proto::Http, vip, &[a1, a2]).await;
 }
 
@@ -540,4 +551,35 @@ async fn a_controller_failover_drops_no_connection() {
         "both hosts served throughout: {by:?}"
     );
     wait_programmed(node, &ns, "web", ("http", "tcp"), &endpoints).await;
+}
+
+/// `kube-endpoints drain` takes a healthy host out of kube-proxy's
+/// rotation (listed terminating: no new connection reaches it, 100 in a
+/// row all go to the other host); `undrain` brings it back.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_drained_host_gets_no_new_connection() {
+    let node = node();
+    let w = world("dp-drain", node).await;
+    let [a1, a2] = w.addrs;
+    let (vip, [e1, e2]) = serve_http(&w.client, &w.ns, node, "web", [a1, a2]).await;
+    assert_spread(node, Proto::Http, vip, &[a1, a2]).await;
+
+    let drain = |verb: &'static str| {
+        let ns = w.ns.clone();
+        async move {
+            let host = a2.to_string();
+            support::run_cli(
+                &[verb, "web", &host, "-n", &ns],
+                control_plane().kubeconfig_path(),
+            )
+            .await
+        }
+    };
+    drain("drain").await;
+    wait_slice_ready(&w.client, &w.ns, "web", a2, false).await;
+    wait_programmed(node, &w.ns, "web", ("http", "tcp"), &[e1]).await;
+    all_answered_by(node, vip, a1, "100 connections with a2 drained").await;
+
+    drain("undrain").await;
+    back_in_rotation(&w, node, vip, [e1, e2]).await;
 }

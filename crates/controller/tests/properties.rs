@@ -468,7 +468,7 @@ fn check_plan(spec: &ClusterEndpointSpec, plan: &Plan) {
         };
         let wanted_hosts: BTreeSet<std::net::IpAddr> = hosts_in_spec
             .iter()
-            .map(|h| h.parse().expect("valid specs have valid hosts"))
+            .map(|h| h.address().parse().expect("valid specs have valid hosts"))
             .collect();
         for p in &mine {
             assert!(!p.hosts.is_empty());

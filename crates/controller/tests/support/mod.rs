@@ -186,6 +186,43 @@ pub fn example(file: &str, group: &str, hosts: &[String], period: u32) -> String
     serde_json::to_string(&cep).expect("JSON")
 }
 
+/// Run `kube-endpoints <args> --kubeconfig <kubeconfig>`, which must
+/// succeed; its standard output.
+pub async fn run_cli(args: &[&str], kubeconfig: &Path) -> String {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_kube-endpoints"))
+        .args(args)
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .output()
+        .await
+        .expect("the CLI runs");
+    assert!(
+        out.status.success(),
+        "kube-endpoints {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Kill `controller` and start another watching `ns`; once it has
+/// reconciled and run `probes` probes (so any write it was going to make
+/// is made), assert it wrote nothing. The new controller.
+pub async fn restart_writing_nothing(controller: Controller, ns: &str, probes: f64) -> Controller {
+    controller.kill().await;
+    let restarted = start_controller(ns, &[]).await;
+    eventually(
+        "the restarted controller to reconcile and probe",
+        || async {
+            let reconciled = restarted.metric("kube_endpoints_reconciles_total").await >= 1.0;
+            let probed = restarted.metric("kube_endpoints_probes_total").await >= probes;
+            (reconciled && probed).then_some(())
+        },
+    )
+    .await;
+    assert_wrote_nothing(&restarted).await;
+    restarted
+}
+
 /// A fresh namespace for one test.
 pub async fn namespace(client: &Client, name: &str) -> String {
     let namespaces: Api<Namespace> = Api::all(client.clone());
