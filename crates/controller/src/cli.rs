@@ -44,7 +44,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the controller.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print the ClusterEndpoint CRD as YAML.
     Crd {
         /// API group to generate the CRD for.
@@ -397,7 +397,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Undrain(args) => runtime()?.block_on(drain(args, false)),
         Command::Run(args) => {
             init_logging(args.log_format);
-            runtime()?.block_on(run(args))
+            runtime()?.block_on(run(*args))
         }
     }
 }

@@ -323,13 +323,16 @@ pub fn plan_with(
                 ),
             );
         }
+        let inherited = Inherited {
+            period: spec.period_seconds,
+            resolve_period,
+            hosts: &legacy_hosts,
+        };
         if let Some(p) = plan_port(
             &field,
             port,
             single,
-            spec.period_seconds,
-            resolve_period,
-            &legacy_hosts,
+            &inherited,
             &mut hostnames,
             &mut errors,
         ) {
@@ -388,13 +391,21 @@ pub fn plan_with(
     })
 }
 
+/// What a port takes from the object-level fields when it sets none.
+struct Inherited<'a> {
+    /// `spec.periodSeconds`.
+    period: i32,
+    /// `spec.resolvePeriodSeconds` or its default.
+    resolve_period: i32,
+    /// The legacy `spec.hosts`.
+    hosts: &'a ParsedHosts,
+}
+
 fn plan_port(
     field: &str,
     port: &ClusterEndpointPort,
     single: bool,
-    spec_period: i32,
-    spec_resolve_period: i32,
-    legacy_hosts: &ParsedHosts,
+    inherited: &Inherited,
     hostnames: &mut Hostnames,
     errors: &mut Errors,
 ) -> Option<PortPlan> {
@@ -456,7 +467,7 @@ fn plan_port(
             MAX_SECONDS.into(),
         );
     }
-    let period = port.period_seconds.unwrap_or(spec_period);
+    let period = port.period_seconds.unwrap_or(inherited.period);
     if port.timeout_seconds > period && (1..=MAX_SECONDS).contains(&period) {
         errors.push(
             format!("{field}.timeoutSeconds"),
@@ -481,13 +492,13 @@ fn plan_port(
         attributes,
         name_attributes,
     } = if port.hosts.is_empty() {
-        if legacy_hosts.is_empty() {
+        if inherited.hosts.is_empty() {
             errors.push(
                 format!("{field}.hosts"),
                 "must list at least one host (or set the legacy spec.hosts)",
             );
         }
-        legacy_hosts.clone()
+        inherited.hosts.clone()
     } else {
         own_hosts
     };
@@ -512,7 +523,10 @@ fn plan_port(
         target_port: u16::try_from(port.target_port).ok()?,
         hosts,
         names,
-        resolve_period: seconds(port.resolve_period_seconds.unwrap_or(spec_resolve_period)),
+        resolve_period: seconds(
+            port.resolve_period_seconds
+                .unwrap_or(inherited.resolve_period),
+        ),
         named: BTreeMap::new(),
         resolutions: BTreeMap::new(),
         attributes,
