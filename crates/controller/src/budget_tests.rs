@@ -210,15 +210,7 @@ fn incumbency_is_read_from_the_status() {
         probe: "tcp".into(),
         ready: 0,
         total,
-        unhealthy: vec![],
-        unhealthy_omitted: None,
-        denied: vec![],
-        certificates: vec![],
-        certificates_omitted: None,
-        names: vec![],
-        drained: vec![],
-        drained_omitted: None,
-        backups_in_rotation: vec![],
+        ..kube_endpoints_api::PortStatus::default()
     };
     let initialized = |ok: bool| Condition {
         type_: CONDITION_INITIALIZED.into(),

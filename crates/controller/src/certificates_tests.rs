@@ -67,15 +67,7 @@ fn the_list_is_bounded() {
             probe: "tcp".into(),
             ready: 30,
             total: 30,
-            unhealthy: vec![],
-            unhealthy_omitted: None,
-            denied: vec![],
-            certificates: vec![],
-            certificates_omitted: None,
-            names: vec![],
-            drained: vec![],
-            drained_omitted: None,
-            backups_in_rotation: vec![],
+            ..kube_endpoints_api::PortStatus::default()
         }],
         ..ClusterEndpointStatus::default()
     };

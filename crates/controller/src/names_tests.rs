@@ -322,15 +322,8 @@ fn status_lists_each_name_and_the_condition_says_whether_all_resolved() {
         probe: "none".into(),
         ready: 2,
         total: 2,
-        unhealthy: vec![],
-        unhealthy_omitted: None,
-        denied: vec![],
-        certificates: vec![],
-        certificates_omitted: None,
         names: statuses.clone(),
-        drained: vec![],
-        drained_omitted: None,
-        backups_in_rotation: vec![],
+        ..kube_endpoints_api::PortStatus::default()
     };
     let mut later = down.clone();
     for r in later.values_mut() {
