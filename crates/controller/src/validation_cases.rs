@@ -54,7 +54,8 @@ pub const CASES: &[Case] = &[
     Case {
         what: "IPv6 look-alike",
         spec: "  ports: [{name: a, port: 80, targetPort: 80, hosts: ['fd00::1::2']}]",
-        admission: "spec.ports[0].hosts[0]",
+        // IPv6-shaped for the pattern; only the controller parses exactly.
+        admission: "",
         plan_field: "spec.ports[0].hosts[0]",
     },
     Case {

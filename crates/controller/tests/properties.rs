@@ -17,7 +17,7 @@
 
 use std::collections::BTreeSet;
 
-use kube_endpoints::plan::{Plan, plan};
+use kube_endpoints::plan::{Host, Plan, parse_host, plan};
 use kube_endpoints_api::ClusterEndpointSpec;
 use proptest::prelude::*;
 use proptest::test_runner::Config;
@@ -466,12 +466,26 @@ fn check_plan(spec: &ClusterEndpointSpec, plan: &Plan) {
         } else {
             &sp.hosts
         };
-        let wanted_hosts: BTreeSet<std::net::IpAddr> = hosts_in_spec
-            .iter()
-            .map(|h| h.address().parse().expect("valid specs have valid hosts"))
-            .collect();
+        // A planned spec's hosts all parse (a corrupted one may hold a
+        // DNS name, which goes to `names`, not `hosts`).
+        let (mut wanted_hosts, mut wanted_names) = (BTreeSet::new(), BTreeSet::new());
+        for h in hosts_in_spec {
+            match parse_host(h.address()).expect("planned specs have valid hosts") {
+                Host::Address(ip) => {
+                    wanted_hosts.insert(ip);
+                }
+                Host::Name(name) => {
+                    wanted_names.insert(name);
+                }
+            }
+        }
         for p in &mine {
-            assert!(!p.hosts.is_empty());
+            assert!(!p.hosts.is_empty() || !p.names.is_empty());
+            assert!(p.names.windows(2).all(|w| w[0] < w[1]), "names not sorted");
+            assert_eq!(
+                p.names.iter().cloned().collect::<BTreeSet<_>>(),
+                wanted_names
+            );
             let set: BTreeSet<_> = p.hosts.iter().copied().collect();
             assert_eq!(set.len(), p.hosts.len(), "duplicate hosts");
             assert!(p.hosts.windows(2).all(|w| w[0] < w[1]), "hosts not sorted");
