@@ -50,6 +50,8 @@ pub mod record;
 pub mod resolve;
 pub mod scope;
 pub mod server;
+pub mod sharding;
+pub mod shards;
 pub mod status;
 mod watch_cache;
 pub mod writes;
