@@ -1,0 +1,212 @@
+//! Sharding across replicas, end to end: two `kube-endpoints run`
+//! processes with `--shards 4` against a real apiserver. The shards balance
+//! two and two; every object is reconciled by exactly one replica (the
+//! leader of its shard); killing one replica (SIGKILL) moves its shards to
+//! the other, the handover itself changes no EndpointSlice, Endpoints,
+//! Service or status, and the survivor goes on detecting host failures on
+//! the objects of the shards it took over.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use kube_endpoints::sharding::shard_of;
+use kube_endpoints_api::{GROUP, Phase};
+use kube_endpoints_testkit::netns::TestHost;
+use support::*;
+
+const SHARDS: u32 = 4;
+const LEASE_SECONDS: &str = "6";
+const NS: &str = "e2e-sharding";
+
+async fn start_replica() -> Controller {
+    let args = [
+        "--leader-election=true",
+        "--lease-name",
+        "ke-sharding",
+        "--lease-namespace",
+        NS,
+        "--lease-duration-seconds",
+        LEASE_SECONDS,
+        "--shards",
+        "4",
+    ];
+    start_controller(NS, &args).await
+}
+
+/// The value of each series of `name`, by its `shard` label.
+async fn by_shard(c: &Controller, name: &str) -> BTreeMap<u32, f64> {
+    let prefix = format!("{name}{{shard=\"");
+    c.metrics()
+        .await
+        .lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix(&prefix)?;
+            let (shard, value) = rest.split_once("\"} ")?;
+            Some((shard.parse().ok()?, value.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// The shards `c` leads now.
+async fn led(c: &Controller) -> BTreeSet<u32> {
+    by_shard(c, "kube_endpoints_shard_leader")
+        .await
+        .into_iter()
+        .filter(|(_, v)| *v == 1.0)
+        .map(|(s, _)| s)
+        .collect()
+}
+
+/// Two object names per shard.
+fn names() -> Vec<(String, u32)> {
+    let mut per_shard = BTreeMap::<u32, usize>::new();
+    (0..)
+        .map(|i| format!("cep-{i}"))
+        .filter_map(|name| {
+            let shard = shard_of(NS, &name, SHARDS);
+            let n = per_shard.entry(shard).or_default();
+            (*n < 2).then(|| {
+                *n += 1;
+                (name, shard)
+            })
+        })
+        .take(2 * SHARDS as usize)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn shards_balance_each_object_has_one_writer_and_failover_moves_nothing() {
+    let admin = client().await;
+    install_crd(&admin, GROUP).await;
+    let ns = namespace(&admin, NS).await;
+    let steady = TestHost::create().await.expect("host");
+    let victim = TestHost::create().await.expect("host");
+    let ports = tcp_and_http_ports();
+    let _steady_backend = steady.start_backend(ports.clone()).await.expect("backend");
+    let mut victim_backend = victim.start_backend(ports).await.expect("backend");
+
+    // (a) The shards balance two and two, before any object exists (so that
+    // the start-up rebalancing cannot make both replicas reconcile one).
+    let a = start_replica().await;
+    let b = start_replica().await;
+    eventually("the shards to balance 2/2", || async {
+        let (la, lb) = (led(&a).await, led(&b).await);
+        (la.len() == 2 && lb.len() == 2 && la.is_disjoint(&lb)).then_some(())
+    })
+    .await;
+    for c in [&a, &b] {
+        assert_eq!(c.metric("kube_endpoints_shards_leading").await, 2.0);
+        assert_eq!(c.metric("kube_endpoints_leader").await, 1.0);
+    }
+
+    let objects = names();
+    for (name, _) in &objects {
+        let yaml = format!(
+            "apiVersion: {GROUP}/v1beta1\nkind: ClusterEndpoint\nmetadata: {{name: {name}}}\nspec:\n  periodSeconds: 1\n  ports:\n  - {{name: tls, port: 443, targetPort: 443, hosts: [{h1}, {h2}], tcpSocket: {{enable: true}}, failureThreshold: 1}}\n",
+            h1 = steady.ipv4(),
+            h2 = victim.ipv4()
+        );
+        must_apply(&admin, &ns, GROUP, &yaml).await;
+    }
+    for (name, _) in &objects {
+        wait_phase(&admin, &ns, GROUP, name, Phase::Healthy).await;
+        wait_all_ready(&admin, &ns, name, 2).await;
+    }
+
+    // (b) Each object was reconciled by the leader of its shard and by no
+    // other replica: the counter is labelled with the shard computed from
+    // the reconciled object itself.
+    let (led_a, led_b) = (led(&a).await, led(&b).await);
+    let (count_a, count_b) = (
+        by_shard(&a, "kube_endpoints_shard_reconciles_total").await,
+        by_shard(&b, "kube_endpoints_shard_reconciles_total").await,
+    );
+    for (name, shard) in &objects {
+        let (ra, rb) = (
+            count_a.get(shard).copied().unwrap_or(0.0),
+            count_b.get(shard).copied().unwrap_or(0.0),
+        );
+        let (leader, reconciled, other) = if led_a.contains(shard) {
+            ("a", ra, rb)
+        } else {
+            ("b", rb, ra)
+        };
+        assert!(
+            reconciled > 0.0,
+            "{name} (shard {shard}) was not reconciled by its leader {leader}"
+        );
+        assert_eq!(
+            other, 0.0,
+            "{name} (shard {shard}) was also reconciled by the replica not leading it"
+        );
+    }
+    for c in [&a, &b] {
+        assert!(c.metric("kube_endpoints_api_writes_total").await > 0.0);
+    }
+
+    // (c) SIGKILL b: its Leases are left to expire, a takes its shards.
+    let moved = led_b.clone();
+    let mut before = BTreeMap::new();
+    for (name, _) in &objects {
+        before.insert(
+            name.clone(),
+            (
+                resource_versions(&admin, &ns, GROUP, name).await,
+                slice_readiness(&admin, &ns, name).await,
+            ),
+        );
+    }
+    let killed = std::time::Instant::now();
+    b.kill().await;
+    eventually("the survivor to lead all shards", || async {
+        (led(&a).await.len() == SHARDS as usize).then_some(())
+    })
+    .await;
+    eprintln!(
+        "after SIGKILL the survivor led all shards {:?} later (Lease {LEASE_SECONDS}s)",
+        killed.elapsed()
+    );
+    eventually(
+        "the survivor to reconcile and probe the moved shards",
+        || async {
+            let counts = by_shard(&a, "kube_endpoints_shard_reconciles_total").await;
+            let reconciled = moved
+                .iter()
+                .all(|s| counts.get(s).copied().unwrap_or(0.0) > 0.0);
+            let metrics = a.metrics().await;
+            let probed = metrics
+                .lines()
+                .any(|l| l == "kube_endpoints_host_ports{state=\"ready\"} 16")
+                && metrics
+                    .lines()
+                    .any(|l| l == "kube_endpoints_host_ports{state=\"pending\"} 0");
+            (reconciled && probed).then_some(())
+        },
+    )
+    .await;
+    for (name, (versions, readiness)) in &before {
+        assert_eq!(
+            &resource_versions(&admin, &ns, GROUP, name).await,
+            versions,
+            "the handover changed an object of {name}"
+        );
+        assert_eq!(
+            &slice_readiness(&admin, &ns, name).await,
+            readiness,
+            "the handover moved an endpoint of {name}"
+        );
+    }
+
+    // The survivor detects a host failure on the objects of moved shards.
+    victim_backend.stop().await.expect("stop");
+    for (name, shard) in objects.iter().filter(|(_, s)| moved.contains(s)) {
+        wait_phase(&admin, &ns, GROUP, name, Phase::UnHealthy).await;
+        eventually("the stopped host to be listed unhealthy", || async {
+            let s = get_cep(&admin, &ns, GROUP, name).await?.status?;
+            s.ports.iter().all(|p| p.unhealthy.len() == 1).then_some(())
+        })
+        .await;
+        eprintln!("{name} (shard {shard}, moved) detected the failure");
+    }
+}
