@@ -143,14 +143,16 @@ impl View {
 /// Hysteresis for giving shards away: an excess must persist, with the same
 /// members, for `settle` before any shard is released, and after a release
 /// the replica takes no shard by its share for `cooldown` (a released shard
-/// goes to a member with fewer rather than back to the one that let it go).
+/// goes to a member with fewer rather than back to the one that let it go)
+/// — unless members have left since, whose shards need a new leader now.
 #[derive(Clone, Debug)]
 pub struct Hysteresis {
     settle: Duration,
     cooldown: Duration,
     /// Since when the current excess has been seen, with how many members.
     excess_since: Option<(Instant, usize)>,
-    cooling_until: Option<Instant>,
+    /// Until when, and with how many members at the release.
+    cooling_until: Option<(Instant, usize)>,
 }
 
 impl Hysteresis {
@@ -182,14 +184,17 @@ impl Hysteresis {
             return 0;
         }
         self.excess_since = None;
-        self.cooling_until = Some(now + self.cooldown);
+        self.cooling_until = Some((now + self.cooldown, members));
         excess
     }
 
     /// Whether a free shard may be taken at `now`: the share allows it and
-    /// no release is cooling down.
+    /// no release is cooling down (a member leaving ends the cooldown).
     pub fn may_take(&self, view: &View, now: Instant) -> bool {
-        view.may_take() && self.cooling_until.is_none_or(|until| now >= until)
+        view.may_take()
+            && self
+                .cooling_until
+                .is_none_or(|(until, members)| now >= until || view.leading.len() < members)
     }
 }
 

@@ -150,3 +150,16 @@ fn a_vanishing_excess_resets_the_clock() {
     assert_eq!(h.release(&over, t0 + Duration::from_secs(7)), 0);
     assert_eq!(h.release(&over, t0 + Duration::from_secs(13)), 2);
 }
+
+#[test]
+fn a_member_leaving_ends_the_cooldown() {
+    let mut h = Hysteresis::new(Duration::ZERO, Duration::from_secs(60));
+    let t0 = Instant::now();
+    assert_eq!(h.release(&view("a", &[("a", 4), ("b", 0)]), t0), 2);
+    let balanced = view("a", &[("a", 1), ("b", 2)]);
+    assert!(balanced.may_take());
+    assert!(!h.may_take(&balanced, t0), "cooling down");
+    // b died: a must take its shards at once.
+    let alone = view("a", &[("a", 2)]);
+    assert!(h.may_take(&alone, t0));
+}
