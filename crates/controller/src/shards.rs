@@ -204,7 +204,21 @@ where
             };
             let (client, liveness, shutdown) = (client.clone(), liveness.clone(), shutdown.clone());
             tokio::spawn(async move {
-                run_seat(client, config, &seat, &liveness, fence, shutdown, work).await
+                let result = run_seat(
+                    client,
+                    config,
+                    &seat,
+                    &liveness,
+                    fence,
+                    shutdown.clone(),
+                    work,
+                )
+                .await;
+                // A shard whose controllers ended by themselves (an error)
+                // ends the process, as unsharded: every shard steps aside
+                // and the pod restarts.
+                shutdown.cancel();
+                result
             })
         })
         .collect();
@@ -246,8 +260,18 @@ async fn keep_membership(
         }
         match tokio::time::timeout_at(deadline, api.list(&ListParams::default())).await {
             Ok(Ok(leases)) => {
-                let view = look(&leases.items, &base, count, &mut seen, Instant::now());
+                let now = Instant::now();
+                let view = look(&leases.items, &base, count, &mut seen, now);
                 rebalance(&board, view);
+                forget_departed(
+                    &api,
+                    &leases.items,
+                    &seen,
+                    base.duration() * STALE_DURATIONS,
+                    now,
+                    deadline,
+                )
+                .await;
             }
             Ok(Err(e)) => warn!(error = %e, "cannot list the shard Leases"),
             Err(_) => warn!("cannot list the shard Leases in time"),
@@ -263,6 +287,49 @@ async fn keep_membership(
         Ok(Ok(_)) => info!(lease = %mine, "left the shard membership"),
         Ok(Err(e)) => warn!(error = %e, "cannot delete the membership Lease; it expires"),
         Err(_) => warn!("cannot delete the membership Lease in time; it expires"),
+    }
+}
+
+/// A membership Lease unchanged for this many durations belongs to a
+/// replica that died without leaving (SIGKILL, a lost node): deleted, so
+/// that restarted pods (new names) do not pile Leases up.
+const STALE_DURATIONS: u32 = 10;
+
+/// Delete the membership Leases unchanged for `stale` (as seen here), each
+/// on condition that it is still the version seen: a replica that renewed
+/// meanwhile keeps its Lease.
+async fn forget_departed(
+    api: &Api<Lease>,
+    leases: &[Lease],
+    seen: &Seen,
+    stale: std::time::Duration,
+    now: Instant,
+    deadline: Instant,
+) {
+    for lease in leases {
+        let Some(name) = lease.metadata.name.as_deref() else {
+            continue;
+        };
+        let Some((version, changed_at)) = seen.get(name) else {
+            continue;
+        };
+        if now < *changed_at + stale {
+            continue;
+        }
+        let params = DeleteParams {
+            preconditions: Some(kube::api::Preconditions {
+                resource_version: Some(version.clone()),
+                uid: None,
+            }),
+            ..DeleteParams::default()
+        };
+        match tokio::time::timeout_at(deadline, api.delete(name, &params)).await {
+            Ok(Ok(_)) => info!(lease = %name, "deleted the membership Lease of a departed replica"),
+            Ok(Err(e)) => {
+                debug!(lease = %name, error = %e, "cannot delete a stale membership Lease")
+            }
+            Err(_) => debug!(lease = %name, "cannot delete a stale membership Lease in time"),
+        }
     }
 }
 
