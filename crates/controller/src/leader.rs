@@ -155,6 +155,11 @@ pub trait Seat: Send + Sync {
     /// that stays free (or expired) for another whole duration is taken
     /// anyway, so that no Lease is left without a holder.
     fn may_take(&self) -> bool;
+    /// Whether taking the Lease is forbidden now, however long it has been
+    /// free: unlike [`Seat::may_take`], never overridden.
+    fn barred(&self) -> bool {
+        false
+    }
     /// Resolves when the holder should hand the Lease over gracefully
     /// (stop its controllers, close its fence, release the Lease) and stand
     /// by again.
@@ -428,13 +433,16 @@ struct Acquired {
 
 /// When a free Lease the seat declines is looked at again: soon (the
 /// seat's mind may change any moment), or `None` to take it now (the seat
-/// accepts, or it has declined until `overdue`).
+/// accepts, or it has declined until `overdue` and is not barred).
 fn declined(
     seat: &dyn Seat,
     overdue: Instant,
     now: Instant,
     config: &LeaseConfig,
 ) -> Option<Instant> {
+    if seat.barred() {
+        return Some(now + config.retry());
+    }
     (!seat.may_take() && now < overdue).then(|| (now + config.retry()).min(overdue))
 }
 

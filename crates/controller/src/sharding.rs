@@ -86,6 +86,32 @@ pub fn shard_of_lease(base: &str, lease: &str, count: u32) -> Option<u32> {
     (index < count).then_some(index)
 }
 
+/// The annotation of a membership Lease that carries its replica's shard
+/// count.
+pub const SHARDS_ANNOTATION: &str = "kube-endpoints.io/shards";
+
+/// Why a replica must take no shard now, if it must not: replicas split
+/// the objects differently (another live member announces another shard
+/// count, or an unsharded replica holds the single Lease), so shard `i` of
+/// one is not shard `i` of the other and both could write one object. The
+/// replicas that lead keep leading; the others wait until the differing ones
+/// are gone (a rollout that changes the shard count).
+pub fn mixed_counts(
+    count: u32,
+    announced: &BTreeMap<String, u32>,
+    unsharded_holder: Option<&str>,
+) -> Option<String> {
+    if let Some(holder) = unsharded_holder {
+        return Some(format!(
+            "the unsharded Lease is held by {holder} (a replica without --shards)"
+        ));
+    }
+    announced
+        .iter()
+        .find(|(_, n)| **n != count)
+        .map(|(who, n)| format!("the live replica {who} runs with --shards {n}, not {count}"))
+}
+
 /// The fewest and the most shards a replica should lead when `members`
 /// live replicas share `shards`: floor and ceiling of `shards / members`.
 pub fn fair_share(shards: u32, members: usize) -> (usize, usize) {

@@ -163,3 +163,14 @@ fn a_member_leaving_ends_the_cooldown() {
     let alone = view("a", &[("a", 2)]);
     assert!(h.may_take(&alone, t0));
 }
+
+#[test]
+fn replicas_with_another_split_bar_taking_shards() {
+    let same = BTreeMap::from([("a".to_string(), 4), ("b".to_string(), 4)]);
+    assert_eq!(mixed_counts(4, &same, None), None);
+    let other = BTreeMap::from([("a".to_string(), 4), ("b".to_string(), 2)]);
+    let why = mixed_counts(4, &other, None).expect("mixed");
+    assert!(why.contains("--shards 2"), "{why}");
+    let why = mixed_counts(4, &same, Some("old-pod")).expect("unsharded");
+    assert!(why.contains("old-pod"), "{why}");
+}

@@ -31,8 +31,8 @@ use crate::leader::{LeaseConfig, Seat, run_seat};
 use crate::metrics::{Metrics, ShardLabels};
 use crate::server::Liveness;
 use crate::sharding::{
-    Hysteresis, Shard, View, member_lease_name, member_lease_prefix, shard_lease_name,
-    shard_of_lease,
+    Hysteresis, SHARDS_ANNOTATION, Shard, View, member_lease_name, member_lease_prefix,
+    mixed_counts, shard_lease_name, shard_of_lease,
 };
 
 /// The liveness part the membership loop beats.
@@ -57,6 +57,8 @@ struct BoardState {
     reserved: BTreeMap<u32, Instant>,
     /// The last look at the members; `None` before the first.
     view: Option<View>,
+    /// Why no shard may be taken now ([`mixed_counts`]).
+    barred: Option<String>,
     hysteresis: Hysteresis,
 }
 
@@ -120,6 +122,11 @@ impl Seat for ShardSeat {
         self.board.metrics.set_ready(true);
     }
 
+    fn barred(&self) -> bool {
+        let state = self.board.state();
+        state.view.is_none() || state.barred.is_some()
+    }
+
     fn may_take(&self) -> bool {
         let mut state = self.board.state();
         let Some(view) = Board::current_view(&state, &self.board.identity) else {
@@ -167,6 +174,7 @@ where
             leading: BTreeSet::new(),
             reserved: BTreeMap::new(),
             view: None,
+            barred: None,
             hysteresis: Hysteresis::new(settle, settle * 2),
         }),
         hand_over: (0..count).map(|_| Notify::new()).collect(),
@@ -255,16 +263,17 @@ async fn keep_membership(
     loop {
         liveness.beat(MEMBERSHIP_PART, base.duration() * 4);
         let deadline = Instant::now() + base.renew_deadline();
-        if let Err(e) = tokio::time::timeout_at(deadline, renew(&api, &base, &mine)).await {
+        if let Err(e) = tokio::time::timeout_at(deadline, renew(&api, &base, count, &mine)).await {
             warn!(error = %e, lease = %mine, "cannot renew the membership Lease in time");
         }
         match tokio::time::timeout_at(deadline, api.list(&ListParams::default())).await {
             Ok(Ok(leases)) => {
                 let now = Instant::now();
-                let view = look(&leases.items, &base, count, &mut seen, now);
-                rebalance(&board, view);
+                let look = look(&leases.items, &base, count, &mut seen, now);
+                rebalance(&board, look);
                 forget_departed(
                     &api,
+                    &member_lease_prefix(&base.name),
                     &leases.items,
                     &seen,
                     base.duration() * STALE_DURATIONS,
@@ -300,6 +309,7 @@ const STALE_DURATIONS: u32 = 10;
 /// meanwhile keeps its Lease.
 async fn forget_departed(
     api: &Api<Lease>,
+    prefix: &str,
     leases: &[Lease],
     seen: &Seen,
     stale: std::time::Duration,
@@ -307,7 +317,12 @@ async fn forget_departed(
     deadline: Instant,
 ) {
     for lease in leases {
-        let Some(name) = lease.metadata.name.as_deref() else {
+        let Some(name) = lease
+            .metadata
+            .name
+            .as_deref()
+            .filter(|n| n.starts_with(prefix))
+        else {
             continue;
         };
         let Some((version, changed_at)) = seen.get(name) else {
@@ -335,11 +350,20 @@ async fn forget_departed(
 
 /// Create or renew the membership Lease (server-side apply: no conflict
 /// to handle, the Lease is this replica's alone).
-async fn renew(api: &Api<Lease>, base: &LeaseConfig, name: &str) -> Result<(), kube::Error> {
+async fn renew(
+    api: &Api<Lease>,
+    base: &LeaseConfig,
+    count: u32,
+    name: &str,
+) -> Result<(), kube::Error> {
     let lease = Lease {
         metadata: ObjectMeta {
             name: Some(name.to_string()),
             namespace: Some(base.namespace.clone()),
+            annotations: Some(BTreeMap::from([(
+                SHARDS_ANNOTATION.to_string(),
+                count.to_string(),
+            )])),
             ..ObjectMeta::default()
         },
         spec: Some(LeaseSpec {
@@ -357,38 +381,83 @@ async fn renew(api: &Api<Lease>, base: &LeaseConfig, name: &str) -> Result<(), k
     Ok(())
 }
 
+/// What one look at the Leases of the namespace tells.
+struct Look {
+    view: View,
+    /// Why no shard may be taken now ([`mixed_counts`]).
+    barred: Option<String>,
+    /// An unsharded replica leads: every shard is handed over at once, to
+    /// keep the time two replicas may write one object short (an unsharded
+    /// replica does not look at the shards; see docs/scaling.md).
+    yield_all: bool,
+}
+
+/// Whether a Lease changed within its duration, as this replica saw it
+/// (recorded in `seen`).
+fn live(
+    lease: &Lease,
+    name: &str,
+    fallback: std::time::Duration,
+    seen: &mut Seen,
+    now: Instant,
+) -> bool {
+    let version = lease.metadata.resource_version.clone().unwrap_or_default();
+    let changed_at = match seen.get(name) {
+        Some((v, at)) if *v == version => *at,
+        _ => now,
+    };
+    seen.insert(name.to_string(), (version, changed_at));
+    let duration = lease
+        .spec
+        .as_ref()
+        .and_then(|s| s.lease_duration_seconds)
+        .and_then(|d| u64::try_from(d).ok())
+        .map_or(fallback, std::time::Duration::from_secs);
+    now < changed_at + duration
+}
+
 /// The live members and how many shards each leads, from the Leases of
 /// the namespace at `now`. A member is live while its Lease changed within
 /// its duration (as this replica saw it); a shard counts for its holder
 /// only while the holder is a live member.
-fn look(leases: &[Lease], base: &LeaseConfig, count: u32, seen: &mut Seen, now: Instant) -> View {
+fn look(leases: &[Lease], base: &LeaseConfig, count: u32, seen: &mut Seen, now: Instant) -> Look {
     let prefix = member_lease_prefix(&base.name);
     let mut leading = BTreeMap::from([(base.identity.clone(), 0)]);
+    let mut announced = BTreeMap::new();
+    let mut unsharded_holder = None;
     let mut names = BTreeSet::new();
     for lease in leases {
         let Some(name) = lease.metadata.name.as_deref() else {
             continue;
         };
-        if !name.starts_with(&prefix) {
+        let member = name.starts_with(&prefix);
+        if !member && name != base.name {
             continue;
         }
         names.insert(name.to_string());
-        let version = lease.metadata.resource_version.clone().unwrap_or_default();
-        let changed_at = match seen.get(name) {
-            Some((v, at)) if *v == version => *at,
-            _ => now,
+        let holder = lease
+            .spec
+            .as_ref()
+            .and_then(|s| s.holder_identity.clone())
+            .filter(|h| !h.is_empty());
+        let (true, Some(holder)) = (live(lease, name, base.duration(), seen, now), holder) else {
+            continue;
         };
-        seen.insert(name.to_string(), (version, changed_at));
-        let spec = lease.spec.as_ref();
-        let duration = spec
-            .and_then(|s| s.lease_duration_seconds)
-            .and_then(|d| u64::try_from(d).ok())
-            .map_or(base.duration(), std::time::Duration::from_secs);
-        if now < changed_at + duration
-            && let Some(holder) = spec.and_then(|s| s.holder_identity.clone())
-        {
-            leading.entry(holder).or_insert(0);
+        if !member {
+            unsharded_holder = Some(holder);
+            continue;
         }
+        if holder != base.identity
+            && let Some(n) = lease
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(SHARDS_ANNOTATION))
+                .and_then(|n| n.parse::<u32>().ok())
+        {
+            announced.insert(holder.clone(), n);
+        }
+        leading.entry(holder).or_insert(0);
     }
     seen.retain(|name, _| names.contains(name));
     for lease in leases {
@@ -405,18 +474,39 @@ fn look(leases: &[Lease], base: &LeaseConfig, count: u32, seen: &mut Seen, now: 
             *n += 1;
         }
     }
-    View {
-        shards: count,
-        me: base.identity.clone(),
-        leading,
+    Look {
+        view: View {
+            shards: count,
+            me: base.identity.clone(),
+            leading,
+        },
+        barred: mixed_counts(count, &announced, unsharded_holder.as_deref()),
+        yield_all: unsharded_holder.is_some(),
     }
 }
 
 /// Record the view and hand over the shards beyond this replica's share
 /// once the excess has settled (the highest shard indices first).
-fn rebalance(board: &Board, view: View) {
+fn rebalance(board: &Board, look: Look) {
     let mut state = board.state();
-    state.view = Some(view);
+    if look.barred != state.barred {
+        match &look.barred {
+            Some(why) => warn!("taking no shard: {why}"),
+            None => info!("every live replica splits the objects alike; taking shards again"),
+        }
+    }
+    state.view = Some(look.view);
+    state.barred = look.barred;
+    if look.yield_all {
+        for index in &state.leading {
+            warn!(
+                shard = index,
+                "an unsharded replica leads; handing the shard over"
+            );
+            board.hand_over[*index as usize].notify_waiters();
+        }
+        return;
+    }
     let Some(current) = Board::current_view(&state, &board.identity) else {
         return;
     };

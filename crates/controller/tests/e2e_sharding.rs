@@ -4,12 +4,15 @@
 //! leader of its shard); killing one replica (SIGKILL) moves its shards to
 //! the other, the handover itself changes no EndpointSlice, Endpoints,
 //! Service or status, and the survivor goes on detecting host failures on
-//! the objects of the shards it took over.
+//! the objects of the shards it took over. A replica started with another
+//! shard count takes no shard while a replica of the old count lives.
 
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::api::{Api, Patch, PatchParams};
 use kube_endpoints::sharding::shard_of;
 use kube_endpoints_api::{GROUP, Phase};
 use kube_endpoints_testkit::netns::TestHost;
@@ -20,6 +23,10 @@ const LEASE_SECONDS: &str = "6";
 const NS: &str = "e2e-sharding";
 
 async fn start_replica() -> Controller {
+    start_replica_with("4").await
+}
+
+async fn start_replica_with(shards: &str) -> Controller {
     let args = [
         "--leader-election=true",
         "--lease-name",
@@ -29,7 +36,7 @@ async fn start_replica() -> Controller {
         "--lease-duration-seconds",
         LEASE_SECONDS,
         "--shards",
-        "4",
+        shards,
     ];
     start_controller(NS, &args).await
 }
@@ -209,4 +216,46 @@ async fn shards_balance_each_object_has_one_writer_and_failover_moves_nothing() 
         .await;
         eprintln!("{name} (shard {shard}, moved) detected the failure");
     }
+
+    // (d) A replica that splits the objects differently (a rollout changing
+    // --shards) takes no shard while a replica of the other count lives,
+    // not even a free one its share would let it take, and takes over once
+    // that replica is gone.
+    let c = start_replica_with("2").await;
+    eventually("the replica of another count to hold back", || async {
+        c.log().contains("taking no shard").then_some(())
+    })
+    .await;
+    let leases: Api<Lease> = Api::namespaced(admin.clone(), NS);
+    leases
+        .patch(
+            "ke-sharding-shard-0",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {"holderIdentity": null}})),
+        )
+        .await
+        .expect("shard 0 is set free");
+    eventually("the survivor to notice it lost shard 0", || async {
+        (!led(&a).await.contains(&0)).then_some(())
+    })
+    .await;
+    // Absence over a window: two Lease durations, in which c would have
+    // taken the free shard at once (0 shards led, share 1) were it not held
+    // back.
+    let window = std::time::Instant::now();
+    while window.elapsed() < std::time::Duration::from_secs(12) {
+        assert_eq!(
+            c.metric("kube_endpoints_shards_leading").await,
+            0.0,
+            "a replica of another shard count took a shard: {}",
+            c.log_tail(20)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    a.kill().await;
+    eventually(
+        "the replica of the new count to lead once alone",
+        || async { (led(&c).await.len() == 2).then_some(()) },
+    )
+    .await;
 }
