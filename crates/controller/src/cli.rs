@@ -631,17 +631,7 @@ impl Controllers {
     ) -> Result<(), CliError> {
         let mut settings = self.settings.clone();
         settings.shard = shard;
-        run_scopes(
-            client,
-            self.scopes.clone(),
-            settings,
-            self.discovery.clone(),
-            self.limits,
-            self.metrics.clone(),
-            self.prober.clone(),
-            stop,
-        )
-        .await
+        run_scopes(client, self, settings, stop).await
     }
 
     /// [`Self::run`] as a `'static` future.
@@ -675,17 +665,20 @@ const SCOPE_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(60);
 /// is missing is retried, see [`run_scope_retrying`]. They share the
 /// cluster's ranges (discovered first: nothing is probed or written before
 /// the address policy knows them) and the target budgets.
-#[allow(clippy::too_many_arguments)]
 async fn run_scopes(
     client: Client,
-    scopes: Vec<Scope>,
+    controllers: &Controllers,
     settings: Settings,
-    discovery: DiscoverySettings,
-    limits: Limits,
-    metrics: Arc<Metrics>,
-    prober: Prober,
     stop: CancellationToken,
 ) -> Result<(), CliError> {
+    let Controllers {
+        scopes,
+        discovery,
+        limits,
+        metrics,
+        prober,
+        ..
+    } = controllers.clone();
     let ranges = if discovery.sources.iter().any(|s| *s != RangeSource::None)
         && !discovery.sources.contains(&RangeSource::None)
     {
