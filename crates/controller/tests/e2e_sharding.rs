@@ -1,5 +1,7 @@
 //! Sharding across replicas, end to end: two `kube-endpoints run`
-//! processes with `--shards 4` against a real apiserver. The shards balance
+//! processes with `--shards 4` against a real apiserver, authenticated as
+//! the chart's ServiceAccount with exactly the RBAC the chart renders for
+//! `shards=4`. The shards balance
 //! two and two; every object is reconciled by exactly one replica (the
 //! leader of its shard); killing one replica (SIGKILL) moves its shards to
 //! the other, the handover itself changes no EndpointSlice, Endpoints,
@@ -10,35 +12,47 @@
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
 
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, Patch, PatchParams};
 use kube_endpoints::sharding::shard_of;
 use kube_endpoints_api::{GROUP, Phase};
 use kube_endpoints_testkit::netns::TestHost;
+use support::chart_rbac::{install_chart_rbac, service_account_kubeconfig};
 use support::*;
 
 const SHARDS: u32 = 4;
 const LEASE_SECONDS: &str = "6";
 const NS: &str = "e2e-sharding";
+const RELEASE: &str = "ke";
+const SYSTEM_NS: &str = "kube-endpoints-system";
 
-async fn start_replica() -> Controller {
-    start_replica_with("4").await
+/// How the replicas run: as the chart's ServiceAccount, on its Lease.
+struct Replicas {
+    kubeconfig: PathBuf,
+    lease: String,
 }
 
-async fn start_replica_with(shards: &str) -> Controller {
-    let args = [
-        "--leader-election=true",
-        "--lease-name",
-        "ke-sharding",
-        "--lease-namespace",
-        NS,
-        "--lease-duration-seconds",
-        LEASE_SECONDS,
-        "--shards",
-        shards,
-    ];
-    start_controller(NS, &args).await
+impl Replicas {
+    async fn start(&self) -> Controller {
+        self.start_with("4").await
+    }
+
+    async fn start_with(&self, shards: &str) -> Controller {
+        let args = [
+            "--leader-election=true",
+            "--lease-name",
+            &self.lease,
+            "--lease-namespace",
+            SYSTEM_NS,
+            "--lease-duration-seconds",
+            LEASE_SECONDS,
+            "--shards",
+            shards,
+        ];
+        start_controller_as(NS, &args, &self.kubeconfig).await
+    }
 }
 
 /// The value of each series of `name`, by its `shard` label.
@@ -85,6 +99,11 @@ fn names() -> Vec<(String, u32)> {
 #[tokio::test(flavor = "multi_thread")]
 async fn shards_balance_each_object_has_one_writer_and_failover_moves_nothing() {
     let admin = client().await;
+    let install = install_chart_rbac(&admin, RELEASE, SYSTEM_NS, &["--set", "shards=4"]).await;
+    let replicas = Replicas {
+        kubeconfig: service_account_kubeconfig(&admin, SYSTEM_NS, &install.service_account).await,
+        lease: install.lease_name,
+    };
     install_crd(&admin, GROUP).await;
     let ns = namespace(&admin, NS).await;
     let steady = TestHost::create().await.expect("host");
@@ -95,8 +114,8 @@ async fn shards_balance_each_object_has_one_writer_and_failover_moves_nothing() 
 
     // (a) The shards balance two and two, before any object exists (so that
     // the start-up rebalancing cannot make both replicas reconcile one).
-    let a = start_replica().await;
-    let b = start_replica().await;
+    let a = replicas.start().await;
+    let b = replicas.start().await;
     eventually("the shards to balance 2/2", || async {
         let (la, lb) = (led(&a).await, led(&b).await);
         (la.len() == 2 && lb.len() == 2 && la.is_disjoint(&lb)).then_some(())
@@ -221,15 +240,15 @@ async fn shards_balance_each_object_has_one_writer_and_failover_moves_nothing() 
     // --shards) takes no shard while a replica of the other count lives,
     // not even a free one its share would let it take, and takes over once
     // that replica is gone.
-    let c = start_replica_with("2").await;
+    let c = replicas.start_with("2").await;
     eventually("the replica of another count to hold back", || async {
         c.log().contains("taking no shard").then_some(())
     })
     .await;
-    let leases: Api<Lease> = Api::namespaced(admin.clone(), NS);
+    let leases: Api<Lease> = Api::namespaced(admin.clone(), SYSTEM_NS);
     leases
         .patch(
-            "ke-sharding-shard-0",
+            &format!("{}-shard-0", replicas.lease),
             &PatchParams::default(),
             &Patch::Merge(serde_json::json!({"spec": {"holderIdentity": null}})),
         )
