@@ -521,3 +521,7 @@ fn rebalance(board: &Board, look: Look) {
         board.hand_over[*index as usize].notify_waiters();
     }
 }
+
+#[cfg(test)]
+#[path = "shards_tests.rs"]
+mod tests;
