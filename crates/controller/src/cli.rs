@@ -167,6 +167,9 @@ pub struct RunArgs {
     /// Namespace of the Lease; default: the pod's own namespace ($POD_NAMESPACE or the service-account mount), else `default`.
     #[arg(long, env = "LEASE_NAMESPACE")]
     pub lease_namespace: Option<String>,
+    /// Shards the objects are split into (needs --leader-election=true when above 1): each shard has a Lease of its own (`<lease-name>-shard-<i>`), an object belongs to shard hash(namespace/name) mod N, and every replica leads about N/replicas shards, running the controllers for those shards' objects only. 1 keeps a single Lease (`--lease-name`) and one active replica.
+    #[arg(long, env = "SHARDS", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub shards: u32,
     /// Seconds the Lease stays valid without renewal: how long a standby waits after the leader dies without releasing it.
     #[arg(long, env = "LEASE_DURATION_SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(3..=300))]
     pub lease_duration_seconds: u64,
@@ -283,6 +286,7 @@ impl RunArgs {
                     ),
                 },
             },
+            shard: None,
         }
     }
 
@@ -343,6 +347,8 @@ pub enum CliError {
     Scope(#[from] ScopeError),
     #[error("a controller task failed: {0}")]
     Task(tokio::task::JoinError),
+    #[error("--shards {0} needs --leader-election=true: the shards are handed out with Leases")]
+    ShardsWithoutLeaderElection(u32),
 }
 
 impl CliError {
@@ -360,6 +366,7 @@ impl CliError {
             CliError::Manifest(_) | CliError::ImportRead(_) => "ReadFailed",
             CliError::Import(_) => "ImportFailed",
             CliError::Drain(_) => "DrainFailed",
+            CliError::ShardsWithoutLeaderElection(_) => "InvalidFlags",
         }
     }
 }
@@ -522,19 +529,32 @@ async fn run(args: RunArgs) -> Result<ExitCode, CliError> {
         identity: crate::leader::identity(),
         duration_seconds: args.lease_duration_seconds,
     });
+    if args.shards > 1 && lease.is_none() {
+        return Err(CliError::ShardsWithoutLeaderElection(args.shards));
+    }
     // With leader election every write of the controllers passes the fence
-    // (see `fence`); the Lease has a client of its own.
+    // (see `fence`); the Lease has a client of its own. With shards, each
+    // shard has a fence and a client of its own.
     let fence = Fence::new();
-    let options = |fenced: bool| ClientOptions {
+    let options = |fence: Option<&Fence>| ClientOptions {
         user_agent: Some(match &lease {
             Some(l) => format!("{} ({})", crate::user_agent(), l.identity),
             None => crate::user_agent(),
         }),
         tcp_user_timeout: lease.as_ref().map(LeaseConfig::tcp_user_timeout),
-        fence: (fenced && lease.is_some()).then(|| fence.clone()),
+        fence: fence.filter(|_| lease.is_some()).cloned(),
     };
-    let client = crate::fence::client(config.clone(), options(true)).map_err(CliError::Client)?;
-    let lease_client = crate::fence::client(config, options(false)).map_err(CliError::Client)?;
+    let client =
+        crate::fence::client(config.clone(), options(Some(&fence))).map_err(CliError::Client)?;
+    let shard_clients = (1..args.shards)
+        .map(|_| {
+            let fence = Fence::new();
+            crate::fence::client(config.clone(), options(Some(&fence)))
+                .map(|client| (fence, client))
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(CliError::Client)?;
+    let lease_client = crate::fence::client(config, options(None)).map_err(CliError::Client)?;
     let prober = Prober::new(crate::user_agent()).map_err(CliError::Probes)?;
     let metrics = Arc::new(Metrics::new(args.per_host_metrics));
     // Bind before anything runs, so that a bad address fails start-up.
@@ -572,26 +592,56 @@ async fn run(args: RunArgs) -> Result<ExitCode, CliError> {
             })
         })
         .collect();
-    // Called anew at every takeover.
-    let controllers = {
-        let metrics = metrics.clone();
-        move |stop: CancellationToken| {
-            run_scopes(
-                client.clone(),
-                scopes.clone(),
-                settings.clone(),
-                discovery.clone(),
-                limits,
-                metrics.clone(),
-                prober.clone(),
-                stop,
-            )
-        }
+    let controllers = Controllers {
+        scopes,
+        settings,
+        discovery,
+        limits,
+        metrics: metrics.clone(),
+        prober,
     };
     let Some(lease) = lease else {
         metrics.leader.set(1);
-        controllers(shutdown).await?;
+        controllers.run(client, None, shutdown).await?;
         return Ok(ExitCode::SUCCESS);
+    };
+    if args.shards > 1 {
+        // Shard 0 writes with the first client, the others with their own.
+        let fenced: Vec<(Fence, Client)> = std::iter::once((fence, client))
+            .chain(shard_clients)
+            .collect();
+        let controllers = Arc::new(controllers);
+        let per_shard = |shard: crate::sharding::Shard| {
+            let (fence, client) = fenced[shard.index as usize].clone();
+            let controllers = controllers.clone();
+            // Called anew at every takeover of the shard.
+            let work = move |stop| {
+                controllers
+                    .clone()
+                    .run_owned(client.clone(), Some(shard), stop)
+            };
+            (fence, work)
+        };
+        let results = crate::shards::run_sharded(
+            lease_client,
+            lease,
+            args.shards,
+            metrics,
+            liveness,
+            shutdown,
+            per_shard,
+        )
+        .await;
+        return results
+            .into_iter()
+            .collect::<Result<Vec<()>, _>>()
+            .map(|_| ExitCode::SUCCESS);
+    }
+    // Called anew at every takeover.
+    let work = move |stop| {
+        let controllers = controllers.clone();
+        let client = client.clone();
+        async move { controllers.run(client, None, stop).await }
     };
     // Losing the Lease is not an error: the replica stands by again
     // in-process (see `leader`).
@@ -602,10 +652,47 @@ async fn run(args: RunArgs) -> Result<ExitCode, CliError> {
         &liveness,
         fence,
         shutdown,
-        controllers,
+        work,
     )
     .await;
     led.unwrap_or(Ok(())).map(|()| ExitCode::SUCCESS)
+}
+
+/// What every run of the controllers (one per leadership term, or per
+/// shard's term) starts from.
+#[derive(Clone)]
+struct Controllers {
+    scopes: Vec<Scope>,
+    settings: Settings,
+    discovery: DiscoverySettings,
+    limits: Limits,
+    metrics: Arc<Metrics>,
+    prober: Prober,
+}
+
+impl Controllers {
+    /// Every scope's controller, writing with `client`, for the objects of
+    /// `shard` only when given, until `stop`.
+    async fn run(
+        &self,
+        client: Client,
+        shard: Option<crate::sharding::Shard>,
+        stop: CancellationToken,
+    ) -> Result<(), CliError> {
+        let mut settings = self.settings.clone();
+        settings.shard = shard;
+        run_scopes(client, self, settings, stop).await
+    }
+
+    /// [`Self::run`] as a `'static` future.
+    async fn run_owned(
+        self: Arc<Self>,
+        client: Client,
+        shard: Option<crate::sharding::Shard>,
+        stop: CancellationToken,
+    ) -> Result<(), CliError> {
+        self.run(client, shard, stop).await
+    }
 }
 
 /// Raise the soft limit of open files to the hard limit: every probe and
@@ -628,17 +715,20 @@ const SCOPE_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(60);
 /// is missing is retried, see [`run_scope_retrying`]. They share the
 /// cluster's ranges (discovered first: nothing is probed or written before
 /// the address policy knows them) and the target budgets.
-#[allow(clippy::too_many_arguments)]
 async fn run_scopes(
     client: Client,
-    scopes: Vec<Scope>,
+    controllers: &Controllers,
     settings: Settings,
-    discovery: DiscoverySettings,
-    limits: Limits,
-    metrics: Arc<Metrics>,
-    prober: Prober,
     stop: CancellationToken,
 ) -> Result<(), CliError> {
+    let Controllers {
+        scopes,
+        discovery,
+        limits,
+        metrics,
+        prober,
+        ..
+    } = controllers.clone();
     let ranges = if discovery.sources.iter().any(|s| *s != RangeSource::None)
         && !discovery.sources.contains(&RangeSource::None)
     {

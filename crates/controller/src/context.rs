@@ -50,6 +50,9 @@ pub struct Settings {
     /// Where hosts given as DNS names are resolved, and the TTL bounds
     /// (`--dns-server`, `--dns-min-ttl`, `--dns-max-ttl`).
     pub dns: crate::resolve::ResolverSettings,
+    /// With `--shards` > 1: the one shard whose objects this controller
+    /// reconciles (the others' objects are filtered out of its stream).
+    pub shard: Option<crate::sharding::Shard>,
 }
 
 /// What every scope of the process shares.

@@ -40,6 +40,7 @@
 //! failover moves no endpoint and rewrites no status.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -140,6 +141,56 @@ impl LeaderError {
 
 /// The liveness part this module beats.
 const LIVENESS_PART: &str = "leader-election";
+
+/// One Lease a replica campaigns for, and what it means to hold it: the
+/// single leader-election Lease, or one shard's (see [`crate::shards`]).
+pub trait Seat: Send + Sync {
+    /// The `/healthz` part the campaign beats.
+    fn liveness_part(&self) -> &'static str;
+    /// Told whenever leadership of this Lease starts or ends.
+    fn set_leading(&self, leading: bool);
+    /// Told whenever the standby read the Lease: it is ready to take over.
+    fn can_read(&self);
+    /// Whether to take the Lease now that it is free or expired. A Lease
+    /// that stays free (or expired) for another whole duration is taken
+    /// anyway, so that no Lease is left without a holder.
+    fn may_take(&self) -> bool;
+    /// Whether taking the Lease is forbidden now, however long it has been
+    /// free: unlike [`Seat::may_take`], never overridden.
+    fn barred(&self) -> bool {
+        false
+    }
+    /// Resolves when the holder should hand the Lease over gracefully
+    /// (stop its controllers, close its fence, release the Lease) and stand
+    /// by again.
+    fn hand_over(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
+}
+
+/// The one Lease of unsharded leader election: always taken when free,
+/// never handed over but at shutdown.
+struct SoleSeat<'a>(&'a Metrics);
+
+impl Seat for SoleSeat<'_> {
+    fn liveness_part(&self) -> &'static str {
+        LIVENESS_PART
+    }
+
+    fn set_leading(&self, leading: bool) {
+        self.0.leader.set(i64::from(leading));
+    }
+
+    fn can_read(&self) {
+        self.0.set_ready(true);
+    }
+
+    fn may_take(&self) -> bool {
+        true
+    }
+
+    fn hand_over(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(std::future::pending())
+    }
+}
 
 /// What a replica knows of the Lease, and when (on its own monotonic clock)
 /// it saw the Lease last change.
@@ -315,6 +366,26 @@ where
     Fut: Future<Output = T> + Send + 'static,
     T: Send + 'static,
 {
+    let seat = SoleSeat(metrics);
+    run_seat(client, config, &seat, liveness, fence, shutdown, work).await
+}
+
+/// [`run_while_leading`] for any [`Seat`]: the seat decides when a free
+/// Lease is taken and when a held one is handed over.
+pub async fn run_seat<F, Fut, T>(
+    client: Client,
+    config: LeaseConfig,
+    seat: &dyn Seat,
+    liveness: &Liveness,
+    fence: Fence,
+    shutdown: CancellationToken,
+    work: F,
+) -> Option<T>
+where
+    F: Fn(CancellationToken) -> Fut,
+    Fut: Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
     fence.close();
     let lease = LeaseApi {
         api: Api::namespaced(client, &config.namespace),
@@ -328,15 +399,12 @@ where
         shutdown.clone(),
     ));
     let result = loop {
-        let Some(acquired) = stand_by(&lease, metrics, liveness, &changed, &shutdown).await else {
+        let Some(acquired) = stand_by(&lease, seat, liveness, &changed, &shutdown).await else {
             break None;
         };
-        match lead(
-            &lease, acquired, metrics, liveness, &fence, &shutdown, &work,
-        )
-        .await
-        {
+        match lead(&lease, acquired, seat, liveness, &fence, &shutdown, &work).await {
             Led::Done(result) => break result,
+            Led::HandedOver => {}
             Led::Lost(e) => {
                 // Stand by again: the controllers have stopped, and a fresh
                 // set starts at the next takeover.
@@ -352,8 +420,8 @@ where
     };
     watch.abort();
     fence.close();
-    metrics.leader.set(0);
-    liveness.forget(LIVENESS_PART);
+    seat.set_leading(false);
+    liveness.forget(seat.liveness_part());
     result
 }
 
@@ -363,19 +431,37 @@ struct Acquired {
     sent_at: Instant,
 }
 
+/// When a free Lease the seat declines is looked at again: soon (the
+/// seat's mind may change any moment), or `None` to take it now (the seat
+/// accepts, or it has declined until `overdue` and is not barred).
+fn declined(
+    seat: &dyn Seat,
+    overdue: Instant,
+    now: Instant,
+    config: &LeaseConfig,
+) -> Option<Instant> {
+    if seat.barred() {
+        return Some(now + config.retry());
+    }
+    (!seat.may_take() && now < overdue).then(|| (now + config.retry()).min(overdue))
+}
+
 /// Wait until this replica holds the Lease; `None` on shutdown.
 async fn stand_by(
     lease: &LeaseApi,
-    metrics: &Metrics,
+    seat: &dyn Seat,
     liveness: &Liveness,
     changed: &Notify,
     shutdown: &CancellationToken,
 ) -> Option<Acquired> {
     let config = &lease.config;
     let mut observed: Option<Observation> = None;
+    // Since when the Lease has been seen absent (a Seat may decline to
+    // create it, but not for ever).
+    let mut absent_since: Option<Instant> = None;
     info!(lease = %config.name, namespace = %config.namespace, identity = %config.identity, "standing by for the Lease");
     loop {
-        liveness.beat(LIVENESS_PART, config.duration() * 4);
+        liveness.beat(seat.liveness_part(), config.duration() * 4);
         let read_deadline = Instant::now() + config.renew_deadline();
         let current = tokio::select! {
             () = shutdown.cancelled() => return None,
@@ -392,11 +478,15 @@ async fn stand_by(
             }
         };
         // A standby that can read the Lease is ready to take over.
-        metrics.set_ready(true);
+        seat.can_read();
         let now = Instant::now();
         let wait_until = match &current {
-            None => None,
+            None => {
+                let since = *absent_since.get_or_insert(now);
+                declined(seat, since + config.duration(), now, config)
+            }
             Some(l) => {
+                absent_since = None;
                 let next = Observation::next(observed.as_ref(), l, config.duration(), now);
                 let wait = (!next.may_take(&config.identity, now)).then(|| next.expires_at());
                 if let Some(holder) = next.holder.as_ref().filter(|_| wait.is_some())
@@ -404,6 +494,16 @@ async fn stand_by(
                 {
                     debug!(%holder, "the Lease is held by another replica");
                 }
+                let wait = wait.or_else(|| {
+                    // Free or expired: the seat may still decline, until it
+                    // has been so for another duration.
+                    let overdue = if next.holder.is_some() {
+                        next.expires_at() + next.duration
+                    } else {
+                        next.changed_at + next.duration
+                    };
+                    declined(seat, overdue, now, config)
+                });
                 observed = Some(next);
                 wait
             }
@@ -446,10 +546,52 @@ async fn stand_by(
 enum Led<T> {
     /// Shutdown, or `work` ended by itself: the process is done.
     Done(Option<T>),
+    /// The seat asked for a graceful hand-over; the controllers stopped and
+    /// the Lease was released.
+    HandedOver,
     /// Leadership ended; the controllers stopped.
     Lost(LeaderError),
     /// Leadership ended and the controllers did not stop.
     Stuck,
+}
+
+/// Let the controllers finish what they are writing while the Lease is
+/// still ours (until `deadline`), then fence, then release the Lease so
+/// that a standby takes it at once. The controllers' result, if they
+/// stopped in time.
+async fn step_aside<T>(
+    lease: &LeaseApi,
+    held: &Lease,
+    seat: &dyn Seat,
+    fence: &Fence,
+    stop: &CancellationToken,
+    running: &mut tokio::task::JoinHandle<T>,
+    deadline: Instant,
+) -> Option<T> {
+    let config = &lease.config;
+    stop.cancel();
+    let result = tokio::time::timeout_at(deadline, &mut *running).await;
+    fence.close();
+    seat.set_leading(false);
+    let result = match result {
+        Ok(finished) => finished.ok(),
+        Err(_) => {
+            running.abort();
+            warn!("the controllers did not stop before the renew deadline; abandoned them");
+            None
+        }
+    };
+    let release_by = Instant::now() + config.renew_deadline();
+    match lease.write(released(held), release_by).await {
+        Write::Done(_) => info!(lease = %config.name, "released the Lease"),
+        Write::Conflict => {
+            info!(lease = %config.name, "the Lease was no longer ours to release")
+        }
+        Write::Failed(e) => {
+            warn!(error = %e, "could not release the Lease; the standby takes over when it expires")
+        }
+    }
+    result
 }
 
 /// Lead from `acquired` until shutdown, until `work` ends, or until the
@@ -457,7 +599,7 @@ enum Led<T> {
 async fn lead<F, Fut, T>(
     lease: &LeaseApi,
     acquired: Acquired,
-    metrics: &Metrics,
+    seat: &dyn Seat,
     liveness: &Liveness,
     fence: &Fence,
     shutdown: &CancellationToken,
@@ -475,42 +617,27 @@ where
     } = acquired;
     let mut deadline = sent_at + config.renew_deadline();
     fence.open_until(deadline);
-    metrics.leader.set(1);
+    seat.set_leading(true);
     info!(lease = %config.name, identity = %config.identity, renew_deadline = ?config.renew_deadline(), "acquired the Lease; starting the controllers");
     let stop = shutdown.child_token();
     let mut running = tokio::spawn(work(stop.clone()));
     let mut next_renewal = sent_at + config.renew_interval();
     let mut last_error = String::from("no attempt");
     let ended = loop {
-        liveness.beat(LIVENESS_PART, config.duration() * 4);
+        liveness.beat(seat.liveness_part(), config.duration() * 4);
         tokio::select! {
             biased;
             () = shutdown.cancelled() => {
-                // Let the controllers finish what they are writing while the
-                // Lease is still ours, then fence, then let the standby in.
-                stop.cancel();
-                let result = tokio::time::timeout_at(deadline, &mut running).await;
-                fence.close();
-                metrics.leader.set(0);
-                let result = match result {
-                    Ok(finished) => finished.ok(),
-                    Err(_) => {
-                        running.abort();
-                        warn!("the controllers did not stop before the renew deadline; abandoned them");
-                        None
-                    }
-                };
-                let release_by = Instant::now() + config.renew_deadline();
-                match lease.write(released(&held), release_by).await {
-                    Write::Done(_) => info!(lease = %config.name, "released the Lease"),
-                    Write::Conflict => info!(lease = %config.name, "the Lease was no longer ours to release"),
-                    Write::Failed(e) => warn!(error = %e, "could not release the Lease; the standby takes over when it expires"),
-                }
+                let result = step_aside(lease, &held, seat, fence, &stop, &mut running, deadline).await;
                 return Led::Done(result);
+            }
+            () = seat.hand_over() => {
+                step_aside(lease, &held, seat, fence, &stop, &mut running, deadline).await;
+                return Led::HandedOver;
             }
             finished = &mut running => {
                 fence.close();
-                metrics.leader.set(0);
+                seat.set_leading(false);
                 let _ = lease.write(released(&held), Instant::now() + config.renew_deadline()).await;
                 return Led::Done(finished.ok());
             }
@@ -576,7 +703,7 @@ where
     };
     // Step down: no write leaves from now on, then the controllers stop.
     fence.close();
-    metrics.leader.set(0);
+    seat.set_leading(false);
     stop.cancel();
     // Their writes fail at the fence, so they stop quickly; a controller
     // that does not is a bug that only a restart clears.

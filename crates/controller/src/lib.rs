@@ -55,6 +55,8 @@ pub mod resolve;
 pub mod scope;
 pub mod server;
 pub mod service_metadata;
+pub mod sharding;
+pub mod shards;
 pub mod status;
 mod watch_cache;
 pub mod writes;

@@ -54,6 +54,31 @@ pub struct TransitionLabels {
     pub to: &'static str,
 }
 
+/// One shard (`--shards`): at most `--shards` series per metric.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ShardLabels {
+    pub shard: String,
+}
+
+impl ShardLabels {
+    pub fn of(index: u32) -> Self {
+        ShardLabels {
+            shard: index.to_string(),
+        }
+    }
+}
+
+/// What sharding across replicas reports (see [`crate::shards`]).
+#[derive(Clone, Default)]
+pub struct ShardMetrics {
+    /// Shards this replica leads.
+    pub leading: Gauge,
+    /// 1 per shard this replica leads, 0 per shard it stands by for.
+    pub leader: Family<ShardLabels, Gauge>,
+    /// Reconciles this replica ran, by the shard of the reconciled object.
+    pub reconciles: Family<ShardLabels, Counter>,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StateLabels {
     pub state: &'static str,
@@ -121,6 +146,7 @@ pub struct Metrics {
     pub reconcile_errors: Family<ReasonLabels, Counter>,
     pub api_writes: Family<WriteLabels, Counter>,
     pub leader: Gauge,
+    pub shards: ShardMetrics,
     pub watch_errors: Family<WatchLabels, Counter>,
     pub watches_failing: Gauge,
     /// Events not sent because their object exceeded its Event rate.
@@ -211,6 +237,22 @@ impl Metrics {
             "1 while this replica leads and runs the controller",
             leader.clone(),
         );
+        let shards = ShardMetrics::default();
+        registry.register(
+            "shards_leading",
+            "Shards this replica leads (--shards)",
+            shards.leading.clone(),
+        );
+        registry.register(
+            "shard_leader",
+            "1 while this replica leads the shard, 0 while it stands by for it (--shards > 1)",
+            shards.leader.clone(),
+        );
+        registry.register(
+            "shard_reconciles",
+            "Reconciles this replica ran, by the shard of the object (--shards > 1)",
+            shards.reconciles.clone(),
+        );
         let watch_errors = Family::<WatchLabels, Counter>::default();
         registry.register(
             "watch_errors",
@@ -282,6 +324,7 @@ impl Metrics {
             reconcile_errors,
             api_writes,
             leader,
+            shards,
             watch_errors,
             watches_failing,
             events_suppressed,

@@ -29,11 +29,12 @@ use crate::decode::decode;
 use crate::event_limit::{self, EventLimiter};
 use crate::events::{self, host_transition_event};
 use crate::fleet_guard::Change;
-use crate::metrics::{Metrics, ProbeObserver, TargetCounter, TransitionLabels};
+use crate::metrics::{Metrics, ProbeObserver, ShardLabels, TargetCounter, TransitionLabels};
 use crate::names;
 use crate::policy;
 use crate::reconcile;
 use crate::resolve::Resolver;
+use crate::sharding::Shard;
 use crate::watch_cache::{Cached, spawn_until_shutdown};
 
 #[derive(Debug, thiserror::Error)]
@@ -217,8 +218,12 @@ impl Scope {
         let cep_watch = watch_name("clusterendpoints");
         let watch_metrics = metrics.clone();
         let scope_ns = self.namespace.clone();
+        let shard = ctx.settings.shard;
         let cep_stream = watcher(ceps.clone(), watcher::Config::default())
             .default_backoff()
+            // With --shards > 1, only this shard's objects exist for this
+            // controller: not cached, not reconciled, not probed.
+            .filter(move |event| futures::future::ready(in_shard(event, shard)))
             .modify(drop_managed_fields)
             .reflect(writer)
             .inspect(move |event| {
@@ -268,7 +273,10 @@ impl Scope {
             .reconcile_on(requests)
             .graceful_shutdown_on(async move { stop.cancelled().await })
             .run(reconcile::reconcile, reconcile::error_policy, ctx)
-            .for_each(|_| futures::future::ready(()))
+            .for_each(|result| {
+                count_by_shard(&result, shard, &metrics);
+                futures::future::ready(())
+            })
             .await;
         scheduler.shutdown();
         resolver.shutdown();
@@ -287,6 +295,45 @@ impl Scope {
             metrics.watch_stopped(&watch_name(what));
         }
         Ok(())
+    }
+}
+
+/// Whether a watch event concerns this controller's shard (all do without
+/// sharding). An object never changes shard: its namespace and name are
+/// fixed for its lifetime.
+fn in_shard(
+    event: &Result<watcher::Event<DynamicObject>, watcher::Error>,
+    shard: Option<Shard>,
+) -> bool {
+    let (Some(shard), Ok(event)) = (shard, event) else {
+        return true;
+    };
+    match event {
+        watcher::Event::Apply(o) | watcher::Event::InitApply(o) | watcher::Event::Delete(o) => {
+            shard.owns(o.namespace().as_deref().unwrap_or(""), &o.name_any())
+        }
+        watcher::Event::Init | watcher::Event::InitDone => true,
+    }
+}
+
+/// Count a reconcile by the shard of its object, computed from the object
+/// itself: a replica that reconciled another shard's object shows it.
+fn count_by_shard<E>(
+    result: &Result<(ObjectRef<DynamicObject>, controller::Action), E>,
+    shard: Option<Shard>,
+    metrics: &Metrics,
+) {
+    if let (Some(shard), Ok((object, _))) = (shard, result) {
+        let index = crate::sharding::shard_of(
+            object.namespace.as_deref().unwrap_or(""),
+            &object.name,
+            shard.count,
+        );
+        metrics
+            .shards
+            .reconciles
+            .get_or_create(&ShardLabels::of(index))
+            .inc();
     }
 }
 

@@ -478,6 +478,34 @@ fn deployment_is_hardened_and_its_args_parse() {
         })
         .expect("a Lease rule limited by name");
     assert_eq!(strings(&lease_rule.1["resourceNames"]), [run.lease_name]);
+    assert_eq!(run.shards, 1);
+    // Sharded: the flag reaches the controller, and the Lease rule (still
+    // in the release namespace only) covers the shard and membership
+    // Leases, whose names are not known in advance.
+    let sharded = objects(&render("rel", "ke-system", &["--set", "shards=4"]));
+    assert_eq!(parse(&args(&sharded)).shards, 4);
+    let lease_rules: Vec<_> = rules(&sharded)
+        .into_iter()
+        .filter(|(_, r)| strings(&r["resources"]) == ["leases"])
+        .collect();
+    assert!(
+        lease_rules
+            .iter()
+            .all(|(who, _)| who.starts_with("Role ke-system/"))
+    );
+    let verbs: BTreeSet<String> = lease_rules
+        .iter()
+        .filter(|(_, r)| strings(&r["resourceNames"]).is_empty())
+        .flat_map(|(_, r)| strings(&r["verbs"]))
+        .collect();
+    for verb in [
+        "create", "get", "list", "watch", "update", "patch", "delete",
+    ] {
+        assert!(
+            verbs.contains(verb),
+            "sharded Lease rules lack {verb}: {verbs:?}"
+        );
+    }
     // The address policy, budgets and adoption values reach the flags.
     assert_eq!(
         run.allowed_cidrs,

@@ -7,108 +7,18 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
-use k8s_openapi::api::authentication::v1::TokenRequest;
-use k8s_openapi::api::core::v1::ServiceAccount;
-use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
-use kube::core::{ApiResource, GroupVersionKind};
-use kube::{Client, ResourceExt};
+use kube::Client;
 use kube_endpoints_api::{GROUP, Phase};
 use kube_endpoints_testkit::netns::TestHost;
+use support::chart_rbac::{install_chart_rbac, service_account_kubeconfig};
 use support::*;
 
 const RELEASE: &str = "ke";
 const SYSTEM_NS: &str = "kube-endpoints-system";
 const LEASE_SECONDS: &str = "6";
-
-/// The chart's objects for this release.
-struct Install {
-    service_account: String,
-    /// The chart's own `--lease-name`, which its Role is limited to.
-    lease_name: String,
-}
-
-/// Apply the chart's ServiceAccount, RBAC and CRD as the admin would at
-/// install time.
-async fn install_chart_rbac(client: &Client) -> Install {
-    let _ = namespace(client, SYSTEM_NS).await;
-    let objects = chart::objects(&chart::render(RELEASE, SYSTEM_NS, &[]));
-    let wanted = [
-        "CustomResourceDefinition",
-        "ServiceAccount",
-        "ClusterRole",
-        "ClusterRoleBinding",
-        "Role",
-        "RoleBinding",
-    ];
-    let mut service_account = None;
-    for obj in objects
-        .iter()
-        .filter(|o| wanted.iter().any(|k| o["kind"] == *k))
-    {
-        let api_version = obj["apiVersion"].as_str().expect("apiVersion");
-        let kind = obj["kind"].as_str().expect("kind");
-        let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
-        let resource = ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind));
-        let object: DynamicObject = serde_json::from_value(obj.clone()).expect("object");
-        let api: Api<DynamicObject> = match object.namespace() {
-            Some(ns) => Api::namespaced_with(client.clone(), &ns, &resource),
-            None => Api::all_with(client.clone(), &resource),
-        };
-        api.patch(
-            &object.name_any(),
-            &PatchParams::apply("helm").force(),
-            &Patch::Apply(&object),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("{kind} {} applies: {e}", object.name_any()));
-        if kind == "ServiceAccount" {
-            service_account = Some(object.name_any());
-        }
-    }
-    let args: Vec<String> = objects
-        .iter()
-        .filter(|o| o["kind"] == "Deployment")
-        .flat_map(|d| {
-            d["spec"]["template"]["spec"]["containers"][0]["args"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default()
-        })
-        .filter_map(|a| a.as_str().map(String::from))
-        .collect();
-    let lease_name = args
-        .iter()
-        .find_map(|a| a.strip_prefix("--lease-name=").map(String::from))
-        .expect("the chart passes --lease-name");
-    Install {
-        service_account: service_account.expect("the chart renders a ServiceAccount"),
-        lease_name,
-    }
-}
-
-/// A kubeconfig holding a TokenRequest token of the chart's ServiceAccount.
-async fn service_account_kubeconfig(client: &Client, account: &str) -> PathBuf {
-    let api: Api<ServiceAccount> = Api::namespaced(client.clone(), SYSTEM_NS);
-    let request: TokenRequest = serde_json::from_value(serde_json::json!({
-        "spec": {"audiences": [], "expirationSeconds": 3600}
-    }))
-    .expect("token request");
-    let issued: TokenRequest = api
-        .create_subresource("token", account, &PostParams::default(), &request)
-        .await
-        .expect("a token is issued for the ServiceAccount");
-    let token = issued.status.expect("token status").token;
-    let server = control_plane().server_url();
-    let path = control_plane().dir().join(format!("kubeconfig-{account}"));
-    let yaml = format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {{server: '{server}', insecure-skip-tls-verify: true}}\nusers:\n- name: sa\n  user: {{token: '{token}'}}\ncontexts:\n- name: c\n  context: {{cluster: c, user: sa}}\ncurrent-context: c\n"
-    );
-    std::fs::write(&path, yaml).expect("kubeconfig written");
-    path
-}
 
 async fn start_replica(ns: &str, kubeconfig: &Path, lease: &str) -> Controller {
     let args = [
@@ -167,8 +77,8 @@ async fn assert_wrote_nothing(
 #[tokio::test(flavor = "multi_thread")]
 async fn only_the_leader_works_and_failover_moves_no_endpoint() {
     let admin = client().await;
-    let install = install_chart_rbac(&admin).await;
-    let kubeconfig = service_account_kubeconfig(&admin, &install.service_account).await;
+    let install = install_chart_rbac(&admin, RELEASE, SYSTEM_NS, &[]).await;
+    let kubeconfig = service_account_kubeconfig(&admin, SYSTEM_NS, &install.service_account).await;
     let lease = install.lease_name.as_str();
     let ns = namespace(&admin, "e2e-ha").await;
     let host = TestHost::create().await.expect("host");

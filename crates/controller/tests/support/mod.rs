@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod chart;
+pub mod chart_rbac;
 
 use std::collections::BTreeMap;
 use std::future::Future;
