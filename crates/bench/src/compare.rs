@@ -194,6 +194,7 @@ mod tests {
             crd_manifest: None,
             fixed_metrics_port: None,
             kcm_controllers: Vec::new(),
+            shardable: true,
             check_endpoints: true,
             concurrency: 1,
             work_dir: std::env::temp_dir(),

@@ -8,6 +8,7 @@ mod error;
 mod options;
 mod plots;
 mod prom;
+mod replicas;
 mod report;
 mod runner;
 mod section;
@@ -30,7 +31,7 @@ use crate::report::Report;
 #[command(name = "kube-endpoints-bench", version, about)]
 struct Cli {
     /// Profiles to run, comma-separated, or `all`: smoke, 10k, 100k,
-    /// unreachable, mixed, datapath (through kube-proxy; run alone, it
+    /// 100k-sharded (2 replicas, `--shards 4`), unreachable, mixed, datapath (through kube-proxy; run alone, it
     /// updates only its own section of the Markdown report).
     #[arg(long, default_value = "all", value_delimiter = ',')]
     profile: Vec<String>,
@@ -201,6 +202,7 @@ async fn run(cli: Cli) -> Result<bool> {
         check_endpoints: !cli.slices_only,
         concurrency: cli.concurrency,
         work_dir: work_dir.clone(),
+        shardable: cli.controller_cmd.is_none(),
         timeout: cli.profile_timeout.map(Duration::from_secs),
     };
     if let Some(peer_bin) = &cli.peer_bin {
@@ -302,9 +304,15 @@ async fn run(cli: Cli) -> Result<bool> {
     let datapath_section = datapath_section.or_else(|| {
         datapath::SECTION.existing(&std::fs::read_to_string(&cli.markdown).unwrap_or_default())
     });
+    // The side-by-side section comes from its own run (`make bench-peer`).
+    let compare_section =
+        compare::SECTION.existing(&std::fs::read_to_string(&cli.markdown).unwrap_or_default());
     let mut markdown = report::markdown(&report, &plots, analysis.as_deref());
     if let Some(section) = &datapath_section {
         markdown = datapath::SECTION.splice(&markdown, section);
+    }
+    if let Some(section) = &compare_section {
+        markdown = compare::SECTION.splice(&markdown, section);
     }
     std::fs::write(&cli.markdown, markdown)
         .map_err(io_err(format!("writing {}", cli.markdown.display())))?;
@@ -358,6 +366,7 @@ fn peer_options(cli: &Cli, peer_bin: &std::path::Path, ours: &Options) -> Vec<Op
             crd_manifest: cli.peer_crd.clone(),
             fixed_metrics_port: Some(cli.peer_metrics_port),
             kcm_controllers: vec!["endpointslicemirroring".into()],
+            shardable: false,
             ..ours.clone()
         })
         .collect()
@@ -375,7 +384,14 @@ async fn compare(
     std::fs::create_dir_all(&dir).map_err(io_err(format!("creating {}", dir.display())))?;
     let mut results = Vec::new();
     for p in profiles {
-        for opts in std::iter::once(&ours).chain(peers.iter()) {
+        // A profile that scales out runs ours only: the predecessor has no
+        // sharding.
+        let others = if p.scale_out.is_some() {
+            &[][..]
+        } else {
+            &peers[..]
+        };
+        for opts in std::iter::once(&ours).chain(others.iter()) {
             eprintln!(
                 "== profile {} with {}: {}",
                 p.name, opts.label, p.description

@@ -35,6 +35,9 @@ pub struct Options {
     pub concurrency: usize,
     /// Logs of the controller runs.
     pub work_dir: PathBuf,
+    /// Whether the command takes kube-endpoints' sharding flags (profiles
+    /// that scale out run it as several replicas with `--shards`).
+    pub shardable: bool,
     /// Overrides every profile's own timeout.
     pub timeout: Option<Duration>,
 }

@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use crate::options::Options;
+use crate::replicas::ReplicaLoad;
 use crate::stats::Summary;
 use crate::sys::Machine;
 use crate::workload::{Bound, BreakMode, Figure, Profile};
@@ -109,6 +110,10 @@ pub struct ProfileResult {
     pub peak_rss_mib: Option<f64>,
     pub cpu_seconds_total: Option<f64>,
     pub watch_errors: usize,
+    /// Each replica's share and cost when the profile scales out (the
+    /// figures above are then sums over the replicas).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub replicas: Vec<ReplicaLoad>,
 }
 
 impl ProfileResult {
@@ -129,6 +134,7 @@ impl ProfileResult {
             peak_rss_mib: None,
             cpu_seconds_total: None,
             watch_errors: 0,
+            replicas: Vec::new(),
         }
     }
 
@@ -472,6 +478,8 @@ pub fn markdown(report: &Report, plots: &[(String, String)], analysis: Option<&s
         }
     }
 
+    replicas_markdown(&mut md, &report.results);
+
     let _ = writeln!(md, "### Writes per object created, by resource and verb\n");
     for r in &report.results {
         if let Some(c) = &r.convergence {
@@ -536,4 +544,43 @@ pub fn markdown(report: &Report, plots: &[(String, String)], analysis: Option<&s
         }
     }
     md
+}
+
+/// One table per profile that ran several replicas: each replica's shards,
+/// targets, probes and cost (the profile's row above sums them).
+fn replicas_markdown(md: &mut String, results: &[ProfileResult]) {
+    for r in results.iter().filter(|r| !r.replicas.is_empty()) {
+        let shards = r.profile.scale_out.as_ref().map_or(1, |s| s.shards);
+        let _ = writeln!(
+            md,
+            "### Per replica: {} ({} replicas, `--shards {shards}`)\n",
+            r.profile.name,
+            r.replicas.len()
+        );
+        let _ = writeln!(
+            md,
+            "The row of {} in the results sums these: CPU and RSS are the replicas' sums, its peak RSS the sum of their peaks. Steady figures are over the quiet window; reconciles, CPU seconds and peak RSS over the whole run.\n",
+            r.profile.name
+        );
+        let _ = writeln!(
+            md,
+            "| replica | shards led | targets probed | probes/s | CPU (% core, steady) | RSS steady | reconciles | CPU seconds, whole run | peak RSS |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+        );
+        for l in &r.replicas {
+            let _ = writeln!(
+                md,
+                "| {} | {:.0} | {:.0} | {:.0} | {} | {} | {:.0} | {} | {} |",
+                l.replica,
+                l.shards_leading,
+                l.probe_targets,
+                l.probes_per_second,
+                opt(l.steady_cpu_percent, |v| format!("{v:.1}")),
+                opt(l.steady_rss_mib, |v| format!("{v:.0} MiB")),
+                l.reconciles,
+                opt(l.cpu_seconds_total, |v| format!("{v:.1}")),
+                opt(l.peak_rss_mib, |v| format!("{v:.0} MiB")),
+            );
+        }
+        let _ = writeln!(md);
+    }
 }

@@ -12,6 +12,8 @@ use kube::api::{Api, PostParams};
 use kube::core::DynamicObject;
 use kube::{Client, ResourceExt};
 use kube_endpoints_testkit::controller::{ControllerProcess, Launch};
+
+use crate::replicas::{ReplicaLoad, Replicas};
 use kube_endpoints_testkit::{
     Backend, BackendPorts, ControlPlane, ControlPlaneOptions, Fault, TestHost,
 };
@@ -121,7 +123,7 @@ async fn run_inner(
     } = fixture(w, opts, phase).await?;
 
     phase.set("starting the controller under test");
-    let mut controller = start_controller(opts, &cp, log).await?;
+    let mut controller = Replicas::start(opts, profile.scale_out.as_ref(), &cp, log).await?;
     result.controller_command = controller.command().to_vec();
 
     let tracker = Tracker::new(w.target_keys(&pool), opts.check_endpoints);
@@ -213,14 +215,13 @@ async fn run_inner(
         "quiet window of {}s (writes, CPU, probes)",
         profile.quiet_window_seconds
     ));
-    result.steady = Some(
-        quiet_window(
-            &cp,
-            &controller,
-            Duration::from_secs(profile.quiet_window_seconds),
-        )
-        .await?,
-    );
+    let (steady, mut loads) = quiet_window(
+        &cp,
+        &controller,
+        Duration::from_secs(profile.quiet_window_seconds),
+    )
+    .await?;
+    result.steady = Some(steady);
 
     let broken = crate::workload::pick_share(&pool, profile.break_share);
     for mode in &profile.break_modes {
@@ -238,10 +239,12 @@ async fn run_inner(
         result.detection.push(d);
     }
 
-    if let Some(s) = sys::sample(controller.pid()) {
+    if let Some(s) = controller.sample() {
         result.peak_rss_mib = Some(s.peak_rss_mib);
         result.cpu_seconds_total = Some(s.cpu_seconds);
     }
+    controller.finish_loads(&mut loads).await;
+    result.replicas = loads;
     result.watch_errors = tracker.watch_errors();
     controller.kill().await;
     Ok(())
@@ -303,7 +306,7 @@ async fn fixture(w: &Workload, opts: &Options, phase: &Phase) -> Result<Fixture>
 async fn await_reports(
     w: &Workload,
     tracker: &Tracker,
-    controller: &mut ControllerProcess,
+    controller: &mut Replicas,
     created: &Created,
     phase: &Phase,
 ) -> Result<Unreachable> {
@@ -358,7 +361,7 @@ async fn await_convergence(
     w: &Workload,
     opts: &Options,
     tracker: &Tracker,
-    controller: &mut ControllerProcess,
+    controller: &mut Replicas,
     created: &Created,
     phase: &Phase,
 ) -> Result<(Instant, Vec<(f64, f64)>)> {
@@ -398,7 +401,7 @@ async fn detect(
     broken: &[IpAddr],
     mode: BreakMode,
     tracker: &Tracker,
-    controller: &ControllerProcess,
+    controller: &Replicas,
     phase: &Phase,
 ) -> Result<Detection> {
     let w = &profile.workload;
@@ -484,7 +487,7 @@ struct Breakage<'a> {
     broken: &'a [IpAddr],
     keys: &'a [String],
     tracker: &'a Tracker,
-    controller: &'a ControllerProcess,
+    controller: &'a Replicas,
     phase: &'a Phase,
 }
 
@@ -551,7 +554,7 @@ async fn wait_stamps(
     keys: &[String],
     want: Combined,
     deadline: Instant,
-    controller: &ControllerProcess,
+    controller: &Replicas,
     phase: &Phase,
     what: &str,
 ) -> Result<Vec<Option<Instant>>> {
@@ -579,17 +582,20 @@ async fn wait_stamps(
 
 async fn quiet_window(
     cp: &ControlPlane,
-    controller: &ControllerProcess,
+    controller: &Replicas,
     window: Duration,
-) -> Result<Steady> {
+) -> Result<(Steady, Vec<ReplicaLoad>)> {
     let api0 = apiserver_counts(cp).await?;
+    let snap0 = controller.snapshot().await;
     let ctl0 = prom::parse(&controller.metrics().await);
-    let proc0 = sys::sample(controller.pid());
+    let proc0 = controller.sample();
     let t0 = Instant::now();
     tokio::time::sleep(window).await;
     let api1 = apiserver_counts(cp).await?;
+    let snap1 = controller.snapshot().await;
     let ctl1 = prom::parse(&controller.metrics().await);
-    let proc1 = sys::sample(controller.pid());
+    let proc1 = controller.sample();
+    let loads = controller.loads(&snap0, &snap1);
     let secs = t0.elapsed().as_secs_f64();
     let per_min = 60.0 / secs.max(1e-9);
 
@@ -619,7 +625,7 @@ async fn quiet_window(
         (Some(a), Some(b)) => Some((b.cpu_seconds - a.cpu_seconds) * per_min),
         _ => None,
     };
-    Ok(Steady {
+    let steady = Steady {
         window_seconds: secs,
         writes_per_minute: writes.values().fold(0.0, |a, v| a + v),
         writes_per_minute_by: writes,
@@ -633,7 +639,8 @@ async fn quiet_window(
         probes_per_second_by,
         lateness_p50_seconds: prom::histogram_quantile(0.5, &late),
         lateness_p99_seconds: prom::histogram_quantile(0.99, &late),
-    })
+    };
+    Ok((steady, loads))
 }
 
 /// Resources kube-apiserver writes for itself as a consequence of a

@@ -285,10 +285,27 @@ pub struct Profile {
     pub timeout_seconds: u64,
     /// What the run is judged against (every profile: no steady-state writes).
     pub goals: Vec<Goal>,
+    /// Run the controller as several replicas splitting the objects into
+    /// shards (`None`: one process, unsharded).
+    pub scale_out: Option<ScaleOut>,
+}
+
+/// Several replicas of the controller, the objects split into shards.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ScaleOut {
+    pub replicas: usize,
+    pub shards: u32,
 }
 
 /// In the order `all` runs them (the longest last).
-pub const PROFILE_NAMES: [&str; 5] = ["smoke", "10k", "unreachable", "mixed", "100k"];
+pub const PROFILE_NAMES: [&str; 6] = [
+    "smoke",
+    "10k",
+    "unreachable",
+    "mixed",
+    "100k",
+    "100k-sharded",
+];
 
 pub fn profile(name: &str) -> Option<Profile> {
     let both = vec![BreakMode::Refuse, BreakMode::Drop];
@@ -329,7 +346,22 @@ fn goals(p: &Profile) -> Vec<Goal> {
                 Bound::Below(mib(100.0)),
             ),
         ]),
-        "100k" => goals.extend([
+        "100k" | "100k-sharded" => goals.extend([
+            goal(
+                "converges < 300 s after the last create",
+                ConvergenceSeconds,
+                Bound::Below(300.0),
+            ),
+            goal(
+                "creating an object costs ≤ 4.5 controller writes",
+                WritesPerObject,
+                Bound::AtMost(4.5),
+            ),
+            goal(
+                "detection overhead p99 < 1 s (worst mode)",
+                DetectionP99Seconds,
+                Bound::Below(1.0),
+            ),
             goal(
                 "probe lateness p99 < 500 ms",
                 LatenessP99Seconds,
@@ -341,7 +373,6 @@ fn goals(p: &Profile) -> Vec<Goal> {
                 PeakRssMib,
                 Bound::Below(mib(1000.0)),
             ),
-            goal("report convergence", ConvergenceSeconds, Bound::Measured),
         ]),
         "unreachable" => {
             let w = &p.workload;
@@ -400,6 +431,7 @@ fn profile_without_goals(name: &str, both: Vec<BreakMode>) -> Option<Profile> {
             quiet_window_seconds: 10,
             timeout_seconds: 240,
             goals: Vec::new(),
+            scale_out: None,
         },
         "10k" => Profile {
             name: "10k",
@@ -412,18 +444,29 @@ fn profile_without_goals(name: &str, both: Vec<BreakMode>) -> Option<Profile> {
             quiet_window_seconds: 60,
             timeout_seconds: 600,
             goals: Vec::new(),
+            scale_out: None,
         },
         "100k" => Profile {
             name: "100k",
             description: "10,000 objects × 10 hosts (100,000 TCP targets) on 4,000 addresses, period 30 s",
             workload: tcp_workload(10_000, 10, 30, 2, 4000),
             break_share: 0.01,
-            break_modes: vec![BreakMode::Refuse],
+            break_modes: both,
             unreachable: false,
             settle_seconds: 30,
             quiet_window_seconds: 60,
-            timeout_seconds: 900,
+            timeout_seconds: 1800,
             goals: Vec::new(),
+            scale_out: None,
+        },
+        "100k-sharded" => Profile {
+            name: "100k-sharded",
+            description: "the 100k workload on 2 replicas of the controller, --shards 4",
+            scale_out: Some(ScaleOut {
+                replicas: 2,
+                shards: 4,
+            }),
+            ..profile_without_goals("100k", both)?
         },
         "unreachable" => Profile {
             name: "unreachable",
@@ -436,6 +479,7 @@ fn profile_without_goals(name: &str, both: Vec<BreakMode>) -> Option<Profile> {
             quiet_window_seconds: 30,
             timeout_seconds: 300,
             goals: Vec::new(),
+            scale_out: None,
         },
         "mixed" => Profile {
             name: "mixed",
@@ -458,6 +502,7 @@ fn profile_without_goals(name: &str, both: Vec<BreakMode>) -> Option<Profile> {
             quiet_window_seconds: 60,
             timeout_seconds: 420,
             goals: Vec::new(),
+            scale_out: None,
         },
         _ => return None,
     })
