@@ -89,6 +89,12 @@ fn rows(results: &[&ProfileResult]) -> Vec<Row> {
             r.steady.as_ref().and_then(|s| s.rss_mib)
         }),
         row("RSS, MiB (peak)", 0, |r| r.peak_rss_mib),
+        row("open sockets (steady, mean)", 0, |r| {
+            r.steady.as_ref().and_then(|s| s.sockets_mean)
+        }),
+        row("conntrack entries (steady, mean)", 0, |r| {
+            r.steady.as_ref().and_then(|s| s.conntrack_mean)
+        }),
     ]);
     out
 }
@@ -223,6 +229,10 @@ mod tests {
             probes_per_second_by: Default::default(),
             lateness_p50_seconds: None,
             lateness_p99_seconds: None,
+            sockets_mean: None,
+            sockets_max: None,
+            conntrack_mean: None,
+            conntrack_max: None,
         });
         r.error = error.map(String::from);
         r

@@ -147,10 +147,6 @@ impl Replicas {
         }
     }
 
-    pub fn count(&self) -> usize {
-        self.procs.len()
-    }
-
     /// The first replica's command line (the others differ only in their
     /// metrics port).
     pub fn command(&self) -> &[String] {
@@ -195,6 +191,11 @@ impl Replicas {
             sum.peak_rss_mib += s.peak_rss_mib;
         }
         Some(sum)
+    }
+
+    /// Open sockets summed over the replicas.
+    pub fn sockets(&self) -> Option<usize> {
+        self.procs.iter().map(|p| sys::sockets(p.pid())).sum()
     }
 
     /// Each replica's process sample and metrics now.

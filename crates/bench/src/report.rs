@@ -69,6 +69,13 @@ pub struct Steady {
     pub probes_per_second_by: BTreeMap<String, f64>,
     pub lateness_p50_seconds: Option<f64>,
     pub lateness_p99_seconds: Option<f64>,
+    /// The controller's open sockets, sampled every second (mean, max).
+    pub sockets_mean: Option<f64>,
+    pub sockets_max: Option<f64>,
+    /// Connection-tracking entries the probe traffic holds, sampled every
+    /// second in the test host's namespace with tracking on (mean, max).
+    pub conntrack_mean: Option<f64>,
+    pub conntrack_max: Option<f64>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -181,7 +188,6 @@ pub fn goals(results: &[ProfileResult]) -> Vec<Goal> {
             r.profile.goals.iter().map(move |g| {
                 let value = figure(g.figure, r);
                 let met = match g.bound {
-                    Bound::Measured => Some(value.is_some()),
                     Bound::Zero => value.map(|v| v == 0.0),
                     Bound::Below(limit) => value.map(|v| v < limit),
                     Bound::AtMost(limit) => value.map(|v| v <= limit),
@@ -254,6 +260,14 @@ pub fn write_key((resource, sub, verb): &crate::prom::RequestKey) -> String {
     } else {
         format!("{resource}/{sub} {verb}")
     }
+}
+
+fn mean_max(mean: Option<f64>, max: Option<f64>) -> String {
+    format!(
+        "{} / {}",
+        opt(mean, |v| format!("{v:.0}")),
+        opt(max, |v| format!("{v:.0}"))
+    )
 }
 
 fn opt(v: Option<f64>, fmt: impl Fn(f64) -> String) -> String {
@@ -503,12 +517,14 @@ pub fn markdown(report: &Report, plots: &[(String, String)], analysis: Option<&s
         if let Some(s) = &r.steady {
             let _ = writeln!(
                 md,
-                "- **{}** ({:.0} s window): {}; reads {:.0}/min; probes {}",
+                "- **{}** ({:.0} s window): {}; reads {:.0}/min; probes {}; controller sockets {} (mean / max); conntrack entries {} (mean / max)",
                 r.profile.name,
                 s.window_seconds,
                 by_key(&s.writes_per_minute_by, 1, "", "none"),
                 s.reads_per_minute,
-                by_key(&s.probes_per_second_by, 0, "/s", "–")
+                by_key(&s.probes_per_second_by, 0, "/s", "–"),
+                mean_max(s.sockets_mean, s.sockets_max),
+                mean_max(s.conntrack_mean, s.conntrack_max),
             );
         }
     }

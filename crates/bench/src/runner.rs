@@ -25,7 +25,6 @@ use crate::report::{
     Convergence, Creation, Detection, ProfileResult, Steady, Unreachable, write_key,
 };
 use crate::stats::summarize;
-use crate::sys;
 use crate::watch::{Combined, Tracker, spawn_watches};
 use crate::workload::{BreakMode, Probe, Profile, Workload};
 
@@ -218,6 +217,7 @@ async fn run_inner(
     let (steady, mut loads) = quiet_window(
         &cp,
         &controller,
+        &host,
         Duration::from_secs(profile.quiet_window_seconds),
     )
     .await?;
@@ -289,6 +289,9 @@ async fn fixture(w: &Workload, opts: &Options, phase: &Phase) -> Result<Fixture>
             redis: vec![],
         })
         .await?;
+    // So that the quiet window can count the connection-tracking entries
+    // the probes hold (see `quiet_window`).
+    host.track_connections().await?;
 
     phase.set(format!("installing the CRD of {}", opts.group));
     prepare_cluster(&cp, &client, opts).await?;
@@ -583,6 +586,7 @@ async fn wait_stamps(
 async fn quiet_window(
     cp: &ControlPlane,
     controller: &Replicas,
+    host: &TestHost,
     window: Duration,
 ) -> Result<(Steady, Vec<ReplicaLoad>)> {
     let api0 = apiserver_counts(cp).await?;
@@ -590,7 +594,18 @@ async fn quiet_window(
     let ctl0 = prom::parse(&controller.metrics().await);
     let proc0 = controller.sample();
     let t0 = Instant::now();
-    tokio::time::sleep(window).await;
+    // Sockets and conntrack entries come and go with each probe: sampled
+    // every second over the window.
+    let (mut sockets, mut conntrack) = (Vec::new(), Vec::new());
+    while t0.elapsed() < window {
+        tokio::time::sleep(Duration::from_secs(1).min(window.saturating_sub(t0.elapsed()))).await;
+        if let Some(n) = controller.sockets() {
+            sockets.push(n as f64);
+        }
+        if let Ok(n) = host.conntrack_count().await {
+            conntrack.push(n as f64);
+        }
+    }
     let api1 = apiserver_counts(cp).await?;
     let snap1 = controller.snapshot().await;
     let ctl1 = prom::parse(&controller.metrics().await);
@@ -639,8 +654,20 @@ async fn quiet_window(
         probes_per_second_by,
         lateness_p50_seconds: prom::histogram_quantile(0.5, &late),
         lateness_p99_seconds: prom::histogram_quantile(0.99, &late),
+        sockets_mean: mean(&sockets),
+        sockets_max: max(&sockets),
+        conntrack_mean: mean(&conntrack),
+        conntrack_max: max(&conntrack),
     };
     Ok((steady, loads))
+}
+
+fn mean(v: &[f64]) -> Option<f64> {
+    (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+}
+
+fn max(v: &[f64]) -> Option<f64> {
+    v.iter().copied().reduce(f64::max)
 }
 
 /// Resources kube-apiserver writes for itself as a consequence of a

@@ -45,6 +45,16 @@ pub fn sample(pid: u32) -> Option<ProcSample> {
     parse_proc(&stat, &status, if ticks > 0 { ticks as f64 } else { 100.0 })
 }
 
+/// Open sockets of process `pid` (its descriptors that are sockets).
+pub fn sockets(pid: u32) -> Option<usize> {
+    let dir = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
+    Some(
+        dir.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+            .filter(|target| target.to_string_lossy().starts_with("socket:"))
+            .count(),
+    )
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Machine {
     pub cores: usize,

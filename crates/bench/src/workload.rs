@@ -240,8 +240,6 @@ pub enum Bound {
     Below(f64),
     AtMost(f64),
     AtLeast(f64),
-    /// Only that it was measured.
-    Measured,
 }
 
 /// One goal a profile is judged against.

@@ -227,6 +227,9 @@ struct FaultSets {
 /// The nft table a host's fault rules live in (inside its namespace).
 const FAULT_TABLE: &str = "ke_fault";
 
+/// The table that turns connection tracking on in a test host's namespace.
+const CONNTRACK_TABLE: &str = "ke_conntrack";
+
 fn fault_table_script() -> String {
     format!(
         "table inet {FAULT_TABLE} {{\n\
@@ -521,6 +524,59 @@ impl TestHost {
             self.blackholed.store(was, Ordering::SeqCst);
         }
         result.map(drop)
+    }
+
+    /// Turn connection tracking on in this host's namespace (a table whose
+    /// only rule counts new connections: any `ct` expression makes the
+    /// kernel track the namespace's traffic), so that
+    /// [`conntrack_count`](Self::conntrack_count) sees the entries the
+    /// traffic to this host would create on any stateful hop (a node with
+    /// kube-proxy, a NAT gateway). Nothing is dropped or changed.
+    pub async fn track_connections(&self) -> Result<()> {
+        let script = format!(
+            "table inet {CONNTRACK_TABLE} {{\n\
+             \tchain input {{\n\
+             \t\ttype filter hook input priority -20; policy accept;\n\
+             \t\tct state new counter\n\
+             \t}}\n\
+             }}\n"
+        );
+        let name = self.name.clone();
+        tokio::task::spawn_blocking(move || {
+            run_with_stdin(
+                "ip",
+                &["netns", "exec", &name, "nft", "-f", "-"],
+                Some(&script),
+            )
+        })
+        .await?
+        .map(drop)
+    }
+
+    /// Connection-tracking entries in this host's namespace now (0 until
+    /// [`track_connections`](Self::track_connections)).
+    pub async fn conntrack_count(&self) -> Result<u64> {
+        let name = self.name.clone();
+        let out = tokio::task::spawn_blocking(move || {
+            run_with_stdin(
+                "ip",
+                &[
+                    "netns",
+                    "exec",
+                    &name,
+                    "cat",
+                    "/proc/sys/net/netfilter/nf_conntrack_count",
+                ],
+                None,
+            )
+        })
+        .await??;
+        out.trim().parse().map_err(|_| {
+            io_err(format!("reading nf_conntrack_count in {}", self.name))(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("not a count: {:?}", out.trim()),
+            ))
+        })
     }
 
     /// Turn a per-address fault rule on or off for some of this host's
