@@ -34,7 +34,7 @@ use crate::names;
 use crate::policy;
 use crate::reconcile;
 use crate::resolve::Resolver;
-use crate::sharding::Shard;
+use crate::sharding::{Shard, ShardKey};
 use crate::watch_cache::{Cached, spawn_until_shutdown};
 
 #[derive(Debug, thiserror::Error)]
@@ -115,6 +115,7 @@ impl Scope {
             shutdown: &shutdown,
             metrics: &metrics,
             scope: watch_name(""),
+            shard: settings.shard,
         };
         let caches = Caches {
             // The Services keep who owns their labels and annotations
@@ -122,12 +123,19 @@ impl Scope {
             services: children.cache(
                 watcher::Config::default(),
                 "services",
+                ShardKey::OwnName,
                 crate::service_metadata::trim_managed_fields,
             ),
-            endpoints: children.cache(watcher::Config::default(), "endpoints", drop_managed_fields),
+            endpoints: children.cache(
+                watcher::Config::default(),
+                "endpoints",
+                ShardKey::OwnName,
+                drop_managed_fields,
+            ),
             slices: children.cache(
                 watcher::Config::default().labels(&slice_selector),
                 "endpointslices",
+                ShardKey::ServiceNameLabel,
                 drop_managed_fields,
             ),
         };
@@ -223,7 +231,7 @@ impl Scope {
             .default_backoff()
             // With --shards > 1, only this shard's objects exist for this
             // controller: not cached, not reconciled, not probed.
-            .filter(move |event| futures::future::ready(in_shard(event, shard)))
+            .filter(move |event| futures::future::ready(in_shard(event, shard, ShardKey::OwnName)))
             .modify(drop_managed_fields)
             .reflect(writer)
             .inspect(move |event| {
@@ -301,16 +309,21 @@ impl Scope {
 /// Whether a watch event concerns this controller's shard (all do without
 /// sharding). An object never changes shard: its namespace and name are
 /// fixed for its lifetime.
-fn in_shard(
-    event: &Result<watcher::Event<DynamicObject>, watcher::Error>,
+fn in_shard<K: Resource>(
+    event: &Result<watcher::Event<K>, watcher::Error>,
     shard: Option<Shard>,
+    key: ShardKey,
 ) -> bool {
     let (Some(shard), Ok(event)) = (shard, event) else {
         return true;
     };
     match event {
         watcher::Event::Apply(o) | watcher::Event::InitApply(o) | watcher::Event::Delete(o) => {
-            shard.owns(o.namespace().as_deref().unwrap_or(""), &o.name_any())
+            let name = o.name_any();
+            shard.owns(
+                o.namespace().as_deref().unwrap_or(""),
+                key.name(&name, o.labels()),
+            )
         }
         watcher::Event::Init | watcher::Event::InitDone => true,
     }
@@ -542,6 +555,10 @@ struct Children<'a> {
     metrics: &'a Arc<Metrics>,
     /// `<group>/<namespace>/`, to name the watches in metrics.
     scope: String,
+    /// With --shards > 1, only the children of this shard's objects are
+    /// cached: a replica leading k shards then holds each child once, not k
+    /// times.
+    shard: Option<Shard>,
 }
 
 impl Children<'_> {
@@ -551,6 +568,7 @@ impl Children<'_> {
         &self,
         config: watcher::Config,
         resource: &'static str,
+        key: ShardKey,
         trim: fn(&mut K),
     ) -> Store<K>
     where
@@ -561,8 +579,10 @@ impl Children<'_> {
         let trigger = self.trigger.clone();
         let metrics = self.metrics.clone();
         let watch = format!("{}{resource}", self.scope);
+        let shard = self.shard;
         let stream = watcher(api::<K>(self.client, self.namespace), config)
             .default_backoff()
+            .filter(move |event| futures::future::ready(in_shard(event, shard, key)))
             .modify(trim)
             .reflect(writer)
             .touched_objects()

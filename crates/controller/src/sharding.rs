@@ -27,6 +27,31 @@ impl Shard {
     }
 }
 
+/// What names the ClusterEndpoint a watched object belongs to, and with
+/// it the object's shard.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ShardKey {
+    /// Its own name: a ClusterEndpoint, and its Service and Endpoints
+    /// (named after it).
+    OwnName,
+    /// Its `kubernetes.io/service-name` label (the ClusterEndpoint's name):
+    /// an EndpointSlice. A slice without it belongs to no ClusterEndpoint;
+    /// it is kept by its own name.
+    ServiceNameLabel,
+}
+
+impl ShardKey {
+    /// The name whose shard `name` (with `labels`) follows.
+    pub fn name<'a>(self, name: &'a str, labels: &'a BTreeMap<String, String>) -> &'a str {
+        match self {
+            ShardKey::OwnName => name,
+            ShardKey::ServiceNameLabel => labels
+                .get(crate::builder::LABEL_SERVICE_NAME)
+                .map_or(name, String::as_str),
+        }
+    }
+}
+
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
 

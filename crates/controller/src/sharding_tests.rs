@@ -174,3 +174,27 @@ fn replicas_with_another_split_bar_taking_shards() {
     let why = mixed_counts(4, &same, Some("old-pod")).expect("unsharded");
     assert!(why.contains("old-pod"), "{why}");
 }
+
+#[test]
+fn a_slice_follows_its_service_name_label_and_the_service_its_own_name() {
+    let labels = BTreeMap::from([(
+        crate::builder::LABEL_SERVICE_NAME.to_string(),
+        "db".to_string(),
+    )]);
+    assert_eq!(ShardKey::ServiceNameLabel.name("db-x7k2p", &labels), "db");
+    assert_eq!(ShardKey::OwnName.name("db", &labels), "db");
+    // A slice that names no Service is kept by its own name.
+    assert_eq!(
+        ShardKey::ServiceNameLabel.name("stray", &BTreeMap::new()),
+        "stray"
+    );
+    // So a ClusterEndpoint's slices land in its shard, whatever their names.
+    let shard = Shard {
+        index: shard_of("default", "db", 4),
+        count: 4,
+    };
+    assert!(shard.owns(
+        "default",
+        ShardKey::ServiceNameLabel.name("db-x7k2p", &labels)
+    ));
+}
