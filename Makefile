@@ -1,4 +1,4 @@
-# Benchmarks: `make bench` runs every profile (about 30 minutes on 2 cores),
+# Benchmarks: `make bench` runs every profile (about 45 minutes on 2 cores),
 # `make bench PROFILE=10k` (or a comma-separated list) runs some. Needs root
 # (network namespaces); writes BENCHMARKS.md and bench/*.json, bench/*.png.
 PROFILE ?= all
@@ -13,7 +13,7 @@ BENCH_MD ?= BENCHMARKS.md
 # checkout of labring/endpoints-operator) builds it with Go, then runs each
 # profile for kube-endpoints and for it in one run; rewrites only the
 # side-by-side section of BENCHMARKS.md, results in bench/peer/.
-PEER_PROFILE ?= smoke,10k,unreachable,mixed
+PEER_PROFILE ?= smoke,10k,unreachable,mixed,100k,100k-sharded
 bench-peer: bench-build
 	@test -n "$(PEER_SRC)" || { echo "set PEER_SRC to a checkout of labring/endpoints-operator" >&2; exit 2; }
 	KE_TESTBACKEND=$(CURDIR)/target/release/ke-testbackend \

@@ -264,6 +264,40 @@ async fn run(cli: Cli) -> Result<bool> {
             .map_err(io_err(format!("writing {}", path.display())))?;
         results.push(r);
     }
+    let report = write_report(&cli, results, started, datapath_section)?;
+    let ok = report.results.iter().all(|r| r.error.is_none()) && datapath_ok;
+    if !tidy_work_dir(&work_dir, ok) {
+        eprintln!("kept the controller logs in {}", work_dir.display());
+    }
+    if cli.check {
+        let mut missing: Vec<&str> = report
+            .results
+            .iter()
+            .filter(|r| !r.has_figures())
+            .map(|r| r.profile.name)
+            .collect();
+        if datapath_result.as_ref().is_some_and(|r| !r.has_figures()) {
+            missing.push(datapath::NAME);
+        }
+        if !missing.is_empty() {
+            eprintln!("check failed: no figures from {}", missing.join(", "));
+            return Ok(false);
+        }
+        eprintln!("check: every profile produced its figures");
+    }
+    Ok(ok)
+}
+
+/// Write the results of kube-endpoints' profiles: `<out-dir>/results.json`,
+/// the plots and the Markdown report, which keeps the data-path section
+/// (unless this run has its own) and the side-by-side section of the file
+/// it replaces.
+fn write_report(
+    cli: &Cli,
+    results: Vec<report::ProfileResult>,
+    started: Instant,
+    datapath_section: Option<String>,
+) -> Result<Report> {
     let report = Report {
         generated_at: now_utc(),
         machine: sys::machine(),
@@ -322,27 +356,7 @@ async fn run(cli: Cli) -> Result<bool> {
         path.display(),
         cli.out_dir.display()
     );
-    let ok = report.results.iter().all(|r| r.error.is_none()) && datapath_ok;
-    if !tidy_work_dir(&work_dir, ok) {
-        eprintln!("kept the controller logs in {}", work_dir.display());
-    }
-    if cli.check {
-        let mut missing: Vec<&str> = report
-            .results
-            .iter()
-            .filter(|r| !r.has_figures())
-            .map(|r| r.profile.name)
-            .collect();
-        if datapath_result.as_ref().is_some_and(|r| !r.has_figures()) {
-            missing.push(datapath::NAME);
-        }
-        if !missing.is_empty() {
-            eprintln!("check failed: no figures from {}", missing.join(", "));
-            return Ok(false);
-        }
-        eprintln!("check: every profile produced its figures");
-    }
-    Ok(ok)
+    Ok(report)
 }
 
 /// The predecessor as the harness runs it, once per `--peer-concurrency`:
@@ -380,17 +394,12 @@ async fn compare(
     ours: Options,
     peers: Vec<Options>,
 ) -> Result<bool> {
+    let started = Instant::now();
     let dir = cli.out_dir.join("peer");
     std::fs::create_dir_all(&dir).map_err(io_err(format!("creating {}", dir.display())))?;
     let mut results = Vec::new();
     for p in profiles {
-        // A profile that scales out runs ours only: the predecessor has no
-        // sharding.
-        let others = if p.scale_out.is_some() {
-            &[][..]
-        } else {
-            &peers[..]
-        };
+        let others = if ours_only(p) { &[][..] } else { &peers[..] };
         for opts in std::iter::once(&ours).chain(others.iter()) {
             eprintln!(
                 "== profile {} with {}: {}",
@@ -407,12 +416,30 @@ async fn compare(
             results.push(r);
         }
     }
-    let section = compare::markdown(&results, &sys::machine(), &now_utc());
+    // Ours' runs are the main report too (the same figures as `make
+    // bench` of those profiles), then the side-by-side section goes in.
+    let ours_results: Vec<_> = results
+        .iter()
+        .filter(|r| r.controller == ours.label)
+        .cloned()
+        .collect();
+    for r in &ours_results {
+        let path = cli.out_dir.join(format!("{}.json", r.profile.name));
+        std::fs::write(&path, serde_json::to_string_pretty(r)?)
+            .map_err(io_err(format!("writing {}", path.display())))?;
+    }
+    write_report(cli, ours_results, started, None)?;
+    let compared: Vec<_> = results
+        .iter()
+        .filter(|r| !ours_only(&r.profile))
+        .cloned()
+        .collect();
+    let section = compare::markdown(&compared, &sys::machine(), &now_utc());
     let old = std::fs::read_to_string(&cli.markdown).unwrap_or_default();
     std::fs::write(&cli.markdown, compare::SECTION.splice(&old, &section))
         .map_err(io_err(format!("writing {}", cli.markdown.display())))?;
     eprintln!(
-        "updated the side-by-side section of {}; results in {}",
+        "wrote the side-by-side section of {}; results in {}",
         cli.markdown.display(),
         dir.display()
     );
@@ -429,6 +456,13 @@ async fn compare(
         eprintln!("kept the controller logs in {}", ours.work_dir.display());
     }
     Ok(ok)
+}
+
+/// Profiles run for kube-endpoints only in a comparison: those that scale
+/// out (the predecessor has no sharding) and the 100k ones (it reconciles
+/// its objects one probe round at a time: 10,000 objects would take hours).
+fn ours_only(p: &workload::Profile) -> bool {
+    p.scale_out.is_some() || p.workload.objects >= 10_000
 }
 
 /// The words of `--controller-cmd`.

@@ -542,9 +542,17 @@ impl<K: Clone + Send + 'static> Worker<K> {
             let Ok(_permit) = permit else { return };
             let started = Instant::now();
             let lateness = started.saturating_duration_since(due);
+            // Boxed: the probe's future (an HTTP or gRPC exchange, several
+            // KiB) then lives on the heap only while the probe runs, instead
+            // of inside every idle worker's task (one per target).
+            let probe = Box::pin(self.engine.prober.probe(
+                &self.spec.probe,
+                addr,
+                self.spec.timeout,
+            ));
             let outcome = tokio::select! {
                 () = self.cancel.cancelled() => return,
-                outcome = self.engine.prober.probe(&self.spec.probe, addr, self.spec.timeout) => outcome,
+                outcome = probe => outcome,
             };
             drop(_permit);
             self.engine
