@@ -11,8 +11,9 @@ BENCH_MD ?= BENCHMARKS.md
 
 # The predecessor side by side: `make bench-peer PEER_SRC=DIR` (DIR: a
 # checkout of labring/endpoints-operator) builds it with Go, then runs each
-# profile for kube-endpoints and for it in one run; rewrites only the
-# side-by-side section of BENCHMARKS.md, results in bench/peer/.
+# profile for kube-endpoints and for it in one run (the 100k ones for
+# kube-endpoints only); writes BENCHMARKS.md (kube-endpoints' runs as the
+# main report, plus the side-by-side section), results in bench/peer/.
 PEER_PROFILE ?= smoke,10k,unreachable,mixed,100k,100k-sharded
 bench-peer: bench-build
 	@test -n "$(PEER_SRC)" || { echo "set PEER_SRC to a checkout of labring/endpoints-operator" >&2; exit 2; }

@@ -201,6 +201,7 @@ mod tests {
             fixed_metrics_port: None,
             kcm_controllers: Vec::new(),
             shardable: true,
+            udp_data_as_bytes: false,
             check_endpoints: true,
             concurrency: 1,
             work_dir: std::env::temp_dir(),

@@ -203,6 +203,7 @@ async fn run(cli: Cli) -> Result<bool> {
         concurrency: cli.concurrency,
         work_dir: work_dir.clone(),
         shardable: cli.controller_cmd.is_none(),
+        udp_data_as_bytes: false,
         timeout: cli.profile_timeout.map(Duration::from_secs),
     };
     if let Some(peer_bin) = &cli.peer_bin {
@@ -381,6 +382,7 @@ fn peer_options(cli: &Cli, peer_bin: &std::path::Path, ours: &Options) -> Vec<Op
             fixed_metrics_port: Some(cli.peer_metrics_port),
             kcm_controllers: vec!["endpointslicemirroring".into()],
             shardable: false,
+            udp_data_as_bytes: true,
             ..ours.clone()
         })
         .collect()

@@ -38,6 +38,9 @@ pub struct Options {
     /// Whether the command takes kube-endpoints' sharding flags (profiles
     /// that scale out run it as several replicas with `--shards`).
     pub shardable: bool,
+    /// Write a UDP probe's `data` as a list of byte values, as the
+    /// predecessor's CRD declares it (Go's `[]uint8`), not as a string.
+    pub udp_data_as_bytes: bool,
     /// Overrides every profile's own timeout.
     pub timeout: Option<Duration>,
 }

@@ -59,8 +59,8 @@ pub struct Snapshot {
     procs: Vec<(Option<ProcSample>, Vec<prom::Sample>)>,
 }
 
-/// The flags that make replica of `scale.shards` shards out of the default
-/// `kube-endpoints run` command.
+/// The flags that make the default `kube-endpoints run` command one replica
+/// of `scale.shards` shards, electing in the bench's namespace.
 fn shard_flags(scale: &ScaleOut) -> Vec<String> {
     [
         "--leader-election=true",

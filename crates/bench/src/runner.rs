@@ -150,7 +150,7 @@ async fn run_inner(
         opts.concurrency
     ));
     let first = Instant::now();
-    let each = create_objects(&client, w, &opts.group, &pool, opts.concurrency).await?;
+    let each = create_objects(&client, w, opts, &pool).await?;
     let created = Created {
         first,
         all: Instant::now(),
@@ -788,10 +788,10 @@ async fn create_namespace(client: &Client) -> Result<()> {
 async fn create_objects(
     client: &Client,
     w: &Workload,
-    group: &str,
+    opts: &Options,
     pool: &[IpAddr],
-    concurrency: usize,
 ) -> Result<HashMap<String, Instant>> {
+    let (group, concurrency) = (opts.group.as_str(), opts.concurrency);
     let api: Api<DynamicObject> = Api::namespaced_with(
         client.clone(),
         NAMESPACE,
@@ -799,7 +799,11 @@ async fn create_objects(
     );
     let mut objects = Vec::with_capacity(w.objects);
     for i in 0..w.objects {
-        let obj: DynamicObject = serde_json::from_value(w.object(i, group, NAMESPACE, pool))?;
+        let mut value = w.object(i, group, NAMESPACE, pool);
+        if opts.udp_data_as_bytes {
+            crate::workload::udp_data_as_bytes(&mut value);
+        }
+        let obj: DynamicObject = serde_json::from_value(value)?;
         objects.push(obj);
     }
     let results: Vec<Result<(String, Instant)>> = futures::stream::iter(objects)

@@ -55,6 +55,24 @@ impl Probe {
     }
 }
 
+/// Rewrite every UDP probe's `data` of `object` from a string into the list
+/// of its byte values (the predecessor's CRD form).
+pub fn udp_data_as_bytes(object: &mut Value) {
+    let Some(ports) = object
+        .pointer_mut("/spec/ports")
+        .and_then(Value::as_array_mut)
+    else {
+        return;
+    };
+    for port in ports {
+        if let Some(data) = port.pointer_mut("/udpSocket/data")
+            && let Some(text) = data.as_str()
+        {
+            *data = Value::from(text.bytes().map(Value::from).collect::<Vec<_>>());
+        }
+    }
+}
+
 /// The objects of one run and how they are probed.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Workload {
@@ -558,6 +576,19 @@ mod tests {
         }
         // 21 host slots over 5 addresses: 4 or 5 each.
         assert!(uses.values().all(|u| (4..=5).contains(u)), "{uses:?}");
+    }
+
+    #[test]
+    fn udp_data_becomes_byte_values_for_the_predecessor() {
+        let w = Workload {
+            probes: vec![Probe::Tcp, Probe::Udp],
+            ..tcp_workload(1, 1, 5, 3, 1)
+        };
+        let mut o = w.object(0, "sealos.io", "bench", &[IpAddr::from([198, 18, 0, 1])]);
+        udp_data_as_bytes(&mut o);
+        let ports = o["spec"]["ports"].as_array().cloned().unwrap_or_default();
+        assert_eq!(ports[1]["udpSocket"]["data"], json!([98, 101, 110, 99, 104]));
+        assert!(ports[0]["tcpSocket"].get("data").is_none());
     }
 
     #[test]
