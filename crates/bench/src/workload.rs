@@ -587,7 +587,10 @@ mod tests {
         let mut o = w.object(0, "sealos.io", "bench", &[IpAddr::from([198, 18, 0, 1])]);
         udp_data_as_bytes(&mut o);
         let ports = o["spec"]["ports"].as_array().cloned().unwrap_or_default();
-        assert_eq!(ports[1]["udpSocket"]["data"], json!([98, 101, 110, 99, 104]));
+        assert_eq!(
+            ports[1]["udpSocket"]["data"],
+            json!([98, 101, 110, 99, 104])
+        );
         assert!(ports[0]["tcpSocket"].get("data").is_none());
     }
 
