@@ -214,7 +214,9 @@ fn figure(f: Figure, r: &ProfileResult) -> Option<f64> {
                 .iter()
                 .filter(|(key, _)| !key.starts_with("leases"))
                 .map(|(_, v)| v)
-                .sum()
+                // An empty float sum is -0.0; report 0.
+                .sum::<f64>()
+                + 0.0
         }),
         Figure::ConvergenceSeconds => r.convergence.as_ref().map(|c| c.seconds_after_created),
         Figure::DetectionP99Seconds => r
