@@ -3,8 +3,8 @@
 //! each replica costs.
 //!
 //! Every figure the runner reads from "the controller" (its metrics, CPU and
-//! memory) is the sum over the replicas; [`Replicas::loads`] gives them one
-//! by one.
+//! memory) is the sum over the replicas; [`Snapshot::loads_since`] gives
+//! them one by one.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -53,10 +53,79 @@ pub struct ReplicaLoad {
     pub peak_rss_mib: Option<f64>,
 }
 
-/// One replica's state at one moment (for differences over a window).
+/// Every replica's process sample and metrics at one moment (for
+/// differences over a window).
 pub struct Snapshot {
     at: Instant,
     procs: Vec<(Option<ProcSample>, Vec<prom::Sample>)>,
+}
+
+/// The sum of metric `name` over its label sets.
+fn total(samples: &[prom::Sample], name: &str) -> f64 {
+    prom::counter_by(samples, name, &[]).values().sum()
+}
+
+impl Snapshot {
+    /// The fleet's metrics: every replica's samples together (the parsers
+    /// sum equal series, so counters and histograms read as the fleet's).
+    pub fn metrics(&self) -> Vec<prom::Sample> {
+        self.procs
+            .iter()
+            .flat_map(|(_, m)| m.iter().cloned())
+            .collect()
+    }
+
+    /// CPU and memory summed over the replicas (`None` when one could not
+    /// be read). The peak is the sum of each replica's own peak.
+    pub fn process(&self) -> Option<ProcSample> {
+        let mut sum = ProcSample::default();
+        for (proc, _) in &self.procs {
+            let p = (*proc)?;
+            sum.cpu_seconds += p.cpu_seconds;
+            sum.rss_mib += p.rss_mib;
+            sum.peak_rss_mib += p.peak_rss_mib;
+        }
+        Some(sum)
+    }
+
+    /// Each replica's load over the window from `before` to this snapshot
+    /// (empty with one replica: the profile's own figures say it all).
+    pub fn loads_since(&self, before: &Snapshot) -> Vec<ReplicaLoad> {
+        if self.procs.len() < 2 {
+            return Vec::new();
+        }
+        let secs = self.at.duration_since(before.at).as_secs_f64().max(1e-9);
+        before
+            .procs
+            .iter()
+            .zip(&self.procs)
+            .enumerate()
+            .map(|(replica, ((p0, m0), (p1, m1)))| ReplicaLoad {
+                replica,
+                probe_targets: total(m1, "kube_endpoints_probe_targets"),
+                probes_per_second: (total(m1, "kube_endpoints_probes")
+                    - total(m0, "kube_endpoints_probes"))
+                    / secs,
+                steady_cpu_percent: match (p0, p1) {
+                    (Some(a), Some(b)) => Some((b.cpu_seconds - a.cpu_seconds) / secs * 100.0),
+                    _ => None,
+                },
+                steady_rss_mib: p1.map(|p| p.rss_mib),
+                ..ReplicaLoad::default()
+            })
+            .collect()
+    }
+
+    /// Fill in the whole-run figures of `loads` (shards led, reconciles,
+    /// CPU seconds, peak RSS) from this end-of-run snapshot.
+    pub fn finish_loads(&self, loads: &mut [ReplicaLoad]) {
+        for (load, (proc, metrics)) in loads.iter_mut().zip(&self.procs) {
+            load.shards_leading = total(metrics, "kube_endpoints_shards_leading");
+            load.reconciles = total(metrics, "kube_endpoints_reconciles");
+            load.cpu_seconds_total = proc.map(|p| p.cpu_seconds);
+            load.peak_rss_mib = proc.map(|p| p.peak_rss_mib);
+        }
+    }
 }
 
 /// The flags that make the default `kube-endpoints run` command one replica
@@ -169,30 +238,6 @@ impl Replicas {
         Ok(())
     }
 
-    /// Every replica's `/metrics` text, one after the other: the parsers
-    /// sum equal series, so counters and histograms read as the fleet's.
-    pub async fn metrics(&self) -> String {
-        let mut text = String::new();
-        for p in &self.procs {
-            text.push_str(&p.metrics().await);
-            text.push('\n');
-        }
-        text
-    }
-
-    /// CPU and memory summed over the replicas (`None` when one cannot be
-    /// read). The peak is the sum of each replica's own peak.
-    pub fn sample(&self) -> Option<ProcSample> {
-        let mut sum = ProcSample::default();
-        for p in &self.procs {
-            let s = sys::sample(p.pid())?;
-            sum.cpu_seconds += s.cpu_seconds;
-            sum.rss_mib += s.rss_mib;
-            sum.peak_rss_mib += s.peak_rss_mib;
-        }
-        Some(sum)
-    }
-
     /// Open sockets summed over the replicas.
     pub fn sockets(&self) -> Option<usize> {
         self.procs.iter().map(|p| sys::sockets(p.pid())).sum()
@@ -207,51 +252,6 @@ impl Replicas {
         Snapshot {
             at: Instant::now(),
             procs,
-        }
-    }
-
-    /// Per-replica load over the window between two snapshots (empty with
-    /// one replica: the profile's own figures say it all).
-    pub fn loads(&self, before: &Snapshot, after: &Snapshot) -> Vec<ReplicaLoad> {
-        if self.procs.len() < 2 {
-            return Vec::new();
-        }
-        let secs = after.at.duration_since(before.at).as_secs_f64().max(1e-9);
-        let sum = |samples: &[prom::Sample], name: &str| {
-            prom::counter_by(samples, name, &[]).values().sum::<f64>()
-        };
-        before
-            .procs
-            .iter()
-            .zip(&after.procs)
-            .enumerate()
-            .map(|(replica, ((p0, m0), (p1, m1)))| ReplicaLoad {
-                replica,
-                shards_leading: sum(m1, "kube_endpoints_shards_leading"),
-                probe_targets: sum(m1, "kube_endpoints_probe_targets"),
-                probes_per_second: (sum(m1, "kube_endpoints_probes")
-                    - sum(m0, "kube_endpoints_probes"))
-                    / secs,
-                steady_cpu_percent: match (p0, p1) {
-                    (Some(a), Some(b)) => Some((b.cpu_seconds - a.cpu_seconds) / secs * 100.0),
-                    _ => None,
-                },
-                steady_rss_mib: p1.map(|p| p.rss_mib),
-                ..ReplicaLoad::default()
-            })
-            .collect()
-    }
-
-    /// Fill in the whole-run figures of `loads` (reconciles, CPU seconds,
-    /// peak RSS, shards led) at the end of the run.
-    pub async fn finish_loads(&self, loads: &mut [ReplicaLoad]) {
-        let end = self.snapshot().await;
-        for (load, (proc, metrics)) in loads.iter_mut().zip(&end.procs) {
-            let sum = |name: &str| prom::counter_by(metrics, name, &[]).values().sum::<f64>();
-            load.shards_leading = sum("kube_endpoints_shards_leading");
-            load.reconciles = sum("kube_endpoints_reconciles");
-            load.cpu_seconds_total = proc.map(|p| p.cpu_seconds);
-            load.peak_rss_mib = proc.map(|p| p.peak_rss_mib);
         }
     }
 

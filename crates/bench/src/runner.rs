@@ -239,11 +239,12 @@ async fn run_inner(
         result.detection.push(d);
     }
 
-    if let Some(s) = controller.sample() {
+    let end = controller.snapshot().await;
+    if let Some(s) = end.process() {
         result.peak_rss_mib = Some(s.peak_rss_mib);
         result.cpu_seconds_total = Some(s.cpu_seconds);
     }
-    controller.finish_loads(&mut loads).await;
+    end.finish_loads(&mut loads);
     result.replicas = loads;
     result.watch_errors = tracker.watch_errors();
     controller.kill().await;
@@ -591,8 +592,7 @@ async fn quiet_window(
 ) -> Result<(Steady, Vec<ReplicaLoad>)> {
     let api0 = apiserver_counts(cp).await?;
     let snap0 = controller.snapshot().await;
-    let ctl0 = prom::parse(&controller.metrics().await);
-    let proc0 = controller.sample();
+    let (ctl0, proc0) = (snap0.metrics(), snap0.process());
     let t0 = Instant::now();
     // Sockets and conntrack entries come and go with each probe: sampled
     // every second over the window.
@@ -608,9 +608,8 @@ async fn quiet_window(
     }
     let api1 = apiserver_counts(cp).await?;
     let snap1 = controller.snapshot().await;
-    let ctl1 = prom::parse(&controller.metrics().await);
-    let proc1 = controller.sample();
-    let loads = controller.loads(&snap0, &snap1);
+    let (ctl1, proc1) = (snap1.metrics(), snap1.process());
+    let loads = snap1.loads_since(&snap0);
     let secs = t0.elapsed().as_secs_f64();
     let per_min = 60.0 / secs.max(1e-9);
 

@@ -349,19 +349,22 @@ fn goals(p: &Profile) -> Vec<Goal> {
             Bound::Zero,
         )
     }];
+    // Shared by the 10k and 100k profiles.
+    let writes_per_object = goal(
+        "creating an object costs ≤ 4.5 controller writes",
+        WritesPerObject,
+        Bound::AtMost(4.5),
+    );
+    let worst_detection = goal(
+        "detection overhead p99 < 1 s (worst mode)",
+        DetectionP99Seconds,
+        Bound::Below(1.0),
+    );
     match p.name {
         "10k" => goals.extend([
             goal("converges < 30 s", ConvergenceSeconds, Bound::Below(30.0)),
-            goal(
-                "creating an object costs ≤ 4.5 controller writes",
-                WritesPerObject,
-                Bound::AtMost(4.5),
-            ),
-            goal(
-                "detection overhead p99 < 1 s (worst mode)",
-                DetectionP99Seconds,
-                Bound::Below(1.0),
-            ),
+            writes_per_object.clone(),
+            worst_detection.clone(),
             goal(
                 "controller < 10 % of one core (steady)",
                 SteadyCpuPercent,
@@ -379,16 +382,8 @@ fn goals(p: &Profile) -> Vec<Goal> {
                 ConvergenceSeconds,
                 Bound::Below(300.0),
             ),
-            goal(
-                "creating an object costs ≤ 4.5 controller writes",
-                WritesPerObject,
-                Bound::AtMost(4.5),
-            ),
-            goal(
-                "detection overhead p99 < 1 s (worst mode)",
-                DetectionP99Seconds,
-                Bound::Below(1.0),
-            ),
+            writes_per_object,
+            worst_detection,
             goal(
                 "probe lateness p99 < 500 ms",
                 LatenessP99Seconds,
