@@ -83,7 +83,8 @@ async fn create_object(ctx: &Context, owner: &Owner, object: Object) -> Result<(
     let ns = owner.namespace.as_str();
     let slice = match object {
         Object::EndpointSlice(slice) => slice,
-        Object::Service(service) => return create_service(ctx, ns, &service).await,
+        // Planned only when a live read just found none ([`live_service`]).
+        Object::Service(service) => return apply(ctx, ns, &service, Kind::Service).await.map(drop),
         other => return apply_object(ctx, ns, other).await.map(drop),
     };
     let api: Api<EndpointSlice> = Api::namespaced(ctx.client.clone(), ns);
@@ -110,26 +111,20 @@ async fn create_object(ctx: &Context, owner: &Owner, object: Object) -> Result<(
     }
 }
 
-/// Create the Service of a new object: server-side apply, but only after a
-/// live read finds no Service of its name. One that somebody else created
-/// since our cache was read fails the step instead (retried; by then the
-/// cache holds it for the adoption rules to judge), so a forced apply
-/// never takes it over. (What remains is the instant between this read and
-/// the apply; a plain create would close it, but would leave a second
-/// entry of our field manager on the Service that later keeps renamed
-/// ports from being dropped.)
-async fn create_service(ctx: &Context, ns: &str, service: &Service) -> Result<()> {
-    let api: Api<Service> = Api::namespaced(ctx.client.clone(), ns);
-    let name = service.name_any();
-    if api.get_metadata_opt(&name).await?.is_some() {
-        return Err(Error::Refused(Refusal {
-            reason: "ServiceNotYetSeen",
-            message: format!(
-                "a Service {ns}/{name} appeared that the controller had not seen yet; it is judged on the next attempt"
-            ),
-        }));
+/// The Service of the object's name as the apiserver has it now, trimmed
+/// as the cache trims it. Asked when the cache has none: the Service a
+/// previous reconcile applied may not have reached the cache yet (under
+/// load the watch lags the write by seconds), and judging from the cache
+/// alone would create it again; one somebody else created since the cache
+/// was read is judged at once by the adoption rules, never taken over by a
+/// forced apply.
+pub async fn live_service(ctx: &Context, owner: &Owner) -> Result<Option<Service>> {
+    let api: Api<Service> = Api::namespaced(ctx.client.clone(), &owner.namespace);
+    let mut service = api.get_opt(&owner.name).await?;
+    if let Some(service) = service.as_mut() {
+        crate::service_metadata::trim_managed_fields(service);
     }
-    apply(ctx, ns, service, Kind::Service).await.map(drop)
+    Ok(service)
 }
 
 /// Apply `object`; the applied Service when it is one (its ports may need pruning).

@@ -25,7 +25,7 @@ use crate::context::{CepKey, Context};
 use crate::credentials;
 use crate::decode::{Decoded, decode};
 use crate::error::{Error, Result};
-use crate::execute::execute;
+use crate::execute::{self, execute};
 use crate::fail_open;
 use crate::first_verdicts;
 use crate::metrics::ReasonLabels;
@@ -236,9 +236,9 @@ fn probe(
     health
 }
 
-/// Decide the writes against the caches and execute them: the Service
-/// first (slices hang off it), then the slices, then the compatibility
-/// Endpoints. Returns the outcome of the Service step and of the rest;
+/// Decide the writes against the caches (a live read for a Service the
+/// cache lacks) and execute them: the Service first (slices hang off it),
+/// then the slices, then the compatibility Endpoints. Returns the outcome of the Service step and of the rest;
 /// `None` for the rest when the Service is done and `with_endpoints` is
 /// false (they are held back: nothing of them was written).
 async fn sync(
@@ -249,7 +249,19 @@ async fn sync(
     with_endpoints: bool,
 ) -> (SyncOutcome, Option<SyncOutcome>) {
     let owner = &desired.owner;
-    let service = cached(&ctx.caches.services, owner);
+    let not_synced = || {
+        SyncOutcome::failed(
+            "ServiceNotSynced",
+            "endpoints are not written until the Service is synced",
+        )
+    };
+    let service = match cached(&ctx.caches.services, owner) {
+        Some(service) => Some(service),
+        None => match execute::live_service(ctx, owner).await {
+            Ok(service) => service.map(Arc::new),
+            Err(e) => return (outcome(&e), Some(not_synced())),
+        },
+    };
     let live = Live {
         service: service.as_deref(),
         endpoints,
@@ -259,23 +271,11 @@ async fn sync(
     if let Err(refusal) = plan.service {
         // Our slices come off a Service that is not ours to serve.
         let removed = execute(ctx, owner, Ok(plan.slices)).await;
-        let not_synced = removed.map_or_else(
-            |e| outcome(&e),
-            |()| {
-                SyncOutcome::failed(
-                    "ServiceNotSynced",
-                    "endpoints are not written until the Service is synced",
-                )
-            },
-        );
-        return (outcome(&Error::Refused(refusal)), Some(not_synced));
+        let rest = removed.map_or_else(|e| outcome(&e), |()| not_synced());
+        return (outcome(&Error::Refused(refusal)), Some(rest));
     }
     if let Err(e) = execute(ctx, owner, plan.service).await {
-        let not_synced = SyncOutcome::failed(
-            "ServiceNotSynced",
-            "endpoints are not written until the Service is synced",
-        );
-        return (outcome(&e), Some(not_synced));
+        return (outcome(&e), Some(not_synced()));
     }
     if !with_endpoints {
         return (SyncOutcome::Done, None);

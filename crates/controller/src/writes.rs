@@ -89,9 +89,9 @@ pub enum Write {
     /// Create an object that we do not know of (a slice, or the Service of
     /// a new object). Never overwrites: if a slice of its name exists after
     /// all (the cache was behind, or it is somebody else's), the shell reads
-    /// it and applies only when [`slice_conflict`] finds it is ours; a
-    /// Service is applied only when a live read finds none (one that exists
-    /// after all fails the step, to be judged by the next reconcile).
+    /// it and applies only when [`slice_conflict`] finds it is ours; the
+    /// Service is planned against a live read when the cache has none, so
+    /// its creation means that read found none either.
     Create(Object),
     /// Server-side apply that takes over a hand-made, unowned object in
     /// place. The object carries the resourceVersion the decision was made
@@ -300,9 +300,8 @@ pub fn slice_conflict(
 
 fn service_writes(desired: &Service, live: Option<&Service>, decision: &Ownership) -> Vec<Write> {
     if live.is_none() {
-        // Created: a Service somebody else created after our cache was
-        // read must not be taken over by a forced apply (the shell reads
-        // first, and the next reconcile judges one it finds).
+        // Created: the shell asks the apiserver when its cache has no
+        // Service, so none existed a moment ago either.
         return vec![Write::Create(Object::Service(desired.clone()))];
     }
     // Labels and annotations another manager set with other values stay theirs.
