@@ -46,6 +46,9 @@ fn rows(results: &[&ProfileResult]) -> Vec<Row> {
         row("converged, s after the last create", 1, |r| {
             r.convergence.as_ref().map(|c| c.seconds_after_created)
         }),
+        row("objects that reported their state", 0, |r| {
+            r.unreachable.as_ref().map(|u| u.reported as f64)
+        }),
         row("every object reported, s after the last create", 1, |r| {
             r.unreachable
                 .as_ref()
@@ -187,7 +190,7 @@ pub fn markdown(results: &[ProfileResult], machine: &Machine, generated_at: &str
 mod tests {
     use super::*;
     use crate::options::Options;
-    use crate::report::{Convergence, Steady};
+    use crate::report::{Convergence, Steady, Unreachable};
     use crate::workload;
 
     fn result(controller: &str, converged: f64, writes: f64, error: Option<&str>) -> ProfileResult {
@@ -270,6 +273,34 @@ mod tests {
         assert_eq!(ratio(None, Some(0.3)), "");
         // Rows no run measured are left out.
         assert!(!md.contains("every object reported"));
+        assert!(!md.contains("objects that reported their state"));
+    }
+
+    #[test]
+    fn the_unreachable_table_counts_the_objects_each_controller_reported() {
+        let reported = |label: &str, reported: usize, all: Option<f64>| {
+            let mut r = result(label, 1.0, 4.0, None);
+            r.unreachable = Some(Unreachable {
+                objects: 500,
+                reported,
+                goal_seconds: 11.0,
+                within_goal_after_created: reported,
+                all_reported_seconds_after_created: all,
+                all_reported_seconds_from_first_create: all,
+                per_object_seconds: None,
+            });
+            r
+        };
+        let results = vec![
+            reported("kube-endpoints", 500, Some(4.6)),
+            reported("endpoints-operator --maxconcurrent 1", 23, None),
+        ];
+        let md = markdown(&results, &machine(), "t");
+        assert!(
+            md.contains("| objects that reported their state | 500 | 23 | ×0.05 |"),
+            "{md}"
+        );
+        assert!(md.contains("| every object reported, s after the last create | 4.6 | – |  |"));
     }
 
     #[test]

@@ -22,13 +22,14 @@ pub enum Error {
     #[error("JSON: {0}")]
     Json(#[from] serde_json::Error),
     #[error(
-        "profile {profile} did not finish within {limit:?} (it was {phase}); raise --profile-timeout or look at the controller log {log}"
+        "profile {profile} did not finish within {limit:?} (it was {phase}); raise --profile-timeout or look at the controller's log: {log}"
     )]
     ProfileTimeout {
         profile: String,
         limit: Duration,
         phase: String,
-        log: PathBuf,
+        /// The controller's log, or each replica's.
+        log: String,
     },
     #[error("{0}")]
     Deadline(String),

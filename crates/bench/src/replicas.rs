@@ -6,7 +6,7 @@
 //! memory) is the sum over the replicas; [`Snapshot::loads_since`] gives
 //! them one by one.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use kube_endpoints_testkit::ControlPlane;
@@ -177,8 +177,7 @@ impl Replicas {
         sharded.controller_cmd.extend(shard_flags(scale));
         let mut procs = Vec::with_capacity(scale.replicas);
         for i in 0..scale.replicas {
-            let log = log.with_extension(format!("r{i}.log"));
-            procs.push(start_controller(&sharded, cp, &log).await?);
+            procs.push(start_controller(&sharded, cp, &replica_log(log, i)).await?);
         }
         let replicas = Replicas {
             procs,
@@ -263,6 +262,22 @@ impl Replicas {
     }
 }
 
+/// Replica `i`'s log: `<log>` with the extension `r<i>.log`.
+fn replica_log(log: &Path, i: usize) -> PathBuf {
+    log.with_extension(format!("r{i}.log"))
+}
+
+/// The log or logs a profile's controller writes, as an error names them.
+pub fn logs_of(log: &Path, scale: Option<&ScaleOut>) -> String {
+    match scale {
+        Some(scale) if scale.replicas > 1 => (0..scale.replicas)
+            .map(|i| replica_log(log, i).display().to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+        _ => log.display().to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -280,5 +295,19 @@ mod tests {
             "{joined}"
         );
         assert!(joined.ends_with("--shards 4"), "{joined}");
+    }
+
+    #[test]
+    fn a_failed_scale_out_names_each_replica_log() {
+        let log = Path::new("/w/controller-ours-100k-sharded.log");
+        let scale = ScaleOut {
+            replicas: 2,
+            shards: 4,
+        };
+        assert_eq!(
+            logs_of(log, Some(&scale)),
+            "/w/controller-ours-100k-sharded.r0.log, /w/controller-ours-100k-sharded.r1.log"
+        );
+        assert_eq!(logs_of(log, None), "/w/controller-ours-100k-sharded.log");
     }
 }

@@ -77,7 +77,7 @@ pub async fn run_profile(profile: &Profile, opts: &Options) -> ProfileResult {
             profile: profile.name.to_string(),
             limit,
             phase: phase.get(),
-            log: log.clone(),
+            log: crate::replicas::logs_of(&log, profile.scale_out.as_ref()),
         }),
     };
     result.duration_seconds = started.elapsed().as_secs_f64();
