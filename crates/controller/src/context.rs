@@ -77,6 +77,8 @@ pub struct Caches {
     pub endpoints: Store<Endpoints>,
     /// Only slices labelled with our controller id.
     pub slices: Store<EndpointSlice>,
+    /// `slices` by the Service they are labelled for.
+    pub slices_by_service: crate::slice_index::SliceIndex,
 }
 
 /// What every reconcile of one scope (API group and namespace) shares.

@@ -57,6 +57,7 @@ pub mod server;
 pub mod service_metadata;
 pub mod sharding;
 pub mod shards;
+pub mod slice_index;
 pub mod status;
 mod watch_cache;
 pub mod writes;

@@ -20,7 +20,7 @@ use kube_endpoints_probe::{Health, HealthState, TargetId, TargetSpec};
 use tracing::{debug, warn};
 
 use crate::budget::{self, Verdict};
-use crate::builder::{self, Desired, LABEL_SERVICE_NAME, Owner};
+use crate::builder::{self, Desired, Owner};
 use crate::context::{CepKey, Context};
 use crate::credentials;
 use crate::decode::{Decoded, decode};
@@ -311,8 +311,8 @@ where
 /// controller id (orphaned, or another served group's object of the same
 /// name).
 fn service_slices(ctx: &Context, owner: &Owner) -> Vec<Arc<EndpointSlice>> {
-    ctx.caches.slices.state_filter(|s| {
-        s.metadata.namespace.as_deref() == Some(owner.namespace.as_str())
-            && s.labels().get(LABEL_SERVICE_NAME) == Some(&owner.name)
-    })
+    let caches = &ctx.caches;
+    caches
+        .slices_by_service
+        .slices(&caches.slices, &owner.namespace, &owner.name)
 }

@@ -35,6 +35,7 @@ use crate::policy;
 use crate::reconcile;
 use crate::resolve::Resolver;
 use crate::sharding::{Shard, ShardKey};
+use crate::slice_index::SliceIndex;
 use crate::watch_cache::{Cached, spawn_until_shutdown};
 
 #[derive(Debug, thiserror::Error)]
@@ -117,6 +118,7 @@ impl Scope {
             scope: watch_name(""),
             shard: settings.shard,
         };
+        let slices_by_service = SliceIndex::default();
         let caches = Caches {
             // The Services keep who owns their labels and annotations
             // (see `service_metadata`).
@@ -125,19 +127,26 @@ impl Scope {
                 "services",
                 ShardKey::OwnName,
                 crate::service_metadata::trim_managed_fields,
+                |_| {},
             ),
             endpoints: children.cache(
                 watcher::Config::default(),
                 "endpoints",
                 ShardKey::OwnName,
                 drop_managed_fields,
+                |_| {},
             ),
             slices: children.cache(
                 watcher::Config::default().labels(&slice_selector),
                 "endpointslices",
                 ShardKey::ServiceNameLabel,
                 drop_managed_fields,
+                {
+                    let index = slices_by_service.clone();
+                    move |event| index.observe(event)
+                },
             ),
+            slices_by_service,
         };
         // Probe credentials: only labelled Secrets and ConfigMaps are
         // watched (see `credentials`); a change re-plans the objects that
@@ -564,12 +573,15 @@ struct Children<'a> {
 impl Children<'_> {
     /// A cache of `K` whose changes trigger a reconcile of the owning
     /// ClusterEndpoint (found through the controller owner reference).
+    /// `observe` sees each event after the store has applied it (an index
+    /// kept next to the store).
     fn cache<K>(
         &self,
         config: watcher::Config,
         resource: &'static str,
         key: ShardKey,
         trim: fn(&mut K),
+        observe: impl Fn(&watcher::Event<K>) + Send + 'static,
     ) -> Store<K>
     where
         K: Cached + Resource<Scope = k8s_openapi::NamespaceResourceScope>,
@@ -585,6 +597,11 @@ impl Children<'_> {
             .filter(move |event| futures::future::ready(in_shard(event, shard, key)))
             .modify(trim)
             .reflect(writer)
+            .inspect(move |event| {
+                if let Ok(event) = event {
+                    observe(event);
+                }
+            })
             .touched_objects()
             .for_each(move |obj| {
                 metrics.watch_event(&watch, resource, obj.is_ok());

@@ -77,6 +77,9 @@ impl ControllerProcess {
             .map_err(io_err(format!("opening {}", launch.log.display())))?;
         let mut cmd = Command::new(program);
         cmd.args(args);
+        // A controller left behind by a killed test or bench would go on
+        // probing addresses whose test namespace is gone.
+        crate::die_with_parent(&mut cmd);
         if launch.clear_env {
             cmd.env_clear()
                 .env("PATH", std::env::var_os("PATH").unwrap_or_default());
