@@ -83,8 +83,8 @@ async fn create_object(ctx: &Context, owner: &Owner, object: Object) -> Result<(
     let ns = owner.namespace.as_str();
     let slice = match object {
         Object::EndpointSlice(slice) => slice,
-        // Planned only when a live read just found none ([`live_service`]).
-        Object::Service(service) => return apply(ctx, ns, &service, Kind::Service).await.map(drop),
+        // The Service is planned as a create only when a live read just
+        // found none ([`live_service`]): applied like any other.
         other => return apply_object(ctx, ns, other).await.map(drop),
     };
     let api: Api<EndpointSlice> = Api::namespaced(ctx.client.clone(), ns);

@@ -238,9 +238,10 @@ fn probe(
 
 /// Decide the writes against the caches (a live read for a Service the
 /// cache lacks) and execute them: the Service first (slices hang off it),
-/// then the slices, then the compatibility Endpoints. Returns the outcome of the Service step and of the rest;
-/// `None` for the rest when the Service is done and `with_endpoints` is
-/// false (they are held back: nothing of them was written).
+/// then the slices, then the compatibility Endpoints. Returns the outcome
+/// of the Service step and of the rest; `None` for the rest when the
+/// Service is done and `with_endpoints` is false (they are held back:
+/// nothing of them was written).
 async fn sync(
     ctx: &Context,
     desired: &Desired,
